@@ -1,0 +1,397 @@
+//! The streaming accumulator: rows in, sufficient statistics out.
+//!
+//! Rows are never kept. Each row is coded into the *extended design*: one
+//! column per model term and combination of factor levels (every level, the
+//! reference level included), plus the response. Treatment-contrast columns
+//! are a selection of these, chosen once all levels are known (`model`).
+//! Per group the state keeps the exact moments of those columns (`stats`).
+
+use rustc_hash::FxHashMap;
+
+use crate::bail;
+use crate::error::Result;
+use crate::formula::{self, Formula, Term};
+use crate::input::{Chunk, Column, ColumnData};
+use crate::levels::{self, Levels};
+use crate::options::Options;
+use crate::stats::Moments;
+use crate::tidy::TidyRow;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Numeric,
+    Categorical,
+}
+
+#[derive(Debug, Clone)]
+pub struct Variable {
+    pub name: String,
+    /// Named as (part of) a grouping factor: categorical whatever its type.
+    pub grouping: bool,
+    /// The response: must be numeric.
+    pub response: bool,
+    /// Decided by the first chunk's column type.
+    pub kind: Option<Kind>,
+    pub type_name: String,
+    pub levels: Levels,
+}
+
+/// A distinct model term (fixed or random) over variables (indices).
+#[derive(Debug, Clone)]
+pub struct TermSpec {
+    pub vars: Vec<usize>,
+    /// Extended columns of this term, keyed by the level ids of its categorical variables.
+    pub columns: FxHashMap<Vec<u32>, usize>,
+}
+
+/// One extended-design column: a term at one combination of levels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExtColumn {
+    /// Index into `terms`, or `usize::MAX` for the response.
+    pub term: usize,
+    pub levels: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupingFactor {
+    pub vars: Vec<usize>,
+    pub levels: Levels,
+}
+
+#[derive(Clone)]
+pub struct Accumulator {
+    pub formula: Formula,
+    pub options: Options,
+    pub vars: Vec<Variable>,
+    pub var_names: Vec<String>,
+    pub terms: Vec<TermSpec>,
+    pub ext: Vec<ExtColumn>,
+    /// Per extended column: the shift K its stored means are relative to.
+    pub shift: Vec<f64>,
+    pub shift_set: bool,
+    pub factors: Vec<GroupingFactor>,
+    /// Moments per level of the (single, for now) grouping factor.
+    pub groups: Vec<Moments>,
+    pub n_dropped: u64,
+    // scratch buffers
+    x: Vec<f64>,
+    delta: Vec<f64>,
+    key: Vec<u8>,
+    level_ids: Vec<u32>,
+    slots: Vec<(usize, f64)>,
+    lv: Vec<u32>,
+}
+
+fn var_index(vars: &mut Vec<Variable>, name: &str) -> usize {
+    if let Some(i) = vars.iter().position(|v| v.name == name) {
+        return i;
+    }
+    vars.push(Variable {
+        name: name.to_string(),
+        grouping: false,
+        response: false,
+        kind: None,
+        type_name: String::new(),
+        levels: Levels::default(),
+    });
+    vars.len() - 1
+}
+
+impl Accumulator {
+    /// Parse the formula and prepare an empty accumulator.
+    pub fn new(formula_text: &str, options: Options) -> Result<Accumulator> {
+        let formula = formula::parse(formula_text)?;
+        if formula.random.is_empty() {
+            bail!("the formula has no random-effects term such as '(1 | group)'; lmm_fit fits mixed models only");
+        }
+        let first = &formula.random[0].group;
+        if let Some(other) = formula.random.iter().find(|b| &b.group != first) {
+            bail!(
+                "models with more than one grouping factor ('{}' and '{}') are not supported yet",
+                first.join(":"),
+                other.group.join(":")
+            );
+        }
+        let mut vars = Vec::new();
+        let r = var_index(&mut vars, &formula.response);
+        vars[r].response = true;
+        let mut all_terms: Vec<Term> = formula.fixed.clone();
+        for bar in &formula.random {
+            all_terms.extend(bar.terms.iter().cloned());
+        }
+        let mut terms: Vec<TermSpec> = Vec::new();
+        let mut term_keys: Vec<Vec<usize>> = Vec::new();
+        for t in &all_terms {
+            let idx: Vec<usize> = t.iter().map(|v| var_index(&mut vars, v)).collect();
+            let mut sorted = idx.clone();
+            sorted.sort();
+            if !term_keys.contains(&sorted) {
+                term_keys.push(sorted);
+                terms.push(TermSpec { vars: idx, columns: FxHashMap::default() });
+            }
+        }
+        let mut factors = Vec::new();
+        for bar in &formula.random {
+            let gv: Vec<usize> = bar.group.iter().map(|v| var_index(&mut vars, v)).collect();
+            for &g in &gv {
+                if vars[g].response {
+                    bail!("the response '{}' cannot be a grouping factor", vars[g].name);
+                }
+                vars[g].grouping = true;
+            }
+            if !factors.iter().any(|f: &GroupingFactor| f.vars == gv) {
+                factors.push(GroupingFactor { vars: gv, levels: Levels::default() });
+            }
+        }
+        let var_names = vars.iter().map(|v| v.name.clone()).collect();
+        Ok(Accumulator {
+            formula,
+            options,
+            vars,
+            var_names,
+            terms,
+            ext: Vec::new(),
+            shift: Vec::new(),
+            shift_set: false,
+            factors,
+            groups: Vec::new(),
+            n_dropped: 0,
+            x: Vec::new(),
+            delta: Vec::new(),
+            key: Vec::new(),
+            level_ids: Vec::new(),
+            slots: Vec::new(),
+            lv: Vec::new(),
+        })
+    }
+
+    /// Names of the columns the model reads, in the order `update` expects them in a `Chunk`.
+    pub fn required_columns(&self) -> &[String] {
+        &self.var_names
+    }
+
+    /// Rows used so far.
+    pub fn n_obs(&self) -> u64 {
+        self.groups.iter().map(|g| g.n).sum()
+    }
+
+    /// Decide each variable's kind from its column type (first chunk), and check later chunks agree.
+    fn check_kinds(&mut self, chunk: &Chunk) -> Result<()> {
+        if chunk.columns.len() != self.vars.len() {
+            bail!("internal: chunk has {} columns, model needs {}", chunk.columns.len(), self.vars.len());
+        }
+        for (v, col) in self.vars.iter_mut().zip(chunk.columns.iter()) {
+            let numeric = matches!(col.data, ColumnData::Float(_) | ColumnData::Int(_));
+            let kind = if v.grouping || !numeric { Kind::Categorical } else { Kind::Numeric };
+            if v.response && !numeric {
+                bail!(
+                    "column '{}' has type {} but the response must be numeric",
+                    v.name,
+                    col.type_name
+                );
+            }
+            match v.kind {
+                None => {
+                    v.kind = Some(kind);
+                    v.type_name = col.type_name.clone();
+                }
+                Some(k) if k != kind => bail!(
+                    "column '{}' changed type between chunks ({} then {})",
+                    v.name,
+                    v.type_name,
+                    col.type_name
+                ),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn num(col: &Column, row: usize) -> f64 {
+        match &col.data {
+            ColumnData::Float(v) => v[row],
+            ColumnData::Int(v) => v[row] as f64,
+            _ => f64::NAN,
+        }
+    }
+
+    fn new_ext(&mut self, term: usize, lv: Vec<u32>, shift: f64) -> usize {
+        let c = self.ext.len();
+        self.ext.push(ExtColumn { term, levels: lv.clone() });
+        self.shift.push(shift);
+        self.terms[term].columns.insert(lv, c);
+        c
+    }
+
+    /// Add the rows `rows` (indices into the chunk) to the statistics.
+    pub fn update(&mut self, chunk: &Chunk, rows: &[usize]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.check_kinds(chunk)?;
+        let cols = &chunk.columns;
+        let nvars = self.vars.len();
+        let mut level_ids = std::mem::take(&mut self.level_ids);
+        level_ids.resize(nvars, 0);
+        let mut key = std::mem::take(&mut self.key);
+        'rows: for &r in rows {
+            // Drop incomplete rows, as lme4's na.omit does.
+            for (v, col) in self.vars.iter().zip(cols.iter()) {
+                if !col.valid[r] {
+                    self.n_dropped += 1;
+                    continue 'rows;
+                }
+                if v.kind == Some(Kind::Numeric) && !Self::num(col, r).is_finite() {
+                    self.n_dropped += 1;
+                    continue 'rows;
+                }
+            }
+            for (i, v) in self.vars.iter_mut().enumerate() {
+                if v.kind == Some(Kind::Categorical) && !v.grouping {
+                    key.clear();
+                    levels::encode(&cols[i], r, &mut key);
+                    level_ids[i] = v.levels.id(&key);
+                }
+            }
+            // The grouping factor's level.
+            let f = &mut self.factors[0];
+            key.clear();
+            for &g in &f.vars {
+                levels::encode(&cols[g], r, &mut key);
+            }
+            let g = f.levels.id(&key) as usize;
+            // Extended columns: term values first (may create columns), then the response.
+            if self.ext.is_empty() {
+                self.ext.push(ExtColumn { term: usize::MAX, levels: vec![] });
+                self.shift.push(0.0);
+            }
+            let mut slots = std::mem::take(&mut self.slots);
+            let mut lv = std::mem::take(&mut self.lv);
+            slots.clear();
+            for t in 0..self.terms.len() {
+                let mut value = 1.0;
+                lv.clear();
+                for &v in &self.terms[t].vars {
+                    if self.vars[v].kind == Some(Kind::Numeric) {
+                        value *= Self::num(&cols[v], r);
+                    } else if self.vars[v].grouping {
+                        // A grouping column used inside a term is a factor with its own levels.
+                        key.clear();
+                        levels::encode(&cols[v], r, &mut key);
+                        lv.push(self.vars[v].levels.id(&key));
+                    } else {
+                        lv.push(level_ids[v]);
+                    }
+                }
+                let col = match self.terms[t].columns.get(lv.as_slice()) {
+                    Some(&c) => c,
+                    // Rows before this one were 0 in a new column: its shift is 0.
+                    None => self.new_ext(t, lv.clone(), 0.0),
+                };
+                slots.push((col, value));
+            }
+            let y = Self::num(&cols[0], r);
+            if !self.shift_set {
+                // First row of this state: shift each numeric column by its first value.
+                self.shift[0] = y;
+                for (t, &(c, v)) in slots.iter().enumerate() {
+                    if self.terms[t].vars.iter().all(|&v| self.vars[v].kind == Some(Kind::Numeric)) {
+                        self.shift[c] = v;
+                    }
+                }
+                self.shift_set = true;
+            }
+            let d = self.ext.len();
+            self.x.clear();
+            self.x.resize(d, 0.0);
+            self.x[0] = y - self.shift[0];
+            for &(c, v) in &slots {
+                self.x[c] = v - self.shift[c];
+            }
+            self.slots = slots;
+            self.lv = lv;
+            if g == self.groups.len() {
+                self.groups.push(Moments::new(d));
+            }
+            let m = &mut self.groups[g];
+            m.grow(d);
+            self.delta.resize(d, 0.0);
+            m.push(&self.x, &mut self.delta);
+        }
+        self.level_ids = level_ids;
+        self.key = key;
+        Ok(())
+    }
+
+    /// Add another state's statistics; `other` is left untouched.
+    pub fn merge(&mut self, other: &Accumulator) -> Result<()> {
+        self.n_dropped += other.n_dropped;
+        for (v, o) in self.vars.iter_mut().zip(other.vars.iter()) {
+            match (v.kind, o.kind) {
+                (None, Some(k)) => {
+                    v.kind = Some(k);
+                    v.type_name = o.type_name.clone();
+                }
+                (Some(a), Some(b)) if a != b => {
+                    bail!("column '{}' has different types in different parts of the input", v.name)
+                }
+                _ => {}
+            }
+        }
+        if other.groups.is_empty() {
+            return Ok(());
+        }
+        // A state that saw no rows adopts the other's shifts, so its means carry over
+        // unchanged; otherwise columns new to this state had value 0 here: shift 0.
+        let adopt = !self.shift_set;
+        // Level ids of other -> ours.
+        let level_map: Vec<Vec<u32>> = self
+            .vars
+            .iter_mut()
+            .zip(other.vars.iter())
+            .map(|(v, o)| o.levels.keys.iter().map(|k| v.levels.id(k)).collect())
+            .collect();
+        if self.ext.is_empty() {
+            self.ext.push(ExtColumn { term: usize::MAX, levels: vec![] });
+            self.shift.push(other.shift[0]);
+        }
+        let mut col_map = Vec::with_capacity(other.ext.len());
+        let mut offset = Vec::with_capacity(other.ext.len());
+        for (j, e) in other.ext.iter().enumerate() {
+            let c = if e.term == usize::MAX {
+                0
+            } else {
+                let lv: Vec<u32> = e
+                    .levels
+                    .iter()
+                    .zip(self.terms[e.term].vars.iter().filter(|&&v| self.vars[v].kind != Some(Kind::Numeric)))
+                    .map(|(&id, &v)| level_map[v][id as usize])
+                    .collect();
+                match self.terms[e.term].columns.get(&lv) {
+                    Some(&c) => c,
+                    None => self.new_ext(e.term, lv, if adopt { other.shift[j] } else { 0.0 }),
+                }
+            };
+            col_map.push(c);
+            offset.push(other.shift[j] - self.shift[c]);
+        }
+        self.shift_set = true;
+        let d = self.ext.len();
+        let fo = &other.factors[0];
+        for (gid, key) in fo.levels.keys.iter().enumerate() {
+            let g = self.factors[0].levels.id(key) as usize;
+            if g == self.groups.len() {
+                self.groups.push(Moments::new(d));
+            }
+            self.groups[g].grow(d);
+            self.groups[g].merge_mapped(&other.groups[gid], &col_map, &offset);
+        }
+        Ok(())
+    }
+
+    /// Fit the model and return the tidy table.
+    pub fn finish(&self) -> Result<Vec<TidyRow>> {
+        crate::fit::fit(self)
+    }
+}

@@ -1,0 +1,389 @@
+//! From accumulated statistics to a fitted model and its tidy table.
+//!
+//! Conditioning: before optimising, the columns are re-expressed about the
+//! data (exactly, from the stored moments):
+//! - X columns and y are centred at their overall means when the model has an
+//!   intercept (β̂ is mapped back: the intercept absorbs Σ β_j x̄_j and ȳ);
+//!   centring is unit-triangular, so even the REML criterion is unchanged;
+//! - random-effect columns are scaled to unit SD, and centred too inside a
+//!   correlated block that has an intercept. Both are invertible maps within
+//!   the block's covariance family, so the likelihood's optimum is the same;
+//!   Var(b) and the BLUPs are mapped back with b = T b_c.
+//! A covariate far from zero (epoch seconds) would otherwise make the
+//! intercept nearly collinear with its slope and the optimiser ill-conditioned.
+
+use crate::accumulator::Accumulator;
+use crate::bail;
+use crate::design::{self, DesignColumn, Source};
+use crate::error::Result;
+use crate::levels;
+use crate::optimizer::{self, Settings};
+use crate::options::Method;
+use crate::reml::{cholesky_lower, Problem};
+use crate::stats::Moments;
+use crate::theta::ThetaLayout;
+use crate::tidy::TidyRow;
+
+/// A model column re-expressed as w = (v − centre) / scale, centre relative to the state's shift.
+#[derive(Debug, Clone, Copy)]
+struct Col {
+    source: Source,
+    centre: f64,
+    scale: f64,
+}
+
+/// Σ over the group's rows of w_a w_b.
+fn cross(m: &Moments, a: &Col, b: &Col) -> f64 {
+    let n = m.n as f64;
+    match (a.source, b.source) {
+        (Source::Zero, _) | (_, Source::Zero) => 0.0,
+        (Source::Ones, Source::Ones) => n,
+        (Source::Ones, Source::Ext(j)) => n * (m.mean(j) - b.centre) / b.scale,
+        (Source::Ext(i), Source::Ones) => n * (m.mean(i) - a.centre) / a.scale,
+        (Source::Ext(i), Source::Ext(j)) => {
+            (m.comoment(i, j) + n * (m.mean(i) - a.centre) * (m.mean(j) - b.centre)) / (a.scale * b.scale)
+        }
+    }
+}
+
+/// Normal upper-tail two-sided p-value.
+fn p_normal(z: f64) -> f64 {
+    libm::erfc(z.abs() / std::f64::consts::SQRT_2)
+}
+
+const Z975: f64 = 1.959_963_984_540_054;
+
+pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
+    let f = &acc.formula;
+    let n_obs = acc.n_obs();
+    if n_obs == 0 {
+        bail!(
+            "no rows left to fit after dropping {} row(s) with NULL or non-finite values in the model's columns ({})",
+            acc.n_dropped,
+            acc.var_names.join(", ")
+        );
+    }
+    let factor = &acc.factors[0];
+    let group_name = f.random[0].group.join(":");
+    let ngroups = acc.groups.len();
+    if ngroups < 2 {
+        bail!("grouping factor '{group_name}' has {ngroups} level(s); at least 2 are needed to estimate its variance");
+    }
+    // Overall moments: exact merge of all groups.
+    let d = acc.ext.len();
+    let ident: Vec<usize> = (0..d).collect();
+    let zeros = vec![0.0; d];
+    let mut total = Moments::new(d);
+    for g in &acc.groups {
+        total.merge_mapped(g, &ident, &zeros);
+    }
+    let n = n_obs as f64;
+    let abs_mean = |c: usize| acc.shift[c] + total.mean(c);
+    let sd = |c: usize| (total.comoment(c, c) / n).sqrt();
+
+    // Fixed effects.
+    let xcols: Vec<DesignColumn> = design::code(acc, f.intercept, &f.fixed);
+    let p = xcols.len();
+    let centre_x = f.intercept;
+    let col_x = |dc: &DesignColumn| match dc.source {
+        Source::Ext(c) if centre_x => Col { source: dc.source, centre: total.mean(c), scale: 1.0 },
+        Source::Ext(c) => Col { source: dc.source, centre: -acc.shift[c], scale: 1.0 },
+        s => Col { source: s, centre: 0.0, scale: 1.0 },
+    };
+    let mut rcols: Vec<Col> = xcols.iter().map(col_x).collect();
+    rcols.push(if centre_x {
+        Col { source: Source::Ext(0), centre: total.mean(0), scale: 1.0 }
+    } else {
+        Col { source: Source::Ext(0), centre: -acc.shift[0], scale: 1.0 }
+    });
+    let k = p + 1;
+
+    // Random effects: one block per bar, all on the one grouping factor.
+    let mut zcols: Vec<DesignColumn> = Vec::new();
+    let mut zc: Vec<Col> = Vec::new();
+    let mut block_sizes = Vec::new();
+    // b = T b_c, T block upper-triangular (q×q column-major).
+    let mut bars_terms: Vec<Vec<String>> = Vec::new();
+    for bar in &f.random {
+        let cols = design::code(acc, bar.intercept, &bar.terms);
+        let centre = bar.intercept && cols.len() > 1;
+        for dc in &cols {
+            let col = match dc.source {
+                Source::Ext(c) => {
+                    let s = sd(c);
+                    let s = if s > 0.0 && s.is_finite() { s } else { 1.0 };
+                    Col { source: dc.source, centre: if centre { total.mean(c) } else { -acc.shift[c] }, scale: s }
+                }
+                s => Col { source: s, centre: 0.0, scale: 1.0 },
+            };
+            zc.push(col);
+        }
+        block_sizes.push(cols.len());
+        bars_terms.push(cols.iter().map(|c| c.name.clone()).collect());
+        zcols.extend(cols);
+    }
+    let q = zcols.len();
+    let layout = ThetaLayout::new(&block_sizes);
+    let mut tmat = vec![0.0; q * q];
+    for (bi, &(off, s)) in layout.blocks.iter().enumerate() {
+        let bar = &f.random[bi];
+        for j in 0..s {
+            let c = &zc[off + j];
+            tmat[(off + j) * q + off + j] = 1.0 / c.scale;
+            if bar.intercept && j > 0 && s > 1 {
+                if let Source::Ext(e) = c.source {
+                    // the intercept absorbs −c_j/s_j b_cj
+                    tmat[(off + j) * q + off] = -(acc.shift[e] + c.centre) / c.scale;
+                }
+            }
+        }
+    }
+
+    if (n_obs as usize) <= ngroups * q.max(1) && q > 0 {
+        bail!(
+            "number of observations ({n_obs}) <= number of random effects ({}) for grouping factor '{group_name}'; the random-effects parameters and the residual variance are probably unidentifiable",
+            ngroups * q
+        );
+    }
+    if (n_obs as usize) <= p {
+        bail!("number of observations ({n_obs}) must exceed the number of fixed-effect columns ({p})");
+    }
+
+    // Per-group cross-products of the re-expressed columns.
+    let mut ztz = vec![0.0; ngroups * q * q];
+    let mut ztr = vec![0.0; ngroups * q * k];
+    for (i, m) in acc.groups.iter().enumerate() {
+        for a in 0..q {
+            for b in 0..q {
+                ztz[i * q * q + b * q + a] = cross(m, &zc[a], &zc[b]);
+            }
+            for j in 0..k {
+                ztr[i * q * k + j * q + a] = cross(m, &zc[a], &rcols[j]);
+            }
+        }
+    }
+    let mut rtr = vec![0.0; k * k];
+    for a in 0..k {
+        for b in 0..k {
+            rtr[b * k + a] = cross(&total, &rcols[a], &rcols[b]);
+        }
+    }
+    check_rank(&rtr, k, &xcols)?;
+
+    // Group order: lme4 sorts the levels.
+    let (order, _) = factor.levels.sorted();
+
+    let problem = Problem { n, p, q, groups: ngroups, ztz, ztr, rtr, method: acc.options.method };
+    let lower = layout.lower();
+    let mut objective = |theta: &[f64]| problem.deviance(&layout.lambda(theta));
+    let outcome = optimizer::minimize(&mut objective, &layout.start(), &lower, &layout.diagonal(), &Settings::default());
+    let theta = outcome.x.clone();
+    let lambda = layout.lambda(&theta);
+    let Some(sol) = problem.solution(&lambda) else {
+        bail!("the fit failed: the model matrices are not positive definite at the optimum");
+    };
+    let singular = layout.diagonal().iter().any(|&i| theta[i] < 1e-4);
+
+    // Map β back: β_0 = β_c0 − Σ_j x̄_j β_cj (+ ȳ), β_j = β_cj; Cov likewise.
+    let mut amat = vec![0.0; p * p];
+    for j in 0..p {
+        amat[j * p + j] = 1.0;
+    }
+    let mut beta = sol.beta.clone();
+    if centre_x && p > 0 && matches!(xcols[0].source, Source::Ones) {
+        for j in 1..p {
+            if let Source::Ext(c) = xcols[j].source {
+                amat[j * p] = -abs_mean(c);
+            }
+        }
+        beta = (0..p).map(|r| (0..p).map(|c| amat[c * p + r] * sol.beta[c]).sum()).collect();
+        beta[0] += abs_mean(0);
+    }
+    let vcov = sandwich(&amat, &sol.vcov, p);
+
+    let mut rows = Vec::new();
+    for j in 0..p {
+        let est = beta[j];
+        let se = vcov[j * p + j].sqrt();
+        let z = est / se;
+        let mut r = TidyRow::new("fixed");
+        r.term = Some(xcols[j].name.clone());
+        r.estimate = Some(est);
+        r.std_error = Some(se);
+        r.statistic = Some(z);
+        r.p_value = Some(p_normal(z));
+        r.conf_low = Some(est - Z975 * se);
+        r.conf_high = Some(est + Z975 * se);
+        rows.push(r);
+    }
+
+    // Variance components: σ² T Λ Λᵀ Tᵀ per block.
+    let mut ll = vec![0.0; q * q];
+    for a in 0..q {
+        for b in 0..q {
+            ll[b * q + a] = (0..q).map(|t| lambda[t * q + a] * lambda[t * q + b]).sum::<f64>() * sol.sigma2;
+        }
+    }
+    let sigma_b = sandwich(&tmat, &ll, q);
+    for (bi, &(off, s)) in layout.blocks.iter().enumerate() {
+        let names = &bars_terms[bi];
+        let push = |rows: &mut Vec<TidyRow>, term: String, v: f64| {
+            let mut r = TidyRow::new("ran_pars");
+            r.group_var = Some(group_name.clone());
+            r.term = Some(term);
+            r.estimate = Some(v);
+            rows.push(r);
+        };
+        for j in 0..s {
+            let v = sigma_b[(off + j) * q + off + j];
+            push(&mut rows, format!("var__{}", names[j]), v);
+            push(&mut rows, format!("sd__{}", names[j]), v.max(0.0).sqrt());
+        }
+        for a in 0..s {
+            for b in a + 1..s {
+                let c = sigma_b[(off + b) * q + off + a];
+                let va = sigma_b[(off + a) * q + off + a];
+                let vb = sigma_b[(off + b) * q + off + b];
+                push(&mut rows, format!("cov__{}.{}", names[a], names[b]), c);
+                let cor = if va > 0.0 && vb > 0.0 { (c / (va * vb).sqrt()).clamp(-1.0, 1.0) } else { f64::NAN };
+                push(&mut rows, format!("cor__{}.{}", names[a], names[b]), cor);
+            }
+        }
+    }
+    for (term, v) in [("var__Observation", sol.sigma2), ("sd__Observation", sol.sigma2.sqrt())] {
+        let mut r = TidyRow::new("ran_pars");
+        r.group_var = Some("Residual".into());
+        r.term = Some(term.into());
+        r.estimate = Some(v);
+        rows.push(r);
+    }
+
+    if acc.options.ranef {
+        let labels: Vec<String> = order.iter().map(|&g| levels::label(&factor.levels.keys[g as usize])).collect();
+        for a in 0..q {
+            for (li, &g) in order.iter().enumerate() {
+                let g = g as usize;
+                let bc = &sol.blups[g * q..(g + 1) * q];
+                let b: f64 = (0..q).map(|t| tmat[t * q + a] * bc[t]).sum();
+                let cc = &sol.cond_cov[g * q * q..(g + 1) * q * q];
+                let var: f64 = (0..q)
+                    .map(|s| (0..q).map(|t| tmat[s * q + a] * cc[t * q + s] * tmat[t * q + a]).sum::<f64>())
+                    .sum();
+                let mut r = TidyRow::new("ran_vals");
+                r.group_var = Some(group_name.clone());
+                r.level = Some(labels[li].clone());
+                r.term = Some(zcols[a].name.clone());
+                r.estimate = Some(b);
+                r.std_error = Some(var.max(0.0).sqrt());
+                rows.push(r);
+            }
+        }
+    }
+
+    let reml = acc.options.method == Method::Reml;
+    let dev = sol.deviance;
+    let df = (p + layout.len() + 1) as f64;
+    let fit_row = |term: &str, v: f64, group: Option<String>| {
+        let mut r = TidyRow::new("fit");
+        r.term = Some(term.into());
+        r.estimate = Some(v);
+        r.group_var = group;
+        r
+    };
+    rows.push(fit_row("nobs", n, None));
+    rows.push(fit_row("nobs_dropped", acc.n_dropped as f64, None));
+    rows.push(fit_row("ngroups", ngroups as f64, Some(group_name.clone())));
+    rows.push(fit_row("logLik", -dev / 2.0, None));
+    rows.push(fit_row("AIC", dev + 2.0 * df, None));
+    rows.push(fit_row("BIC", dev + df * n.ln(), None));
+    rows.push(fit_row(if reml { "REMLcrit" } else { "deviance" }, dev, None));
+    rows.push(fit_row("sigma", sol.sigma2.sqrt(), None));
+    rows.push(fit_row("converged", if outcome.converged { 1.0 } else { 0.0 }, None));
+    rows.push(fit_row("singular", if singular { 1.0 } else { 0.0 }, None));
+    rows.push(fit_row("iterations", outcome.evaluations as f64, None));
+    Ok(rows)
+}
+
+/// A S Aᵀ for column-major n×n matrices.
+fn sandwich(a: &[f64], s: &[f64], n: usize) -> Vec<f64> {
+    let mut tmp = vec![0.0; n * n];
+    for r in 0..n {
+        for c in 0..n {
+            tmp[c * n + r] = (0..n).map(|t| a[t * n + r] * s[c * n + t]).sum();
+        }
+    }
+    let mut out = vec![0.0; n * n];
+    for r in 0..n {
+        for c in 0..n {
+            out[c * n + r] = (0..n).map(|t| tmp[t * n + r] * a[t * n + c]).sum();
+        }
+    }
+    out
+}
+
+/// Refuse a rank-deficient X, naming each aliased column and what it is a combination of.
+fn check_rank(rtr: &[f64], k: usize, xcols: &[DesignColumn]) -> Result<()> {
+    let p = xcols.len();
+    let mut kept: Vec<usize> = Vec::new();
+    let mut problems = Vec::new();
+    for j in 0..p {
+        let sjj = rtr[j * k + j];
+        if matches!(xcols[j].source, Source::Zero) || sjj == 0.0 {
+            let why = if matches!(xcols[j].source, Source::Zero) {
+                "is zero on every row (that level combination never occurs)".to_string()
+            } else if kept.iter().any(|&i| matches!(xcols[i].source, Source::Ones)) {
+                "is constant, so it is collinear with '(Intercept)'".to_string()
+            } else {
+                "is zero on every row".to_string()
+            };
+            problems.push(format!("'{}' {why}", xcols[j].name));
+            continue;
+        }
+        // Regress column j on the kept columns: residual fraction of its norm.
+        let m = kept.len();
+        let mut a = vec![0.0; m * m];
+        let mut rhs = vec![0.0; m];
+        for (x, &i) in kept.iter().enumerate() {
+            rhs[x] = rtr[j * k + i];
+            for (y, &l) in kept.iter().enumerate() {
+                a[y * m + x] = rtr[l * k + i];
+            }
+        }
+        let mut chol = a.clone();
+        let ok = cholesky_lower(&mut chol, m);
+        let mut coef = rhs.clone();
+        if ok {
+            for r in 0..m {
+                let mut s = coef[r];
+                for t in 0..r {
+                    s -= chol[t * m + r] * coef[t];
+                }
+                coef[r] = s / chol[r * m + r];
+            }
+            for r in (0..m).rev() {
+                let mut s = coef[r];
+                for t in r + 1..m {
+                    s -= chol[r * m + t] * coef[t];
+                }
+                coef[r] = s / chol[r * m + r];
+            }
+        }
+        let explained: f64 = coef.iter().zip(rhs.iter()).map(|(c, r)| c * r).sum();
+        let resid = sjj - explained;
+        if ok && resid <= 1e-10 * sjj {
+            let with: Vec<String> = kept
+                .iter()
+                .zip(coef.iter())
+                .filter(|(&i, &c)| (c * c * rtr[i * k + i]).abs() > 1e-12 * sjj)
+                .map(|(&i, _)| format!("'{}'", xcols[i].name))
+                .collect();
+            problems.push(format!("'{}' is a linear combination of {}", xcols[j].name, with.join(", ")));
+        } else {
+            kept.push(j);
+        }
+    }
+    if !problems.is_empty() {
+        bail!("the fixed-effects design is rank deficient: {}; remove the aliased term(s) from the formula", problems.join("; "));
+    }
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! Levels of categorical variables and grouping factors.
+//!
+//! A level is stored as an encoded key (type tag + bytes) so that rows can be
+//! looked up without allocating; keys are decoded only to sort levels (numbers
+//! numerically, strings bytewise, as lme4's fixtures do) and to label them.
+
+use rustc_hash::FxHashMap;
+use std::cmp::Ordering;
+
+use crate::input::{Column, ColumnData};
+
+const T_INT: u8 = 1;
+const T_FLOAT: u8 = 2;
+const T_TEXT: u8 = 3;
+const T_BOOL: u8 = 4;
+
+/// Append the key of `col[row]` to `buf`.
+#[inline]
+pub fn encode(col: &Column, row: usize, buf: &mut Vec<u8>) {
+    match &col.data {
+        ColumnData::Int(v) => {
+            buf.push(T_INT);
+            buf.extend_from_slice(&v[row].to_le_bytes());
+        }
+        ColumnData::Float(v) => {
+            buf.push(T_FLOAT);
+            // +0.0 and -0.0 are one level.
+            let x = if v[row] == 0.0 { 0.0 } else { v[row] };
+            buf.extend_from_slice(&x.to_le_bytes());
+        }
+        ColumnData::Text(v) => {
+            buf.push(T_TEXT);
+            buf.extend_from_slice(&(v[row].len() as u32).to_le_bytes());
+            buf.extend_from_slice(v[row]);
+        }
+        ColumnData::Bool(v) => {
+            buf.push(T_BOOL);
+            buf.push(v[row] as u8);
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LevelPart {
+    Int(i64),
+    Float(f64),
+    Text(Vec<u8>),
+    Bool(bool),
+}
+
+impl LevelPart {
+    fn cmp(&self, other: &LevelPart) -> Ordering {
+        use LevelPart::*;
+        match (self, other) {
+            (Int(a), Int(b)) => a.cmp(b),
+            (Float(a), Float(b)) => a.total_cmp(b),
+            (Int(a), Float(b)) => (*a as f64).total_cmp(b),
+            (Float(a), Int(b)) => a.total_cmp(&(*b as f64)),
+            (Text(a), Text(b)) => a.cmp(b),
+            (Bool(a), Bool(b)) => a.cmp(b),
+            _ => format!("{self:?}").cmp(&format!("{other:?}")),
+        }
+    }
+
+    /// The level's label as R prints it.
+    pub fn label(&self) -> String {
+        match self {
+            LevelPart::Int(v) => v.to_string(),
+            LevelPart::Float(v) => format!("{v}"),
+            LevelPart::Text(b) => String::from_utf8_lossy(b).into_owned(),
+            LevelPart::Bool(b) => if *b { "TRUE".into() } else { "FALSE".into() },
+        }
+    }
+}
+
+pub fn decode(mut key: &[u8]) -> Vec<LevelPart> {
+    let mut parts = Vec::new();
+    while let Some((&tag, rest)) = key.split_first() {
+        match tag {
+            T_INT => {
+                parts.push(LevelPart::Int(i64::from_le_bytes(rest[..8].try_into().unwrap())));
+                key = &rest[8..];
+            }
+            T_FLOAT => {
+                parts.push(LevelPart::Float(f64::from_le_bytes(rest[..8].try_into().unwrap())));
+                key = &rest[8..];
+            }
+            T_TEXT => {
+                let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+                parts.push(LevelPart::Text(rest[4..4 + len].to_vec()));
+                key = &rest[4 + len..];
+            }
+            T_BOOL => {
+                parts.push(LevelPart::Bool(rest[0] != 0));
+                key = &rest[1..];
+            }
+            _ => unreachable!("corrupt level key"),
+        }
+    }
+    parts
+}
+
+/// Compare two keys by their decoded parts, lexicographically (first part slowest).
+pub fn compare_keys(a: &[u8], b: &[u8]) -> Ordering {
+    let (da, db) = (decode(a), decode(b));
+    for (x, y) in da.iter().zip(db.iter()) {
+        let c = x.cmp(y);
+        if c != Ordering::Equal {
+            return c;
+        }
+    }
+    da.len().cmp(&db.len())
+}
+
+pub fn label(key: &[u8]) -> String {
+    decode(key).iter().map(LevelPart::label).collect::<Vec<_>>().join(":")
+}
+
+/// A dictionary of levels in order of first appearance.
+#[derive(Debug, Clone, Default)]
+pub struct Levels {
+    map: FxHashMap<Box<[u8]>, u32>,
+    pub keys: Vec<Box<[u8]>>,
+}
+
+impl Levels {
+    #[inline]
+    pub fn id(&mut self, key: &[u8]) -> u32 {
+        if let Some(&i) = self.map.get(key) {
+            return i;
+        }
+        let i = self.keys.len() as u32;
+        let boxed: Box<[u8]> = key.into();
+        self.keys.push(boxed.clone());
+        self.map.insert(boxed, i);
+        i
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Level ids in sorted order, and the rank of each id.
+    pub fn sorted(&self) -> (Vec<u32>, Vec<usize>) {
+        let mut order: Vec<u32> = (0..self.keys.len() as u32).collect();
+        order.sort_by(|&a, &b| compare_keys(&self.keys[a as usize], &self.keys[b as usize]));
+        let mut rank = vec![0; order.len()];
+        for (r, &id) in order.iter().enumerate() {
+            rank[id as usize] = r;
+        }
+        (order, rank)
+    }
+}

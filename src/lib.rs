@@ -1,0 +1,24 @@
+//! `lmm`: linear mixed models fitted from streamed sufficient statistics.
+//!
+//! The statistics core (everything but `ext`) knows nothing of DuckDB.
+
+pub mod error;
+pub mod input;
+pub mod options;
+pub mod tidy;
+pub mod accumulator;
+pub mod design;
+pub mod fit;
+pub mod formula;
+pub mod levels;
+pub mod optimizer;
+pub mod reml;
+pub mod stats;
+pub mod theta;
+
+pub mod ext;
+
+pub use accumulator::Accumulator;
+pub use error::{LmmError, Result};
+pub use options::Options;
+pub use tidy::TidyRow;
