@@ -175,8 +175,20 @@ pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
 
     let problem = Problem { n, p, q, groups: ngroups, ztz, ztr, rtr, method: acc.options.method };
     let lower = layout.lower();
-    let mut objective = |theta: &[f64]| problem.deviance(&layout.lambda(theta));
-    let outcome = optimizer::minimize(&mut objective, &layout.start(), &lower, &layout.diagonal(), &Settings::default());
+    let pos = layout.positions();
+    let mut objective = |theta: &[f64]| problem.deviance_and_gradient(&layout.lambda(theta), &pos);
+    let mut outcome = optimizer::minimize_bfgs(&mut objective, &layout.start(), &lower, 1000);
+    if !outcome.converged {
+        // Fall back on the derivative-free method from where the quasi-Newton one stopped.
+        let mut dev = |theta: &[f64]| problem.deviance(&layout.lambda(theta));
+        let start = if outcome.f.is_finite() { outcome.x.clone() } else { layout.start() };
+        let nm = optimizer::minimize(&mut dev, &start, &lower, &layout.diagonal(), &Settings::default());
+        let evaluations = outcome.evaluations + nm.evaluations;
+        if nm.f <= outcome.f || !outcome.f.is_finite() {
+            outcome = nm;
+        }
+        outcome.evaluations = evaluations;
+    }
     let theta = outcome.x.clone();
     let lambda = layout.lambda(&theta);
     let Some(sol) = problem.solution(&lambda) else {

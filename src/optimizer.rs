@@ -23,7 +23,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { ftol_abs: 1e-11, xtol_abs: 1e-9, max_evaluations: 20_000 }
+        Settings { ftol_abs: 1e-10, xtol_abs: 1e-7, max_evaluations: 20_000 }
     }
 }
 
@@ -82,7 +82,8 @@ fn nelder_mead(c: &mut Counted, x0: &[f64], step: f64, fixed: &[bool], s: &Setti
             .iter()
             .map(|(x, _)| free.iter().map(|&i| (x[i] - simplex[0].0[i]).abs()).fold(0.0, f64::max))
             .fold(0.0, f64::max);
-        if fspread.abs() <= s.ftol_abs && xspread <= s.xtol_abs || xspread <= s.xtol_abs * 1e-3 {
+        let ftol = s.ftol_abs.max(1e-15 * simplex[0].1.abs());
+        if fspread.abs() <= ftol && xspread <= s.xtol_abs || xspread <= s.xtol_abs * 1e-3 {
             converged = true;
             break;
         }
@@ -196,9 +197,132 @@ pub fn minimize(f: &mut dyn FnMut(&[f64]) -> f64, x0: &[f64], lower: &[f64], dia
     Outcome { x, f: fx, evaluations: c.evaluations, converged: converged && c.evaluations < s.max_evaluations }
 }
 
+/// Projected BFGS with exact gradients, for `x ≥ lower`.
+///
+/// A coordinate on its bound whose gradient points outward is held there
+/// (the active set); the rest take a quasi-Newton step, and the trial point is
+/// projected back onto the feasible box before the Armijo test. Stops when the
+/// projected gradient vanishes to rounding level, or when no step can lower
+/// the objective any further (the precision limit).
+pub fn minimize_bfgs(fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>, x0: &[f64], lower: &[f64], max_iter: usize) -> Outcome {
+    let n = x0.len();
+    let project = |x: &mut [f64]| {
+        for (v, &l) in x.iter_mut().zip(lower) {
+            if *v < l {
+                *v = l;
+            }
+        }
+    };
+    let mut evaluations = 0;
+    let mut x = x0.to_vec();
+    project(&mut x);
+    let mut eval = |x: &[f64], evaluations: &mut usize| {
+        *evaluations += 1;
+        fg(x).filter(|(f, g)| f.is_finite() && g.iter().all(|v| v.is_finite()))
+    };
+    let Some((mut f, mut g)) = eval(&x, &mut evaluations) else {
+        return Outcome { x, f: f64::INFINITY, evaluations, converged: false };
+    };
+    let mut h = vec![0.0; n * n];
+    let reset = |h: &mut [f64], scale: f64| {
+        h.iter_mut().for_each(|v| *v = 0.0);
+        for i in 0..n {
+            h[i * n + i] = scale;
+        }
+    };
+    reset(&mut h, 1.0);
+    let mut first = true;
+    let mut converged = false;
+    for _ in 0..max_iter {
+        let free: Vec<bool> = (0..n).map(|i| !(x[i] <= lower[i] && g[i] > 0.0)).collect();
+        let pg = (0..n).filter(|&i| free[i]).map(|i| g[i].abs()).fold(0.0, f64::max);
+        if pg <= 1e-10 * f.abs().max(1.0) {
+            converged = true;
+            break;
+        }
+        let mut d = vec![0.0; n];
+        for i in 0..n {
+            if free[i] {
+                d[i] = -(0..n).filter(|&j| free[j]).map(|j| h[j * n + i] * g[j]).sum::<f64>();
+            }
+        }
+        let mut slope: f64 = (0..n).map(|i| g[i] * d[i]).sum();
+        if slope >= 0.0 {
+            reset(&mut h, 1.0);
+            for i in 0..n {
+                d[i] = if free[i] { -g[i] } else { 0.0 };
+            }
+            slope = (0..n).map(|i| g[i] * d[i]).sum();
+        }
+        let dmax = d.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let mut alpha = if first { (1.0 / dmax).min(1.0) } else { 1.0 };
+        let mut accepted = None;
+        while alpha * dmax > 1e-14 {
+            let mut xn: Vec<f64> = (0..n).map(|i| x[i] + alpha * d[i]).collect();
+            project(&mut xn);
+            let decrease: f64 = (0..n).map(|i| g[i] * (xn[i] - x[i])).sum();
+            if let Some((fnew, gnew)) = eval(&xn, &mut evaluations) {
+                if fnew <= f + 1e-4 * decrease.min(0.0) && fnew <= f {
+                    accepted = Some((xn, fnew, gnew));
+                    break;
+                }
+            }
+            alpha *= 0.5;
+        }
+        let _ = slope;
+        let Some((xn, fnew, gnew)) = accepted else {
+            // No step lowers the objective: we are at the precision limit.
+            converged = pg <= 1e-5 * f.abs().max(1.0);
+            break;
+        };
+        let sv: Vec<f64> = (0..n).map(|i| xn[i] - x[i]).collect();
+        let yv: Vec<f64> = (0..n).map(|i| gnew[i] - g[i]).collect();
+        let sy: f64 = sv.iter().zip(&yv).map(|(a, b)| a * b).sum();
+        let yy: f64 = yv.iter().map(|a| a * a).sum();
+        let ss: f64 = sv.iter().map(|a| a * a).sum();
+        if sy > 1e-12 * (ss * yy).sqrt() {
+            if first {
+                reset(&mut h, sy / yy);
+            }
+            // H ← (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ
+            let rho = 1.0 / sy;
+            let hy: Vec<f64> = (0..n).map(|i| (0..n).map(|j| h[j * n + i] * yv[j]).sum()).collect();
+            let yhy: f64 = yv.iter().zip(&hy).map(|(a, b)| a * b).sum();
+            for i in 0..n {
+                for j in 0..n {
+                    h[j * n + i] += -rho * (hy[i] * sv[j] + sv[i] * hy[j]) + (rho * rho * yhy + rho) * sv[i] * sv[j];
+                }
+            }
+            first = false;
+        }
+        let progress = f - fnew;
+        x = xn;
+        f = fnew;
+        g = gnew;
+        if progress == 0.0 && ss == 0.0 {
+            converged = true;
+            break;
+        }
+    }
+    Outcome { x, f, evaluations, converged }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bfgs_interior_and_bound() {
+        let mut fg = |x: &[f64]| {
+            let f = (x[0] - 1.5).powi(2) + 3.0 * (x[1] + 0.5).powi(2) + (x[2] + 0.3).powi(2) + 0.5 * (x[0] - 1.5) * (x[1] + 0.5);
+            let g = vec![2.0 * (x[0] - 1.5) + 0.5 * (x[1] + 0.5), 6.0 * (x[1] + 0.5) + 0.5 * (x[0] - 1.5), 2.0 * (x[2] + 0.3)];
+            Some((f, g))
+        };
+        let o = minimize_bfgs(&mut fg, &[1.0, 0.0, 1.0], &[0.0, f64::NEG_INFINITY, 0.0], 200);
+        assert!(o.converged);
+        assert!((o.x[0] - 1.5).abs() < 1e-8 && (o.x[1] + 0.5).abs() < 1e-8, "{:?}", o.x);
+        assert_eq!(o.x[2], 0.0);
+    }
 
     #[test]
     fn interior_quadratic() {

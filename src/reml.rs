@@ -73,6 +73,13 @@ impl GroupFactor {
     }
 }
 
+struct Partial {
+    s: Vec<f64>,
+    logdet: f64,
+    g1: Vec<f64>,
+    t: Vec<f64>,
+}
+
 pub struct Evaluation {
     pub deviance: f64,
     /// log|L|²
@@ -144,15 +151,21 @@ impl Problem {
         Some(ld)
     }
 
-    /// Σ_i over groups in `range` of C_iᵀC_i (upper triangle of k×k) and log|L_i|².
-    fn partial(&self, lambda: &[f64], range: std::ops::Range<usize>) -> Option<(Vec<f64>, f64)> {
+    /// Over groups in `range`: Σ C_iᵀC_i (upper triangle of k×k), Σ log|L_i|², and
+    /// with `pos` (θ's positions in Λ) the gradient pieces
+    /// Σ 2 (M_i⁻¹ΛᵀA_i)[c, r] and T_j = Σ Q_i[r,:]ᵀ P_i[c,:] (see `evaluate`).
+    fn partial(&self, lambda: &[f64], range: std::ops::Range<usize>, pos: Option<&[(usize, usize)]>) -> Option<Partial> {
         let q = self.q;
         let k = self.k();
         let mut w = GroupFactor::new(q, k);
-        let mut s = vec![0.0; k * k];
-        let mut ld = 0.0;
+        let nth = pos.map_or(0, |p| p.len());
+        let mut out = Partial { s: vec![0.0; k * k], logdet: 0.0, g1: vec![0.0; nth], t: vec![0.0; nth * k * k] };
+        let mut pm = vec![0.0; q * k];
+        let mut lp = vec![0.0; q * k];
+        let mut qm = vec![0.0; q * k];
+        let mut nm = vec![0.0; q * q];
         for i in range {
-            ld += self.factor_group(i, lambda, &mut w)?;
+            out.logdet += self.factor_group(i, lambda, &mut w)?;
             for b in 0..k {
                 let cb = &w.c[b * q..(b + 1) * q];
                 for a in 0..=b {
@@ -161,47 +174,194 @@ impl Problem {
                     for r in 0..q {
                         t += ca[r] * cb[r];
                     }
-                    s[b * k + a] += t;
+                    out.s[b * k + a] += t;
+                }
+            }
+            let Some(pos) = pos else { continue };
+            let ztz = &self.ztz[i * q * q..(i + 1) * q * q];
+            let ztr = &self.ztr[i * q * k..(i + 1) * q * k];
+            // P = L⁻ᵀ C
+            for j in 0..k {
+                for r in (0..q).rev() {
+                    let mut v = w.c[j * q + r];
+                    for t in r + 1..q {
+                        v -= w.l[r * q + t] * pm[j * q + t];
+                    }
+                    pm[j * q + r] = v / w.l[r * q + r];
+                }
+                // ΛP
+                for r in 0..q {
+                    let mut v = 0.0;
+                    for t in 0..=r {
+                        v += lambda[t * q + r] * pm[j * q + t];
+                    }
+                    lp[j * q + r] = v;
+                }
+                // Q = B − A Λ P
+                for r in 0..q {
+                    let mut v = ztr[j * q + r];
+                    for t in 0..q {
+                        v -= ztz[t * q + r] * lp[j * q + t];
+                    }
+                    qm[j * q + r] = v;
+                }
+            }
+            // N = M⁻¹ Λᵀ A: Λᵀ A, then two triangular solves per column.
+            for c in 0..q {
+                for r in 0..q {
+                    let mut v = 0.0;
+                    for t in r..q {
+                        v += lambda[r * q + t] * ztz[c * q + t];
+                    }
+                    nm[c * q + r] = v;
+                }
+                for r in 0..q {
+                    let mut v = nm[c * q + r];
+                    for t in 0..r {
+                        v -= w.l[t * q + r] * nm[c * q + t];
+                    }
+                    nm[c * q + r] = v / w.l[r * q + r];
+                }
+                for r in (0..q).rev() {
+                    let mut v = nm[c * q + r];
+                    for t in r + 1..q {
+                        v -= w.l[r * q + t] * nm[c * q + t];
+                    }
+                    nm[c * q + r] = v / w.l[r * q + r];
+                }
+            }
+            for (j, &(r, c)) in pos.iter().enumerate() {
+                out.g1[j] += 2.0 * nm[r * q + c];
+                let t = &mut out.t[j * k * k..(j + 1) * k * k];
+                for b in 0..k {
+                    let pcb = pm[b * q + c];
+                    for a in 0..k {
+                        t[b * k + a] += qm[a * q + r] * pcb;
+                    }
                 }
             }
         }
-        Some((s, ld))
+        Some(out)
     }
 
     /// The profiled deviance and its pieces at Λ.
     pub fn evaluate(&self, lambda: &[f64]) -> Option<Evaluation> {
+        self.evaluate_impl(lambda, None).map(|(e, _)| e)
+    }
+
+    /// The deviance and its gradient in θ (positions of θ's entries in Λ).
+    ///
+    /// With E_j = ∂Λ/∂θ_j = e_r e_cᵀ, M_i = ΛᵀA_iΛ + I, P_i = M_i⁻¹ΛᵀB_i and
+    /// Q_i = B_i − A_iΛP_i (A_i = Z_iᵀZ_i, B_i = Z_iᵀ[X y]):
+    /// ∂log|M_i| = 2 (M_i⁻¹ΛᵀA_i)[c, r] and ∂S = −(T_j + T_jᵀ) with
+    /// T_j = Σ_i Q_i[r,:]ᵀ P_i[c,:]. For v = [−β̂; 1] the Schur complement gives
+    /// ∂ρ² = vᵀ∂S v = −2 vᵀT_j v, and ∂log|S_XX| = −2 tr(S_XX⁻¹ T_j[X,X]).
+    pub fn deviance_and_gradient(&self, lambda: &[f64], pos: &[(usize, usize)]) -> Option<(f64, Vec<f64>)> {
+        let (e, parts) = self.evaluate_impl(lambda, Some(pos))?;
+        let (p, k) = (self.p, self.k());
+        let u = &e.u;
+        let mut v = vec![0.0; k];
+        v[p] = 1.0;
+        for j in (0..p).rev() {
+            let mut s = u[p * k + j];
+            for t in j + 1..p {
+                s -= u[t * k + j] * (-v[t]);
+            }
+            v[j] = -(s / u[j * k + j]);
+        }
+        // S_XX⁻¹ = R_X⁻¹ R_X⁻ᵀ
+        let mut rinv = vec![0.0; p * p];
+        for c in 0..p {
+            rinv[c * p + c] = 1.0 / u[c * k + c];
+            for r in (0..c).rev() {
+                let mut s = 0.0;
+                for t in r + 1..=c {
+                    s += u[t * k + r] * rinv[c * p + t];
+                }
+                rinv[c * p + r] = -s / u[r * k + r];
+            }
+        }
+        let mut sinv = vec![0.0; p * p];
+        for a in 0..p {
+            for b in 0..p {
+                let mut s = 0.0;
+                for t in a.max(b)..p {
+                    s += rinv[t * p + a] * rinv[t * p + b];
+                }
+                sinv[b * p + a] = s;
+            }
+        }
+        let (g1, t) = parts;
+        let mut grad = Vec::with_capacity(pos.len());
+        for j in 0..pos.len() {
+            let tj = &t[j * k * k..(j + 1) * k * k];
+            let mut vtv = 0.0;
+            for b in 0..k {
+                for a in 0..k {
+                    vtv += v[a] * tj[b * k + a] * v[b];
+                }
+            }
+            let drho2 = -2.0 * vtv;
+            let g = match self.method {
+                Method::Ml => g1[j] + self.n * drho2 / e.pwrss,
+                Method::Reml => {
+                    let mut tr = 0.0;
+                    for a in 0..p {
+                        for b in 0..p {
+                            tr += sinv[b * p + a] * tj[a * k + b];
+                        }
+                    }
+                    g1[j] - 2.0 * tr + (self.n - p as f64) * drho2 / e.pwrss
+                }
+            };
+            grad.push(g);
+        }
+        Some((e.deviance, grad))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn evaluate_impl(&self, lambda: &[f64], pos: Option<&[(usize, usize)]>) -> Option<(Evaluation, (Vec<f64>, Vec<f64>))> {
         let k = self.k();
+        let nth = pos.map_or(0, |p| p.len());
         // Large problems are split into a fixed number of parts (deterministic sums,
         // whatever the machine), run on up to that many threads.
         const PARTS: usize = 8;
-        let parts: Vec<Option<(Vec<f64>, f64)>> = if self.groups >= 4096 {
+        let parts: Vec<Option<Partial>> = if self.groups >= 4096 {
             let chunk = self.groups.div_ceil(PARTS);
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, PARTS);
             let ranges: Vec<_> = (0..PARTS).map(|t| (t * chunk).min(self.groups)..((t + 1) * chunk).min(self.groups)).collect();
-            let mut results: Vec<Option<(Vec<f64>, f64)>> = (0..PARTS).map(|_| None).collect();
+            let mut results: Vec<Option<Partial>> = (0..PARTS).map(|_| None).collect();
             std::thread::scope(|sc| {
                 let per = PARTS.div_ceil(threads);
                 for (rs, out) in ranges.chunks(per).zip(results.chunks_mut(per)) {
                     sc.spawn(move || {
                         for (r, o) in rs.iter().zip(out.iter_mut()) {
-                            *o = self.partial(lambda, r.clone());
+                            *o = self.partial(lambda, r.clone(), pos);
                         }
                     });
                 }
             });
             results
         } else {
-            vec![self.partial(lambda, 0..self.groups)]
+            vec![self.partial(lambda, 0..self.groups, pos)]
         };
         let mut u = self.rtr.clone();
         let mut logdet_l = 0.0;
+        let mut g1 = vec![0.0; nth];
+        let mut t = vec![0.0; nth * k * k];
         for part in parts {
-            let (s, ld) = part?;
-            logdet_l += ld;
+            let part = part?;
+            logdet_l += part.logdet;
             for b in 0..k {
                 for a in 0..=b {
-                    u[b * k + a] -= s[b * k + a];
+                    u[b * k + a] -= part.s[b * k + a];
                 }
+            }
+            for (x, y) in g1.iter_mut().zip(part.g1.iter()) {
+                *x += y;
+            }
+            for (x, y) in t.iter_mut().zip(part.t.iter()) {
+                *x += y;
             }
         }
         // Upper Cholesky of S (stored in the upper triangle): S = UᵀU.
@@ -245,7 +405,7 @@ impl Problem {
         if !deviance.is_finite() {
             return None;
         }
-        Some(Evaluation { deviance, logdet_l, logdet_rx, pwrss, u })
+        Some((Evaluation { deviance, logdet_l, logdet_rx, pwrss, u }, (g1, t)))
     }
 
     pub fn deviance(&self, lambda: &[f64]) -> f64 {
@@ -359,4 +519,73 @@ pub struct Solution {
     pub blups: Vec<f64>,
     /// groups × q×q column-major
     pub cond_cov: Vec<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::theta::ThetaLayout;
+
+    /// A small random problem: groups of rows with z = (1, x), X = (1, x, w).
+    fn problem(method: Method) -> Problem {
+        let (q, p, groups) = (2, 3, 6);
+        let k = p + 1;
+        let mut seed = 7u64;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+        };
+        let mut ztz = vec![0.0; groups * q * q];
+        let mut ztr = vec![0.0; groups * q * k];
+        let mut rtr = vec![0.0; k * k];
+        let mut n = 0.0;
+        for g in 0..groups {
+            let b0 = rnd() * 4.0;
+            let b1 = rnd() * 2.0;
+            for _ in 0..(5 + g) {
+                let x = rnd() * 10.0;
+                let w = rnd();
+                let y = 1.0 + 0.5 * x - w + b0 + b1 * x + rnd();
+                let z = [1.0, x];
+                let r = [1.0, x, w, y];
+                for a in 0..q {
+                    for b in 0..q {
+                        ztz[g * q * q + b * q + a] += z[a] * z[b];
+                    }
+                    for j in 0..k {
+                        ztr[g * q * k + j * q + a] += z[a] * r[j];
+                    }
+                }
+                for a in 0..k {
+                    for b in 0..k {
+                        rtr[b * k + a] += r[a] * r[b];
+                    }
+                }
+                n += 1.0;
+            }
+        }
+        Problem { n, p, q, groups, ztz, ztr, rtr, method }
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        for method in [Method::Reml, Method::Ml] {
+            let pr = problem(method);
+            for layout in [ThetaLayout::new(&[2]), ThetaLayout::new(&[1, 1])] {
+                let theta: Vec<f64> = if layout.len() == 3 { vec![0.8, -0.3, 0.4] } else { vec![0.7, 0.2] };
+                let pos = layout.positions();
+                let (f0, g) = pr.deviance_and_gradient(&layout.lambda(&theta), &pos).unwrap();
+                assert!((f0 - pr.deviance(&layout.lambda(&theta))).abs() < 1e-12 * f0.abs());
+                for j in 0..theta.len() {
+                    let h = 1e-6;
+                    let mut tp = theta.clone();
+                    tp[j] += h;
+                    let mut tm = theta.clone();
+                    tm[j] -= h;
+                    let fd = (pr.deviance(&layout.lambda(&tp)) - pr.deviance(&layout.lambda(&tm))) / (2.0 * h);
+                    assert!((fd - g[j]).abs() < 1e-6 * (1.0 + fd.abs()), "{method:?} θ{j}: analytic {} vs fd {fd}", g[j]);
+                }
+            }
+        }
+    }
 }

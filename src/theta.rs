@@ -55,6 +55,19 @@ impl ThetaLayout {
         (0..lo.len()).filter(|&i| lo[i] == 0.0).collect()
     }
 
+    /// (row, column) in Λ of each θ entry.
+    pub fn positions(&self) -> Vec<(usize, usize)> {
+        let mut pos = Vec::new();
+        for &(off, s) in &self.blocks {
+            for j in 0..s {
+                for i in j..s {
+                    pos.push((off + i, off + j));
+                }
+            }
+        }
+        pos
+    }
+
     /// Λ as a dense q×q column-major matrix.
     pub fn lambda(&self, theta: &[f64]) -> Vec<f64> {
         let q = self.q;

@@ -221,3 +221,15 @@ fn print_sleepstudy() {
         println!("{:?} {:?} {:?} {:?} {:?}", r.effect, r.group_var, r.term, r.estimate, r.std_error);
     }
 }
+
+#[test]
+#[ignore]
+fn print_iterations() {
+    for (csv, f) in [("dietox", "Weight ~ Time + (Time | Pig)"), ("sitka", "size ~ Time + (Time | tree)"), ("score_parentedu_byclass", "score ~ edu + (edu | classroom)"), ("dyestuff2", "Yield ~ 1 + (1 | Batch)"), ("sleepstudy", "Reaction ~ Days + (Days || Subject)"), ("synthetic_small", "y ~ x1 + x2 + site + (x1 | g)")] {
+        for m in [lmm::options::Method::Reml, lmm::options::Method::Ml] {
+            let rows = fit_csv(&format!("tests/fixtures/data/{csv}.csv"), f, Options { method: m, ranef: false }, 100).unwrap();
+            let g = |t: &str| rows.iter().find(|r| r.term.as_deref() == Some(t)).unwrap().estimate.unwrap();
+            println!("{csv} {m:?} evals={} conv={} crit={:.10}", g("iterations"), g("converged"), g("logLik") * -2.0);
+        }
+    }
+}
