@@ -42,6 +42,9 @@ pub struct TermSpec {
     pub vars: Vec<usize>,
     /// Extended columns of this term, keyed by the level ids of its categorical variables.
     pub columns: FxHashMap<Vec<u32>, usize>,
+    /// Fast path for terms with at most one categorical variable: column by level id
+    /// (index 0 for a purely numeric term); `usize::MAX` where not created yet.
+    pub by_level: Vec<usize>,
 }
 
 /// One extended-design column: a term at one combination of levels.
@@ -127,7 +130,7 @@ impl Accumulator {
             sorted.sort();
             if !term_keys.contains(&sorted) {
                 term_keys.push(sorted);
-                terms.push(TermSpec { vars: idx, columns: FxHashMap::default() });
+                terms.push(TermSpec { vars: idx, columns: FxHashMap::default(), by_level: Vec::new() });
             }
         }
         let mut factors = Vec::new();
@@ -220,6 +223,14 @@ impl Accumulator {
         let c = self.ext.len();
         self.ext.push(ExtColumn { term, levels: lv.clone() });
         self.shift.push(shift);
+        if lv.len() <= 1 {
+            let slot = lv.first().map_or(0, |&l| l as usize);
+            let by = &mut self.terms[term].by_level;
+            if by.len() <= slot {
+                by.resize(slot + 1, usize::MAX);
+            }
+            by[slot] = c;
+        }
         self.terms[term].columns.insert(lv, c);
         c
     }
@@ -284,7 +295,13 @@ impl Accumulator {
                         lv.push(level_ids[v]);
                     }
                 }
-                let col = match self.terms[t].columns.get(lv.as_slice()) {
+                let fast = if lv.len() <= 1 {
+                    let slot = lv.first().map_or(0, |&l| l as usize);
+                    self.terms[t].by_level.get(slot).copied().unwrap_or(usize::MAX)
+                } else {
+                    usize::MAX
+                };
+                let col = match if fast != usize::MAX { Some(&fast) } else { self.terms[t].columns.get(lv.as_slice()) } {
                     Some(&c) => c,
                     // Rows before this one were 0 in a new column: its shift is 0.
                     None => self.new_ext(t, lv.clone(), 0.0),

@@ -197,6 +197,11 @@ pub fn minimize(f: &mut dyn FnMut(&[f64]) -> f64, x0: &[f64], lower: &[f64], dia
     Outcome { x, f: fx, evaluations: c.evaluations, converged: converged && c.evaluations < s.max_evaluations }
 }
 
+/// Largest gradient component not blocked by a bound.
+fn projected_gradient(x: &[f64], g: &[f64], lower: &[f64]) -> f64 {
+    (0..x.len()).filter(|&i| !(x[i] <= lower[i] && g[i] > 0.0)).map(|i| g[i].abs()).fold(0.0, f64::max)
+}
+
 /// Projected BFGS with exact gradients, for `x ≥ lower`.
 ///
 /// A coordinate on its bound whose gradient points outward is held there
@@ -235,8 +240,11 @@ pub fn minimize_bfgs(fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>, x0: 
     let mut converged = false;
     for _ in 0..max_iter {
         let free: Vec<bool> = (0..n).map(|i| !(x[i] <= lower[i] && g[i] > 0.0)).collect();
-        let pg = (0..n).filter(|&i| free[i]).map(|i| g[i].abs()).fold(0.0, f64::max);
-        if pg <= 1e-10 * f.abs().max(1.0) {
+        let pg = projected_gradient(&x, &g, lower);
+        if std::env::var_os("LMM_TRACE").is_some() {
+            eprintln!("bfgs f={f:.15} pg={pg:.3e} x={x:?} g={g:?}");
+        }
+        if pg <= 1e-13 * f.abs().max(1.0) {
             converged = true;
             break;
         }
@@ -262,7 +270,12 @@ pub fn minimize_bfgs(fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>, x0: 
             project(&mut xn);
             let decrease: f64 = (0..n).map(|i| g[i] * (xn[i] - x[i])).sum();
             if let Some((fnew, gnew)) = eval(&xn, &mut evaluations) {
-                if fnew <= f + 1e-4 * decrease.min(0.0) && fnew <= f {
+                // Armijo; or, where f no longer resolves the step (rounding level),
+                // the exact gradient decides: accept if it shrinks.
+                let armijo = fnew <= f + 1e-4 * decrease.min(0.0) && fnew <= f;
+                let flat = (fnew - f).abs() <= 1e-11 * f.abs().max(1.0)
+                    && projected_gradient(&xn, &gnew, lower) < pg;
+                if armijo || flat {
                     accepted = Some((xn, fnew, gnew));
                     break;
                 }
@@ -271,8 +284,8 @@ pub fn minimize_bfgs(fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>, x0: 
         }
         let _ = slope;
         let Some((xn, fnew, gnew)) = accepted else {
-            // No step lowers the objective: we are at the precision limit.
-            converged = pg <= 1e-5 * f.abs().max(1.0);
+            // No step lowers the objective or the gradient: the precision limit.
+            converged = pg <= 1e-6 * f.abs().max(1.0);
             break;
         };
         let sv: Vec<f64> = (0..n).map(|i| xn[i] - x[i]).collect();
@@ -295,12 +308,12 @@ pub fn minimize_bfgs(fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>, x0: 
             }
             first = false;
         }
-        let progress = f - fnew;
+        let stalled = ss == 0.0;
         x = xn;
         f = fnew;
         g = gnew;
-        if progress == 0.0 && ss == 0.0 {
-            converged = true;
+        if stalled {
+            converged = projected_gradient(&x, &g, lower) <= 1e-6 * f.abs().max(1.0);
             break;
         }
     }

@@ -98,8 +98,10 @@ impl Problem {
     }
 
     /// Factor group i: fills L_i and C_i; returns log|L_i|², or None if not PD.
-    fn factor_group(&self, i: usize, lambda: &[f64], w: &mut GroupFactor) -> Option<f64> {
-        let q = self.q;
+    /// `Q` > 0 fixes q at compile time (small q is the common case, and the
+    /// compiler then unrolls the q-loops); `Q` = 0 reads it from the problem.
+    fn factor_group<const Q: usize>(&self, i: usize, lambda: &[f64], w: &mut GroupFactor) -> Option<f64> {
+        let q = if Q > 0 { Q } else { self.q };
         let k = self.k();
         let ztz = &self.ztz[i * q * q..(i + 1) * q * q];
         let ztr = &self.ztr[i * q * k..(i + 1) * q * k];
@@ -124,7 +126,7 @@ impl Problem {
             }
         }
         // Only the lower triangle is read by the factorisation.
-        if !cholesky_lower(&mut w.l, q) {
+        if !cholesky_lower(&mut w.l[..q * q], q) {
             return None;
         }
         // C = L⁻¹ Λᵀ ZtR
@@ -155,7 +157,16 @@ impl Problem {
     /// with `pos` (θ's positions in Λ) the gradient pieces
     /// Σ 2 (M_i⁻¹ΛᵀA_i)[c, r] and T_j = Σ Q_i[r,:]ᵀ P_i[c,:] (see `evaluate`).
     fn partial(&self, lambda: &[f64], range: std::ops::Range<usize>, pos: Option<&[(usize, usize)]>) -> Option<Partial> {
-        let q = self.q;
+        match self.q {
+            1 => self.partial_q::<1>(lambda, range, pos),
+            2 => self.partial_q::<2>(lambda, range, pos),
+            3 => self.partial_q::<3>(lambda, range, pos),
+            _ => self.partial_q::<0>(lambda, range, pos),
+        }
+    }
+
+    fn partial_q<const Q: usize>(&self, lambda: &[f64], range: std::ops::Range<usize>, pos: Option<&[(usize, usize)]>) -> Option<Partial> {
+        let q = if Q > 0 { Q } else { self.q };
         let k = self.k();
         let mut w = GroupFactor::new(q, k);
         let nth = pos.map_or(0, |p| p.len());
@@ -165,7 +176,7 @@ impl Problem {
         let mut qm = vec![0.0; q * k];
         let mut nm = vec![0.0; q * q];
         for i in range {
-            out.logdet += self.factor_group(i, lambda, &mut w)?;
+            out.logdet += self.factor_group::<Q>(i, lambda, &mut w)?;
             for b in 0..k {
                 let cb = &w.c[b * q..(b + 1) * q];
                 for a in 0..=b {
@@ -459,7 +470,7 @@ impl Problem {
         let mut uu = vec![0.0; q];
         let mut m = vec![0.0; q * q];
         for i in 0..self.groups {
-            self.factor_group(i, lambda, &mut w)?;
+            self.factor_group::<0>(i, lambda, &mut w)?;
             // u_i = L⁻ᵀ (c_y − C_X β)
             for r in 0..q {
                 let mut s = w.c[p * q + r];

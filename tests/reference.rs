@@ -233,3 +233,21 @@ fn print_iterations() {
         }
     }
 }
+
+#[test]
+#[ignore]
+fn print_chunking() {
+    for chunk in [861, 97, 50, 7] {
+        let rows = fit_csv("tests/fixtures/data/dietox.csv", "Weight ~ Time + (Time | Pig)", Options::default(), chunk).unwrap();
+        let g = |t: &str| rows.iter().find(|r| r.term.as_deref() == Some(t)).unwrap().clone();
+        println!("{chunk}: crit={:.12} se0={:.15} b0={:.15} var1={:.15} it={}", g("REMLcrit").estimate.unwrap(), g("(Intercept)").std_error.unwrap(), g("(Intercept)").estimate.unwrap(), g("var__Time").estimate.unwrap(), g("iterations").estimate.unwrap());
+    }
+}
+
+#[test]
+#[ignore]
+fn print_perm() {
+    let rows = fit_csv("/tmp/dietox_perm.csv", "Weight ~ Time + (Time | Pig)", Options::default(), 2048).unwrap();
+    let g = |t: &str| rows.iter().find(|r| r.term.as_deref() == Some(t)).unwrap().clone();
+    println!("crit={:.12} se0={:.15}", g("REMLcrit").estimate.unwrap(), g("(Intercept)").std_error.unwrap());
+}

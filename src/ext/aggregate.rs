@@ -1,0 +1,376 @@
+//! The aggregate function set `lmm_fit_agg(row ANY, formula VARCHAR [, options ANY])`.
+//!
+//! DuckDB owns a fixed-size state block per group and may move it around, so
+//! the block holds only a pointer to a heap `State` (null until the state sees
+//! its first chunk). Every callback runs inside `guard`.
+
+use std::ptr;
+use std::slice;
+
+use libduckdb_sys as ffi;
+
+use super::guard::{c_message, guard};
+use super::hash::IntMap;
+use super::output;
+use super::vectors::{option_pairs, string_at, EnumCache, RowStruct, Validity};
+use crate::accumulator::Accumulator;
+use crate::error::{LmmError, Result};
+use crate::options::Options;
+
+pub const FUNCTION_NAME: &std::ffi::CStr = c"lmm_fit_agg";
+
+/// What a state block points to.
+struct State {
+    formula: String,
+    /// `formula_key(formula)`: a cheap per-chunk check that the formula is unchanged.
+    key: u64,
+    acc: Accumulator,
+    /// Position of each required column in the row STRUCT, with the row's
+    /// width (fixed for a query: the argument type is bound once).
+    layout: Option<(usize, Vec<usize>)>,
+    /// ENUM labels fetched so far (an optimisation, not part of the statistics).
+    enums: EnumCache,
+}
+
+impl State {
+    /// A copy for combining into an empty target: the source stays untouched.
+    fn duplicate(&self) -> State {
+        State::new(self.formula.clone(), self.acc.clone())
+    }
+
+    fn new(formula: String, acc: Accumulator) -> State {
+        State { key: formula_key(&formula), formula, acc, layout: None, enums: EnumCache::default() }
+    }
+}
+
+/// FNV-1a hash of the formula mixed with its length.
+fn formula_key(f: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ f.len() as u64;
+    for &b in f.as_bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The state block DuckDB allocates for each group.
+type Block = *mut State;
+
+#[inline]
+unsafe fn block(s: ffi::duckdb_aggregate_state) -> *mut Block {
+    s as *mut Block
+}
+
+fn report(info: ffi::duckdb_function_info, r: Result<()>) {
+    if let Err(e) = r {
+        let msg = c_message(&e.to_string());
+        unsafe { ffi::duckdb_aggregate_function_set_error(info, msg.as_ptr()) };
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Callbacks
+// ---------------------------------------------------------------------------
+
+unsafe extern "C" fn state_size(_info: ffi::duckdb_function_info) -> ffi::idx_t {
+    std::mem::size_of::<Block>() as ffi::idx_t
+}
+
+unsafe extern "C" fn state_init(info: ffi::duckdb_function_info, state: ffi::duckdb_aggregate_state) {
+    report(
+        info,
+        guard(|| {
+            unsafe { block(state).write_unaligned(ptr::null_mut()) };
+            Ok(())
+        }),
+    );
+}
+
+unsafe extern "C" fn update(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    states: *mut ffi::duckdb_aggregate_state,
+) {
+    report(info, guard(|| unsafe { update_impl(input, states) }));
+}
+
+unsafe extern "C" fn combine(
+    info: ffi::duckdb_function_info,
+    source: *mut ffi::duckdb_aggregate_state,
+    target: *mut ffi::duckdb_aggregate_state,
+    count: ffi::idx_t,
+) {
+    report(info, guard(|| unsafe { combine_impl(source, target, count as usize) }));
+}
+
+unsafe extern "C" fn finalize(
+    info: ffi::duckdb_function_info,
+    source: *mut ffi::duckdb_aggregate_state,
+    result: ffi::duckdb_vector,
+    count: ffi::idx_t,
+    offset: ffi::idx_t,
+) {
+    report(info, guard(|| unsafe { finalize_impl(source, result, count as usize, offset as usize) }));
+}
+
+unsafe extern "C" fn destroy(states: *mut ffi::duckdb_aggregate_state, count: ffi::idx_t) {
+    // No way to report an error here: just never unwind into DuckDB.
+    for i in 0..count as usize {
+        let _ = guard(|| {
+            unsafe {
+                let b = block(*states.add(i));
+                let p = b.read_unaligned();
+                if !p.is_null() {
+                    b.write_unaligned(ptr::null_mut());
+                    drop(Box::from_raw(p));
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Implementations
+// ---------------------------------------------------------------------------
+
+/// The formula (argument 2), which must be the same non-NULL string on every row.
+unsafe fn read_formula<'v>(v: ffi::duckdb_vector, n: usize) -> Result<&'v str> {
+    unsafe {
+        let valid = Validity::of(v);
+        let data = ffi::duckdb_vector_get_data(v) as *const ffi::duckdb_string_t;
+        if !(0..n).all(|i| valid.is_valid(i)) {
+            return Err(LmmError::new("the formula must not be NULL"));
+        }
+        let first = string_at(data, 0);
+        // Fast path: identical 16-byte string_t (same length, prefix and
+        // pointer, or same inlined bytes) means the same string.
+        let raw = data as *const u128;
+        let raw0 = raw.read_unaligned();
+        if (1..n).any(|i| raw.add(i).read_unaligned() != raw0 && string_at(data, i) != first) {
+            return Err(LmmError::new("the formula must be the same for all rows"));
+        }
+        std::str::from_utf8(first).map_err(|_| LmmError::new("the formula is not valid UTF-8"))
+    }
+}
+
+/// Options (argument 3, if given) from the chunk's first row.
+unsafe fn read_options(input: ffi::duckdb_data_chunk) -> Result<Options> {
+    unsafe {
+        if ffi::duckdb_data_chunk_get_column_count(input) < 3 {
+            return Ok(Options::default());
+        }
+        let v = ffi::duckdb_data_chunk_get_vector(input, 2);
+        Options::from_pairs(&option_pairs(v, 0)?)
+    }
+}
+
+/// The rows of a chunk grouped by state: group `g` is state `states[g]` with
+/// rows `rows[offsets[g]..offsets[g + 1]]` (in increasing order).
+struct Groups {
+    states: Vec<ffi::duckdb_aggregate_state>,
+    offsets: Vec<usize>,
+    rows: Vec<usize>,
+}
+
+impl Groups {
+    /// O(rows): one comparison per row, one hash lookup per run of equal
+    /// states, then a counting sort. Usually the whole chunk is one state.
+    fn new(states: &[ffi::duckdb_aggregate_state]) -> Groups {
+        let n = states.len();
+        let first = states[0];
+        if states.iter().all(|&s| s == first) {
+            return Groups { states: vec![first], offsets: vec![0, n], rows: (0..n).collect() };
+        }
+        let mut distinct: Vec<ffi::duckdb_aggregate_state> = Vec::new();
+        let mut index: IntMap<usize, u32> = IntMap::default();
+        let mut group_of: Vec<u32> = Vec::with_capacity(n);
+        let mut counts: Vec<usize> = Vec::new();
+        let mut i = 0;
+        while i < n {
+            let s = states[i];
+            let mut j = i + 1;
+            while j < n && states[j] == s {
+                j += 1;
+            }
+            let g = *index.entry(s as usize).or_insert_with(|| {
+                distinct.push(s);
+                counts.push(0);
+                (distinct.len() - 1) as u32
+            });
+            counts[g as usize] += j - i;
+            group_of.extend(std::iter::repeat_n(g, j - i));
+            i = j;
+        }
+        let mut offsets = Vec::with_capacity(counts.len() + 1);
+        let mut total = 0;
+        offsets.push(0);
+        for c in &counts {
+            total += c;
+            offsets.push(total);
+        }
+        let mut next = offsets.clone();
+        let mut rows = vec![0; n];
+        for (r, &g) in group_of.iter().enumerate() {
+            rows[next[g as usize]] = r;
+            next[g as usize] += 1;
+        }
+        Groups { states: distinct, offsets, rows }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (ffi::duckdb_aggregate_state, &[usize])> + '_ {
+        self.states
+            .iter()
+            .enumerate()
+            .map(|(g, &s)| (s, &self.rows[self.offsets[g]..self.offsets[g + 1]]))
+    }
+}
+
+unsafe fn update_impl(input: ffi::duckdb_data_chunk, states: *mut ffi::duckdb_aggregate_state) -> Result<()> {
+    unsafe {
+        let n = ffi::duckdb_data_chunk_get_size(input) as usize;
+        if n == 0 {
+            return Ok(());
+        }
+        let row = RowStruct::new(ffi::duckdb_data_chunk_get_vector(input, 0), n)?;
+        let formula = read_formula(ffi::duckdb_data_chunk_get_vector(input, 1), n)?;
+        let groups = Groups::new(slice::from_raw_parts(states, n));
+
+        // Create the states that see their first rows; check the others' formula.
+        let key = formula_key(formula);
+        let mut options: Option<Options> = None;
+        for (s, _) in groups.iter() {
+            let b = block(s);
+            let p = b.read_unaligned();
+            if p.is_null() {
+                if options.is_none() {
+                    options = Some(read_options(input)?);
+                }
+                let acc = Accumulator::new(formula, options.clone().unwrap())?;
+                b.write_unaligned(Box::into_raw(Box::new(State::new(formula.to_string(), acc))));
+            } else if (*p).key != key {
+                return Err(LmmError::new("the formula must be the same for all rows of a group"));
+            }
+        }
+
+        // All states share the formula, hence the columns: convert them once,
+        // using the first state's column layout and enum label cache.
+        let first: *mut State = block(groups.states[0]).read_unaligned();
+        let required = (*first).acc.required_columns().to_vec();
+        let width = row.width();
+        let index = match &(*first).layout {
+            Some((w, index)) if *w == width => index.clone(),
+            _ => {
+                let index = row.resolve(&required)?;
+                (*first).layout = Some((width, index.clone()));
+                index
+            }
+        };
+        let prepared = row.prepare(&required, &index, &mut (*first).enums)?;
+        let chunk = prepared.into_chunk(&(*first).enums);
+        for (s, rows) in groups.iter() {
+            let p: *mut State = block(s).read_unaligned();
+            // Only the `acc` field is borrowed mutably; `chunk` borrows `enums`.
+            (*p).acc.update(&chunk, rows)?;
+        }
+        Ok(())
+    }
+}
+
+unsafe fn combine_impl(
+    source: *mut ffi::duckdb_aggregate_state,
+    target: *mut ffi::duckdb_aggregate_state,
+    count: usize,
+) -> Result<()> {
+    unsafe {
+        for i in 0..count {
+            let src: *mut State = block(*source.add(i)).read_unaligned();
+            if src.is_null() {
+                continue;
+            }
+            let tb = block(*target.add(i));
+            let tgt = tb.read_unaligned();
+            if tgt.is_null() {
+                tb.write_unaligned(Box::into_raw(Box::new((*src).duplicate())));
+            } else if tgt != src {
+                if (*tgt).key != (*src).key || (*tgt).formula != (*src).formula {
+                    return Err(LmmError::new("cannot combine fits of different formulas"));
+                }
+                (*tgt).acc.merge(&(*src).acc)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+unsafe fn finalize_impl(
+    source: *mut ffi::duckdb_aggregate_state,
+    result: ffi::duckdb_vector,
+    count: usize,
+    offset: usize,
+) -> Result<()> {
+    unsafe {
+        for i in 0..count {
+            let p: *mut State = block(*source.add(i)).read_unaligned();
+            if p.is_null() {
+                output::write_null(result, offset + i);
+            } else {
+                let rows = (*p).acc.finish()?;
+                output::write_rows(result, offset + i, &rows)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Registration
+// ---------------------------------------------------------------------------
+
+/// Register the function set: (ANY, VARCHAR) and (ANY, VARCHAR, ANY).
+pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
+    unsafe {
+        let return_type = output::result_type();
+        let any = super::types::LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_ANY);
+        let varchar = super::types::LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR);
+
+        let mut set = ffi::duckdb_create_aggregate_function_set(FUNCTION_NAME.as_ptr());
+        if set.is_null() {
+            return Err(LmmError::new("could not create the aggregate function set"));
+        }
+        let mut ok = true;
+        for with_options in [false, true] {
+            let mut f = ffi::duckdb_create_aggregate_function();
+            if f.is_null() {
+                ok = false;
+                break;
+            }
+            ffi::duckdb_aggregate_function_set_name(f, FUNCTION_NAME.as_ptr());
+            ffi::duckdb_aggregate_function_add_parameter(f, any.0);
+            ffi::duckdb_aggregate_function_add_parameter(f, varchar.0);
+            if with_options {
+                ffi::duckdb_aggregate_function_add_parameter(f, any.0);
+            }
+            ffi::duckdb_aggregate_function_set_return_type(f, return_type.0);
+            ffi::duckdb_aggregate_function_set_functions(
+                f,
+                Some(state_size),
+                Some(state_init),
+                Some(update),
+                Some(combine),
+                Some(finalize),
+            );
+            ffi::duckdb_aggregate_function_set_destructor(f, Some(destroy));
+            ok &= ffi::duckdb_add_aggregate_function_to_set(set, f) == ffi::DuckDBSuccess;
+            ffi::duckdb_destroy_aggregate_function(&mut f);
+        }
+        if ok {
+            ok = ffi::duckdb_register_aggregate_function_set(con, set) == ffi::DuckDBSuccess;
+        }
+        ffi::duckdb_destroy_aggregate_function_set(&mut set);
+        if ok {
+            Ok(())
+        } else {
+            Err(LmmError::new("could not register the aggregate function lmm_fit_agg"))
+        }
+    }
+}

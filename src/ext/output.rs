@@ -1,0 +1,123 @@
+//! The result type LIST(STRUCT(...)) and writing tidy rows into it.
+
+use std::ffi::{c_char, CString};
+
+use libduckdb_sys as ffi;
+
+use super::types::LogicalType;
+use crate::error::{LmmError, Result};
+use crate::tidy::TidyRow;
+
+/// Text fields, then numeric fields, in the order of the result STRUCT.
+const TEXT_FIELDS: [&str; 4] = ["effect", "group_var", "level", "term"];
+const NUM_FIELDS: [&str; 7] =
+    ["estimate", "std_error", "statistic", "df", "p_value", "conf_low", "conf_high"];
+
+/// LIST(STRUCT(effect VARCHAR, group_var VARCHAR, level VARCHAR, term VARCHAR,
+/// estimate DOUBLE, std_error DOUBLE, statistic DOUBLE, df DOUBLE, p_value DOUBLE,
+/// conf_low DOUBLE, conf_high DOUBLE)).
+pub unsafe fn result_type() -> LogicalType {
+    unsafe {
+        let members: Vec<LogicalType> = TEXT_FIELDS
+            .iter()
+            .map(|_| LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR))
+            .chain(NUM_FIELDS.iter().map(|_| LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_DOUBLE)))
+            .collect();
+        let names: Vec<CString> =
+            TEXT_FIELDS.iter().chain(NUM_FIELDS.iter()).map(|s| CString::new(*s).unwrap()).collect();
+        let mut raw_types: Vec<ffi::duckdb_logical_type> = members.iter().map(|t| t.0).collect();
+        let mut raw_names: Vec<*const c_char> = names.iter().map(|s| s.as_ptr()).collect();
+        let st = LogicalType(ffi::duckdb_create_struct_type(
+            raw_types.as_mut_ptr(),
+            raw_names.as_mut_ptr(),
+            raw_types.len() as ffi::idx_t,
+        ));
+        LogicalType(ffi::duckdb_create_list_type(st.0))
+    }
+}
+
+unsafe fn set_invalid(v: ffi::duckdb_vector, row: usize) {
+    unsafe {
+        ffi::duckdb_vector_ensure_validity_writable(v);
+        let mask = ffi::duckdb_vector_get_validity(v);
+        ffi::duckdb_validity_set_row_invalid(mask, row as ffi::idx_t);
+    }
+}
+
+unsafe fn set_valid(v: ffi::duckdb_vector, row: usize) {
+    unsafe {
+        let mask = ffi::duckdb_vector_get_validity(v);
+        if !mask.is_null() {
+            ffi::duckdb_validity_set_row_valid(mask, row as ffi::idx_t);
+        }
+    }
+}
+
+/// A NULL result at `row` (a state that saw no rows).
+pub unsafe fn write_null(result: ffi::duckdb_vector, row: usize) {
+    unsafe {
+        let size = ffi::duckdb_list_vector_get_size(result);
+        let entries = ffi::duckdb_vector_get_data(result) as *mut ffi::duckdb_list_entry;
+        *entries.add(row) = ffi::duckdb_list_entry { offset: size, length: 0 };
+        set_invalid(result, row);
+    }
+}
+
+/// Write `rows` as the list at position `row` of `result`.
+pub unsafe fn write_rows(result: ffi::duckdb_vector, row: usize, rows: &[TidyRow]) -> Result<()> {
+    unsafe {
+        let start = ffi::duckdb_list_vector_get_size(result) as usize;
+        let end = start + rows.len();
+        if ffi::duckdb_list_vector_reserve(result, end as ffi::idx_t) != ffi::DuckDBSuccess {
+            return Err(LmmError::new("could not allocate the result list"));
+        }
+        // Reserving may reallocate the child: fetch the child vectors only now.
+        let child = ffi::duckdb_list_vector_get_child(result);
+        let text: Vec<ffi::duckdb_vector> =
+            (0..TEXT_FIELDS.len()).map(|k| ffi::duckdb_struct_vector_get_child(child, k as ffi::idx_t)).collect();
+        let nums: Vec<ffi::duckdb_vector> = (0..NUM_FIELDS.len())
+            .map(|k| ffi::duckdb_struct_vector_get_child(child, (TEXT_FIELDS.len() + k) as ffi::idx_t))
+            .collect();
+        let num_data: Vec<*mut f64> = nums.iter().map(|&v| ffi::duckdb_vector_get_data(v) as *mut f64).collect();
+
+        for (j, r) in rows.iter().enumerate() {
+            let at = start + j;
+            set_valid(child, at);
+            let texts: [Option<&str>; 4] =
+                [Some(r.effect), r.group_var.as_deref(), r.level.as_deref(), r.term.as_deref()];
+            for (k, t) in texts.iter().enumerate() {
+                match t {
+                    Some(s) => {
+                        ffi::duckdb_vector_assign_string_element_len(
+                            text[k],
+                            at as ffi::idx_t,
+                            s.as_ptr() as *const c_char,
+                            s.len() as ffi::idx_t,
+                        );
+                        set_valid(text[k], at);
+                    }
+                    None => set_invalid(text[k], at),
+                }
+            }
+            let values = [
+                r.estimate, r.std_error, r.statistic, r.df, r.p_value, r.conf_low, r.conf_high,
+            ];
+            for (k, x) in values.iter().enumerate() {
+                match x {
+                    Some(x) => {
+                        *num_data[k].add(at) = *x;
+                        set_valid(nums[k], at);
+                    }
+                    None => set_invalid(nums[k], at),
+                }
+            }
+        }
+        let entries = ffi::duckdb_vector_get_data(result) as *mut ffi::duckdb_list_entry;
+        *entries.add(row) = ffi::duckdb_list_entry { offset: start as u64, length: rows.len() as u64 };
+        set_valid(result, row);
+        if ffi::duckdb_list_vector_set_size(result, end as ffi::idx_t) != ffi::DuckDBSuccess {
+            return Err(LmmError::new("could not set the size of the result list"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,62 @@
+//! SQL run at LOAD: the `lmm_fit` table macro over `lmm_fit_agg`.
+
+use std::ffi::CString;
+use std::mem::MaybeUninit;
+
+use libduckdb_sys as ffi;
+
+/// `lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true)`.
+///
+/// With `grp` set (statsmodels style), ` + (1 + a + b | grp)` is appended to the
+/// formula, `a`, `b` being the entries of `re` (a list, or one string such as
+/// `'a + b'`); `(1 | grp)` if `re` is NULL or empty. `re` without `grp` is an
+/// error. The row alias is unusual on purpose: a bare identifier is a column
+/// before it is a table, so a column named like the alias would win.
+pub const LMM_FIT_MACRO: &str = "\
+CREATE OR REPLACE MACRO lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true) AS TABLE
+SELECT unnest(__lmm_fit, recursive := true)
+FROM (
+    SELECT lmm_fit_agg(
+        __lmm_row,
+        CASE
+            WHEN grp IS NOT NULL THEN
+                CAST(formula AS VARCHAR) || ' + (1'
+                || COALESCE(' + ' || NULLIF(COALESCE(array_to_string(TRY_CAST(re AS VARCHAR[]), ' + '),
+                                                     CAST(re AS VARCHAR)), ''), '')
+                || ' | ' || CAST(grp AS VARCHAR) || ')'
+            WHEN NULLIF(COALESCE(array_to_string(TRY_CAST(re AS VARCHAR[]), ' + '),
+                                 CAST(re AS VARCHAR)), '') IS NULL THEN
+                CAST(formula AS VARCHAR)
+            ELSE error('lmm_fit: re (random slopes) needs grp (the grouping column)')
+        END,
+        {'method': method, 'ranef': ranef}
+    ) AS __lmm_fit
+    FROM query_table(tname) AS __lmm_row
+)";
+
+/// Run one statement on `con`; the error message if it fails.
+pub unsafe fn execute(con: ffi::duckdb_connection, sql: &str) -> Result<(), String> {
+    let c_sql = CString::new(sql).map_err(|e| e.to_string())?;
+    unsafe {
+        let mut result = MaybeUninit::<ffi::duckdb_result>::zeroed();
+        let state = ffi::duckdb_query(con, c_sql.as_ptr(), result.as_mut_ptr());
+        let outcome = if state == ffi::DuckDBSuccess {
+            Ok(())
+        } else {
+            let err = ffi::duckdb_result_error(result.as_mut_ptr());
+            Err(if err.is_null() {
+                "unknown error".to_string()
+            } else {
+                std::ffi::CStr::from_ptr(err).to_string_lossy().into_owned()
+            })
+        };
+        ffi::duckdb_destroy_result(result.as_mut_ptr());
+        outcome
+    }
+}
+
+/// Create the SQL macros. Failure (e.g. a read-only database) is returned but
+/// must not fail the LOAD: the aggregate itself is registered already.
+pub unsafe fn create_macros(con: ffi::duckdb_connection) -> Result<(), String> {
+    unsafe { execute(con, LMM_FIT_MACRO) }
+}
