@@ -1,5 +1,6 @@
-"""The main job: fit the dietox and sleepstudy models of the README in an
-in-memory DuckDB with the lmm extension loaded, and print the tidy tables."""
+"""The main job: load lmm into an in-memory DuckDB, fit the dietox and
+sleepstudy models on the bundled sample data, and print the results.
+Extra arguments are SQL queries to run instead of the built-in ones."""
 import pathlib
 import sys
 
@@ -14,11 +15,20 @@ con.execute(f"LOAD '{EXT}'")
 for name in ["dietox", "sleepstudy"]:
     con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_csv('{DATA / name}.csv')")
 
+COMPACT = "SELECT effect, group_var, level, term, round(estimate, 6) AS estimate, round(std_error, 6) AS std_error, round(p_value, 6) AS p_value FROM "
 queries = sys.argv[1:] or [
-    "SELECT * FROM lmm_fit('dietox', 'Weight ~ Time + (1 + Time | Pig)', ranef := false)",
-    "SELECT * FROM lmm_fit('dietox', 'Weight ~ Time', 'Pig', ['Time']) WHERE effect = 'ran_vals' LIMIT 6",
-    "SELECT * FROM lmm_fit('sleepstudy', 'Reaction ~ Days + (Days || Subject)', method := 'ML', ranef := false)",
+    # lme4 formula, REML; BLUPs left out for brevity
+    COMPACT + "lmm_fit('dietox', 'Weight ~ Time + (1 + Time | Pig)', ranef := false)",
+    # statsmodels-style arguments: the same model; three BLUP rows
+    COMPACT + "lmm_fit('dietox', 'Weight ~ Time', 'Pig', ['Time']) WHERE effect = 'ran_vals' AND level IN ('4601', '4602') ",
+    # uncorrelated random intercept and slope, ML
+    COMPACT + "lmm_fit('sleepstudy', 'Reaction ~ Days + (Days || Subject)', method := 'ML', ranef := false)",
+    # the aggregate: one model per segment with GROUP BY
+    """SELECT early, r.term, round(r.estimate, 4) AS estimate FROM (
+         SELECT Days < 5 AS early, unnest(lmm_fit_agg(t, 'Reaction ~ Days + (1 | Subject)')) AS r
+         FROM sleepstudy t GROUP BY early)
+       WHERE r.effect = 'fixed' ORDER BY ALL""",
 ]
 for q in queries:
-    print(q)
-    con.sql(q).show(max_width=200, max_rows=60)
+    print(q.strip())
+    con.sql(q).show(max_width=160, max_rows=60)

@@ -168,7 +168,16 @@ pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
             rtr[b * k + a] = cross(&total, &rcols[a], &rcols[b]);
         }
     }
-    check_rank(&rtr, k, &xcols)?;
+    // Column means on the data scale, to name the intercept in an aliasing that involves it.
+    let xmeans: Vec<f64> = xcols
+        .iter()
+        .map(|c| match c.source {
+            Source::Ext(e) => abs_mean(e),
+            Source::Ones => 1.0,
+            Source::Zero => 0.0,
+        })
+        .collect();
+    check_rank(&rtr, k, &xcols, if centre_x { Some(&xmeans) } else { None })?;
 
     // Group order: lme4 sorts the levels.
     let (order, _) = factor.levels.sorted();
@@ -334,7 +343,10 @@ fn sandwich(a: &[f64], s: &[f64], n: usize) -> Vec<f64> {
 }
 
 /// Refuse a rank-deficient X, naming each aliased column and what it is a combination of.
-fn check_rank(rtr: &[f64], k: usize, xcols: &[DesignColumn]) -> Result<()> {
+/// With `means` (X centred about them), the intercept is orthogonal to the other
+/// columns in `rtr`; an aliasing then involves it when the combination of means
+/// leaves a constant.
+fn check_rank(rtr: &[f64], k: usize, xcols: &[DesignColumn], means: Option<&[f64]>) -> Result<()> {
     let p = xcols.len();
     let mut kept: Vec<usize> = Vec::new();
     let mut problems = Vec::new();
@@ -383,12 +395,21 @@ fn check_rank(rtr: &[f64], k: usize, xcols: &[DesignColumn]) -> Result<()> {
         let explained: f64 = coef.iter().zip(rhs.iter()).map(|(c, r)| c * r).sum();
         let resid = sjj - explained;
         if ok && resid <= 1e-10 * sjj {
-            let with: Vec<String> = kept
+            let mut with: Vec<String> = kept
                 .iter()
                 .zip(coef.iter())
                 .filter(|(&i, &c)| (c * c * rtr[i * k + i]).abs() > 1e-12 * sjj)
                 .map(|(&i, _)| format!("'{}'", xcols[i].name))
                 .collect();
+            if let Some(m) = means {
+                let intercept = kept.iter().position(|&i| matches!(xcols[i].source, Source::Ones));
+                let constant = m[j] - kept.iter().zip(coef.iter()).map(|(&i, c)| c * m[i]).sum::<f64>();
+                if let Some(pos) = intercept {
+                    if constant.abs() > 1e-8 * m[j].abs().max(sjj.sqrt()) && !with.contains(&"'(Intercept)'".to_string()) {
+                        with.insert(0, format!("'{}'", xcols[kept[pos]].name));
+                    }
+                }
+            }
             problems.push(format!("'{}' is a linear combination of {}", xcols[j].name, with.join(", ")));
         } else {
             kept.push(j);
