@@ -14,7 +14,7 @@ use crate::formula::{self, Formula, Term};
 use crate::input::{Chunk, Column, ColumnData};
 use crate::levels::{self, Levels};
 use crate::options::Options;
-use crate::stats::Moments;
+use crate::stats::{GroupMoments, Moments};
 use crate::tidy::TidyRow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,8 @@ pub struct TermSpec {
     /// Fast path for terms with at most one categorical variable: column by level id
     /// (index 0 for a purely numeric term); `usize::MAX` where not created yet.
     pub by_level: Vec<usize>,
+    /// Used in a random-effects bar.
+    pub random: bool,
 }
 
 /// One extended-design column: a term at one combination of levels.
@@ -74,7 +76,13 @@ pub struct Accumulator {
     pub shift_set: bool,
     pub factors: Vec<GroupingFactor>,
     /// Moments per level of the (single, for now) grouping factor.
-    pub groups: Vec<Moments>,
+    pub groups: Vec<GroupMoments>,
+    /// Moments of all rows (the full d×d co-moments).
+    pub global: Moments,
+    /// Extended columns of random-effect terms, in order of creation (row zi of
+    /// each group's co-moments), and the inverse map (usize::MAX: not random).
+    pub zcols: Vec<usize>,
+    pub zindex: Vec<usize>,
     pub n_dropped: u64,
     // scratch buffers
     x: Vec<f64>,
@@ -83,6 +91,8 @@ pub struct Accumulator {
     level_ids: Vec<u32>,
     slots: Vec<(usize, f64)>,
     lv: Vec<u32>,
+    /// The last integer group key seen and its id (usize::MAX: none).
+    last_group: (i64, usize),
 }
 
 fn var_index(vars: &mut Vec<Variable>, name: &str) -> usize {
@@ -130,7 +140,15 @@ impl Accumulator {
             sorted.sort();
             if !term_keys.contains(&sorted) {
                 term_keys.push(sorted);
-                terms.push(TermSpec { vars: idx, columns: FxHashMap::default(), by_level: Vec::new() });
+                terms.push(TermSpec { vars: idx, columns: FxHashMap::default(), by_level: Vec::new(), random: false });
+            }
+        }
+        for bar in &formula.random {
+            for t in &bar.terms {
+                let mut idx: Vec<usize> = t.iter().map(|v| vars.iter().position(|x| &x.name == v).unwrap()).collect();
+                idx.sort();
+                let pos = term_keys.iter().position(|k| *k == idx).unwrap();
+                terms[pos].random = true;
             }
         }
         let mut factors = Vec::new();
@@ -158,6 +176,9 @@ impl Accumulator {
             shift_set: false,
             factors,
             groups: Vec::new(),
+            global: Moments::new(0),
+            zcols: Vec::new(),
+            zindex: Vec::new(),
             n_dropped: 0,
             x: Vec::new(),
             delta: Vec::new(),
@@ -165,6 +186,7 @@ impl Accumulator {
             level_ids: Vec::new(),
             slots: Vec::new(),
             lv: Vec::new(),
+            last_group: (0, usize::MAX),
         })
     }
 
@@ -223,6 +245,12 @@ impl Accumulator {
         let c = self.ext.len();
         self.ext.push(ExtColumn { term, levels: lv.clone() });
         self.shift.push(shift);
+        if self.terms[term].random {
+            self.zindex.push(self.zcols.len());
+            self.zcols.push(c);
+        } else {
+            self.zindex.push(usize::MAX);
+        }
         if lv.len() <= 1 {
             let slot = lv.first().map_or(0, |&l| l as usize);
             let by = &mut self.terms[term].by_level;
@@ -265,17 +293,31 @@ impl Accumulator {
                     level_ids[i] = v.levels.id(&key);
                 }
             }
-            // The grouping factor's level.
+            // The grouping factor's level (integer keys and runs of one group take a shortcut).
             let f = &mut self.factors[0];
-            key.clear();
-            for &g in &f.vars {
-                levels::encode(&cols[g], r, &mut key);
-            }
-            let g = f.levels.id(&key) as usize;
+            let g = match (&f.vars[..], &cols[f.vars[0]].data) {
+                ([_], ColumnData::Int(v)) => {
+                    if self.last_group.0 == v[r] && self.last_group.1 != usize::MAX {
+                        self.last_group.1
+                    } else {
+                        let g = f.levels.id_int(v[r]) as usize;
+                        self.last_group = (v[r], g);
+                        g
+                    }
+                }
+                _ => {
+                    key.clear();
+                    for &g in &f.vars {
+                        levels::encode(&cols[g], r, &mut key);
+                    }
+                    f.levels.id(&key) as usize
+                }
+            };
             // Extended columns: term values first (may create columns), then the response.
             if self.ext.is_empty() {
                 self.ext.push(ExtColumn { term: usize::MAX, levels: vec![] });
                 self.shift.push(0.0);
+                self.zindex.push(usize::MAX);
             }
             let mut slots = std::mem::take(&mut self.slots);
             let mut lv = std::mem::take(&mut self.lv);
@@ -328,13 +370,16 @@ impl Accumulator {
             }
             self.slots = slots;
             self.lv = lv;
+            let q = self.zcols.len();
             if g == self.groups.len() {
-                self.groups.push(Moments::new(d));
+                self.groups.push(GroupMoments::new(d, q));
             }
-            let m = &mut self.groups[g];
-            m.grow(d);
             self.delta.resize(d, 0.0);
-            m.push(&self.x, &mut self.delta);
+            self.global.grow(d);
+            self.global.push(&self.x, &mut self.delta);
+            let m = &mut self.groups[g];
+            m.grow(d, q);
+            m.push(&self.x, &self.zcols, &mut self.delta);
         }
         self.level_ids = level_ids;
         self.key = key;
@@ -372,6 +417,7 @@ impl Accumulator {
         if self.ext.is_empty() {
             self.ext.push(ExtColumn { term: usize::MAX, levels: vec![] });
             self.shift.push(other.shift[0]);
+            self.zindex.push(usize::MAX);
         }
         let mut col_map = Vec::with_capacity(other.ext.len());
         let mut offset = Vec::with_capacity(other.ext.len());
@@ -395,14 +441,16 @@ impl Accumulator {
         }
         self.shift_set = true;
         let d = self.ext.len();
+        let q = self.zcols.len();
+        let zmap: Vec<usize> = other.zcols.iter().map(|&c| self.zindex[col_map[c]]).collect();
+        self.global.merge_mapped(&other.global, &col_map, &offset);
         let fo = &other.factors[0];
         for (gid, key) in fo.levels.keys.iter().enumerate() {
             let g = self.factors[0].levels.id(key) as usize;
             if g == self.groups.len() {
-                self.groups.push(Moments::new(d));
+                self.groups.push(GroupMoments::new(d, q));
             }
-            self.groups[g].grow(d);
-            self.groups[g].merge_mapped(&other.groups[gid], &col_map, &offset);
+            self.groups[g].merge_mapped(&other.groups[gid], &col_map, &offset, &zmap, &self.zcols);
         }
         Ok(())
     }

@@ -20,7 +20,7 @@ use crate::levels;
 use crate::optimizer::{self, Settings};
 use crate::options::Method;
 use crate::reml::{cholesky_lower, Problem};
-use crate::stats::Moments;
+use crate::stats::{GroupMoments, Moments};
 use crate::theta::ThetaLayout;
 use crate::tidy::TidyRow;
 
@@ -46,6 +46,21 @@ fn cross(m: &Moments, a: &Col, b: &Col) -> f64 {
     }
 }
 
+/// Σ over a group's rows of w_a w_b, for a random-effect column a (intercept or
+/// row `zindex[c]` of the group's co-moments).
+fn cross_group(m: &GroupMoments, a: &Col, b: &Col, zindex: &[usize]) -> f64 {
+    let n = m.n as f64;
+    match (a.source, b.source) {
+        (Source::Zero, _) | (_, Source::Zero) => 0.0,
+        (Source::Ones, Source::Ones) => n,
+        (Source::Ones, Source::Ext(j)) => n * (m.mean(j) - b.centre) / b.scale,
+        (Source::Ext(i), Source::Ones) => n * (m.mean(i) - a.centre) / a.scale,
+        (Source::Ext(i), Source::Ext(j)) => {
+            (m.comoment(zindex[i], j) + n * (m.mean(i) - a.centre) * (m.mean(j) - b.centre)) / (a.scale * b.scale)
+        }
+    }
+}
+
 /// Normal upper-tail two-sided p-value.
 fn p_normal(z: f64) -> f64 {
     libm::erfc(z.abs() / std::f64::consts::SQRT_2)
@@ -54,6 +69,8 @@ fn p_normal(z: f64) -> f64 {
 const Z975: f64 = 1.959_963_984_540_054;
 
 pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
+    let trace = std::env::var_os("LMM_TRACE").is_some();
+    let t0 = std::time::Instant::now();
     let f = &acc.formula;
     let n_obs = acc.n_obs();
     if n_obs == 0 {
@@ -69,14 +86,9 @@ pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
     if ngroups < 2 {
         bail!("grouping factor '{group_name}' has {ngroups} level(s); at least 2 are needed to estimate its variance");
     }
-    // Overall moments: exact merge of all groups.
     let d = acc.ext.len();
-    let ident: Vec<usize> = (0..d).collect();
-    let zeros = vec![0.0; d];
-    let mut total = Moments::new(d);
-    for g in &acc.groups {
-        total.merge_mapped(g, &ident, &zeros);
-    }
+    let mut total = acc.global.clone();
+    total.grow(d);
     let n = n_obs as f64;
     let abs_mean = |c: usize| acc.shift[c] + total.mean(c);
     let sd = |c: usize| (total.comoment(c, c) / n).sqrt();
@@ -155,10 +167,10 @@ pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
     for (i, m) in acc.groups.iter().enumerate() {
         for a in 0..q {
             for b in 0..q {
-                ztz[i * q * q + b * q + a] = cross(m, &zc[a], &zc[b]);
+                ztz[i * q * q + b * q + a] = cross_group(m, &zc[a], &zc[b], &acc.zindex);
             }
             for j in 0..k {
-                ztr[i * q * k + j * q + a] = cross(m, &zc[a], &rcols[j]);
+                ztr[i * q * k + j * q + a] = cross_group(m, &zc[a], &rcols[j], &acc.zindex);
             }
         }
     }
@@ -183,6 +195,9 @@ pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
     let (order, _) = factor.levels.sorted();
 
     let problem = Problem { n, p, q, groups: ngroups, ztz, ztr, rtr, method: acc.options.method };
+    if trace {
+        eprintln!("lmm: setup {:.3}s ({ngroups} groups)", t0.elapsed().as_secs_f64());
+    }
     let lower = layout.lower();
     let pos = layout.positions();
     let mut objective = |theta: &[f64]| problem.deviance_and_gradient(&layout.lambda(theta), &pos);
@@ -204,6 +219,9 @@ pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
         bail!("the fit failed: the model matrices are not positive definite at the optimum");
     };
     let singular = layout.diagonal().iter().any(|&i| theta[i] < 1e-4);
+    if trace {
+        eprintln!("lmm: optimized {:.3}s ({} evaluations)", t0.elapsed().as_secs_f64(), outcome.evaluations);
+    }
 
     // Map β back: β_0 = β_c0 − Σ_j x̄_j β_cj (+ ȳ), β_j = β_cj; Cov likewise.
     let mut amat = vec![0.0; p * p];
@@ -322,6 +340,9 @@ pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
     rows.push(fit_row("converged", if outcome.converged { 1.0 } else { 0.0 }, None));
     rows.push(fit_row("singular", if singular { 1.0 } else { 0.0 }, None));
     rows.push(fit_row("iterations", outcome.evaluations as f64, None));
+    if trace {
+        eprintln!("lmm: results {:.3}s", t0.elapsed().as_secs_f64());
+    }
     Ok(rows)
 }
 

@@ -117,15 +117,55 @@ pub fn label(key: &[u8]) -> String {
 }
 
 /// A dictionary of levels in order of first appearance.
+///
+/// Integer keys (the common grouping column) live in their own map with the
+/// value inline: one probe, no key bytes to chase and compare.
 #[derive(Debug, Clone, Default)]
 pub struct Levels {
     map: FxHashMap<Box<[u8]>, u32>,
+    ints: FxHashMap<i64, u32>,
+    /// Direct table for small non-negative integer keys (ids 0..G are common):
+    /// index = key, u32::MAX = absent; kept within a few times the number of levels.
+    dense: Vec<u32>,
     pub keys: Vec<Box<[u8]>>,
 }
 
 impl Levels {
     #[inline]
+    pub fn id_int(&mut self, v: i64) -> u32 {
+        if v >= 0 && (v as u64) < self.dense.len() as u64 {
+            let i = self.dense[v as usize];
+            if i != u32::MAX {
+                return i;
+            }
+        }
+        // Keys stored before the dense table reached them live in the map.
+        if let Some(&i) = self.ints.get(&v) {
+            return i;
+        }
+        let i = self.keys.len() as u32;
+        let mut key = Vec::with_capacity(9);
+        key.push(T_INT);
+        key.extend_from_slice(&v.to_le_bytes());
+        self.keys.push(key.into());
+        let limit = 4 * self.keys.len() + 4096;
+        if v >= 0 && (v as u64) < limit as u64 {
+            if (v as usize) >= self.dense.len() {
+                let grow = (v as usize + 1).max(2 * self.dense.len()).min(limit);
+                self.dense.resize(grow, u32::MAX);
+            }
+            self.dense[v as usize] = i;
+        } else {
+            self.ints.insert(v, i);
+        }
+        i
+    }
+
+    #[inline]
     pub fn id(&mut self, key: &[u8]) -> u32 {
+        if key.len() == 9 && key[0] == T_INT {
+            return self.id_int(i64::from_le_bytes(key[1..].try_into().unwrap()));
+        }
         if let Some(&i) = self.map.get(key) {
             return i;
         }
@@ -153,5 +193,28 @@ impl Levels {
             rank[id as usize] = r;
         }
         (order, rank)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_levels_are_unique_whatever_the_order() {
+        let mut l = Levels::default();
+        let keys: Vec<i64> = (0..20_000).map(|i| (i * 7919) % 50_000 - 100).collect();
+        let ids: Vec<u32> = keys.iter().map(|&k| l.id_int(k)).collect();
+        for (k, id) in keys.iter().zip(&ids) {
+            assert_eq!(l.id_int(*k), *id);
+            let mut key = vec![T_INT];
+            key.extend_from_slice(&k.to_le_bytes());
+            assert_eq!(l.id(&key), *id);
+        }
+        let distinct: std::collections::HashSet<i64> = keys.iter().copied().collect();
+        assert_eq!(l.len(), distinct.len());
+        let (order, _) = l.sorted();
+        let sorted: Vec<i64> = order.iter().map(|&i| match decode(&l.keys[i as usize])[0] { LevelPart::Int(v) => v, _ => unreachable!() }).collect();
+        assert!(sorted.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -210,3 +210,123 @@ mod tests {
         }
     }
 }
+
+/// One group's moments, restricted to what a fit needs of a group: the count,
+/// the means of all d columns, and the co-moments of the q random-effect
+/// columns with all d columns (row-major q×d). The full d×d co-moments are
+/// needed only over all rows, and are kept once per state (`Moments`). This
+/// keeps the per-row memory traffic of a group to d + q·d doubles.
+#[derive(Debug, Clone, Default)]
+pub struct GroupMoments {
+    pub n: u64,
+    pub d: usize,
+    pub q: usize,
+    /// mean[0..d] then com[zi * d + c].
+    pub data: Vec<f64>,
+}
+
+impl GroupMoments {
+    pub fn new(d: usize, q: usize) -> GroupMoments {
+        GroupMoments { n: 0, d, q, data: vec![0.0; d + q * d] }
+    }
+
+    #[inline]
+    pub fn mean(&self, c: usize) -> f64 {
+        if c < self.d {
+            self.data[c]
+        } else {
+            0.0
+        }
+    }
+
+    /// Co-moment of random-effect column `zi` with column `c`; 0 where never stored.
+    #[inline]
+    pub fn comoment(&self, zi: usize, c: usize) -> f64 {
+        if zi < self.q && c < self.d {
+            self.data[self.d + zi * self.d + c]
+        } else {
+            0.0
+        }
+    }
+
+    /// Grow to d columns and q random-effect rows (new entries are 0: see `Moments::grow`).
+    pub fn grow(&mut self, d: usize, q: usize) {
+        if d <= self.d && q <= self.q {
+            return;
+        }
+        let (d, q) = (d.max(self.d), q.max(self.q));
+        let mut data = vec![0.0; d + q * d];
+        data[..self.d].copy_from_slice(&self.data[..self.d]);
+        for zi in 0..self.q {
+            let src = &self.data[self.d + zi * self.d..self.d + (zi + 1) * self.d];
+            data[d + zi * d..d + zi * d + self.d].copy_from_slice(src);
+        }
+        self.data = data;
+        self.d = d;
+        self.q = q;
+    }
+
+    /// Welford's update; `x` holds the row minus the shift (length d), `zcols[zi]` the
+    /// column of random-effect row zi.
+    #[inline]
+    pub fn push(&mut self, x: &[f64], zcols: &[usize], delta: &mut [f64]) {
+        let d = self.d;
+        self.n += 1;
+        let n = self.n as f64;
+        let inv_n = 1.0 / n;
+        let (mean, com) = self.data.split_at_mut(d);
+        for a in 0..d {
+            let dl = x[a] - mean[a];
+            delta[a] = dl;
+            mean[a] += dl * inv_n;
+        }
+        if self.n == 1 {
+            return;
+        }
+        let f = (n - 1.0) * inv_n;
+        for (zi, row) in com.chunks_exact_mut(d).enumerate().take(self.q) {
+            let dz = delta[zcols[zi]] * f;
+            for (r, dc) in row.iter_mut().zip(delta[..d].iter()) {
+                *r += dz * dc;
+            }
+        }
+    }
+
+    /// Chan's merge of `other` (its column j is our `map[j]`, its row zi our `zmap[zi]`,
+    /// its means + `offset[j]` are relative to our shifts); `other` is not modified.
+    pub fn merge_mapped(&mut self, other: &GroupMoments, map: &[usize], offset: &[f64], zmap: &[usize], zcols: &[usize]) {
+        if other.n == 0 {
+            return;
+        }
+        let need_d = map.iter().take(other.d).copied().max().map_or(0, |m| m + 1);
+        let need_q = zmap.iter().take(other.q).copied().max().map_or(0, |m| m + 1);
+        self.grow(need_d, need_q);
+        let (d, q) = (self.d, self.q);
+        let na = self.n as f64;
+        let nb = other.n as f64;
+        let n = na + nb;
+        let mut delta = vec![0.0; d];
+        for a in 0..d {
+            delta[a] = -self.data[a];
+        }
+        for j in 0..other.d {
+            delta[map[j]] += other.data[j] + offset[j];
+        }
+        let w = na * nb / n;
+        for zi in 0..q {
+            let dz = delta[zcols[zi]] * w;
+            for c in 0..d {
+                self.data[d + zi * d + c] += dz * delta[c];
+            }
+        }
+        for zi in 0..other.q {
+            for j in 0..other.d {
+                self.data[d + zmap[zi] * d + map[j]] += other.data[other.d + zi * other.d + j];
+            }
+        }
+        for a in 0..d {
+            self.data[a] += delta[a] * nb / n;
+        }
+        self.n += other.n;
+    }
+}
