@@ -81,16 +81,30 @@ def all_estimates(res):
 
 
 def assert_close_all(a, b, tol=1e-9):
-    """Every estimate and SE within tol relative; a BLUP is measured against the
-    largest |value| of its term (a BLUP near 0 has no relative digits to keep)."""
+    """Every estimate and SE within tol relative. Values that can sit near 0 are
+    measured against their natural scale: a BLUP against the largest |value| of
+    its term, a covariance against sqrt(var_a var_b), a correlation against 1."""
     ea, eb = all_estimates(a), all_estimates(b)
     assert ea.keys() == eb.keys()
     scale = {}
     for (effect, group, level, term, col), v in ea.items():
         key = (effect, group, term, col)
         scale[key] = max(scale.get(key, 0.0), abs(v))
+    def natural(k):
+        effect, group, _, term, col = k
+        if effect == "ran_vals":
+            return scale[(effect, group, term, col)]
+        if term.startswith("cor__"):
+            return 1.0
+        if term.startswith("cov__"):
+            ta, tb = term[5:].rsplit(".", 1) if term.count(".") == 1 else term[5:].split(".", 1)
+            va = ea.get((effect, group, None, f"var__{ta}", col), 0.0)
+            vb = ea.get((effect, group, None, f"var__{tb}", col), 0.0)
+            return (abs(va) * abs(vb)) ** 0.5
+        return 0.0
+
     for k in ea:
-        s = scale[(k[0], k[1], k[3], k[4])] if k[0] == "ran_vals" else 0.0
+        s = natural(k)
         assert abs(ea[k] - eb[k]) <= tol * max(abs(ea[k]), abs(eb[k]), s, 1e-12), (k, ea[k], eb[k])
 
 
