@@ -14,7 +14,7 @@ use crate::formula::{self, Formula, Term};
 use crate::input::{Chunk, Column, ColumnData};
 use crate::levels::{self, Levels};
 use crate::options::Options;
-use crate::stats::{GroupMoments, Moments};
+use crate::stats::{GroupStore, Moments};
 use crate::tidy::TidyRow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +76,7 @@ pub struct Accumulator {
     pub shift_set: bool,
     pub factors: Vec<GroupingFactor>,
     /// Moments per level of the (single, for now) grouping factor.
-    pub groups: Vec<GroupMoments>,
+    pub groups: GroupStore,
     /// Moments of all rows (the full d×d co-moments).
     pub global: Moments,
     /// Extended columns of random-effect terms, in order of creation (row zi of
@@ -93,6 +93,8 @@ pub struct Accumulator {
     lv: Vec<u32>,
     /// The last integer group key seen and its id (usize::MAX: none).
     last_group: (i64, usize),
+    /// Rows of the current chunk that are complete, with their group.
+    kept: Vec<(usize, usize)>,
 }
 
 fn var_index(vars: &mut Vec<Variable>, name: &str) -> usize {
@@ -175,7 +177,7 @@ impl Accumulator {
             shift: Vec::new(),
             shift_set: false,
             factors,
-            groups: Vec::new(),
+            groups: GroupStore::default(),
             global: Moments::new(0),
             zcols: Vec::new(),
             zindex: Vec::new(),
@@ -187,6 +189,7 @@ impl Accumulator {
             slots: Vec::new(),
             lv: Vec::new(),
             last_group: (0, usize::MAX),
+            kept: Vec::new(),
         })
     }
 
@@ -197,7 +200,7 @@ impl Accumulator {
 
     /// Rows used so far.
     pub fn n_obs(&self) -> u64 {
-        self.groups.iter().map(|g| g.n).sum()
+        self.groups.n_total()
     }
 
     /// Decide each variable's kind from its column type (first chunk), and check later chunks agree.
@@ -274,8 +277,12 @@ impl Accumulator {
         let mut level_ids = std::mem::take(&mut self.level_ids);
         level_ids.resize(nvars, 0);
         let mut key = std::mem::take(&mut self.key);
+        // Pass 1: drop incomplete rows (as lme4's na.omit does) and find each row's
+        // group, so that pass 2 can prefetch the group's moments a few rows ahead:
+        // with many groups, each row's update is otherwise a wait on memory.
+        let mut kept = std::mem::take(&mut self.kept);
+        kept.clear();
         'rows: for &r in rows {
-            // Drop incomplete rows, as lme4's na.omit does.
             for (v, col) in self.vars.iter().zip(cols.iter()) {
                 if !col.valid[r] {
                     self.n_dropped += 1;
@@ -284,13 +291,6 @@ impl Accumulator {
                 if v.kind == Some(Kind::Numeric) && !Self::num(col, r).is_finite() {
                     self.n_dropped += 1;
                     continue 'rows;
-                }
-            }
-            for (i, v) in self.vars.iter_mut().enumerate() {
-                if v.kind == Some(Kind::Categorical) && !v.grouping {
-                    key.clear();
-                    levels::encode(&cols[i], r, &mut key);
-                    level_ids[i] = v.levels.id(&key);
                 }
             }
             // The grouping factor's level (integer keys and runs of one group take a shortcut).
@@ -313,6 +313,23 @@ impl Accumulator {
                     f.levels.id(&key) as usize
                 }
             };
+            if g == self.groups.len() {
+                self.groups.add_group();
+            }
+            kept.push((r, g));
+        }
+        const AHEAD: usize = 8;
+        for (idx, &(r, g)) in kept.iter().enumerate() {
+            if let Some(&(_, ga)) = kept.get(idx + AHEAD) {
+                self.groups.prefetch(ga);
+            }
+            for (i, v) in self.vars.iter_mut().enumerate() {
+                if v.kind == Some(Kind::Categorical) && !v.grouping {
+                    key.clear();
+                    levels::encode(&cols[i], r, &mut key);
+                    level_ids[i] = v.levels.id(&key);
+                }
+            }
             // Extended columns: term values first (may create columns), then the response.
             if self.ext.is_empty() {
                 self.ext.push(ExtColumn { term: usize::MAX, levels: vec![] });
@@ -370,17 +387,16 @@ impl Accumulator {
             }
             self.slots = slots;
             self.lv = lv;
-            let q = self.zcols.len();
+            self.groups.ensure(d, self.zcols.len());
             if g == self.groups.len() {
-                self.groups.push(GroupMoments::new(d, q));
+                self.groups.add_group();
             }
             self.delta.resize(d, 0.0);
             self.global.grow(d);
             self.global.push(&self.x, &mut self.delta);
-            let m = &mut self.groups[g];
-            m.grow(d, q);
-            m.push(&self.x, &self.zcols, &mut self.delta);
+            self.groups.push(g, &self.x, &self.zcols, &mut self.delta);
         }
+        self.kept = kept;
         self.level_ids = level_ids;
         self.key = key;
         Ok(())
@@ -444,13 +460,15 @@ impl Accumulator {
         let q = self.zcols.len();
         let zmap: Vec<usize> = other.zcols.iter().map(|&c| self.zindex[col_map[c]]).collect();
         self.global.merge_mapped(&other.global, &col_map, &offset);
+        self.groups.ensure(d, q);
         let fo = &other.factors[0];
+        let mut scratch = Vec::new();
         for (gid, key) in fo.levels.keys.iter().enumerate() {
             let g = self.factors[0].levels.id(key) as usize;
             if g == self.groups.len() {
-                self.groups.push(GroupMoments::new(d, q));
+                self.groups.add_group();
             }
-            self.groups[g].merge_mapped(&other.groups[gid], &col_map, &offset, &zmap, &self.zcols);
+            self.groups.merge_group(g, &other.groups, gid, &col_map, &offset, &zmap, &self.zcols, &mut scratch);
         }
         Ok(())
     }

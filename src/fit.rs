@@ -20,9 +20,9 @@ use crate::levels;
 use crate::optimizer::{self, Settings};
 use crate::options::Method;
 use crate::reml::{cholesky_lower, Problem};
-use crate::stats::{GroupMoments, Moments};
+use crate::stats::{GroupView, Moments};
 use crate::theta::ThetaLayout;
-use crate::tidy::TidyRow;
+use crate::tidy::{Text, TidyRow};
 
 /// A model column re-expressed as w = (v − centre) / scale, centre relative to the state's shift.
 #[derive(Debug, Clone, Copy)]
@@ -48,8 +48,8 @@ fn cross(m: &Moments, a: &Col, b: &Col) -> f64 {
 
 /// Σ over a group's rows of w_a w_b, for a random-effect column a (intercept or
 /// row `zindex[c]` of the group's co-moments).
-fn cross_group(m: &GroupMoments, a: &Col, b: &Col, zindex: &[usize]) -> f64 {
-    let n = m.n as f64;
+fn cross_group(m: &GroupView, a: &Col, b: &Col, zindex: &[usize]) -> f64 {
+    let n = m.n();
     match (a.source, b.source) {
         (Source::Zero, _) | (_, Source::Zero) => 0.0,
         (Source::Ones, Source::Ones) => n,
@@ -164,7 +164,8 @@ pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
     // Per-group cross-products of the re-expressed columns.
     let mut ztz = vec![0.0; ngroups * q * q];
     let mut ztr = vec![0.0; ngroups * q * k];
-    for (i, m) in acc.groups.iter().enumerate() {
+    for i in 0..ngroups {
+        let m = &acc.groups.group(i);
         for a in 0..q {
             for b in 0..q {
                 ztz[i * q * q + b * q + a] = cross_group(m, &zc[a], &zc[b], &acc.zindex);
@@ -240,13 +241,14 @@ pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
     }
     let vcov = sandwich(&amat, &sol.vcov, p);
 
-    let mut rows = Vec::new();
+    let group_text: Text = group_name.as_str().into();
+    let mut rows = Vec::with_capacity(p + 16 + if acc.options.ranef { ngroups * q } else { 0 });
     for j in 0..p {
         let est = beta[j];
         let se = vcov[j * p + j].sqrt();
         let z = est / se;
         let mut r = TidyRow::new("fixed");
-        r.term = Some(xcols[j].name.clone());
+        r.term = Some(xcols[j].name.as_str().into());
         r.estimate = Some(est);
         r.std_error = Some(se);
         r.statistic = Some(z);
@@ -268,8 +270,8 @@ pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
         let names = &bars_terms[bi];
         let push = |rows: &mut Vec<TidyRow>, term: String, v: f64| {
             let mut r = TidyRow::new("ran_pars");
-            r.group_var = Some(group_name.clone());
-            r.term = Some(term);
+            r.group_var = Some(group_text.clone());
+            r.term = Some(term.into());
             r.estimate = Some(v);
             rows.push(r);
         };
@@ -298,8 +300,9 @@ pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
     }
 
     if acc.options.ranef {
-        let labels: Vec<String> = order.iter().map(|&g| levels::label(&factor.levels.keys[g as usize])).collect();
+        let labels: Vec<Text> = order.iter().map(|&g| levels::label(&factor.levels.keys[g as usize]).into()).collect();
         for a in 0..q {
+            let term: Text = zcols[a].name.as_str().into();
             for (li, &g) in order.iter().enumerate() {
                 let g = g as usize;
                 let bc = &sol.blups[g * q..(g + 1) * q];
@@ -309,9 +312,9 @@ pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
                     .map(|s| (0..q).map(|t| tmat[s * q + a] * cc[t * q + s] * tmat[t * q + a]).sum::<f64>())
                     .sum();
                 let mut r = TidyRow::new("ran_vals");
-                r.group_var = Some(group_name.clone());
+                r.group_var = Some(group_text.clone());
                 r.level = Some(labels[li].clone());
-                r.term = Some(zcols[a].name.clone());
+                r.term = Some(term.clone());
                 r.estimate = Some(b);
                 r.std_error = Some(var.max(0.0).sqrt());
                 rows.push(r);
@@ -322,7 +325,7 @@ pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
     let reml = acc.options.method == Method::Reml;
     let dev = sol.deviance;
     let df = (p + layout.len() + 1) as f64;
-    let fit_row = |term: &str, v: f64, group: Option<String>| {
+    let fit_row = |term: &str, v: f64, group: Option<Text>| {
         let mut r = TidyRow::new("fit");
         r.term = Some(term.into());
         r.estimate = Some(v);
@@ -331,7 +334,7 @@ pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
     };
     rows.push(fit_row("nobs", n, None));
     rows.push(fit_row("nobs_dropped", acc.n_dropped as f64, None));
-    rows.push(fit_row("ngroups", ngroups as f64, Some(group_name.clone())));
+    rows.push(fit_row("ngroups", ngroups as f64, Some(group_text.clone())));
     rows.push(fit_row("logLik", -dev / 2.0, None));
     rows.push(fit_row("AIC", dev + 2.0 * df, None));
     rows.push(fit_row("BIC", dev + df * n.ln(), None));

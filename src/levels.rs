@@ -100,9 +100,8 @@ pub fn decode(mut key: &[u8]) -> Vec<LevelPart> {
     parts
 }
 
-/// Compare two keys by their decoded parts, lexicographically (first part slowest).
-pub fn compare_keys(a: &[u8], b: &[u8]) -> Ordering {
-    let (da, db) = (decode(a), decode(b));
+/// Compare decoded keys lexicographically (first part slowest).
+fn compare_parts(da: &[LevelPart], db: &[LevelPart]) -> Ordering {
     for (x, y) in da.iter().zip(db.iter()) {
         let c = x.cmp(y);
         if c != Ordering::Equal {
@@ -184,10 +183,21 @@ impl Levels {
         self.keys.is_empty()
     }
 
-    /// Level ids in sorted order, and the rank of each id.
+    /// Level ids in sorted order, and the rank of each id. Keys are decoded once.
     pub fn sorted(&self) -> (Vec<u32>, Vec<usize>) {
         let mut order: Vec<u32> = (0..self.keys.len() as u32).collect();
-        order.sort_by(|&a, &b| compare_keys(&self.keys[a as usize], &self.keys[b as usize]));
+        let decoded: Vec<Vec<LevelPart>> = self.keys.iter().map(|k| decode(k)).collect();
+        let ints: Option<Vec<i64>> = decoded
+            .iter()
+            .map(|p| match p.as_slice() {
+                [LevelPart::Int(v)] => Some(*v),
+                _ => None,
+            })
+            .collect();
+        match ints {
+            Some(v) => order.sort_unstable_by_key(|&i| v[i as usize]),
+            None => order.sort_by(|&a, &b| compare_parts(&decoded[a as usize], &decoded[b as usize])),
+        }
         let mut rank = vec![0; order.len()];
         for (r, &id) in order.iter().enumerate() {
             rank[id as usize] = r;

@@ -97,7 +97,7 @@ impl Problem {
         self.p + 1
     }
 
-    /// Factor group i: fills L_i and C_i; returns log|L_i|², or None if not PD.
+    /// Factor group i: fills L_i and C_i (row-major); returns |L_i|², or None if not PD.
     /// `Q` > 0 fixes q at compile time (small q is the common case, and the
     /// compiler then unrolls the q-loops); `Q` = 0 reads it from the problem.
     fn factor_group<const Q: usize>(&self, i: usize, lambda: &[f64], w: &mut GroupFactor) -> Option<f64> {
@@ -129,28 +129,34 @@ impl Problem {
         if !cholesky_lower(&mut w.l[..q * q], q) {
             return None;
         }
-        // C = L⁻¹ Λᵀ ZtR
-        for j in 0..k {
-            for r in 0..q {
+        // C = L⁻¹ Λᵀ ZtR, row-major (C[r, :] at c[r*k..]) so the k-long loops are contiguous.
+        for r in 0..q {
+            for j in 0..k {
                 let mut s = 0.0;
                 for t in r..q {
                     s += lambda[r * q + t] * ztr[j * q + t];
                 }
-                w.c[j * q + r] = s;
-            }
-            for r in 0..q {
-                let mut s = w.c[j * q + r];
-                for t in 0..r {
-                    s -= w.l[t * q + r] * w.c[j * q + t];
-                }
-                w.c[j * q + r] = s / w.l[r * q + r];
+                w.c[r * k + j] = s;
             }
         }
-        let mut ld = 0.0;
         for r in 0..q {
-            ld += 2.0 * w.l[r * q + r].ln();
+            let (done, rest) = w.c.split_at_mut(r * k);
+            let row = &mut rest[..k];
+            for t in 0..r {
+                let l = w.l[t * q + r];
+                for (x, y) in row.iter_mut().zip(&done[t * k..(t + 1) * k]) {
+                    *x -= l * y;
+                }
+            }
+            let inv = 1.0 / w.l[r * q + r];
+            row.iter_mut().for_each(|x| *x *= inv);
         }
-        Some(ld)
+        // |L|² = Π L_rr²; every L_rr ≥ 1 because M ⪰ I. The caller takes logarithms.
+        let mut det = 1.0;
+        for r in 0..q {
+            det *= w.l[r * q + r] * w.l[r * q + r];
+        }
+        Some(det)
     }
 
     /// Over groups in `range`: Σ C_iᵀC_i (upper triangle of k×k), Σ log|L_i|², and
@@ -175,46 +181,63 @@ impl Problem {
         let mut lp = vec![0.0; q * k];
         let mut qm = vec![0.0; q * k];
         let mut nm = vec![0.0; q * q];
+        // Π |L_i|² in chunks, one logarithm per chunk (each factor is ≥ 1).
+        let mut det = 1.0;
         for i in range {
-            out.logdet += self.factor_group::<Q>(i, lambda, &mut w)?;
-            for b in 0..k {
-                let cb = &w.c[b * q..(b + 1) * q];
-                for a in 0..=b {
-                    let ca = &w.c[a * q..(a + 1) * q];
-                    let mut t = 0.0;
-                    for r in 0..q {
-                        t += ca[r] * cb[r];
+            det *= self.factor_group::<Q>(i, lambda, &mut w)?;
+            if det > 1e280 {
+                out.logdet += det.ln();
+                det = 1.0;
+            }
+            for r in 0..q {
+                let cr = &w.c[r * k..(r + 1) * k];
+                for b in 0..k {
+                    let cb = cr[b];
+                    let sb = &mut out.s[b * k..b * k + b + 1];
+                    for (x, ca) in sb.iter_mut().zip(cr) {
+                        *x += ca * cb;
                     }
-                    out.s[b * k + a] += t;
                 }
             }
             let Some(pos) = pos else { continue };
             let ztz = &self.ztz[i * q * q..(i + 1) * q * q];
             let ztr = &self.ztr[i * q * k..(i + 1) * q * k];
-            // P = L⁻ᵀ C
-            for j in 0..k {
-                for r in (0..q).rev() {
-                    let mut v = w.c[j * q + r];
-                    for t in r + 1..q {
-                        v -= w.l[r * q + t] * pm[j * q + t];
+            // P = L⁻ᵀ C (row-major, backward over rows)
+            for r in (0..q).rev() {
+                let (head, tail) = pm.split_at_mut((r + 1) * k);
+                let row = &mut head[r * k..];
+                row.copy_from_slice(&w.c[r * k..(r + 1) * k]);
+                for t in r + 1..q {
+                    let l = w.l[r * q + t];
+                    for (x, y) in row.iter_mut().zip(&tail[(t - r - 1) * k..(t - r) * k]) {
+                        *x -= l * y;
                     }
-                    pm[j * q + r] = v / w.l[r * q + r];
                 }
-                // ΛP
-                for r in 0..q {
-                    let mut v = 0.0;
-                    for t in 0..=r {
-                        v += lambda[t * q + r] * pm[j * q + t];
+                let inv = 1.0 / w.l[r * q + r];
+                row.iter_mut().for_each(|x| *x *= inv);
+            }
+            // ΛP
+            for r in 0..q {
+                let row = &mut lp[r * k..(r + 1) * k];
+                row.iter_mut().for_each(|x| *x = 0.0);
+                for t in 0..=r {
+                    let l = lambda[t * q + r];
+                    for (x, y) in row.iter_mut().zip(&pm[t * k..(t + 1) * k]) {
+                        *x += l * y;
                     }
-                    lp[j * q + r] = v;
                 }
-                // Q = B − A Λ P
-                for r in 0..q {
-                    let mut v = ztr[j * q + r];
-                    for t in 0..q {
-                        v -= ztz[t * q + r] * lp[j * q + t];
+            }
+            // Q = B − A Λ P
+            for r in 0..q {
+                let row = &mut qm[r * k..(r + 1) * k];
+                for (j, x) in row.iter_mut().enumerate() {
+                    *x = ztr[j * q + r];
+                }
+                for t in 0..q {
+                    let a = ztz[t * q + r];
+                    for (x, y) in row.iter_mut().zip(&lp[t * k..(t + 1) * k]) {
+                        *x -= a * y;
                     }
-                    qm[j * q + r] = v;
                 }
             }
             // N = M⁻¹ Λᵀ A: Λᵀ A, then two triangular solves per column.
@@ -244,14 +267,16 @@ impl Problem {
             for (j, &(r, c)) in pos.iter().enumerate() {
                 out.g1[j] += 2.0 * nm[r * q + c];
                 let t = &mut out.t[j * k * k..(j + 1) * k * k];
+                let qr = &qm[r * k..(r + 1) * k];
                 for b in 0..k {
-                    let pcb = pm[b * q + c];
-                    for a in 0..k {
-                        t[b * k + a] += qm[a * q + r] * pcb;
+                    let pcb = pm[c * k + b];
+                    for (x, y) in t[b * k..(b + 1) * k].iter_mut().zip(qr) {
+                        *x += y * pcb;
                     }
                 }
             }
         }
+        out.logdet += det.ln();
         Some(out)
     }
 
@@ -473,9 +498,9 @@ impl Problem {
             self.factor_group::<0>(i, lambda, &mut w)?;
             // u_i = L⁻ᵀ (c_y − C_X β)
             for r in 0..q {
-                let mut s = w.c[p * q + r];
+                let mut s = w.c[r * k + p];
                 for j in 0..p {
-                    s -= w.c[j * q + r] * beta[j];
+                    s -= w.c[r * k + j] * beta[j];
                 }
                 uu[r] = s;
             }

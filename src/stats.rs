@@ -211,80 +211,151 @@ mod tests {
     }
 }
 
-/// One group's moments, restricted to what a fit needs of a group: the count,
-/// the means of all d columns, and the co-moments of the q random-effect
-/// columns with all d columns (row-major q×d). The full d×d co-moments are
-/// needed only over all rows, and are kept once per state (`Moments`). This
-/// keeps the per-row memory traffic of a group to d + q·d doubles.
+/// Every group's moments in one arena, restricted to what a fit needs of a
+/// group: the count, the means of all d columns, and the co-moments of the q
+/// random-effect columns with all d columns. The full d×d co-moments are only
+/// needed over all rows and are kept once per state (`Moments`). A group's
+/// block is contiguous, `[n, mean[0..d], com[zi * d + c]]`, so a row touches
+/// one run of d + q·d + 1 doubles (18 + 1 for the benchmark design, not 54).
+/// When d or q grows (a new factor level), the arena is re-laid out; the new
+/// entries are 0, which is exact (see `Moments::grow`).
 #[derive(Debug, Clone, Default)]
-pub struct GroupMoments {
-    pub n: u64,
+pub struct GroupStore {
     pub d: usize,
     pub q: usize,
-    /// mean[0..d] then com[zi * d + c].
-    pub data: Vec<f64>,
+    data: Vec<f64>,
+    groups: usize,
 }
 
-impl GroupMoments {
-    pub fn new(d: usize, q: usize) -> GroupMoments {
-        GroupMoments { n: 0, d, q, data: vec![0.0; d + q * d] }
-    }
+/// Read access to one group's block.
+pub struct GroupView<'a> {
+    d: usize,
+    q: usize,
+    b: &'a [f64],
+}
 
+impl GroupView<'_> {
+    #[inline]
+    pub fn n(&self) -> f64 {
+        self.b[0]
+    }
     #[inline]
     pub fn mean(&self, c: usize) -> f64 {
         if c < self.d {
-            self.data[c]
+            self.b[1 + c]
         } else {
             0.0
         }
     }
-
-    /// Co-moment of random-effect column `zi` with column `c`; 0 where never stored.
+    /// Co-moment of random-effect row `zi` with column `c`.
     #[inline]
     pub fn comoment(&self, zi: usize, c: usize) -> f64 {
         if zi < self.q && c < self.d {
-            self.data[self.d + zi * self.d + c]
+            self.b[1 + self.d + zi * self.d + c]
         } else {
             0.0
         }
     }
+}
 
-    /// Grow to d columns and q random-effect rows (new entries are 0: see `Moments::grow`).
-    pub fn grow(&mut self, d: usize, q: usize) {
+impl GroupStore {
+    #[inline]
+    fn stride(&self) -> usize {
+        1 + self.d + self.q * self.d
+    }
+
+    pub fn len(&self) -> usize {
+        self.groups
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups == 0
+    }
+
+    pub fn group(&self, g: usize) -> GroupView<'_> {
+        let s = self.stride();
+        GroupView { d: self.d, q: self.q, b: &self.data[g * s..(g + 1) * s] }
+    }
+
+    /// Total count over groups.
+    pub fn n_total(&self) -> u64 {
+        let s = self.stride();
+        (0..self.groups).map(|g| self.data[g * s] as u64).sum()
+    }
+
+    /// Make room for d columns and q random-effect rows.
+    pub fn ensure(&mut self, d: usize, q: usize) {
         if d <= self.d && q <= self.q {
             return;
         }
-        let (d, q) = (d.max(self.d), q.max(self.q));
-        let mut data = vec![0.0; d + q * d];
-        data[..self.d].copy_from_slice(&self.data[..self.d]);
-        for zi in 0..self.q {
-            let src = &self.data[self.d + zi * self.d..self.d + (zi + 1) * self.d];
-            data[d + zi * d..d + zi * d + self.d].copy_from_slice(src);
+        let (nd, nq) = (d.max(self.d), q.max(self.q));
+        let (od, oq, os) = (self.d, self.q, self.stride());
+        let ns = 1 + nd + nq * nd;
+        let mut data = vec![0.0; self.groups * ns];
+        for g in 0..self.groups {
+            let src = &self.data[g * os..(g + 1) * os];
+            let dst = &mut data[g * ns..(g + 1) * ns];
+            dst[..1 + od].copy_from_slice(&src[..1 + od]);
+            for zi in 0..oq {
+                dst[1 + nd + zi * nd..1 + nd + zi * nd + od].copy_from_slice(&src[1 + od + zi * od..1 + od + (zi + 1) * od]);
+            }
         }
         self.data = data;
-        self.d = d;
-        self.q = q;
+        self.d = nd;
+        self.q = nq;
     }
 
-    /// Welford's update; `x` holds the row minus the shift (length d), `zcols[zi]` the
-    /// column of random-effect row zi.
+    /// Hint the CPU to fetch group g's block (a no-op where unsupported).
     #[inline]
-    pub fn push(&mut self, x: &[f64], zcols: &[usize], delta: &mut [f64]) {
-        let d = self.d;
-        self.n += 1;
-        let n = self.n as f64;
+    pub fn prefetch(&self, g: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let s = self.stride();
+            if (g + 1) * s <= self.data.len() {
+                let p = self.data[g * s..].as_ptr() as *const i8;
+                // SAFETY: prefetching is a hint and never faults; the lines are within the block.
+                unsafe {
+                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                    let mut off = 0;
+                    while off < s * 8 {
+                        _mm_prefetch(p.add(off), _MM_HINT_T0);
+                        off += 64;
+                    }
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = g;
+    }
+
+    /// Append an empty group; returns its index.
+    pub fn add_group(&mut self) -> usize {
+        let s = self.stride();
+        self.data.resize(self.data.len() + s, 0.0);
+        self.groups += 1;
+        self.groups - 1
+    }
+
+    /// Welford's update of group g with one row; `x` holds the row minus the shift
+    /// (length d), `zcols[zi]` the column of random-effect row zi.
+    #[inline]
+    pub fn push(&mut self, g: usize, x: &[f64], zcols: &[usize], delta: &mut [f64]) {
+        let (d, q, s) = (self.d, self.q, self.stride());
+        let b = &mut self.data[g * s..(g + 1) * s];
+        b[0] += 1.0;
+        let n = b[0];
         let inv_n = 1.0 / n;
-        let (mean, com) = self.data.split_at_mut(d);
+        let (mean, com) = b[1..].split_at_mut(d);
         for a in 0..d {
             let dl = x[a] - mean[a];
             delta[a] = dl;
             mean[a] += dl * inv_n;
         }
-        if self.n == 1 {
+        if n == 1.0 {
             return;
         }
         let f = (n - 1.0) * inv_n;
-        for (zi, row) in com.chunks_exact_mut(d).enumerate().take(self.q) {
+        for (zi, row) in com.chunks_exact_mut(d).enumerate().take(q) {
             let dz = delta[zcols[zi]] * f;
             for (r, dc) in row.iter_mut().zip(delta[..d].iter()) {
                 *r += dz * dc;
@@ -292,41 +363,39 @@ impl GroupMoments {
         }
     }
 
-    /// Chan's merge of `other` (its column j is our `map[j]`, its row zi our `zmap[zi]`,
-    /// its means + `offset[j]` are relative to our shifts); `other` is not modified.
-    pub fn merge_mapped(&mut self, other: &GroupMoments, map: &[usize], offset: &[f64], zmap: &[usize], zcols: &[usize]) {
-        if other.n == 0 {
+    /// Chan's merge of group `og` of `other` into group g (other's column j is our
+    /// `map[j]`, its row zi our `zmap[zi]`, its means + `offset[j]` are relative to our
+    /// shifts); `other` is not modified. Call `ensure` first.
+    pub fn merge_group(&mut self, g: usize, other: &GroupStore, og: usize, map: &[usize], offset: &[f64], zmap: &[usize], zcols: &[usize], delta: &mut Vec<f64>) {
+        let o = other.group(og);
+        let nb = o.n();
+        if nb == 0.0 {
             return;
         }
-        let need_d = map.iter().take(other.d).copied().max().map_or(0, |m| m + 1);
-        let need_q = zmap.iter().take(other.q).copied().max().map_or(0, |m| m + 1);
-        self.grow(need_d, need_q);
-        let (d, q) = (self.d, self.q);
-        let na = self.n as f64;
-        let nb = other.n as f64;
+        let (d, q, s) = (self.d, self.q, self.stride());
+        let b = &mut self.data[g * s..(g + 1) * s];
+        let na = b[0];
         let n = na + nb;
-        let mut delta = vec![0.0; d];
-        for a in 0..d {
-            delta[a] = -self.data[a];
-        }
-        for j in 0..other.d {
-            delta[map[j]] += other.data[j] + offset[j];
+        delta.clear();
+        delta.extend(b[1..1 + d].iter().map(|m| -m));
+        for j in 0..o.d {
+            delta[map[j]] += o.b[1 + j] + offset[j];
         }
         let w = na * nb / n;
         for zi in 0..q {
             let dz = delta[zcols[zi]] * w;
             for c in 0..d {
-                self.data[d + zi * d + c] += dz * delta[c];
+                b[1 + d + zi * d + c] += dz * delta[c];
             }
         }
-        for zi in 0..other.q {
-            for j in 0..other.d {
-                self.data[d + zmap[zi] * d + map[j]] += other.data[other.d + zi * other.d + j];
+        for zi in 0..o.q {
+            for j in 0..o.d {
+                b[1 + d + zmap[zi] * d + map[j]] += o.b[1 + o.d + zi * o.d + j];
             }
         }
         for a in 0..d {
-            self.data[a] += delta[a] * nb / n;
+            b[1 + a] += delta[a] * nb / n;
         }
-        self.n += other.n;
+        b[0] = n;
     }
 }
