@@ -297,6 +297,9 @@ impl Accumulator {
             let f = &mut self.factors[0];
             let g = match (&f.vars[..], &cols[f.vars[0]].data) {
                 ([_], ColumnData::Int(v)) => {
+                    if let Some(&ahead) = v.get(r + 16) {
+                        f.levels.prefetch_int(ahead);
+                    }
                     if self.last_group.0 == v[r] && self.last_group.1 != usize::MAX {
                         self.last_group.1
                     } else {

@@ -112,6 +112,9 @@ fn compare_parts(da: &[LevelPart], db: &[LevelPart]) -> Ordering {
 }
 
 pub fn label(key: &[u8]) -> String {
+    if key.len() == 9 && key[0] == T_INT {
+        return i64::from_le_bytes(key[1..].try_into().unwrap()).to_string();
+    }
     decode(key).iter().map(LevelPart::label).collect::<Vec<_>>().join(":")
 }
 
@@ -130,6 +133,21 @@ pub struct Levels {
 }
 
 impl Levels {
+    /// Hint the CPU to fetch the direct-table slot of key v.
+    #[inline]
+    pub fn prefetch_int(&self, v: i64) {
+        #[cfg(target_arch = "x86_64")]
+        if v >= 0 && (v as u64) < self.dense.len() as u64 {
+            // SAFETY: a prefetch of an in-bounds address; it never faults.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch(self.dense.as_ptr().add(v as usize) as *const i8, _MM_HINT_T0);
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = v;
+    }
+
     #[inline]
     pub fn id_int(&mut self, v: i64) -> u32 {
         if v >= 0 && (v as u64) < self.dense.len() as u64 {

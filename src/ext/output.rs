@@ -53,6 +53,30 @@ unsafe fn set_valid(v: ffi::duckdb_vector, row: usize) {
     }
 }
 
+/// A vector's validity bits, made writable once and then set without a call per row.
+struct Mask(*mut u64);
+
+impl Mask {
+    unsafe fn of(v: ffi::duckdb_vector) -> Mask {
+        unsafe {
+            ffi::duckdb_vector_ensure_validity_writable(v);
+            Mask(ffi::duckdb_vector_get_validity(v))
+        }
+    }
+    #[inline]
+    unsafe fn set(&self, row: usize, valid: bool) {
+        unsafe {
+            let word = self.0.add(row / 64);
+            let bit = 1u64 << (row % 64);
+            if valid {
+                *word |= bit;
+            } else {
+                *word &= !bit;
+            }
+        }
+    }
+}
+
 /// A NULL result at `row` (a state that saw no rows).
 pub unsafe fn write_null(result: ffi::duckdb_vector, row: usize) {
     unsafe {
@@ -79,10 +103,13 @@ pub unsafe fn write_rows(result: ffi::duckdb_vector, row: usize, rows: &[TidyRow
             .map(|k| ffi::duckdb_struct_vector_get_child(child, (TEXT_FIELDS.len() + k) as ffi::idx_t))
             .collect();
         let num_data: Vec<*mut f64> = nums.iter().map(|&v| ffi::duckdb_vector_get_data(v) as *mut f64).collect();
+        let child_mask = Mask::of(child);
+        let text_masks: Vec<Mask> = text.iter().map(|&v| Mask::of(v)).collect();
+        let num_masks: Vec<Mask> = nums.iter().map(|&v| Mask::of(v)).collect();
 
         for (j, r) in rows.iter().enumerate() {
             let at = start + j;
-            set_valid(child, at);
+            child_mask.set(at, true);
             let texts: [Option<&str>; 4] =
                 [Some(r.effect), r.group_var.as_deref(), r.level.as_deref(), r.term.as_deref()];
             for (k, t) in texts.iter().enumerate() {
@@ -94,9 +121,9 @@ pub unsafe fn write_rows(result: ffi::duckdb_vector, row: usize, rows: &[TidyRow
                             s.as_ptr() as *const c_char,
                             s.len() as ffi::idx_t,
                         );
-                        set_valid(text[k], at);
+                        text_masks[k].set(at, true);
                     }
-                    None => set_invalid(text[k], at),
+                    None => text_masks[k].set(at, false),
                 }
             }
             let values = [
@@ -106,9 +133,9 @@ pub unsafe fn write_rows(result: ffi::duckdb_vector, row: usize, rows: &[TidyRow
                 match x {
                     Some(x) => {
                         *num_data[k].add(at) = *x;
-                        set_valid(nums[k], at);
+                        num_masks[k].set(at, true);
                     }
-                    None => set_invalid(nums[k], at),
+                    None => num_masks[k].set(at, false),
                 }
             }
         }
