@@ -15,7 +15,7 @@ use crate::input::{Chunk, Column, ColumnData};
 use crate::levels::{self, Levels};
 use crate::options::Options;
 use crate::stats::{GroupStore, Moments};
-use crate::tidy::TidyRow;
+use crate::tidy::{Tidy, TidyRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -478,6 +478,11 @@ impl Accumulator {
 
     /// Fit the model and return the tidy table.
     pub fn finish(&self) -> Result<Vec<TidyRow>> {
+        crate::fit::fit(self).map(Tidy::into_rows)
+    }
+
+    /// Fit the model; the table with its BLUPs kept column-wise.
+    pub fn finish_tidy(&self) -> Result<Tidy> {
         crate::fit::fit(self)
     }
 }

@@ -22,7 +22,7 @@ use crate::options::Method;
 use crate::reml::{cholesky_lower, Problem};
 use crate::stats::{GroupView, Moments};
 use crate::theta::ThetaLayout;
-use crate::tidy::{Text, TidyRow};
+use crate::tidy::{RanVals, Text, Tidy, TidyRow};
 
 /// A model column re-expressed as w = (v − centre) / scale, centre relative to the state's shift.
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +68,7 @@ fn p_normal(z: f64) -> f64 {
 
 const Z975: f64 = 1.959_963_984_540_054;
 
-pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
+pub fn fit(acc: &Accumulator) -> Result<Tidy> {
     let trace = std::env::var_os("LMM_TRACE").is_some();
     let t0 = std::time::Instant::now();
     let f = &acc.formula;
@@ -242,7 +242,7 @@ pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
     let vcov = sandwich(&amat, &sol.vcov, p);
 
     let group_text: Text = group_name.as_str().into();
-    let mut rows = Vec::with_capacity(p + 16 + if acc.options.ranef { ngroups * q } else { 0 });
+    let mut rows = Vec::new();
     for j in 0..p {
         let est = beta[j];
         let se = vcov[j * p + j].sqrt();
@@ -299,28 +299,33 @@ pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
         rows.push(r);
     }
 
+    let mut ran_vals = Vec::new();
     if acc.options.ranef {
         let labels: Vec<Text> = order.iter().map(|&g| levels::label(&factor.levels.keys[g as usize]).into()).collect();
+        let nl = order.len();
+        let mut estimate = vec![0.0; q * nl];
+        let mut std_error = vec![0.0; q * nl];
         for a in 0..q {
-            let term: Text = zcols[a].name.as_str().into();
             for (li, &g) in order.iter().enumerate() {
                 let g = g as usize;
                 let bc = &sol.blups[g * q..(g + 1) * q];
-                let b: f64 = (0..q).map(|t| tmat[t * q + a] * bc[t]).sum();
                 let cc = &sol.cond_cov[g * q * q..(g + 1) * q * q];
                 let var: f64 = (0..q)
                     .map(|s| (0..q).map(|t| tmat[s * q + a] * cc[t * q + s] * tmat[t * q + a]).sum::<f64>())
                     .sum();
-                let mut r = TidyRow::new("ran_vals");
-                r.group_var = Some(group_text.clone());
-                r.level = Some(labels[li].clone());
-                r.term = Some(term.clone());
-                r.estimate = Some(b);
-                r.std_error = Some(var.max(0.0).sqrt());
-                rows.push(r);
+                estimate[a * nl + li] = (0..q).map(|t| tmat[t * q + a] * bc[t]).sum();
+                std_error[a * nl + li] = var.max(0.0).sqrt();
             }
         }
+        ran_vals.push(RanVals {
+            group_var: group_text.clone(),
+            terms: zcols.iter().map(|c| c.name.as_str().into()).collect(),
+            levels: labels,
+            estimate,
+            std_error,
+        });
     }
+    let head = std::mem::take(&mut rows);
 
     let reml = acc.options.method == Method::Reml;
     let dev = sol.deviance;
@@ -346,7 +351,7 @@ pub fn fit(acc: &Accumulator) -> Result<Vec<TidyRow>> {
     if trace {
         eprintln!("lmm: results {:.3}s", t0.elapsed().as_secs_f64());
     }
-    Ok(rows)
+    Ok(Tidy { head, ran_vals, tail: rows })
 }
 
 /// A S Aᵀ for column-major n×n matrices.

@@ -38,3 +38,87 @@ impl TidyRow {
         }
     }
 }
+
+/// A borrowed view of one output row, as the database layer writes it.
+pub struct RowRef<'a> {
+    pub effect: &'a str,
+    pub group_var: Option<&'a str>,
+    pub level: Option<&'a str>,
+    pub term: Option<&'a str>,
+    /// estimate, std_error, statistic, df, p_value, conf_low, conf_high
+    pub values: [Option<f64>; 7],
+}
+
+impl TidyRow {
+    pub fn as_ref(&self) -> RowRef<'_> {
+        RowRef {
+            effect: self.effect,
+            group_var: self.group_var.as_deref(),
+            level: self.level.as_deref(),
+            term: self.term.as_deref(),
+            values: [self.estimate, self.std_error, self.statistic, self.df, self.p_value, self.conf_low, self.conf_high],
+        }
+    }
+}
+
+/// The BLUPs of one grouping factor, column-wise: entry `t * levels.len() + l`
+/// is term t at level l. A fit with a million groups keeps its `ran_vals` rows
+/// this way instead of as a million `TidyRow`s.
+pub struct RanVals {
+    pub group_var: Text,
+    pub terms: Vec<Text>,
+    pub levels: Vec<Text>,
+    pub estimate: Vec<f64>,
+    pub std_error: Vec<f64>,
+}
+
+/// A fit's whole table: `head` (fixed, ran_pars), the BLUPs, `tail` (fit).
+pub struct Tidy {
+    pub head: Vec<TidyRow>,
+    pub ran_vals: Vec<RanVals>,
+    pub tail: Vec<TidyRow>,
+}
+
+impl Tidy {
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len() + self.ran_vals.iter().map(|r| r.estimate.len()).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every row in table order.
+    pub fn rows(&self) -> impl Iterator<Item = RowRef<'_>> {
+        let ran = self.ran_vals.iter().flat_map(|rv| {
+            let nl = rv.levels.len();
+            (0..rv.estimate.len()).map(move |i| RowRef {
+                effect: "ran_vals",
+                group_var: Some(&rv.group_var),
+                level: Some(&rv.levels[i % nl]),
+                term: Some(&rv.terms[i / nl]),
+                values: [Some(rv.estimate[i]), Some(rv.std_error[i]), None, None, None, None, None],
+            })
+        });
+        self.head.iter().map(TidyRow::as_ref).chain(ran).chain(self.tail.iter().map(TidyRow::as_ref))
+    }
+
+    /// The table as owned rows (tests, small fits).
+    pub fn into_rows(self) -> Vec<TidyRow> {
+        let mut out = self.head;
+        for rv in &self.ran_vals {
+            let nl = rv.levels.len();
+            for i in 0..rv.estimate.len() {
+                let mut r = TidyRow::new("ran_vals");
+                r.group_var = Some(rv.group_var.clone());
+                r.level = Some(rv.levels[i % nl].clone());
+                r.term = Some(rv.terms[i / nl].clone());
+                r.estimate = Some(rv.estimate[i]);
+                r.std_error = Some(rv.std_error[i]);
+                out.push(r);
+            }
+        }
+        out.extend(self.tail);
+        out
+    }
+}

@@ -314,8 +314,8 @@ unsafe fn finalize_impl(
             if p.is_null() {
                 output::write_null(result, offset + i);
             } else {
-                let rows = (*p).acc.finish()?;
-                output::write_rows(result, offset + i, &rows)?;
+                let table = (*p).acc.finish_tidy()?;
+                output::write_rows(result, offset + i, &table)?;
             }
         }
         Ok(())

@@ -6,7 +6,7 @@ use libduckdb_sys as ffi;
 
 use super::types::LogicalType;
 use crate::error::{LmmError, Result};
-use crate::tidy::TidyRow;
+use crate::tidy::Tidy;
 
 /// Text fields, then numeric fields, in the order of the result STRUCT.
 const TEXT_FIELDS: [&str; 4] = ["effect", "group_var", "level", "term"];
@@ -88,7 +88,7 @@ pub unsafe fn write_null(result: ffi::duckdb_vector, row: usize) {
 }
 
 /// Write `rows` as the list at position `row` of `result`.
-pub unsafe fn write_rows(result: ffi::duckdb_vector, row: usize, rows: &[TidyRow]) -> Result<()> {
+pub unsafe fn write_rows(result: ffi::duckdb_vector, row: usize, rows: &Tidy) -> Result<()> {
     unsafe {
         let start = ffi::duckdb_list_vector_get_size(result) as usize;
         let end = start + rows.len();
@@ -107,11 +107,10 @@ pub unsafe fn write_rows(result: ffi::duckdb_vector, row: usize, rows: &[TidyRow
         let text_masks: Vec<Mask> = text.iter().map(|&v| Mask::of(v)).collect();
         let num_masks: Vec<Mask> = nums.iter().map(|&v| Mask::of(v)).collect();
 
-        for (j, r) in rows.iter().enumerate() {
+        for (j, r) in rows.rows().enumerate() {
             let at = start + j;
             child_mask.set(at, true);
-            let texts: [Option<&str>; 4] =
-                [Some(r.effect), r.group_var.as_deref(), r.level.as_deref(), r.term.as_deref()];
+            let texts: [Option<&str>; 4] = [Some(r.effect), r.group_var, r.level, r.term];
             for (k, t) in texts.iter().enumerate() {
                 match t {
                     Some(s) => {
@@ -126,10 +125,7 @@ pub unsafe fn write_rows(result: ffi::duckdb_vector, row: usize, rows: &[TidyRow
                     None => text_masks[k].set(at, false),
                 }
             }
-            let values = [
-                r.estimate, r.std_error, r.statistic, r.df, r.p_value, r.conf_low, r.conf_high,
-            ];
-            for (k, x) in values.iter().enumerate() {
+            for (k, x) in r.values.iter().enumerate() {
                 match x {
                     Some(x) => {
                         *num_data[k].add(at) = *x;
