@@ -202,7 +202,19 @@ pub fn fit(acc: &Accumulator) -> Result<Tidy> {
     let lower = layout.lower();
     let pos = layout.positions();
     let mut objective = |theta: &[f64]| problem.deviance_and_gradient(&layout.lambda(theta), &pos);
-    let mut outcome = optimizer::minimize_bfgs(&mut objective, &layout.start(), &lower, 1000);
+    // Start at the moment estimate when it beats lme4's start θ = I.
+    let mut start = layout.start();
+    let mut extra = 0;
+    let mut near = false;
+    if let Some(m) = crate::start::moment_theta(&problem, &layout) {
+        extra = 2;
+        if problem.deviance(&layout.lambda(&m)) < problem.deviance(&layout.lambda(&start)) {
+            start = m;
+            near = true;
+        }
+    }
+    let mut outcome = optimizer::minimize_bfgs(&mut objective, &start, &lower, 1000, near);
+    outcome.evaluations += extra;
     if !outcome.converged {
         // Fall back on the derivative-free method from where the quasi-Newton one stopped.
         let mut dev = |theta: &[f64]| problem.deviance(&layout.lambda(theta));
@@ -214,7 +226,20 @@ pub fn fit(acc: &Accumulator) -> Result<Tidy> {
         }
         outcome.evaluations = evaluations;
     }
-    let theta = outcome.x.clone();
+    // Snap variances that ended a rounding error away from 0 onto the boundary,
+    // where lme4 reports them (exactly 0, a singular fit), if that is no worse.
+    let mut theta = outcome.x.clone();
+    for i in layout.diagonal() {
+        if theta[i] > 0.0 && theta[i] < 1e-6 {
+            let mut trial = theta.clone();
+            trial[i] = 0.0;
+            let f = problem.deviance(&layout.lambda(&trial));
+            if f <= outcome.f + 1e-12 * outcome.f.abs().max(1.0) {
+                theta = trial;
+                outcome.f = f.min(outcome.f);
+            }
+        }
+    }
     let lambda = layout.lambda(&theta);
     let Some(sol) = problem.solution(&lambda) else {
         bail!("the fit failed: the model matrices are not positive definite at the optimum");

@@ -13,6 +13,7 @@ pub mod formula;
 pub mod levels;
 pub mod optimizer;
 pub mod reml;
+pub mod start;
 pub mod stats;
 pub mod theta;
 

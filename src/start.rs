@@ -1,0 +1,130 @@
+//! A moment estimate of θ to start the optimizer near the optimum.
+//!
+//! From the same per-group statistics the deviance uses: fit the fixed effects
+//! by OLS, then each group's own coefficients b̂_i = (Z_iᵀZ_i)⁻¹ Z_iᵀ(y − Xβ̂);
+//! their spread over groups, less the average sampling variance
+//! σ̂² (Z_iᵀZ_i)⁻¹, estimates Var(b) (the classical method-of-moments idea).
+//! σ̂² is the residual variance left after the group-wise fits. Relative to
+//! σ̂², each block's Cholesky factor is a θ. The estimate only has to be
+//! cheap and close: the caller keeps lme4's start θ = I when it is better.
+
+use crate::reml::{cholesky_lower, Problem};
+use crate::theta::ThetaLayout;
+
+/// Solve the SPD system `a x = b` (n×n column-major) in place of a copy; None if not PD.
+fn solve_spd(a: &[f64], b: &[f64], n: usize) -> Option<Vec<f64>> {
+    let mut l = a.to_vec();
+    if !cholesky_lower(&mut l, n) {
+        return None;
+    }
+    let mut x = b.to_vec();
+    for r in 0..n {
+        let mut s = x[r];
+        for t in 0..r {
+            s -= l[t * n + r] * x[t];
+        }
+        x[r] = s / l[r * n + r];
+    }
+    for r in (0..n).rev() {
+        let mut s = x[r];
+        for t in r + 1..n {
+            s -= l[r * n + t] * x[t];
+        }
+        x[r] = s / l[r * n + r];
+    }
+    Some(x)
+}
+
+pub fn moment_theta(pr: &Problem, layout: &ThetaLayout) -> Option<Vec<f64>> {
+    let (p, q, k) = (pr.p, pr.q, pr.k());
+    // OLS fixed effects.
+    let mut xx = vec![0.0; p * p];
+    let mut xy = vec![0.0; p];
+    for a in 0..p {
+        xy[a] = pr.rtr[p * k + a];
+        for b in 0..p {
+            xx[b * p + a] = pr.rtr[b * k + a];
+        }
+    }
+    let beta = if p > 0 { solve_spd(&xx, &xy, p)? } else { Vec::new() };
+    let rss_ols = pr.rtr[p * k + p] - beta.iter().zip(&xy).map(|(b, v)| b * v).sum::<f64>();
+    let mut used = 0usize;
+    let mut explained = 0.0;
+    let mut sum_b = vec![0.0; q];
+    let mut sum_bb = vec![0.0; q * q];
+    let mut sum_inv = vec![0.0; q * q];
+    let mut r = vec![0.0; q];
+    for i in 0..pr.groups {
+        let ztz = &pr.ztz[i * q * q..(i + 1) * q * q];
+        let ztr = &pr.ztr[i * q * k..(i + 1) * q * k];
+        for a in 0..q {
+            r[a] = ztr[p * q + a] - (0..p).map(|j| ztr[j * q + a] * beta[j]).sum::<f64>();
+        }
+        // Skip groups whose own fit is not identified (too few or collinear rows).
+        let trace: f64 = (0..q).map(|a| ztz[a * q + a]).sum();
+        let Some(b) = solve_spd(ztz, &r, q) else { continue };
+        let mut inv = vec![0.0; q * q];
+        let mut ok = true;
+        for c in 0..q {
+            let mut e = vec![0.0; q];
+            e[c] = 1.0;
+            match solve_spd(ztz, &e, q) {
+                Some(col) => inv[c * q..(c + 1) * q].copy_from_slice(&col),
+                None => ok = false,
+            }
+        }
+        if !ok || (0..q).any(|a| inv[a * q + a] * trace > 1e8) {
+            continue;
+        }
+        used += 1;
+        explained += r.iter().zip(&b).map(|(x, y)| x * y).sum::<f64>();
+        for a in 0..q {
+            sum_b[a] += b[a];
+            for c in 0..q {
+                sum_bb[c * q + a] += b[a] * b[c];
+                sum_inv[c * q + a] += inv[c * q + a];
+            }
+        }
+    }
+    if used < 2 {
+        return None;
+    }
+    let g = used as f64;
+    let dof = pr.n - p as f64 - (q * used) as f64;
+    let sigma2 = if dof > 0.0 && rss_ols - explained > 0.0 { (rss_ols - explained) / dof } else { rss_ols / (pr.n - p as f64) };
+    if !(sigma2 > 0.0) {
+        return None;
+    }
+    // Var(b)/σ² = (Cov(b̂) − σ² mean (ZᵀZ)⁻¹) / σ²
+    let mut rel = vec![0.0; q * q];
+    for a in 0..q {
+        for c in 0..q {
+            let cov = (sum_bb[c * q + a] - sum_b[a] * sum_b[c] / g) / (g - 1.0);
+            rel[c * q + a] = cov / sigma2 - sum_inv[c * q + a] / g;
+        }
+    }
+    let mut theta = Vec::with_capacity(layout.len());
+    for &(off, s) in &layout.blocks {
+        let mut blk = vec![0.0; s * s];
+        for a in 0..s {
+            for c in 0..s {
+                blk[c * s + a] = rel[(off + c) * q + off + a];
+            }
+        }
+        let floor = 1e-2;
+        if !cholesky_lower(&mut blk, s) {
+            // Not positive definite: keep the (clamped) variances, no correlation.
+            blk = vec![0.0; s * s];
+            for a in 0..s {
+                blk[a * s + a] = rel[(off + a) * q + off + a].max(floor * floor).sqrt();
+            }
+        }
+        for j in 0..s {
+            for i in j..s {
+                let v = blk[j * s + i];
+                theta.push(if i == j { v.max(floor) } else { v });
+            }
+        }
+    }
+    theta.iter().all(|t| t.is_finite()).then_some(theta)
+}
