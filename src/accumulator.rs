@@ -57,10 +57,38 @@ pub struct ExtColumn {
     pub levels: Vec<u32>,
 }
 
+/// A grouping factor: its columns, levels, and per-level moments.
 #[derive(Debug, Clone)]
 pub struct GroupingFactor {
     pub vars: Vec<usize>,
     pub levels: Levels,
+    pub store: GroupStore,
+}
+
+/// The level pairs of two grouping factors that occur together, with the
+/// moments of their rows (the off-diagonal blocks Z_aᵀZ_b come from these).
+#[derive(Debug, Clone, Default)]
+pub struct Cells {
+    pub a: usize,
+    pub b: usize,
+    map: FxHashMap<u64, u32>,
+    pub keys: Vec<(u32, u32)>,
+    pub store: GroupStore,
+}
+
+impl Cells {
+    #[inline]
+    pub fn id(&mut self, la: u32, lb: u32) -> usize {
+        let key = ((la as u64) << 32) | lb as u64;
+        if let Some(&c) = self.map.get(&key) {
+            return c as usize;
+        }
+        let c = self.keys.len();
+        self.keys.push((la, lb));
+        self.map.insert(key, c as u32);
+        self.store.add_group();
+        c
+    }
 }
 
 #[derive(Clone)]
@@ -75,8 +103,8 @@ pub struct Accumulator {
     pub shift: Vec<f64>,
     pub shift_set: bool,
     pub factors: Vec<GroupingFactor>,
-    /// Moments per level of the (single, for now) grouping factor.
-    pub groups: GroupStore,
+    /// One entry per pair of grouping factors (crossed or nested models).
+    pub cells: Vec<Cells>,
     /// Moments of all rows (the full d×d co-moments).
     pub global: Moments,
     /// Extended columns of random-effect terms, in order of creation (row zi of
@@ -95,6 +123,8 @@ pub struct Accumulator {
     last_group: (i64, usize),
     /// Rows of the current chunk that are complete, with their group.
     kept: Vec<(usize, usize)>,
+    /// Level of each grouping factor for the current row.
+    flev: Vec<usize>,
 }
 
 fn var_index(vars: &mut Vec<Variable>, name: &str) -> usize {
@@ -118,14 +148,6 @@ impl Accumulator {
         let formula = formula::parse(formula_text)?;
         if formula.random.is_empty() {
             bail!("the formula has no random-effects term such as '(1 | group)'; lmm_fit fits mixed models only");
-        }
-        let first = &formula.random[0].group;
-        if let Some(other) = formula.random.iter().find(|b| &b.group != first) {
-            bail!(
-                "models with more than one grouping factor ('{}' and '{}') are not supported yet",
-                first.join(":"),
-                other.group.join(":")
-            );
         }
         let mut vars = Vec::new();
         let r = var_index(&mut vars, &formula.response);
@@ -163,7 +185,7 @@ impl Accumulator {
                 vars[g].grouping = true;
             }
             if !factors.iter().any(|f: &GroupingFactor| f.vars == gv) {
-                factors.push(GroupingFactor { vars: gv, levels: Levels::default() });
+                factors.push(GroupingFactor { vars: gv, levels: Levels::default(), store: GroupStore::default() });
             }
         }
         let var_names = vars.iter().map(|v| v.name.clone()).collect();
@@ -176,8 +198,10 @@ impl Accumulator {
             ext: Vec::new(),
             shift: Vec::new(),
             shift_set: false,
+            cells: (0..factors.len())
+                .flat_map(|a| (a + 1..factors.len()).map(move |b| Cells { a, b, ..Default::default() }))
+                .collect(),
             factors,
-            groups: GroupStore::default(),
             global: Moments::new(0),
             zcols: Vec::new(),
             zindex: Vec::new(),
@@ -190,6 +214,7 @@ impl Accumulator {
             lv: Vec::new(),
             last_group: (0, usize::MAX),
             kept: Vec::new(),
+            flev: Vec::new(),
         })
     }
 
@@ -200,7 +225,7 @@ impl Accumulator {
 
     /// Rows used so far.
     pub fn n_obs(&self) -> u64 {
-        self.groups.n_total()
+        self.factors[0].store.n_total()
     }
 
     /// Decide each variable's kind from its column type (first chunk), and check later chunks agree.
@@ -316,15 +341,15 @@ impl Accumulator {
                     f.levels.id(&key) as usize
                 }
             };
-            if g == self.groups.len() {
-                self.groups.add_group();
+            if g == self.factors[0].store.len() {
+                self.factors[0].store.add_group();
             }
             kept.push((r, g));
         }
         const AHEAD: usize = 8;
         for (idx, &(r, g)) in kept.iter().enumerate() {
             if let Some(&(_, ga)) = kept.get(idx + AHEAD) {
-                self.groups.prefetch(ga);
+                self.factors[0].store.prefetch(ga);
             }
             for (i, v) in self.vars.iter_mut().enumerate() {
                 if v.kind == Some(Kind::Categorical) && !v.grouping {
@@ -390,14 +415,37 @@ impl Accumulator {
             }
             self.slots = slots;
             self.lv = lv;
-            self.groups.ensure(d, self.zcols.len());
-            if g == self.groups.len() {
-                self.groups.add_group();
-            }
             self.delta.resize(d, 0.0);
             self.global.grow(d);
             self.global.push(&self.x, &mut self.delta);
-            self.groups.push(g, &self.x, &self.zcols, &mut self.delta);
+            let nz = self.zcols.len();
+            let f0 = &mut self.factors[0].store;
+            f0.ensure(d, nz);
+            f0.push(g, &self.x, &self.zcols, &mut self.delta);
+            if self.factors.len() > 1 {
+                // Crossed or nested: every other factor's level, and every pair's cell.
+                self.flev.clear();
+                self.flev.push(g);
+                for f in 1..self.factors.len() {
+                    let fac = &mut self.factors[f];
+                    key.clear();
+                    for &v in &fac.vars {
+                        levels::encode(&cols[v], r, &mut key);
+                    }
+                    let l = fac.levels.id(&key) as usize;
+                    if l == fac.store.len() {
+                        fac.store.add_group();
+                    }
+                    fac.store.ensure(d, nz);
+                    fac.store.push(l, &self.x, &self.zcols, &mut self.delta);
+                    self.flev.push(l);
+                }
+                for cell in &mut self.cells {
+                    let c = cell.id(self.flev[cell.a] as u32, self.flev[cell.b] as u32);
+                    cell.store.ensure(d, nz);
+                    cell.store.push(c, &self.x, &self.zcols, &mut self.delta);
+                }
+            }
         }
         self.kept = kept;
         self.level_ids = level_ids;
@@ -420,7 +468,7 @@ impl Accumulator {
                 _ => {}
             }
         }
-        if other.groups.is_empty() {
+        if other.factors[0].store.is_empty() {
             return Ok(());
         }
         // A state that saw no rows adopts the other's shifts, so its means carry over
@@ -463,15 +511,28 @@ impl Accumulator {
         let q = self.zcols.len();
         let zmap: Vec<usize> = other.zcols.iter().map(|&c| self.zindex[col_map[c]]).collect();
         self.global.merge_mapped(&other.global, &col_map, &offset);
-        self.groups.ensure(d, q);
-        let fo = &other.factors[0];
         let mut scratch = Vec::new();
-        for (gid, key) in fo.levels.keys.iter().enumerate() {
-            let g = self.factors[0].levels.id(key) as usize;
-            if g == self.groups.len() {
-                self.groups.add_group();
+        // Level ids of other's factors -> ours, then the per-level and per-cell moments.
+        let mut fmaps: Vec<Vec<usize>> = Vec::with_capacity(self.factors.len());
+        for (fs, fo) in self.factors.iter_mut().zip(other.factors.iter()) {
+            fs.store.ensure(d, q);
+            let mut fmap = Vec::with_capacity(fo.levels.len());
+            for (gid, key) in fo.levels.keys.iter().enumerate() {
+                let g = fs.levels.id(key) as usize;
+                if g == fs.store.len() {
+                    fs.store.add_group();
+                }
+                fs.store.merge_group(g, &fo.store, gid, &col_map, &offset, &zmap, &self.zcols, &mut scratch);
+                fmap.push(g);
             }
-            self.groups.merge_group(g, &other.groups, gid, &col_map, &offset, &zmap, &self.zcols, &mut scratch);
+            fmaps.push(fmap);
+        }
+        for (cs, co) in self.cells.iter_mut().zip(other.cells.iter()) {
+            cs.store.ensure(d, q);
+            for (cid, &(la, lb)) in co.keys.iter().enumerate() {
+                let c = cs.id(fmaps[cs.a][la as usize] as u32, fmaps[cs.b][lb as usize] as u32);
+                cs.store.merge_group(c, &co.store, cid, &col_map, &offset, &zmap, &self.zcols, &mut scratch);
+            }
         }
         Ok(())
     }

@@ -13,6 +13,7 @@
 //! intercept nearly collinear with its slope and the optimiser ill-conditioned.
 
 use crate::accumulator::Accumulator;
+use crate::crossed;
 use crate::bail;
 use crate::design::{self, DesignColumn, Source};
 use crate::error::Result;
@@ -68,6 +69,53 @@ fn p_normal(z: f64) -> f64 {
 
 const Z975: f64 = 1.959_963_984_540_054;
 
+/// One grouping factor's part of the model: its random-effect columns
+/// (re-expressed), θ layout, and the map b = T b_c back to the data scale.
+struct FactorSpec {
+    /// index into `acc.factors`
+    index: usize,
+    /// lme4's name: the grouping columns joined by ':'
+    name: String,
+    nlev: usize,
+    zcols: Vec<DesignColumn>,
+    zc: Vec<Col>,
+    layout: ThetaLayout,
+    tmat: Vec<f64>,
+    bars_terms: Vec<Vec<String>>,
+}
+
+/// What either likelihood (one factor, or several) gives back at the optimum.
+struct Estimates {
+    deviance: f64,
+    beta: Vec<f64>,
+    sigma2: f64,
+    vcov: Vec<f64>,
+    /// per factor (spec order): Λ, conditional modes and covariances (transformed scale)
+    lambdas: Vec<Vec<f64>>,
+    blups: Vec<Vec<f64>>,
+    cond_cov: Vec<Vec<f64>>,
+    theta: Vec<f64>,
+    diagonal: Vec<usize>,
+    converged: bool,
+    evaluations: usize,
+}
+
+/// Snap diagonal θ entries that ended a rounding error away from 0 onto the
+/// boundary, where lme4 reports them (a singular fit), if that is no worse.
+fn snap_to_boundary(theta: &mut [f64], f: &mut f64, diagonal: &[usize], dev: &dyn Fn(&[f64]) -> f64) {
+    for &i in diagonal {
+        if theta[i] > 0.0 && theta[i] < 1e-6 {
+            let mut trial = theta.to_vec();
+            trial[i] = 0.0;
+            let ft = dev(&trial);
+            if ft <= *f + 1e-12 * f.abs().max(1.0) {
+                theta[i] = 0.0;
+                *f = ft.min(*f);
+            }
+        }
+    }
+}
+
 pub fn fit(acc: &Accumulator) -> Result<Tidy> {
     let trace = std::env::var_os("LMM_TRACE").is_some();
     let t0 = std::time::Instant::now();
@@ -79,12 +127,6 @@ pub fn fit(acc: &Accumulator) -> Result<Tidy> {
             acc.n_dropped,
             acc.var_names.join(", ")
         );
-    }
-    let factor = &acc.factors[0];
-    let group_name = f.random[0].group.join(":");
-    let ngroups = acc.groups.len();
-    if ngroups < 2 {
-        bail!("grouping factor '{group_name}' has {ngroups} level(s); at least 2 are needed to estimate its variance");
     }
     let d = acc.ext.len();
     let mut total = acc.global.clone();
@@ -110,71 +152,72 @@ pub fn fit(acc: &Accumulator) -> Result<Tidy> {
     });
     let k = p + 1;
 
-    // Random effects: one block per bar, all on the one grouping factor.
-    let mut zcols: Vec<DesignColumn> = Vec::new();
-    let mut zc: Vec<Col> = Vec::new();
-    let mut block_sizes = Vec::new();
-    // b = T b_c, T block upper-triangular (q×q column-major).
-    let mut bars_terms: Vec<Vec<String>> = Vec::new();
-    for bar in &f.random {
-        let cols = design::code(acc, bar.intercept, &bar.terms);
-        let centre = bar.intercept && cols.len() > 1;
-        for dc in &cols {
-            let col = match dc.source {
-                Source::Ext(c) => {
-                    let s = sd(c);
-                    let s = if s > 0.0 && s.is_finite() { s } else { 1.0 };
-                    Col { source: dc.source, centre: if centre { total.mean(c) } else { -acc.shift[c] }, scale: s }
-                }
-                s => Col { source: s, centre: 0.0, scale: 1.0 },
-            };
-            zc.push(col);
+    // Random effects: per grouping factor, one block per bar.
+    let mut specs: Vec<FactorSpec> = Vec::new();
+    for (fi, factor) in acc.factors.iter().enumerate() {
+        let group_vars: Vec<String> = factor.vars.iter().map(|&v| acc.vars[v].name.clone()).collect();
+        let name = group_vars.join(":");
+        let nlev = factor.store.len();
+        if nlev < 2 {
+            bail!("grouping factor '{name}' has {nlev} level(s); at least 2 are needed to estimate its variance");
         }
-        block_sizes.push(cols.len());
-        bars_terms.push(cols.iter().map(|c| c.name.clone()).collect());
-        zcols.extend(cols);
-    }
-    let q = zcols.len();
-    let layout = ThetaLayout::new(&block_sizes);
-    let mut tmat = vec![0.0; q * q];
-    for (bi, &(off, s)) in layout.blocks.iter().enumerate() {
-        let bar = &f.random[bi];
-        for j in 0..s {
-            let c = &zc[off + j];
-            tmat[(off + j) * q + off + j] = 1.0 / c.scale;
-            if bar.intercept && j > 0 && s > 1 {
-                if let Source::Ext(e) = c.source {
-                    // the intercept absorbs −c_j/s_j b_cj
-                    tmat[(off + j) * q + off] = -(acc.shift[e] + c.centre) / c.scale;
+        let mut zcols: Vec<DesignColumn> = Vec::new();
+        let mut zc: Vec<Col> = Vec::new();
+        let mut block_sizes = Vec::new();
+        let mut bars_terms: Vec<Vec<String>> = Vec::new();
+        let mut bar_intercepts = Vec::new();
+        for bar in f.random.iter().filter(|b| b.group == group_vars) {
+            let cols = design::code(acc, bar.intercept, &bar.terms);
+            let centre = bar.intercept && cols.len() > 1;
+            for dc in &cols {
+                let col = match dc.source {
+                    Source::Ext(c) => {
+                        let s = sd(c);
+                        let s = if s > 0.0 && s.is_finite() { s } else { 1.0 };
+                        Col { source: dc.source, centre: if centre { total.mean(c) } else { -acc.shift[c] }, scale: s }
+                    }
+                    s => Col { source: s, centre: 0.0, scale: 1.0 },
+                };
+                zc.push(col);
+            }
+            block_sizes.push(cols.len());
+            bar_intercepts.push(bar.intercept);
+            bars_terms.push(cols.iter().map(|c| c.name.clone()).collect());
+            zcols.extend(cols);
+        }
+        let q = zcols.len();
+        let layout = ThetaLayout::new(&block_sizes);
+        // b = T b_c, T block upper-triangular (q×q column-major).
+        let mut tmat = vec![0.0; q * q];
+        for (bi, &(off, s)) in layout.blocks.iter().enumerate() {
+            for j in 0..s {
+                let c = &zc[off + j];
+                tmat[(off + j) * q + off + j] = 1.0 / c.scale;
+                if bar_intercepts[bi] && j > 0 && s > 1 {
+                    if let Source::Ext(e) = c.source {
+                        // the intercept absorbs −c_j/s_j b_cj
+                        tmat[(off + j) * q + off] = -(acc.shift[e] + c.centre) / c.scale;
+                    }
                 }
             }
         }
+        specs.push(FactorSpec { index: fi, name, nlev, zcols, zc, layout, tmat, bars_terms });
     }
-
-    if (n_obs as usize) <= ngroups * q.max(1) && q > 0 {
-        bail!(
-            "number of observations ({n_obs}) <= number of random effects ({}) for grouping factor '{group_name}'; the random-effects parameters and the residual variance are probably unidentifiable",
-            ngroups * q
-        );
+    let n_re: usize = specs.iter().map(|s| s.nlev * s.zcols.len()).sum();
+    for s in &specs {
+        if (n_obs as usize) <= s.nlev * s.zcols.len() {
+            bail!(
+                "number of observations ({n_obs}) <= number of random effects ({}) for grouping factor '{}'; the random-effects parameters and the residual variance are probably unidentifiable",
+                s.nlev * s.zcols.len(),
+                s.name
+            );
+        }
     }
+    let _ = n_re;
     if (n_obs as usize) <= p {
         bail!("number of observations ({n_obs}) must exceed the number of fixed-effect columns ({p})");
     }
 
-    // Per-group cross-products of the re-expressed columns.
-    let mut ztz = vec![0.0; ngroups * q * q];
-    let mut ztr = vec![0.0; ngroups * q * k];
-    for i in 0..ngroups {
-        let m = &acc.groups.group(i);
-        for a in 0..q {
-            for b in 0..q {
-                ztz[i * q * q + b * q + a] = cross_group(m, &zc[a], &zc[b], &acc.zindex);
-            }
-            for j in 0..k {
-                ztr[i * q * k + j * q + a] = cross_group(m, &zc[a], &rcols[j], &acc.zindex);
-            }
-        }
-    }
     let mut rtr = vec![0.0; k * k];
     for a in 0..k {
         for b in 0..k {
@@ -192,131 +235,167 @@ pub fn fit(acc: &Accumulator) -> Result<Tidy> {
         .collect();
     check_rank(&rtr, k, &xcols, if centre_x { Some(&xmeans) } else { None })?;
 
-    // Group order: lme4 sorts the levels.
-    let (order, _) = factor.levels.sorted();
-
-    let problem = Problem { n, p, q, groups: ngroups, ztz, ztr, rtr, method: acc.options.method };
-    if trace {
-        eprintln!("lmm: setup {:.3}s ({ngroups} groups)", t0.elapsed().as_secs_f64());
-    }
-    let lower = layout.lower();
-    let pos = layout.positions();
-    let mut objective = |theta: &[f64]| problem.deviance_and_gradient(&layout.lambda(theta), &pos);
-    // Start at the moment estimate when it beats lme4's start θ = I.
-    let mut start = layout.start();
-    let mut extra = 0;
-    let mut near = false;
-    if let Some(m) = crate::start::moment_theta(&problem, &layout) {
-        extra = 2;
-        if problem.deviance(&layout.lambda(&m)) < problem.deviance(&layout.lambda(&start)) {
-            start = m;
-            near = true;
-        }
-    }
-    let mut outcome = optimizer::minimize_bfgs(&mut objective, &start, &lower, 1000, near);
-    outcome.evaluations += extra;
-    if !outcome.converged {
-        // Fall back on the derivative-free method from where the quasi-Newton one stopped.
-        let mut dev = |theta: &[f64]| problem.deviance(&layout.lambda(theta));
-        let start = if outcome.f.is_finite() { outcome.x.clone() } else { layout.start() };
-        let nm = optimizer::minimize(&mut dev, &start, &lower, &layout.diagonal(), &Settings::default());
-        let evaluations = outcome.evaluations + nm.evaluations;
-        if nm.f <= outcome.f || !outcome.f.is_finite() {
-            outcome = nm;
-        }
-        outcome.evaluations = evaluations;
-    }
-    // Snap variances that ended a rounding error away from 0 onto the boundary,
-    // where lme4 reports them (exactly 0, a singular fit), if that is no worse.
-    let mut theta = outcome.x.clone();
-    for i in layout.diagonal() {
-        if theta[i] > 0.0 && theta[i] < 1e-6 {
-            let mut trial = theta.clone();
-            trial[i] = 0.0;
-            let f = problem.deviance(&layout.lambda(&trial));
-            if f <= outcome.f + 1e-12 * outcome.f.abs().max(1.0) {
-                theta = trial;
-                outcome.f = f.min(outcome.f);
+    // Per-level cross-products of the re-expressed columns, per factor.
+    let level_blocks = |spec: &FactorSpec| {
+        let q = spec.zcols.len();
+        let store = &acc.factors[spec.index].store;
+        let mut ztz = vec![0.0; spec.nlev * q * q];
+        let mut ztr = vec![0.0; spec.nlev * q * k];
+        for i in 0..spec.nlev {
+            let m = &store.group(i);
+            for a in 0..q {
+                for b in 0..q {
+                    ztz[i * q * q + b * q + a] = cross_group(m, &spec.zc[a], &spec.zc[b], &acc.zindex);
+                }
+                for j in 0..k {
+                    ztr[i * q * k + j * q + a] = cross_group(m, &spec.zc[a], &rcols[j], &acc.zindex);
+                }
             }
         }
-    }
-    let lambda = layout.lambda(&theta);
-    let Some(sol) = problem.solution(&lambda) else {
-        bail!("the fit failed: the model matrices are not positive definite at the optimum");
+        (ztz, ztr)
     };
-    let singular = layout.diagonal().iter().any(|&i| theta[i] < 1e-4);
+
+    let est = if specs.len() == 1 {
+        let spec = &specs[0];
+        let q = spec.zcols.len();
+        let (ztz, ztr) = level_blocks(spec);
+        let problem = Problem { n, p, q, groups: spec.nlev, ztz, ztr, rtr, method: acc.options.method };
+        if trace {
+            eprintln!("lmm: setup {:.3}s ({} groups)", t0.elapsed().as_secs_f64(), spec.nlev);
+        }
+        let layout = &spec.layout;
+        let lower = layout.lower();
+        let pos = layout.positions();
+        let mut objective = |theta: &[f64]| problem.deviance_and_gradient(&layout.lambda(theta), &pos);
+        // Start at the moment estimate when it beats lme4's start θ = I.
+        let mut start = layout.start();
+        let mut extra = 0;
+        let mut near = false;
+        if let Some(m) = crate::start::moment_theta(&problem, layout) {
+            extra = 2;
+            if problem.deviance(&layout.lambda(&m)) < problem.deviance(&layout.lambda(&start)) {
+                start = m;
+                near = true;
+            }
+        }
+        let mut outcome = optimizer::minimize_bfgs(&mut objective, &start, &lower, 1000, near);
+        outcome.evaluations += extra;
+        if !outcome.converged {
+            // Fall back on the derivative-free method from where the quasi-Newton one stopped.
+            let mut dev = |theta: &[f64]| problem.deviance(&layout.lambda(theta));
+            let start = if outcome.f.is_finite() { outcome.x.clone() } else { layout.start() };
+            let nm = optimizer::minimize(&mut dev, &start, &lower, &layout.diagonal(), &Settings::default());
+            let evaluations = outcome.evaluations + nm.evaluations;
+            if nm.f <= outcome.f || !outcome.f.is_finite() {
+                outcome = nm;
+            }
+            outcome.evaluations = evaluations;
+        }
+        let mut theta = outcome.x.clone();
+        let diagonal = layout.diagonal();
+        snap_to_boundary(&mut theta, &mut outcome.f, &diagonal, &|t: &[f64]| problem.deviance(&layout.lambda(t)));
+        let lambda = layout.lambda(&theta);
+        let Some(sol) = problem.solution(&lambda) else {
+            bail!("the fit failed: the model matrices are not positive definite at the optimum");
+        };
+        Estimates {
+            deviance: sol.deviance,
+            beta: sol.beta,
+            sigma2: sol.sigma2,
+            vcov: sol.vcov,
+            lambdas: vec![lambda],
+            blups: vec![sol.blups],
+            cond_cov: vec![sol.cond_cov],
+            theta,
+            diagonal,
+            converged: outcome.converged,
+            evaluations: outcome.evaluations,
+        }
+    } else {
+        crossed_estimates(acc, &specs, &level_blocks, n, p, k, rtr)?
+    };
     if trace {
-        eprintln!("lmm: optimized {:.3}s ({} evaluations)", t0.elapsed().as_secs_f64(), outcome.evaluations);
+        eprintln!("lmm: optimized {:.3}s ({} evaluations)", t0.elapsed().as_secs_f64(), est.evaluations);
     }
+    let singular = est.diagonal.iter().any(|&i| est.theta[i] < 1e-4);
 
     // Map β back: β_0 = β_c0 − Σ_j x̄_j β_cj (+ ȳ), β_j = β_cj; Cov likewise.
     let mut amat = vec![0.0; p * p];
     for j in 0..p {
         amat[j * p + j] = 1.0;
     }
-    let mut beta = sol.beta.clone();
+    let mut beta = est.beta.clone();
     if centre_x && p > 0 && matches!(xcols[0].source, Source::Ones) {
         for j in 1..p {
             if let Source::Ext(c) = xcols[j].source {
                 amat[j * p] = -abs_mean(c);
             }
         }
-        beta = (0..p).map(|r| (0..p).map(|c| amat[c * p + r] * sol.beta[c]).sum()).collect();
+        beta = (0..p).map(|r| (0..p).map(|c| amat[c * p + r] * est.beta[c]).sum()).collect();
         beta[0] += abs_mean(0);
     }
-    let vcov = sandwich(&amat, &sol.vcov, p);
+    let vcov = sandwich(&amat, &est.vcov, p);
 
-    let group_text: Text = group_name.as_str().into();
     let mut rows = Vec::new();
     for j in 0..p {
-        let est = beta[j];
+        let e = beta[j];
         let se = vcov[j * p + j].sqrt();
-        let z = est / se;
+        let z = e / se;
         let mut r = TidyRow::new("fixed");
         r.term = Some(xcols[j].name.as_str().into());
-        r.estimate = Some(est);
+        r.estimate = Some(e);
         r.std_error = Some(se);
         r.statistic = Some(z);
         r.p_value = Some(p_normal(z));
-        r.conf_low = Some(est - Z975 * se);
-        r.conf_high = Some(est + Z975 * se);
+        r.conf_low = Some(e - Z975 * se);
+        r.conf_high = Some(e + Z975 * se);
         rows.push(r);
     }
 
+    // Output order: lme4's, factors with more levels first.
+    let mut out_order: Vec<usize> = (0..specs.len()).collect();
+    out_order.sort_by_key(|&i| std::cmp::Reverse(specs[i].nlev));
+
     // Variance components: σ² T Λ Λᵀ Tᵀ per block.
-    let mut ll = vec![0.0; q * q];
-    for a in 0..q {
-        for b in 0..q {
-            ll[b * q + a] = (0..q).map(|t| lambda[t * q + a] * lambda[t * q + b]).sum::<f64>() * sol.sigma2;
+    for &si in &out_order {
+        let spec = &specs[si];
+        let q = spec.zcols.len();
+        let lambda = &est.lambdas[si];
+        let group_text: Text = spec.name.as_str().into();
+        let mut ll = vec![0.0; q * q];
+        for a in 0..q {
+            for b in 0..q {
+                ll[b * q + a] = (0..q).map(|t| lambda[t * q + a] * lambda[t * q + b]).sum::<f64>() * est.sigma2;
+            }
         }
-    }
-    let sigma_b = sandwich(&tmat, &ll, q);
-    for (bi, &(off, s)) in layout.blocks.iter().enumerate() {
-        let names = &bars_terms[bi];
-        let push = |rows: &mut Vec<TidyRow>, term: String, v: f64| {
-            let mut r = TidyRow::new("ran_pars");
-            r.group_var = Some(group_text.clone());
-            r.term = Some(term.into());
-            r.estimate = Some(v);
-            rows.push(r);
-        };
-        for j in 0..s {
-            let v = sigma_b[(off + j) * q + off + j];
-            push(&mut rows, format!("var__{}", names[j]), v);
-            push(&mut rows, format!("sd__{}", names[j]), v.max(0.0).sqrt());
-        }
-        for a in 0..s {
-            for b in a + 1..s {
-                let c = sigma_b[(off + b) * q + off + a];
-                let va = sigma_b[(off + a) * q + off + a];
-                let vb = sigma_b[(off + b) * q + off + b];
-                push(&mut rows, format!("cov__{}.{}", names[a], names[b]), c);
-                let cor = if va > 0.0 && vb > 0.0 { (c / (va * vb).sqrt()).clamp(-1.0, 1.0) } else { f64::NAN };
-                push(&mut rows, format!("cor__{}.{}", names[a], names[b]), cor);
+        let sigma_b = sandwich(&spec.tmat, &ll, q);
+        for (bi, &(off, s)) in spec.layout.blocks.iter().enumerate() {
+            let names = &spec.bars_terms[bi];
+            let push = |rows: &mut Vec<TidyRow>, term: String, v: f64| {
+                let mut r = TidyRow::new("ran_pars");
+                r.group_var = Some(group_text.clone());
+                r.term = Some(term.into());
+                r.estimate = Some(v);
+                rows.push(r);
+            };
+            for j in 0..s {
+                let v = sigma_b[(off + j) * q + off + j];
+                push(&mut rows, format!("var__{}", names[j]), v);
+                push(&mut rows, format!("sd__{}", names[j]), v.max(0.0).sqrt());
+            }
+            for a in 0..s {
+                for b in a + 1..s {
+                    let c = sigma_b[(off + b) * q + off + a];
+                    let va = sigma_b[(off + a) * q + off + a];
+                    let vb = sigma_b[(off + b) * q + off + b];
+                    push(&mut rows, format!("cov__{}.{}", names[a], names[b]), c);
+                    let cor = if va > 0.0 && vb > 0.0 { (c / (va * vb).sqrt()).clamp(-1.0, 1.0) } else { f64::NAN };
+                    push(&mut rows, format!("cor__{}.{}", names[a], names[b]), cor);
+                }
             }
         }
     }
-    for (term, v) in [("var__Observation", sol.sigma2), ("sd__Observation", sol.sigma2.sqrt())] {
+    for (term, v) in [("var__Observation", est.sigma2), ("sd__Observation", est.sigma2.sqrt())] {
         let mut r = TidyRow::new("ran_pars");
         r.group_var = Some("Residual".into());
         r.term = Some(term.into());
@@ -326,35 +405,44 @@ pub fn fit(acc: &Accumulator) -> Result<Tidy> {
 
     let mut ran_vals = Vec::new();
     if acc.options.ranef {
-        let labels: Vec<Text> = order.iter().map(|&g| levels::label(&factor.levels.keys[g as usize]).into()).collect();
-        let nl = order.len();
-        let mut estimate = vec![0.0; q * nl];
-        let mut std_error = vec![0.0; q * nl];
-        for a in 0..q {
-            for (li, &g) in order.iter().enumerate() {
-                let g = g as usize;
-                let bc = &sol.blups[g * q..(g + 1) * q];
-                let cc = &sol.cond_cov[g * q * q..(g + 1) * q * q];
-                let var: f64 = (0..q)
-                    .map(|s| (0..q).map(|t| tmat[s * q + a] * cc[t * q + s] * tmat[t * q + a]).sum::<f64>())
-                    .sum();
-                estimate[a * nl + li] = (0..q).map(|t| tmat[t * q + a] * bc[t]).sum();
-                std_error[a * nl + li] = var.max(0.0).sqrt();
+        for &si in &out_order {
+            let spec = &specs[si];
+            let q = spec.zcols.len();
+            let tmat = &spec.tmat;
+            let factor = &acc.factors[spec.index];
+            // lme4 sorts the levels.
+            let (order, _) = factor.levels.sorted();
+            let labels: Vec<Text> = order.iter().map(|&g| levels::label(&factor.levels.keys[g as usize]).into()).collect();
+            let nl = order.len();
+            let mut estimate = vec![0.0; q * nl];
+            let mut std_error = vec![0.0; q * nl];
+            let (blups, cond) = (&est.blups[si], &est.cond_cov[si]);
+            for a in 0..q {
+                for (li, &g) in order.iter().enumerate() {
+                    let g = g as usize;
+                    let bc = &blups[g * q..(g + 1) * q];
+                    let cc = &cond[g * q * q..(g + 1) * q * q];
+                    let var: f64 = (0..q)
+                        .map(|s| (0..q).map(|t| tmat[s * q + a] * cc[t * q + s] * tmat[t * q + a]).sum::<f64>())
+                        .sum();
+                    estimate[a * nl + li] = (0..q).map(|t| tmat[t * q + a] * bc[t]).sum();
+                    std_error[a * nl + li] = var.max(0.0).sqrt();
+                }
             }
+            ran_vals.push(RanVals {
+                group_var: spec.name.as_str().into(),
+                terms: spec.zcols.iter().map(|c| c.name.as_str().into()).collect(),
+                levels: labels,
+                estimate,
+                std_error,
+            });
         }
-        ran_vals.push(RanVals {
-            group_var: group_text.clone(),
-            terms: zcols.iter().map(|c| c.name.as_str().into()).collect(),
-            levels: labels,
-            estimate,
-            std_error,
-        });
     }
     let head = std::mem::take(&mut rows);
 
     let reml = acc.options.method == Method::Reml;
-    let dev = sol.deviance;
-    let df = (p + layout.len() + 1) as f64;
+    let dev = est.deviance;
+    let df = (p + est.theta.len() + 1) as f64;
     let fit_row = |term: &str, v: f64, group: Option<Text>| {
         let mut r = TidyRow::new("fit");
         r.term = Some(term.into());
@@ -364,19 +452,120 @@ pub fn fit(acc: &Accumulator) -> Result<Tidy> {
     };
     rows.push(fit_row("nobs", n, None));
     rows.push(fit_row("nobs_dropped", acc.n_dropped as f64, None));
-    rows.push(fit_row("ngroups", ngroups as f64, Some(group_text.clone())));
+    for &si in &out_order {
+        rows.push(fit_row("ngroups", specs[si].nlev as f64, Some(specs[si].name.as_str().into())));
+    }
     rows.push(fit_row("logLik", -dev / 2.0, None));
     rows.push(fit_row("AIC", dev + 2.0 * df, None));
     rows.push(fit_row("BIC", dev + df * n.ln(), None));
     rows.push(fit_row(if reml { "REMLcrit" } else { "deviance" }, dev, None));
-    rows.push(fit_row("sigma", sol.sigma2.sqrt(), None));
-    rows.push(fit_row("converged", if outcome.converged { 1.0 } else { 0.0 }, None));
+    rows.push(fit_row("sigma", est.sigma2.sqrt(), None));
+    rows.push(fit_row("converged", if est.converged { 1.0 } else { 0.0 }, None));
     rows.push(fit_row("singular", if singular { 1.0 } else { 0.0 }, None));
-    rows.push(fit_row("iterations", outcome.evaluations as f64, None));
+    rows.push(fit_row("iterations", est.evaluations as f64, None));
     if trace {
         eprintln!("lmm: results {:.3}s", t0.elapsed().as_secs_f64());
     }
     Ok(Tidy { head, ran_vals, tail: rows })
+}
+
+/// Several grouping factors: the blocked likelihood of `crossed`, optimised
+/// without derivatives (bounded Nelder–Mead with restarts, as lme4's own
+/// derivative-free optimizers do).
+fn crossed_estimates(
+    acc: &Accumulator,
+    specs: &[FactorSpec],
+    level_blocks: &dyn Fn(&FactorSpec) -> (Vec<f64>, Vec<f64>),
+    n: f64,
+    p: usize,
+    k: usize,
+    rtr: Vec<f64>,
+) -> Result<Estimates> {
+    // Elimination order: most levels first.
+    let mut elim: Vec<usize> = (0..specs.len()).collect();
+    elim.sort_by_key(|&i| std::cmp::Reverse(specs[i].nlev));
+    let pos_of = |si: usize| elim.iter().position(|&e| e == si).unwrap();
+    let factors: Vec<crossed::Factor> = elim
+        .iter()
+        .map(|&si| {
+            let (ztz, ztr) = level_blocks(&specs[si]);
+            crossed::Factor { q: specs[si].zcols.len(), nlev: specs[si].nlev, ztz, ztr, off: 0 }
+        })
+        .collect();
+    let mut pairs = Vec::new();
+    for cells in &acc.cells {
+        // cells.a / cells.b index acc.factors; map to spec and elimination positions.
+        let sa = specs.iter().position(|s| s.index == cells.a).unwrap();
+        let sb = specs.iter().position(|s| s.index == cells.b).unwrap();
+        let (pa, pb) = (pos_of(sa), pos_of(sb));
+        // Store with the earlier-eliminated factor first.
+        let (first, second, swap) = if pa < pb { (sa, sb, false) } else { (sb, sa, true) };
+        let (qa, qb) = (specs[first].zcols.len(), specs[second].zcols.len());
+        let mut blocks = Vec::with_capacity(cells.keys.len() * qa * qb);
+        let mut keys = Vec::with_capacity(cells.keys.len());
+        for (ci, &(la, lb)) in cells.keys.iter().enumerate() {
+            let m = cells.store.group(ci);
+            for c in 0..qb {
+                for r in 0..qa {
+                    blocks.push(cross_group(&m, &specs[first].zc[r], &specs[second].zc[c], &acc.zindex));
+                }
+            }
+            keys.push(if swap { (lb, la) } else { (la, lb) });
+        }
+        pairs.push(crossed::Pair { a: pa.min(pb), b: pa.max(pb), cells: keys, blocks });
+    }
+    let problem = crossed::CrossedProblem::new(n, p, acc.options.method, factors, pairs, rtr);
+    let _ = k;
+    // θ: the factors' layouts concatenated in elimination order.
+    let layouts: Vec<&ThetaLayout> = elim.iter().map(|&si| &specs[si].layout).collect();
+    let mut lower = Vec::new();
+    let mut start = Vec::new();
+    let mut diagonal = Vec::new();
+    for l in &layouts {
+        let off = lower.len();
+        diagonal.extend(l.diagonal().iter().map(|i| i + off));
+        lower.extend(l.lower());
+        start.extend(l.start());
+    }
+    let lambdas = |theta: &[f64]| -> Vec<Vec<f64>> {
+        let mut out = Vec::new();
+        let mut off = 0;
+        for l in &layouts {
+            out.push(l.lambda(&theta[off..off + l.len()]));
+            off += l.len();
+        }
+        out
+    };
+    let mut dev = |theta: &[f64]| problem.deviance(&lambdas(theta));
+    let mut outcome = optimizer::minimize(&mut dev, &start, &lower, &diagonal, &Settings::default());
+    let mut theta = outcome.x.clone();
+    snap_to_boundary(&mut theta, &mut outcome.f, &diagonal, &|t: &[f64]| problem.deviance(&lambdas(t)));
+    let lam = lambdas(&theta);
+    let Some(sol) = problem.solution(&lam) else {
+        bail!("the fit failed: the model matrices are not positive definite at the optimum");
+    };
+    // Back to spec order.
+    let mut lambdas_spec = vec![Vec::new(); specs.len()];
+    let mut blups = vec![Vec::new(); specs.len()];
+    let mut cond = vec![Vec::new(); specs.len()];
+    for (pi, &si) in elim.iter().enumerate() {
+        lambdas_spec[si] = lam[pi].clone();
+        blups[si] = sol.blups[pi].clone();
+        cond[si] = sol.cond_cov[pi].clone();
+    }
+    Ok(Estimates {
+        deviance: sol.deviance,
+        beta: sol.beta,
+        sigma2: sol.sigma2,
+        vcov: sol.vcov,
+        lambdas: lambdas_spec,
+        blups,
+        cond_cov: cond,
+        theta,
+        diagonal,
+        converged: outcome.converged,
+        evaluations: outcome.evaluations,
+    })
 }
 
 /// A S Aᵀ for column-major n×n matrices.

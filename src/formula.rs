@@ -277,15 +277,15 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// grouping := name ((':' | '/') name)*; `a/b` gives groups [a], [a, b].
+    /// grouping := name ((':' | '/') name)*. `a/b` gives groups [a] and [b, a]:
+    /// lme4 names the nested factor `b:a` (levels "b-value:a-value").
     fn grouping(&mut self) -> Result<Vec<Vec<String>>> {
-        let mut nested: Vec<Vec<String>> = Vec::new();
-        let mut current: Vec<String> = Vec::new();
+        let mut segments: Vec<Vec<String>> = vec![Vec::new()];
         loop {
             match self.peek().cloned() {
                 Some(Tok::Ident(name)) => {
                     self.pos += 1;
-                    current.push(name);
+                    segments.last_mut().unwrap().push(name);
                 }
                 _ => return self.error("expected a grouping column name"),
             }
@@ -295,13 +295,12 @@ impl<'a> Parser<'a> {
                 }
                 Some(Tok::Slash) => {
                     self.pos += 1;
-                    nested.push(current.clone());
+                    segments.push(Vec::new());
                 }
                 _ => break,
             }
         }
-        nested.push(current);
-        Ok(nested)
+        Ok((0..segments.len()).map(|i| segments[..=i].iter().rev().flatten().cloned().collect()).collect())
     }
 }
 
@@ -404,7 +403,10 @@ mod tests {
         let f = parse("strength ~ 1 + (1 | batch/cask)").unwrap();
         assert_eq!(f.fixed.len(), 0);
         assert_eq!(f.random[0].group, t(&["batch"]));
-        assert_eq!(f.random[1].group, t(&["batch", "cask"]));
+        assert_eq!(f.random[1].group, t(&["cask", "batch"]));
+        let g = parse("y ~ (1 | a/b/c)").unwrap();
+        let groups: Vec<Term> = g.random.iter().map(|b| b.group.clone()).collect();
+        assert_eq!(groups, vec![t(&["a"]), t(&["b", "a"]), t(&["c", "b", "a"])]);
     }
 
     #[test]

@@ -211,6 +211,8 @@ reference_tests! {
     score_ri: "score_ri",
     score_rs: "score_rs",
     synthetic_small: "synthetic_small",
+    penicillin_crossed: "penicillin_crossed",
+    pastes_nested: "pastes_nested",
 }
 
 #[test]

@@ -45,7 +45,8 @@ def fit_value(result, term, group=None):
 @pytest.fixture
 def con():
     c = connect()
-    for name in ["dietox", "sleepstudy", "sitka", "dyestuff", "dyestuff2", "orthodont", "synthetic_small"]:
+    for name in ["dietox", "sleepstudy", "sitka", "dyestuff", "dyestuff2", "orthodont", "synthetic_small",
+                 "penicillin", "pastes"]:
         load_csv(c, name, name)
     load_csv(c, "score", "score_parentedu_byclass")
     yield c

@@ -1,5 +1,5 @@
-"""Every single-factor model of the shared reference, REML and ML, through SQL,
-against lme4 with the tolerances of issue 2."""
+"""Every model of the shared reference (one grouping factor, crossed, nested),
+REML and ML, through SQL, against lme4 with the tolerances of issue 2."""
 import math
 
 import pytest
@@ -11,6 +11,7 @@ MODELS = {
     "sleepstudy_ri": "sleepstudy", "sleepstudy_rs": "sleepstudy", "sleepstudy_rs_uncorr": "sleepstudy",
     "sitka_ri": "sitka", "sitka_rs": "sitka", "dyestuff": "dyestuff", "dyestuff2": "dyestuff2",
     "orthodont": "orthodont", "score_ri": "score", "score_rs": "score", "synthetic_small": "synthetic_small",
+    "penicillin_crossed": "penicillin", "pastes_nested": "pastes",
 }
 
 
