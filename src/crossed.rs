@@ -166,8 +166,13 @@ impl CrossedProblem {
                 let fb = &self.factors[pr.b];
                 let qb = fb.q;
                 let blk = &pr.blocks[ci * q0 * qb..(ci + 1) * q0 * qb];
-                let v = ltal(lam0, blk, &lambdas[pr.b], q0, qb);
                 let ob = fb.off + pr.cells[ci].1 as usize * qb;
+                if q0 == 1 && qb == 1 {
+                    cols.push(ob);
+                    c.push(lam0[0] * blk[0] * lambdas[pr.b][0]);
+                    continue;
+                }
+                let v = ltal(lam0, blk, &lambdas[pr.b], q0, qb);
                 for j in 0..qb {
                     cols.push(ob + j);
                     c.extend_from_slice(&v[j * q0..(j + 1) * q0]);
@@ -417,6 +422,10 @@ fn write_mode_and_cov(lam: &[f64], u: &[f64], pm: &[f64], q: usize, sigma2: f64,
 
 /// Λ_aᵀ A Λ_b for lower-triangular Λ_a (qa×qa), Λ_b (qb×qb), A qa×qb (column-major).
 fn ltal(la: &[f64], a: &[f64], lb: &[f64], qa: usize, qb: usize) -> Vec<f64> {
+    if qa == 1 && qb == 1 {
+        // intercept-only factors: the common case, kept cheap
+        return vec![la[0] * a[0] * lb[0]];
+    }
     let mut tmp = vec![0.0; qa * qb];
     for c in 0..qb {
         for r in 0..qa {

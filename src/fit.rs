@@ -278,7 +278,7 @@ pub fn fit(acc: &Accumulator) -> Result<Tidy> {
                 near = true;
             }
         }
-        let mut outcome = optimizer::minimize_bfgs(&mut objective, &start, &lower, 1000, near);
+        let mut outcome = optimizer::minimize_bfgs(&mut objective, &start, &lower, 1000, near, 1e-13);
         outcome.evaluations += extra;
         if !outcome.converged {
             // Fall back on the derivative-free method from where the quasi-Newton one stopped.
@@ -536,8 +536,47 @@ fn crossed_estimates(
         }
         out
     };
-    let mut dev = |theta: &[f64]| problem.deviance(&lambdas(theta));
-    let mut outcome = optimizer::minimize(&mut dev, &start, &lower, &diagonal, &Settings::default());
+    // Quasi-Newton on central-difference gradients (one-sided at a bound); the
+    // derivative-free method finishes if that does not converge.
+    let evals = std::cell::Cell::new(0usize);
+    let dev = |theta: &[f64]| {
+        evals.set(evals.get() + 1);
+        problem.deviance(&lambdas(theta))
+    };
+    // Forward differences while the gradient is large, central ones near the optimum.
+    let mut last_gnorm = f64::INFINITY;
+    let mut fg = |theta: &[f64]| -> Option<(f64, Vec<f64>)> {
+        let f0 = dev(theta);
+        if !f0.is_finite() {
+            return None;
+        }
+        let central = last_gnorm <= 1e-5 * f0.abs().max(1.0);
+        let mut g = vec![0.0; theta.len()];
+        for j in 0..theta.len() {
+            let h = if central { 1e-5 } else { 1e-7 } * theta[j].abs().max(0.1);
+            let mut tp = theta.to_vec();
+            tp[j] += h;
+            let fp = dev(&tp);
+            if central && theta[j] - h >= lower[j] {
+                let mut tm = theta.to_vec();
+                tm[j] -= h;
+                g[j] = (fp - dev(&tm)) / (2.0 * h);
+            } else {
+                g[j] = (fp - f0) / h;
+            }
+        }
+        last_gnorm = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        Some((f0, g))
+    };
+    let mut outcome = optimizer::minimize_bfgs(&mut fg, &start, &lower, 500, false, 1e-9);
+    if !outcome.converged {
+        let mut dev_mut = |theta: &[f64]| dev(theta);
+        let nm = optimizer::minimize(&mut dev_mut, &outcome.x, &lower, &diagonal, &Settings::default());
+        if nm.f <= outcome.f {
+            outcome = nm;
+        }
+    }
+    outcome.evaluations = evals.get();
     let mut theta = outcome.x.clone();
     snap_to_boundary(&mut theta, &mut outcome.f, &diagonal, &|t: &[f64]| problem.deviance(&lambdas(t)));
     let lam = lambdas(&theta);

@@ -242,7 +242,12 @@ fn projected_gradient(x: &[f64], g: &[f64], lower: &[f64]) -> f64 {
 /// With `newton_start` (x0 believed near the optimum), the first step is a
 /// Newton step on a finite-difference Hessian of the exact gradient (n extra
 /// evaluations), which from a good start saves more iterations than it costs.
-pub fn minimize_bfgs(fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>, x0: &[f64], lower: &[f64], max_iter: usize, newton_start: bool) -> Outcome {
+///
+/// `gtol` is the relative gradient tolerance: 1e-13 suits exact gradients (the
+/// rounding level, so that fits agree to 1e-9 whatever the data order);
+/// finite-difference gradients carry more noise and need a larger one, and
+/// for them a step is never accepted on the gradient alone.
+pub fn minimize_bfgs(fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>, x0: &[f64], lower: &[f64], max_iter: usize, newton_start: bool, gtol: f64) -> Outcome {
     let n = x0.len();
     let project = |x: &mut [f64]| {
         for (v, &l) in x.iter_mut().zip(lower) {
@@ -310,7 +315,7 @@ pub fn minimize_bfgs(fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>, x0: 
         if std::env::var_os("LMM_TRACE").is_some() {
             eprintln!("bfgs f={f:.15} pg={pg:.3e} x={x:?} g={g:?}");
         }
-        if pg <= 1e-13 * f.abs().max(1.0) {
+        if pg <= gtol * f.abs().max(1.0) {
             converged = true;
             break;
         }
@@ -339,7 +344,8 @@ pub fn minimize_bfgs(fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>, x0: 
                 // Armijo; or, where f no longer resolves the step (rounding level),
                 // the exact gradient decides: accept if it shrinks.
                 let armijo = fnew <= f + 1e-4 * decrease.min(0.0) && fnew <= f;
-                let flat = (fnew - f).abs() <= 1e-11 * f.abs().max(1.0)
+                let flat = gtol < 1e-12
+                    && (fnew - f).abs() <= 1e-11 * f.abs().max(1.0)
                     && projected_gradient(&xn, &gnew, lower) < pg;
                 if armijo || flat {
                     accepted = Some((xn, fnew, gnew));
@@ -397,7 +403,7 @@ mod tests {
             let g = vec![2.0 * (x[0] - 1.5) + 0.5 * (x[1] + 0.5), 6.0 * (x[1] + 0.5) + 0.5 * (x[0] - 1.5), 2.0 * (x[2] + 0.3)];
             Some((f, g))
         };
-        let o = minimize_bfgs(&mut fg, &[1.0, 0.0, 1.0], &[0.0, f64::NEG_INFINITY, 0.0], 200, false);
+        let o = minimize_bfgs(&mut fg, &[1.0, 0.0, 1.0], &[0.0, f64::NEG_INFINITY, 0.0], 200, false, 1e-13);
         assert!(o.converged);
         assert!((o.x[0] - 1.5).abs() < 1e-8 && (o.x[1] + 0.5).abs() < 1e-8, "{:?}", o.x);
         assert_eq!(o.x[2], 0.0);
