@@ -514,6 +514,26 @@ fn crossed_estimates(
         }
         pairs.push(crossed::Pair { a: pa.min(pb), b: pa.max(pb), cells: keys, blocks });
     }
+    // A start per factor from the one-factor moment estimate (each factor on
+    // its own: crude where factors overlap, but far closer than θ = I).
+    let moment_start: Option<Vec<f64>> = elim
+        .iter()
+        .zip(factors.iter())
+        .map(|(&si, fac)| {
+            let single = Problem {
+                n,
+                p,
+                q: fac.q,
+                groups: fac.nlev,
+                ztz: fac.ztz.clone(),
+                ztr: fac.ztr.clone(),
+                rtr: rtr.clone(),
+                method: acc.options.method,
+            };
+            crate::start::moment_theta(&single, &specs[si].layout)
+        })
+        .collect::<Option<Vec<Vec<f64>>>>()
+        .map(|v| v.concat());
     let problem = crossed::CrossedProblem::new(n, p, acc.options.method, factors, pairs, rtr);
     let _ = k;
     // θ: the factors' layouts concatenated in elimination order.
@@ -568,6 +588,12 @@ fn crossed_estimates(
         last_gnorm = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         Some((f0, g))
     };
+    let mut start = start;
+    if let Some(m) = moment_start {
+        if dev(&m) < dev(&start) {
+            start = m;
+        }
+    }
     let mut outcome = optimizer::minimize_bfgs(&mut fg, &start, &lower, 500, false, 1e-9);
     if !outcome.converged {
         let mut dev_mut = |theta: &[f64]| dev(theta);
