@@ -20,7 +20,8 @@ use crate::error::Result;
 use crate::levels;
 use crate::optimizer::{self, Settings};
 use crate::options::Method;
-use crate::reml::{cholesky_lower, Problem};
+use crate::dense::solve_spd;
+use crate::reml::Problem;
 use crate::stats::{GroupView, Moments};
 use crate::theta::ThetaLayout;
 use crate::tidy::{RanVals, Text, Tidy, TidyRow};
@@ -681,25 +682,9 @@ fn check_rank(rtr: &[f64], k: usize, xcols: &[DesignColumn], means: Option<&[f64
                 a[y * m + x] = rtr[l * k + i];
             }
         }
-        let mut chol = a.clone();
-        let ok = cholesky_lower(&mut chol, m);
-        let mut coef = rhs.clone();
-        if ok {
-            for r in 0..m {
-                let mut s = coef[r];
-                for t in 0..r {
-                    s -= chol[t * m + r] * coef[t];
-                }
-                coef[r] = s / chol[r * m + r];
-            }
-            for r in (0..m).rev() {
-                let mut s = coef[r];
-                for t in r + 1..m {
-                    s -= chol[r * m + t] * coef[t];
-                }
-                coef[r] = s / chol[r * m + r];
-            }
-        }
+        let solved = solve_spd(&a, &rhs, m);
+        let ok = solved.is_some();
+        let coef = solved.unwrap_or_else(|| rhs.clone());
         let explained: f64 = coef.iter().zip(rhs.iter()).map(|(c, r)| c * r).sum();
         let resid = sjj - explained;
         if ok && resid <= 1e-10 * sjj {

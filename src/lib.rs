@@ -8,6 +8,7 @@ pub mod options;
 pub mod tidy;
 pub mod accumulator;
 pub mod crossed;
+pub mod dense;
 pub mod design;
 pub mod fit;
 pub mod formula;

@@ -8,6 +8,8 @@
 //! that is small is tried at exactly 0 with the rest re-optimised, so that
 //! boundary optima are reached exactly, not approached.
 
+use crate::dense::invert_spd;
+
 pub struct Outcome {
     pub x: Vec<f64>,
     pub f: f64,
@@ -195,36 +197,6 @@ pub fn minimize(f: &mut dyn FnMut(&[f64]) -> f64, x0: &[f64], lower: &[f64], dia
         }
     }
     Outcome { x, f: fx, evaluations: c.evaluations, converged: converged && c.evaluations < s.max_evaluations }
-}
-
-/// Inverse of a symmetric positive definite n×n matrix (column-major), or None.
-fn invert_spd(a: &[f64], n: usize) -> Option<Vec<f64>> {
-    let mut l = a.to_vec();
-    if !crate::reml::cholesky_lower(&mut l, n) {
-        return None;
-    }
-    let mut inv = vec![0.0; n * n];
-    for c in 0..n {
-        // Solve L Lᵀ x = e_c.
-        let mut x = vec![0.0; n];
-        x[c] = 1.0;
-        for r in 0..n {
-            let mut s = x[r];
-            for t in 0..r {
-                s -= l[t * n + r] * x[t];
-            }
-            x[r] = s / l[r * n + r];
-        }
-        for r in (0..n).rev() {
-            let mut s = x[r];
-            for t in r + 1..n {
-                s -= l[r * n + t] * x[t];
-            }
-            x[r] = s / l[r * n + r];
-        }
-        inv[c * n..(c + 1) * n].copy_from_slice(&x);
-    }
-    Some(inv)
 }
 
 /// Largest gradient component not blocked by a bound.

@@ -18,6 +18,8 @@
 //! ```
 //! Nothing here touches rows: a deviance costs O(G (q³ + q k²) + k³).
 
+pub use crate::dense::cholesky_lower;
+use crate::dense::upper_gram_inverse;
 use crate::options::Method;
 
 pub struct Problem {
@@ -32,30 +34,6 @@ pub struct Problem {
     /// [X y]ᵀ[X y], k×k column-major.
     pub rtr: Vec<f64>,
     pub method: Method,
-}
-
-/// In-place Cholesky of a column-major n×n matrix (lower factor); false if not positive definite.
-#[inline(always)]
-pub fn cholesky_lower(a: &mut [f64], n: usize) -> bool {
-    for j in 0..n {
-        let mut d = a[j * n + j];
-        for k in 0..j {
-            d -= a[k * n + j] * a[k * n + j];
-        }
-        if !(d > 0.0) {
-            return false;
-        }
-        let d = d.sqrt();
-        a[j * n + j] = d;
-        for i in j + 1..n {
-            let mut s = a[j * n + i];
-            for k in 0..j {
-                s -= a[k * n + i] * a[k * n + j];
-            }
-            a[j * n + i] = s / d;
-        }
-    }
-    true
 }
 
 /// Per-group work space and results.
@@ -326,27 +304,7 @@ impl Problem {
             v[j] = -(s / u[j * k + j]);
         }
         // S_XX⁻¹ = R_X⁻¹ R_X⁻ᵀ
-        let mut rinv = vec![0.0; p * p];
-        for c in 0..p {
-            rinv[c * p + c] = 1.0 / u[c * k + c];
-            for r in (0..c).rev() {
-                let mut s = 0.0;
-                for t in r + 1..=c {
-                    s += u[t * k + r] * rinv[c * p + t];
-                }
-                rinv[c * p + r] = -s / u[r * k + r];
-            }
-        }
-        let mut sinv = vec![0.0; p * p];
-        for a in 0..p {
-            for b in 0..p {
-                let mut s = 0.0;
-                for t in a.max(b)..p {
-                    s += rinv[t * p + a] * rinv[t * p + b];
-                }
-                sinv[b * p + a] = s;
-            }
-        }
+        let sinv = upper_gram_inverse(u, k, p);
         let (g1, t) = parts;
         let mut grad = Vec::with_capacity(pos.len());
         for j in 0..pos.len() {
@@ -487,28 +445,8 @@ impl Problem {
             Method::Ml => e.pwrss / self.n,
             Method::Reml => e.pwrss / (self.n - p as f64),
         };
-        // R_X⁻¹ (upper), then vcov = σ² R_X⁻¹ R_X⁻ᵀ.
-        let mut rinv = vec![0.0; p * p];
-        for c in 0..p {
-            rinv[c * p + c] = 1.0 / u[c * k + c];
-            for r in (0..c).rev() {
-                let mut s = 0.0;
-                for t in r + 1..=c {
-                    s += u[t * k + r] * rinv[c * p + t];
-                }
-                rinv[c * p + r] = -s / u[r * k + r];
-            }
-        }
-        let mut vcov = vec![0.0; p * p];
-        for a in 0..p {
-            for b in 0..p {
-                let mut s = 0.0;
-                for t in a.max(b)..p {
-                    s += rinv[t * p + a] * rinv[t * p + b];
-                }
-                vcov[b * p + a] = sigma2 * s;
-            }
-        }
+        // vcov = σ² R_X⁻¹ R_X⁻ᵀ
+        let vcov: Vec<f64> = upper_gram_inverse(u, k, p).into_iter().map(|v| sigma2 * v).collect();
         let mut w = GroupFactor::new(q, k);
         let mut blups = vec![0.0; self.groups * q];
         let mut cond_cov = vec![0.0; self.groups * q * q];

@@ -8,32 +8,9 @@
 //! σ̂², each block's Cholesky factor is a θ. The estimate only has to be
 //! cheap and close: the caller keeps lme4's start θ = I when it is better.
 
-use crate::reml::{cholesky_lower, Problem};
+use crate::dense::{cholesky_lower, solve_spd};
+use crate::reml::Problem;
 use crate::theta::ThetaLayout;
-
-/// Solve the SPD system `a x = b` (n×n column-major) in place of a copy; None if not PD.
-fn solve_spd(a: &[f64], b: &[f64], n: usize) -> Option<Vec<f64>> {
-    let mut l = a.to_vec();
-    if !cholesky_lower(&mut l, n) {
-        return None;
-    }
-    let mut x = b.to_vec();
-    for r in 0..n {
-        let mut s = x[r];
-        for t in 0..r {
-            s -= l[t * n + r] * x[t];
-        }
-        x[r] = s / l[r * n + r];
-    }
-    for r in (0..n).rev() {
-        let mut s = x[r];
-        for t in r + 1..n {
-            s -= l[r * n + t] * x[t];
-        }
-        x[r] = s / l[r * n + r];
-    }
-    Some(x)
-}
 
 pub fn moment_theta(pr: &Problem, layout: &ThetaLayout) -> Option<Vec<f64>> {
     let (p, q, k) = (pr.p, pr.q, pr.k());
