@@ -14,7 +14,7 @@ use crate::formula::{self, Formula, Term};
 use crate::input::{Chunk, Column, ColumnData};
 use crate::levels::{self, Levels};
 use crate::options::Options;
-use crate::stats::{GroupStore, Moments};
+use crate::stats::{GroupStore, IndicatorChunk, Moments};
 use crate::tidy::{Tidy, TidyRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +125,10 @@ pub struct Accumulator {
     kept: Vec<(usize, usize)>,
     /// Level of each grouping factor for the current row.
     flev: Vec<usize>,
+    /// The chunk's rows for the all-rows co-moments (see `IndicatorChunk`).
+    chunk_dense: Vec<f64>,
+    chunk_active: Vec<usize>,
+    chunk_dense_ids: Vec<usize>,
 }
 
 fn var_index(vars: &mut Vec<Variable>, name: &str) -> usize {
@@ -215,6 +219,9 @@ impl Accumulator {
             last_group: (0, usize::MAX),
             kept: Vec::new(),
             flev: Vec::new(),
+            chunk_dense: Vec::new(),
+            chunk_active: Vec::new(),
+            chunk_dense_ids: Vec::new(),
         })
     }
 
@@ -346,6 +353,27 @@ impl Accumulator {
             }
             kept.push((r, g));
         }
+        // Terms made only of numeric variables (0) or only of factors (1) let the
+        // all-rows co-moments be added a chunk at a time; a term mixing both (2)
+        // falls back to Welford's update row by row.
+        let term_class: Vec<u8> = self
+            .terms
+            .iter()
+            .map(|t| {
+                let cats = t.vars.iter().filter(|&&v| self.vars[v].kind == Some(Kind::Categorical)).count();
+                if cats == 0 {
+                    0
+                } else if cats == t.vars.len() {
+                    1
+                } else {
+                    2
+                }
+            })
+            .collect();
+        let by_chunk = !term_class.contains(&2);
+        self.chunk_dense.clear();
+        self.chunk_active.clear();
+        self.chunk_dense_ids.clear();
         const AHEAD: usize = 8;
         for (idx, &(r, g)) in kept.iter().enumerate() {
             if let Some(&(_, ga)) = kept.get(idx + AHEAD) {
@@ -416,8 +444,28 @@ impl Accumulator {
             self.slots = slots;
             self.lv = lv;
             self.delta.resize(d, 0.0);
-            self.global.grow(d);
-            self.global.push(&self.x, &mut self.delta);
+            if by_chunk {
+                // Dense values: the response, then each numeric term; indicators: the
+                // active column of each factor-only term.
+                if self.chunk_dense_ids.is_empty() {
+                    self.chunk_dense_ids.push(0);
+                    for (t, &(c, _)) in self.slots.iter().enumerate() {
+                        if term_class[t] == 0 {
+                            self.chunk_dense_ids.push(c);
+                        }
+                    }
+                }
+                self.chunk_dense.push(self.x[0]);
+                for (t, &(c, _)) in self.slots.iter().enumerate() {
+                    match term_class[t] {
+                        0 => self.chunk_dense.push(self.x[c]),
+                        _ => self.chunk_active.push(c),
+                    }
+                }
+            } else {
+                self.global.grow(d);
+                self.global.push(&self.x, &mut self.delta);
+            }
             let nz = self.zcols.len();
             let f0 = &mut self.factors[0].store;
             f0.ensure(d, nz);
@@ -446,6 +494,15 @@ impl Accumulator {
                     cell.store.push(c, &self.x, &self.zcols, &mut self.delta);
                 }
             }
+        }
+        if by_chunk && !kept.is_empty() {
+            let chunk = IndicatorChunk {
+                dense_ids: &self.chunk_dense_ids,
+                dense: &self.chunk_dense,
+                active: &self.chunk_active,
+                rows: kept.len(),
+            };
+            self.global.merge_indicator_chunk(self.ext.len(), &chunk);
         }
         self.kept = kept;
         self.level_ids = level_ids;

@@ -185,6 +185,43 @@ mod tests {
     }
 
     #[test]
+    fn indicator_chunks_equal_welford() {
+        // columns: 0 = y (dense, offset), 1 = x (dense), 2..5 = levels of one factor
+        let d = 5;
+        let rows: Vec<(f64, f64, usize)> = (0..300)
+            .map(|i| {
+                let x = ((i * 37) % 101) as f64 / 7.0;
+                (1.7e9 + x * 3.0 + ((i * 13) % 11) as f64, x, 2 + (i * 7) % 3)
+            })
+            .collect();
+        let k0 = rows[0].0;
+        let mut welford = Moments::new(d);
+        let mut dl = vec![0.0; d];
+        for &(y, x, l) in &rows {
+            let mut v = vec![0.0; d];
+            v[0] = y - k0;
+            v[1] = x;
+            v[l] = 1.0;
+            welford.push(&v, &mut dl);
+        }
+        let mut chunked = Moments::new(0);
+        for part in rows.chunks(64) {
+            let dense: Vec<f64> = part.iter().flat_map(|&(y, x, _)| [y - k0, x]).collect();
+            let active: Vec<usize> = part.iter().map(|&(_, _, l)| l).collect();
+            let ch = IndicatorChunk { dense_ids: &[0, 1], dense: &dense, active: &active, rows: part.len() };
+            chunked.merge_indicator_chunk(d, &ch);
+        }
+        assert_eq!(chunked.n, welford.n);
+        for a in 0..d {
+            assert!((chunked.mean(a) - welford.mean(a)).abs() <= 1e-12 * (1.0 + welford.mean(a).abs()), "mean {a}");
+            for b in 0..d {
+                let (c, w) = (chunked.comoment(a, b), welford.comoment(a, b));
+                assert!((c - w).abs() <= 1e-10 * (1.0 + w.abs()), "comoment {a},{b}: {c} vs {w}");
+            }
+        }
+    }
+
+    #[test]
     fn growth_and_permuted_merge() {
         // State A saw columns (x, L1); state B saw (L2, x, L1) in its own order.
         let mut a = Moments::new(2);
@@ -208,6 +245,91 @@ mod tests {
                 assert!((a.comoment(i, j) - cov[i][j]).abs() < 1e-12, "{i}{j}");
             }
         }
+    }
+}
+
+/// A chunk of rows whose columns are either *dense* (numeric, any value) or
+/// *indicators* (0 or 1: the columns of terms made only of factors). Adding
+/// such a chunk costs O((dense + active indicators)²) per row instead of
+/// Welford's O(d²), and stays exact: dense columns are centred at the
+/// chunk's own mean (two passes over the chunk), indicators enter as counts
+/// (exact integers), and
+/// `C = Σ x'x'ᵀ − n e eᵀ` with x' = x minus the mean on dense columns only and
+/// e the indicators' means. The chunk then merges by Chan's formula.
+pub struct IndicatorChunk<'a> {
+    /// the dense columns' indices
+    pub dense_ids: &'a [usize],
+    /// rows × dense values (already relative to the state's shift)
+    pub dense: &'a [f64],
+    /// rows × active indicator columns per row (one per factor-only term)
+    pub active: &'a [usize],
+    pub rows: usize,
+}
+
+impl Moments {
+    pub fn merge_indicator_chunk(&mut self, d: usize, ch: &IndicatorChunk) {
+        let n = ch.rows;
+        if n == 0 {
+            return;
+        }
+        let nd = ch.dense_ids.len();
+        let na = if n > 0 { ch.active.len() / n } else { 0 };
+        let nf = n as f64;
+        let mut cm = Moments::new(d);
+        cm.n = n as u64;
+        let mut md = vec![0.0; nd];
+        for r in 0..n {
+            for i in 0..nd {
+                md[i] += ch.dense[r * nd + i];
+            }
+        }
+        md.iter_mut().for_each(|v| *v /= nf);
+        let mut cnt = vec![0.0; d];
+        for &a in ch.active {
+            cnt[a] += 1.0;
+        }
+        let mut u = vec![0.0; nd];
+        {
+            let (mean, com) = cm.data.split_at_mut(d);
+            for (i, &c) in ch.dense_ids.iter().enumerate() {
+                mean[c] = md[i];
+            }
+            for a in 0..d {
+                if cnt[a] > 0.0 {
+                    mean[a] = cnt[a] / nf;
+                }
+            }
+            let at = |a: usize, b: usize| if a <= b { packed(a, b) } else { packed(b, a) };
+            for r in 0..n {
+                for i in 0..nd {
+                    u[i] = ch.dense[r * nd + i] - md[i];
+                }
+                let act = &ch.active[r * na..(r + 1) * na];
+                for i in 0..nd {
+                    let ci = ch.dense_ids[i];
+                    for j in i..nd {
+                        com[at(ci, ch.dense_ids[j])] += u[i] * u[j];
+                    }
+                    for &a in act {
+                        com[at(ci, a)] += u[i];
+                    }
+                }
+                for (x, &a) in act.iter().enumerate() {
+                    for &b in &act[x..] {
+                        com[at(a, b)] += 1.0;
+                    }
+                }
+            }
+            let used: Vec<usize> = (0..d).filter(|&a| cnt[a] > 0.0).collect();
+            for (x, &a) in used.iter().enumerate() {
+                for &b in &used[x..] {
+                    com[at(a, b)] -= cnt[a] * cnt[b] / nf;
+                }
+            }
+        }
+        let ident: Vec<usize> = (0..d).collect();
+        self.grow(d);
+        self.merge_mapped(&cm, &ident, &vec![0.0; d]);
     }
 }
 
