@@ -94,6 +94,62 @@ impl CrossedProblem {
         self.p + 1
     }
 
+    /// Level i of the first factor: L_i (q₀×q₀ lower) with
+    /// L_i L_iᵀ = Λ₀ᵀA_00(i)Λ₀ + I, and C_i = L_i⁻¹Λ₀ᵀ[A_0D(i)Λ_D | B_0(i)] over
+    /// its support: `cols` lists C_i's columns in S's numbering (first the
+    /// D columns of the levels that occur with i, then the k columns of [X y]),
+    /// `c` holds them column by column (q₀ each). None if not positive definite.
+    fn first_factor_level(&self, i: usize, lambdas: &[Vec<f64>], cols: &mut Vec<usize>, c: &mut Vec<f64>) -> Option<Vec<f64>> {
+        let (m, k) = (self.m, self.k());
+        let f0 = &self.factors[0];
+        let q0 = f0.q;
+        let lam0 = &lambdas[0];
+        let a = &f0.ztz[i * q0 * q0..(i + 1) * q0 * q0];
+        let mut l = ltal(lam0, a, lam0, q0, q0);
+        for r in 0..q0 {
+            l[r * q0 + r] += 1.0;
+        }
+        if !cholesky_lower(&mut l, q0) {
+            return None;
+        }
+        cols.clear();
+        c.clear();
+        for &(pi, ci) in &self.adjacency[i] {
+            let pr = &self.pairs[pi];
+            let fb = &self.factors[pr.b];
+            let qb = fb.q;
+            let blk = &pr.blocks[ci * q0 * qb..(ci + 1) * q0 * qb];
+            let ob = fb.off + pr.cells[ci].1 as usize * qb;
+            if q0 == 1 && qb == 1 {
+                cols.push(ob);
+                c.push(lam0[0] * blk[0] * lambdas[pr.b][0]);
+                continue;
+            }
+            let v = ltal(lam0, blk, &lambdas[pr.b], q0, qb);
+            for j in 0..qb {
+                cols.push(ob + j);
+                c.extend_from_slice(&v[j * q0..(j + 1) * q0]);
+            }
+        }
+        let b = &f0.ztr[i * q0 * k..(i + 1) * q0 * k];
+        for j in 0..k {
+            cols.push(m + j);
+            for r in 0..q0 {
+                c.push((r..q0).map(|t| lam0[r * q0 + t] * b[j * q0 + t]).sum());
+            }
+        }
+        for col in c.chunks_exact_mut(q0) {
+            for r in 0..q0 {
+                let mut v = col[r];
+                for t in 0..r {
+                    v -= l[t * q0 + r] * col[t];
+                }
+                col[r] = v / l[r * q0 + r];
+            }
+        }
+        Some(l)
+    }
+
     /// Λ_f from the factor's slice of the full Λ list.
     fn evaluate(&self, lambdas: &[Vec<f64>]) -> Option<Eval> {
         let (m, k) = (self.m, self.k());
@@ -144,63 +200,17 @@ impl CrossedProblem {
                 s[(m + b) * dim + m + a] = self.rtr[b * k + a];
             }
         }
-        // Eliminate the first factor level by level.
-        let f0 = &self.factors[0];
-        let q0 = f0.q;
-        let lam0 = &lambdas[0];
+        // Eliminate the first factor level by level: S −= C_iᵀC_i over C_i's support.
+        let q0 = self.factors[0].q;
         let mut logdet = 0.0;
         let mut cols: Vec<usize> = Vec::new();
         let mut c: Vec<f64> = Vec::new();
-        for i in 0..f0.nlev {
-            let a = &f0.ztz[i * q0 * q0..(i + 1) * q0 * q0];
-            let mut l = ltal(lam0, a, lam0, q0, q0);
-            for r in 0..q0 {
-                l[r * q0 + r] += 1.0;
-            }
-            if !cholesky_lower(&mut l, q0) {
-                return None;
-            }
+        for i in 0..self.factors[0].nlev {
+            let l = self.first_factor_level(i, lambdas, &mut cols, &mut c)?;
             for r in 0..q0 {
                 logdet += 2.0 * l[r * q0 + r].ln();
             }
-            // C_i, column by column over its support.
-            cols.clear();
-            c.clear();
-            for &(pi, ci) in &self.adjacency[i] {
-                let pr = &self.pairs[pi];
-                let fb = &self.factors[pr.b];
-                let qb = fb.q;
-                let blk = &pr.blocks[ci * q0 * qb..(ci + 1) * q0 * qb];
-                let ob = fb.off + pr.cells[ci].1 as usize * qb;
-                if q0 == 1 && qb == 1 {
-                    cols.push(ob);
-                    c.push(lam0[0] * blk[0] * lambdas[pr.b][0]);
-                    continue;
-                }
-                let v = ltal(lam0, blk, &lambdas[pr.b], q0, qb);
-                for j in 0..qb {
-                    cols.push(ob + j);
-                    c.extend_from_slice(&v[j * q0..(j + 1) * q0]);
-                }
-            }
-            let b = &f0.ztr[i * q0 * k..(i + 1) * q0 * k];
-            for j in 0..k {
-                cols.push(m + j);
-                for r in 0..q0 {
-                    c.push((r..q0).map(|t| lam0[r * q0 + t] * b[j * q0 + t]).sum());
-                }
-            }
             let nc = cols.len();
-            for j in 0..nc {
-                let col = &mut c[j * q0..(j + 1) * q0];
-                for r in 0..q0 {
-                    let mut v = col[r];
-                    for t in 0..r {
-                        v -= l[t * q0 + r] * col[t];
-                    }
-                    col[r] = v / l[r * q0 + r];
-                }
-            }
             for x in 0..nc {
                 for y in 0..nc {
                     let v: f64 = (0..q0).map(|r| c[x * q0 + r] * c[y * q0 + r]).sum();
@@ -315,48 +325,13 @@ impl CrossedProblem {
         let lam0 = &lambdas[0];
         let mut b0 = vec![0.0; f0.nlev * q0];
         let mut cc0 = vec![0.0; f0.nlev * q0 * q0];
+        let mut cols: Vec<usize> = Vec::new();
+        let mut c: Vec<f64> = Vec::new();
         for i in 0..f0.nlev {
-            let a = &f0.ztz[i * q0 * q0..(i + 1) * q0 * q0];
-            let mut l = ltal(lam0, a, lam0, q0, q0);
-            for r in 0..q0 {
-                l[r * q0 + r] += 1.0;
-            }
-            if !cholesky_lower(&mut l, q0) {
-                return None;
-            }
-            let solve_l = |v: &mut [f64]| {
-                for r in 0..q0 {
-                    let mut s = v[r];
-                    for t in 0..r {
-                        s -= l[t * q0 + r] * v[t];
-                    }
-                    v[r] = s / l[r * q0 + r];
-                }
-            };
-            let mut dcols: Vec<usize> = Vec::new();
-            let mut cd: Vec<f64> = Vec::new();
-            for &(pi, ci) in &self.adjacency[i] {
-                let pr = &self.pairs[pi];
-                let fb = &self.factors[pr.b];
-                let qb = fb.q;
-                let blk = &pr.blocks[ci * q0 * qb..(ci + 1) * q0 * qb];
-                let v = ltal(lam0, blk, &lambdas[pr.b], q0, qb);
-                let ob = fb.off + pr.cells[ci].1 as usize * qb;
-                for j in 0..qb {
-                    let mut col = v[j * q0..(j + 1) * q0].to_vec();
-                    solve_l(&mut col);
-                    dcols.push(ob + j);
-                    cd.extend_from_slice(&col);
-                }
-            }
-            let bz = &f0.ztr[i * q0 * k..(i + 1) * q0 * k];
+            let l = self.first_factor_level(i, lambdas, &mut cols, &mut c)?;
+            let nd = cols.len() - k;
+            let (dcols, cd, cxy) = (&cols[..nd], &c[..nd * q0], &c[nd * q0..]);
             let mut rhs = vec![0.0; q0];
-            let mut cxy = vec![0.0; q0 * k];
-            for j in 0..k {
-                let mut col: Vec<f64> = (0..q0).map(|r| (r..q0).map(|t| lam0[r * q0 + t] * bz[j * q0 + t]).sum()).collect();
-                solve_l(&mut col);
-                cxy[j * q0..(j + 1) * q0].copy_from_slice(&col);
-            }
             for r in 0..q0 {
                 let mut v = cxy[p * q0 + r];
                 for j in 0..p {
@@ -376,7 +351,6 @@ impl CrossedProblem {
                 rhs[r] = v / l[r * q0 + r];
             }
             // (M_i)⁻¹-type block: L_i⁻ᵀ (I + C_{i,D} P_DD C_{i,D}ᵀ) L_i⁻¹
-            let nd = dcols.len();
             let mut inner = vec![0.0; q0 * q0];
             for a in 0..q0 {
                 inner[a * q0 + a] = 1.0;

@@ -34,33 +34,29 @@ struct Col {
     scale: f64,
 }
 
-/// Σ over the group's rows of w_a w_b.
-fn cross(m: &Moments, a: &Col, b: &Col) -> f64 {
-    let n = m.n as f64;
+/// Σ over rows of w_a w_b from a count, means and co-moments
+/// (`comoment(i, j)` for extended columns i, j).
+fn cross_with(n: f64, mean: impl Fn(usize) -> f64, comoment: impl Fn(usize, usize) -> f64, a: &Col, b: &Col) -> f64 {
     match (a.source, b.source) {
         (Source::Zero, _) | (_, Source::Zero) => 0.0,
         (Source::Ones, Source::Ones) => n,
-        (Source::Ones, Source::Ext(j)) => n * (m.mean(j) - b.centre) / b.scale,
-        (Source::Ext(i), Source::Ones) => n * (m.mean(i) - a.centre) / a.scale,
+        (Source::Ones, Source::Ext(j)) => n * (mean(j) - b.centre) / b.scale,
+        (Source::Ext(i), Source::Ones) => n * (mean(i) - a.centre) / a.scale,
         (Source::Ext(i), Source::Ext(j)) => {
-            (m.comoment(i, j) + n * (m.mean(i) - a.centre) * (m.mean(j) - b.centre)) / (a.scale * b.scale)
+            (comoment(i, j) + n * (mean(i) - a.centre) * (mean(j) - b.centre)) / (a.scale * b.scale)
         }
     }
+}
+
+/// Σ over all rows of w_a w_b.
+fn cross(m: &Moments, a: &Col, b: &Col) -> f64 {
+    cross_with(m.n as f64, |c| m.mean(c), |i, j| m.comoment(i, j), a, b)
 }
 
 /// Σ over a group's rows of w_a w_b, for a random-effect column a (intercept or
 /// row `zindex[c]` of the group's co-moments).
 fn cross_group(m: &GroupView, a: &Col, b: &Col, zindex: &[usize]) -> f64 {
-    let n = m.n();
-    match (a.source, b.source) {
-        (Source::Zero, _) | (_, Source::Zero) => 0.0,
-        (Source::Ones, Source::Ones) => n,
-        (Source::Ones, Source::Ext(j)) => n * (m.mean(j) - b.centre) / b.scale,
-        (Source::Ext(i), Source::Ones) => n * (m.mean(i) - a.centre) / a.scale,
-        (Source::Ext(i), Source::Ext(j)) => {
-            (m.comoment(zindex[i], j) + n * (m.mean(i) - a.centre) * (m.mean(j) - b.centre)) / (a.scale * b.scale)
-        }
-    }
+    cross_with(m.n(), |c| m.mean(c), |i, j| m.comoment(zindex[i], j), a, b)
 }
 
 /// Normal upper-tail two-sided p-value.
@@ -595,7 +591,7 @@ fn crossed_estimates(
             start = m;
         }
     }
-    let mut outcome = optimizer::minimize_bfgs(&mut fg, &start, &lower, 500, false, 1e-9);
+    let mut outcome = optimizer::minimize_bfgs(&mut fg, &start, &lower, 500, false, 1e-8);
     if !outcome.converged {
         let mut dev_mut = |theta: &[f64]| dev(theta);
         let nm = optimizer::minimize(&mut dev_mut, &outcome.x, &lower, &diagonal, &Settings::default());

@@ -281,6 +281,7 @@ pub fn minimize_bfgs(fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>, x0: 
         }
     }
     let mut converged = false;
+    let mut stall = 0;
     for _ in 0..max_iter {
         let free: Vec<bool> = (0..n).map(|i| !(x[i] <= lower[i] && g[i] > 0.0)).collect();
         let pg = projected_gradient(&x, &g, lower);
@@ -352,7 +353,13 @@ pub fn minimize_bfgs(fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>, x0: 
             }
             first = false;
         }
-        let stalled = ss == 0.0;
+        // No progress for several iterations: noisy gradients at their floor.
+        if f - fnew <= 1e-15 * f.abs().max(1.0) {
+            stall += 1;
+        } else {
+            stall = 0;
+        }
+        let stalled = ss == 0.0 || stall >= 5;
         x = xn;
         f = fnew;
         g = gnew;
