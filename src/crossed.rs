@@ -210,11 +210,14 @@ impl CrossedProblem {
             for r in 0..q0 {
                 logdet += 2.0 * l[r * q0 + r].ln();
             }
+            // Only the lower triangle is factored: update (row, col) with row ≥ col.
             let nc = cols.len();
             for x in 0..nc {
                 for y in 0..nc {
-                    let v: f64 = (0..q0).map(|r| c[x * q0 + r] * c[y * q0 + r]).sum();
-                    s[cols[y] * dim + cols[x]] -= v;
+                    if cols[x] >= cols[y] {
+                        let v: f64 = (0..q0).map(|r| c[x * q0 + r] * c[y * q0 + r]).sum();
+                        s[cols[y] * dim + cols[x]] -= v;
+                    }
                 }
             }
         }
@@ -295,7 +298,11 @@ impl CrossedProblem {
             }
         }
         let dinv = lower_inverse(&ldd, m);
-        let pdd = |a: usize, b: usize| -> f64 { (a.max(b)..m).map(|r| dinv[a * m + r] * dinv[b * m + r]).sum() };
+        // P_DD = L_DD⁻ᵀ L_DD⁻¹ in one product (faer's GEMM): every level of the
+        // first factor needs it on its support.
+        let dmat = faer::MatRef::from_column_major_slice(&dinv[..], m, m);
+        let pmat: faer::Mat<f64> = dmat.transpose() * dmat;
+        let pdd = |a: usize, b: usize| -> f64 { pmat[(a, b)] };
         let mut blups = Vec::new();
         let mut cond = Vec::new();
         blups.push(Vec::new());
