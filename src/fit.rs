@@ -200,7 +200,6 @@ pub fn fit(acc: &Accumulator) -> Result<Tidy> {
         }
         specs.push(FactorSpec { index: fi, name, nlev, zcols, zc, layout, tmat, bars_terms });
     }
-    let n_re: usize = specs.iter().map(|s| s.nlev * s.zcols.len()).sum();
     for s in &specs {
         if (n_obs as usize) <= s.nlev * s.zcols.len() {
             bail!(
@@ -210,7 +209,6 @@ pub fn fit(acc: &Accumulator) -> Result<Tidy> {
             );
         }
     }
-    let _ = n_re;
     if (n_obs as usize) <= p {
         bail!("number of observations ({n_obs}) must exceed the number of fixed-effect columns ({p})");
     }
@@ -309,7 +307,7 @@ pub fn fit(acc: &Accumulator) -> Result<Tidy> {
             evaluations: outcome.evaluations,
         }
     } else {
-        crossed_estimates(acc, &specs, &level_blocks, n, p, k, rtr)?
+        crossed_estimates(acc, &specs, &level_blocks, n, p, rtr)?
     };
     if trace {
         eprintln!("lmm: optimized {:.3}s ({} evaluations)", t0.elapsed().as_secs_f64(), est.evaluations);
@@ -475,7 +473,6 @@ fn crossed_estimates(
     level_blocks: &dyn Fn(&FactorSpec) -> (Vec<f64>, Vec<f64>),
     n: f64,
     p: usize,
-    k: usize,
     rtr: Vec<f64>,
 ) -> Result<Estimates> {
     // Elimination order: most levels first.
@@ -532,11 +529,10 @@ fn crossed_estimates(
         .collect::<Option<Vec<Vec<f64>>>>()
         .map(|v| v.concat());
     let problem = crossed::CrossedProblem::new(n, p, acc.options.method, factors, pairs, rtr);
-    let _ = k;
     // θ: the factors' layouts concatenated in elimination order.
     let layouts: Vec<&ThetaLayout> = elim.iter().map(|&si| &specs[si].layout).collect();
     let mut lower = Vec::new();
-    let mut start = Vec::new();
+    let mut start: Vec<f64> = Vec::new();
     let mut diagonal = Vec::new();
     for l in &layouts {
         let off = lower.len();
@@ -585,7 +581,6 @@ fn crossed_estimates(
         last_gnorm = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         Some((f0, g))
     };
-    let mut start = start;
     if let Some(m) = moment_start {
         if dev(&m) < dev(&start) {
             start = m;

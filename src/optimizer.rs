@@ -298,13 +298,12 @@ pub fn minimize_bfgs(fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>, x0: 
                 d[i] = -(0..n).filter(|&j| free[j]).map(|j| h[j * n + i] * g[j]).sum::<f64>();
             }
         }
-        let mut slope: f64 = (0..n).map(|i| g[i] * d[i]).sum();
+        let slope: f64 = (0..n).map(|i| g[i] * d[i]).sum();
         if slope >= 0.0 {
             reset(&mut h, 1.0);
             for i in 0..n {
                 d[i] = if free[i] { -g[i] } else { 0.0 };
             }
-            slope = (0..n).map(|i| g[i] * d[i]).sum();
         }
         let dmax = d.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let mut alpha = if first { (1.0 / dmax).min(1.0) } else { 1.0 };
@@ -327,7 +326,6 @@ pub fn minimize_bfgs(fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>, x0: 
             }
             alpha *= 0.5;
         }
-        let _ = slope;
         let Some((xn, fnew, gnew)) = accepted else {
             // No step lowers the objective or the gradient: the precision limit.
             converged = pg <= 1e-6 * f.abs().max(1.0);
