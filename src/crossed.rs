@@ -17,6 +17,7 @@
 //! Memory: (m + p + 1)² doubles for S, whatever the number of rows.
 
 use crate::options::Method;
+use crate::dense::sandwich;
 use crate::reml::cholesky_lower;
 
 /// One grouping factor's per-level blocks (on the re-expressed columns).
@@ -374,18 +375,13 @@ impl CrossedProblem {
             }
             // L_i⁻ᵀ inner L_i⁻¹ = (L_i⁻¹)ᵀ inner L_i⁻¹
             let li = lower_inverse(&l, q0);
-            let mut mid = vec![0.0; q0 * q0];
+            let mut li_t = vec![0.0; q0 * q0];
             for a in 0..q0 {
                 for c2 in 0..q0 {
-                    let mut v = 0.0;
-                    for s1 in 0..q0 {
-                        for s2 in 0..q0 {
-                            v += li[a * q0 + s1] * inner[s2 * q0 + s1] * li[c2 * q0 + s2];
-                        }
-                    }
-                    mid[c2 * q0 + a] = v;
+                    li_t[c2 * q0 + a] = li[a * q0 + c2];
                 }
             }
+            let mid = sandwich(&li_t, &inner, q0);
             write_mode_and_cov(lam0, &rhs, &mid, q0, sigma2, &mut b0[i * q0..(i + 1) * q0], &mut cc0[i * q0 * q0..(i + 1) * q0 * q0]);
         }
         blups[0] = b0;
@@ -399,16 +395,8 @@ fn write_mode_and_cov(lam: &[f64], u: &[f64], pm: &[f64], q: usize, sigma2: f64,
     for r in 0..q {
         b[r] = (0..=r).map(|t| lam[t * q + r] * u[t]).sum();
     }
-    for a in 0..q {
-        for c in 0..q {
-            let mut v = 0.0;
-            for s in 0..q {
-                for t in 0..q {
-                    v += lam[s * q + a] * pm[t * q + s] * lam[t * q + c];
-                }
-            }
-            cc[c * q + a] = sigma2 * v;
-        }
+    for (x, v) in cc.iter_mut().zip(sandwich(lam, pm, q)) {
+        *x = sigma2 * v;
     }
 }
 

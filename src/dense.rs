@@ -96,3 +96,20 @@ pub fn upper_gram_inverse(u: &[f64], ld: usize, p: usize) -> Vec<f64> {
     }
     out
 }
+
+/// A S Aᵀ for column-major n×n matrices.
+pub fn sandwich(a: &[f64], s: &[f64], n: usize) -> Vec<f64> {
+    let mut tmp = vec![0.0; n * n];
+    for r in 0..n {
+        for c in 0..n {
+            tmp[c * n + r] = (0..n).map(|t| a[t * n + r] * s[c * n + t]).sum();
+        }
+    }
+    let mut out = vec![0.0; n * n];
+    for r in 0..n {
+        for c in 0..n {
+            out[c * n + r] = (0..n).map(|t| tmp[t * n + r] * a[t * n + c]).sum();
+        }
+    }
+    out
+}

@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::levels;
 use crate::optimizer::{self, Settings};
 use crate::options::Method;
-use crate::dense::solve_spd;
+use crate::dense::{sandwich, solve_spd};
 use crate::reml::Problem;
 use crate::stats::{GroupView, Moments};
 use crate::theta::ThetaLayout;
@@ -623,23 +623,6 @@ fn crossed_estimates(
         converged: outcome.converged,
         evaluations: outcome.evaluations,
     })
-}
-
-/// A S Aᵀ for column-major n×n matrices.
-fn sandwich(a: &[f64], s: &[f64], n: usize) -> Vec<f64> {
-    let mut tmp = vec![0.0; n * n];
-    for r in 0..n {
-        for c in 0..n {
-            tmp[c * n + r] = (0..n).map(|t| a[t * n + r] * s[c * n + t]).sum();
-        }
-    }
-    let mut out = vec![0.0; n * n];
-    for r in 0..n {
-        for c in 0..n {
-            out[c * n + r] = (0..n).map(|t| tmp[t * n + r] * a[t * n + c]).sum();
-        }
-    }
-    out
 }
 
 /// Refuse a rank-deficient X, naming each aliased column and what it is a combination of.
