@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 
 use crate::bail;
 use crate::error::Result;
-use crate::formula::{self, Formula, Term};
+use crate::formula::{self, Formula};
 use crate::input::{Chunk, Column, ColumnData};
 use crate::levels::{self, Levels};
 use crate::options::Options;
@@ -74,6 +74,28 @@ pub struct Cells {
     map: FxHashMap<u64, u32>,
     pub keys: Vec<(u32, u32)>,
     pub store: GroupStore,
+}
+
+impl GroupingFactor {
+    /// The level id of row r (integer keys skip the byte encoding), creating
+    /// the level and its moments block when new.
+    #[inline]
+    fn level(&mut self, cols: &[Column], r: usize, key: &mut Vec<u8>) -> usize {
+        let l = match (&self.vars[..], &cols[self.vars[0]].data) {
+            ([_], ColumnData::Int(v)) => self.levels.id_int(v[r]),
+            _ => {
+                key.clear();
+                for &v in &self.vars {
+                    levels::encode(&cols[v], r, key);
+                }
+                self.levels.id(key)
+            }
+        } as usize;
+        if l == self.store.len() {
+            self.store.add_group();
+        }
+        l
+    }
 }
 
 impl Cells {
@@ -156,27 +178,20 @@ impl Accumulator {
         let mut vars = Vec::new();
         let r = var_index(&mut vars, &formula.response);
         vars[r].response = true;
-        let mut all_terms: Vec<Term> = formula.fixed.clone();
-        for bar in &formula.random {
-            all_terms.extend(bar.terms.iter().cloned());
-        }
+        // Fixed terms, then each bar's terms (those are random); a term in both is one column set.
+        let all_terms = formula.fixed.iter().map(|t| (t, false)).chain(formula.random.iter().flat_map(|b| b.terms.iter().map(|t| (t, true))));
         let mut terms: Vec<TermSpec> = Vec::new();
         let mut term_keys: Vec<Vec<usize>> = Vec::new();
-        for t in &all_terms {
+        for (t, random) in all_terms {
             let idx: Vec<usize> = t.iter().map(|v| var_index(&mut vars, v)).collect();
             let mut sorted = idx.clone();
             sorted.sort();
-            if !term_keys.contains(&sorted) {
-                term_keys.push(sorted);
-                terms.push(TermSpec { vars: idx, columns: FxHashMap::default(), by_level: Vec::new(), random: false });
-            }
-        }
-        for bar in &formula.random {
-            for t in &bar.terms {
-                let mut idx: Vec<usize> = t.iter().map(|v| vars.iter().position(|x| &x.name == v).unwrap()).collect();
-                idx.sort();
-                let pos = term_keys.iter().position(|k| *k == idx).unwrap();
-                terms[pos].random = true;
+            match term_keys.iter().position(|k| *k == sorted) {
+                Some(pos) => terms[pos].random |= random,
+                None => {
+                    term_keys.push(sorted);
+                    terms.push(TermSpec { vars: idx, columns: FxHashMap::default(), by_level: Vec::new(), random });
+                }
             }
         }
         let mut factors = Vec::new();
@@ -325,32 +340,21 @@ impl Accumulator {
                     continue 'rows;
                 }
             }
-            // The grouping factor's level (integer keys and runs of one group take a shortcut).
+            // The first grouping factor's level; runs of one integer key, common in
+            // data sorted by group, skip even the lookup.
             let f = &mut self.factors[0];
             let g = match (&f.vars[..], &cols[f.vars[0]].data) {
+                ([_], ColumnData::Int(v)) if self.last_group.1 != usize::MAX && self.last_group.0 == v[r] => self.last_group.1,
                 ([_], ColumnData::Int(v)) => {
                     if let Some(&ahead) = v.get(r + 16) {
                         f.levels.prefetch_int(ahead);
                     }
-                    if self.last_group.0 == v[r] && self.last_group.1 != usize::MAX {
-                        self.last_group.1
-                    } else {
-                        let g = f.levels.id_int(v[r]) as usize;
-                        self.last_group = (v[r], g);
-                        g
-                    }
+                    let g = f.level(cols, r, &mut key);
+                    self.last_group = (v[r], g);
+                    g
                 }
-                _ => {
-                    key.clear();
-                    for &g in &f.vars {
-                        levels::encode(&cols[g], r, &mut key);
-                    }
-                    f.levels.id(&key) as usize
-                }
+                _ => f.level(cols, r, &mut key),
             };
-            if g == self.factors[0].store.len() {
-                self.factors[0].store.add_group();
-            }
             kept.push((r, g));
         }
         // Terms made only of numeric variables (0) or only of factors (1) let the
@@ -476,14 +480,7 @@ impl Accumulator {
                 self.flev.push(g);
                 for f in 1..self.factors.len() {
                     let fac = &mut self.factors[f];
-                    key.clear();
-                    for &v in &fac.vars {
-                        levels::encode(&cols[v], r, &mut key);
-                    }
-                    let l = fac.levels.id(&key) as usize;
-                    if l == fac.store.len() {
-                        fac.store.add_group();
-                    }
+                    let l = fac.level(cols, r, &mut key);
                     fac.store.ensure(d, nz);
                     fac.store.push(l, &self.x, &self.zcols, &mut self.delta);
                     self.flev.push(l);

@@ -51,7 +51,7 @@ pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term]) -> Vec<DesignCol
             }
             let rest: Vec<usize> = tv.iter().copied().filter(|&w| w != v).collect();
             let contrasts = if rest.is_empty() { intercept } else { term_vars.iter().any(|t| same_set(t, &rest)) };
-            let (order, _) = variable.levels.sorted();
+            let order = variable.levels.sorted();
             let ids: Vec<u32> = if contrasts { order.into_iter().skip(1).collect() } else { order };
             choices.push(Some(ids));
         }

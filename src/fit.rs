@@ -406,7 +406,7 @@ pub fn fit(acc: &Accumulator) -> Result<Tidy> {
             let tmat = &spec.tmat;
             let factor = &acc.factors[spec.index];
             // lme4 sorts the levels.
-            let (order, _) = factor.levels.sorted();
+            let order = factor.levels.sorted();
             let labels: Vec<Text> = order.iter().map(|&g| levels::label(&factor.levels.keys[g as usize]).into()).collect();
             let nl = order.len();
             let mut estimate = vec![0.0; q * nl];

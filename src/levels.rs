@@ -201,8 +201,8 @@ impl Levels {
         self.keys.is_empty()
     }
 
-    /// Level ids in sorted order, and the rank of each id. Keys are decoded once.
-    pub fn sorted(&self) -> (Vec<u32>, Vec<usize>) {
+    /// Level ids in sorted order. Keys are decoded once.
+    pub fn sorted(&self) -> Vec<u32> {
         let mut order: Vec<u32> = (0..self.keys.len() as u32).collect();
         let decoded: Vec<Vec<LevelPart>> = self.keys.iter().map(|k| decode(k)).collect();
         let ints: Option<Vec<i64>> = decoded
@@ -216,11 +216,7 @@ impl Levels {
             Some(v) => order.sort_unstable_by_key(|&i| v[i as usize]),
             None => order.sort_by(|&a, &b| compare_parts(&decoded[a as usize], &decoded[b as usize])),
         }
-        let mut rank = vec![0; order.len()];
-        for (r, &id) in order.iter().enumerate() {
-            rank[id as usize] = r;
-        }
-        (order, rank)
+        order
     }
 }
 
@@ -241,7 +237,7 @@ mod tests {
         }
         let distinct: std::collections::HashSet<i64> = keys.iter().copied().collect();
         assert_eq!(l.len(), distinct.len());
-        let (order, _) = l.sorted();
+        let order = l.sorted();
         let sorted: Vec<i64> = order.iter().map(|&i| match decode(&l.keys[i as usize])[0] { LevelPart::Int(v) => v, _ => unreachable!() }).collect();
         assert!(sorted.windows(2).all(|w| w[0] < w[1]));
     }

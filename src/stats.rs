@@ -111,19 +111,14 @@ impl Moments {
         let need = map.iter().take(other.d).copied().max().map_or(0, |m| m + 1);
         self.grow(need);
         let d = self.d;
-        // other's mean in this state's column space.
-        let mut mb = vec![0.0; d];
-        let mut present = vec![false; d];
-        for j in 0..other.d {
-            mb[map[j]] = other.data[j] + offset[j];
-            present[map[j]] = true;
-        }
         let na = self.n as f64;
         let nb = other.n as f64;
         let n = na + nb;
-        let mut delta = vec![0.0; d];
-        for a in 0..d {
-            delta[a] = mb[a] - self.data[a];
+        // δ = other's mean (in this state's columns and shift) − ours; columns
+        // other never had were 0 there.
+        let mut delta: Vec<f64> = self.data[..d].iter().map(|m| -m).collect();
+        for j in 0..other.d {
+            delta[map[j]] += other.data[j] + offset[j];
         }
         let w = na * nb / n;
         for b in 0..d {
