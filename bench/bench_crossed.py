@@ -35,7 +35,9 @@ PROBLEMS = {
 
 
 def unif(expr, k):
-    return f"((hash({expr}, {k}) % 1000000007)::DOUBLE + 0.5) / 1000000007.0"
+    # hash(a, k) of DuckDB combines the hashes of a and k, which leaves the
+    # draws for different k correlated; hash one integer per draw instead.
+    return f"((hash(({expr}) * 1009 + {k}) % 1000000007)::DOUBLE + 0.5) / 1000000007.0"
 
 
 def normal(expr, k):
@@ -57,7 +59,7 @@ def generate(name, cfg):
     con.execute(f"""
         CREATE TABLE bench AS
         WITH r AS (
-          SELECT i, hash(i, 1) % {ns} AS s, hash(i, 2) % {nd} AS d, (hash(i, 3) % 2)::INT AS service FROM range({n}) t(i))
+          SELECT i, hash(4 * i) % {ns} AS s, hash(4 * i + 1) % {nd} AS d, (hash(4 * i + 2) % 2)::INT AS service FROM range({n}) t(i))
         SELECT s::BIGINT AS s, d::BIGINT AS d, (d % {ndept})::BIGINT AS dept, CASE service WHEN 1 THEN 'yes' ELSE 'no' END AS service,
                3 + 0.1 * service + 0.6 * {normal('s', 4)} + 0.4 * {normal('d', 5)}
                  + 0.2 * {normal('(d % ' + str(ndept) + ') * 2 + service', 6)} + {normal('i', 7)} AS y

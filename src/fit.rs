@@ -549,16 +549,22 @@ fn crossed_estimates(
         }
         out
     };
-    // Quasi-Newton on central-difference gradients (one-sided at a bound); the
-    // derivative-free method finishes if that does not converge.
+    let positions: Vec<Vec<(usize, usize)>> = layouts.iter().map(|l| l.positions()).collect();
     let evals = std::cell::Cell::new(0usize);
     let dev = |theta: &[f64]| {
         evals.set(evals.get() + 1);
         problem.deviance(&lambdas(theta))
     };
-    // Forward differences while the gradient is large, central ones near the optimum.
+    // Quasi-Newton on the exact gradient; where a variance sits on its bound
+    // (Λ singular, which the gradient formula divides by), on differences:
+    // forward ones while the gradient is large, central ones near the optimum.
     let mut last_gnorm = f64::INFINITY;
     let mut fg = |theta: &[f64]| -> Option<(f64, Vec<f64>)> {
+        if let Some((f, g)) = problem.deviance_and_gradient(&lambdas(theta), &positions) {
+            evals.set(evals.get() + 1);
+            last_gnorm = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            return Some((f, g));
+        }
         let f0 = dev(theta);
         if !f0.is_finite() {
             return None;
@@ -586,7 +592,7 @@ fn crossed_estimates(
             start = m;
         }
     }
-    let mut outcome = optimizer::minimize_bfgs(&mut fg, &start, &lower, 500, false, 1e-8);
+    let mut outcome = optimizer::minimize_bfgs(&mut fg, &start, &lower, 500, false, 1e-9);
     if !outcome.converged {
         let mut dev_mut = |theta: &[f64]| dev(theta);
         let nm = optimizer::minimize(&mut dev_mut, &outcome.x, &lower, &diagonal, &Settings::default());

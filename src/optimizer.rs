@@ -308,11 +308,16 @@ pub fn minimize_bfgs(fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>, x0: 
         let dmax = d.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let mut alpha = if first { (1.0 / dmax).min(1.0) } else { 1.0 };
         let mut accepted = None;
-        while alpha * dmax > 1e-14 {
+        // Trials whose objective equals f to rounding: shorter steps cannot do better.
+        let mut unresolved = 0;
+        while alpha * dmax > 1e-14 && unresolved < 3 {
             let mut xn: Vec<f64> = (0..n).map(|i| x[i] + alpha * d[i]).collect();
             project(&mut xn);
             let decrease: f64 = (0..n).map(|i| g[i] * (xn[i] - x[i])).sum();
             if let Some((fnew, gnew)) = eval(&xn, &mut evaluations) {
+                if (fnew - f).abs() <= 8.0 * f64::EPSILON * f.abs() {
+                    unresolved += 1;
+                }
                 // Armijo; or, where f no longer resolves the step (rounding level),
                 // the exact gradient decides: accept if it shrinks.
                 let armijo = fnew <= f + 1e-4 * decrease.min(0.0) && fnew <= f;

@@ -230,12 +230,12 @@ def test_crossed_output_has_every_factor(con):
 
 
 def test_crossed_with_slopes_and_aggregate_merge(con):
-    # Several factors with slopes; another row order changes nothing beyond the
-    # derivative-free optimizer's tolerance (crossed fits have no analytic
-    # gradient yet, so they agree to ~1e-6, not to the 1e-9 of one-factor fits).
+    # Several factors with slopes; another row order changes nothing beyond
+    # rounding: the crossed optimizer runs on the exact gradient, as one-factor
+    # fits do.
     f = "y ~ x1 + (1 + x1 | g) + (1 | site)"
     a = fit(con, "synthetic_small", f)
     assert fit_value(a, "converged") == 1
     con.execute("CREATE TABLE syn_perm AS SELECT * FROM synthetic_small ORDER BY x2")
     b = fit(con, "syn_perm", f)
-    assert_same(a, b, rel=1e-5)
+    assert_same(a, b, rel=1e-9)
