@@ -9,12 +9,11 @@ ROOT="$PWD"
 [ -f build/release/lmm.duckdb_extension ] || { echo "build/release/lmm.duckdb_extension is missing: run scripts/build.sh" >&2; exit 1; }
 # No usage statistics, no version check: nothing but local work.
 export DO_NOT_TRACK=1 DBT_SEND_ANONYMOUS_USAGE_STATS=false DBT_VERSION_CHECK=false
-export LMM_EXTENSION="$ROOT/build/release/lmm.duckdb_extension"
+# profiles.yml starts its paths (database, extension) here
+export LMM_DBT_DIR="$ROOT/examples/dbt"
 # A fresh database each run, so the run shows that everything builds from the seeds.
-export LMM_DBT_DATABASE="$ROOT/examples/dbt/target/lmm_example.duckdb"
-mkdir -p examples/dbt/target
-rm -f "$LMM_DBT_DATABASE" "$LMM_DBT_DATABASE.wal"
+rm -f "$LMM_DBT_DIR/target/lmm_example.duckdb" "$LMM_DBT_DIR/target/lmm_example.duckdb.wal"
 # The seeds copied from tests/fixtures must still match their sources.
 .venv/bin/python examples/dbt/scripts/make_seeds.py --check
-cd examples/dbt
+cd "$LMM_DBT_DIR"
 "$ROOT/.venv/bin/dbt" build --profiles-dir . --project-dir . "$@"
