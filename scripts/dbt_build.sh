@@ -9,6 +9,8 @@ ROOT="$PWD"
 [ -f build/release/lmm.duckdb_extension ] || { echo "build/release/lmm.duckdb_extension is missing: run scripts/build.sh" >&2; exit 1; }
 # No usage statistics, no version check: nothing but local work.
 export DO_NOT_TRACK=1 DBT_SEND_ANONYMOUS_USAGE_STATS=false DBT_VERSION_CHECK=false
+# plain text logs
+export DBT_USE_COLORS=false
 # profiles.yml starts its paths (database, extension) here
 export LMM_DBT_DIR="$ROOT/examples/dbt"
 # A fresh database each run, so the run shows that everything builds from the seeds.
