@@ -3,6 +3,9 @@
 --   pred_conditional = (b0 + u0[Pig]) + (b1 + u1[Pig]) * Time
 -- u0, u1 are the pig's BLUPs (ran_vals rows, joined on level = Pig as text);
 -- a pig the fit never saw gets u = 0, i.e. the population-level prediction.
+-- The tests in tests/ check the predictions, not how they are computed: another
+-- scoring route (a stored model and a predict function, say) can replace this
+-- SQL and keep them, with the same columns.
 with tidy as (
     select * from {{ ref('lmm_dietox_tidy') }}
 ),
