@@ -441,8 +441,15 @@ static CACHE: Mutex<Cache> = Mutex::new(Cache { entries: Vec::new(), tick: 0 });
 /// The prepared model of a model value: parsed on the first call for its
 /// identity, shared afterwards (also across threads; a thread asking while
 /// another parses waits for that parse).
+///
+/// The checksum is verified on every call (a damaged value whose header is
+/// intact must not pass for the cached model), so callers look models up
+/// once per query and thread, not per row or chunk.
 pub fn prepared(data: &[u8]) -> Result<Arc<Prepared>> {
     let id = model::header(data)?;
+    if model::checksum(&data[model::HEADER_LEN..]) != id.checksum {
+        bail!("the model value is corrupt (its checksum does not match its contents)");
+    }
     let slot = {
         let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
         cache.tick += 1;

@@ -405,3 +405,15 @@ fn cache_parses_each_model_once() {
     assert!(!Arc::ptr_eq(&a, &c));
 }
 
+
+#[test]
+fn cache_does_not_accept_a_damaged_copy_of_a_cached_model() {
+    let (_, m) = fit_model("dyestuff", "Yield ~ 1 + (1 | Batch)", Options::default());
+    let bytes = m.to_bytes();
+    predict::prepared(&bytes).unwrap();
+    let mut flipped = bytes.clone();
+    let mid = HEADER_LEN + (bytes.len() - HEADER_LEN) / 2;
+    flipped[mid] ^= 0x08;
+    let e = predict::prepared(&flipped).err().expect("must fail").to_string();
+    assert!(e.contains("corrupt"), "{e}");
+}
