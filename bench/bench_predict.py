@@ -7,7 +7,7 @@ Generates once (into bench/out/predict_<G>_<N>.duckdb):
     (g, c0 = β0 + b0[g], c1 = β1 + b1[g]) and `pop` (β0, β1), from lmm_tidy;
   - `score`: N rows (g, x) to predict, 1% of them in groups the fit never saw.
 Then, each measurement in a fresh process on that file (alternating):
-  - lmm:   SELECT sum(lmm_predict(m.model, s)) FROM score s, model m
+  - lmm:   SELECT sum(lmm_predict(m.model, s)) FROM score s JOIN model m (by a constant key)
   - floor: SELECT sum(coalesce(c.c0, p.b0) + coalesce(c.c1, p.b1) * s.x)
            FROM score s LEFT JOIN coefs c USING (g), pop p
     (the same linear predictor, unseen groups at population level);
@@ -80,9 +80,20 @@ def generate(path, g, n):
     tmp.rename(path)
 
 
-LMM_SQL = "SELECT sum(lmm_predict(m.model, s)), count(*) FROM score s, model m"
+# DuckDB's cross product (`FROM score s, model m`) copies the model BLOB into
+# every output chunk (measured: `sum(octet_length(m.model))` alone costs as
+# much), so the main measurement joins the one-row model table by a constant key:
+LMM_SQL = """SELECT sum(lmm_predict(m.model, s)), count(*)
+             FROM (SELECT *, 1 AS k FROM score) s JOIN (SELECT model, 1 AS k FROM model) m USING (k)"""
 FLOOR_SQL = """SELECT sum(coalesce(c.c0, p.b0) + coalesce(c.c1, p.b1) * s.x), count(*)
                FROM score s LEFT JOIN coefs c USING (g), pop p"""
+# The issue's spelling, a cross join, on the first CROSS_ROWS rows only, with
+# DuckDB's own cost of carrying the BLOB through that cross join.
+CROSS_ROWS = 1_000_000
+CROSS_SQL = f"SELECT sum(lmm_predict(m.model, s)), count(*) FROM (SELECT * FROM score LIMIT {CROSS_ROWS}) s, model m"
+CROSS_BLOB_SQL = f"SELECT sum(octet_length(m.model)), count(*) FROM (SELECT * FROM score LIMIT {CROSS_ROWS}) s, model m"
+FLOOR_CROSS_SQL = f"""SELECT sum(coalesce(c.c0, p.b0) + coalesce(c.c1, p.b1) * s.x), count(*)
+               FROM (SELECT * FROM score LIMIT {CROSS_ROWS}) s LEFT JOIN coefs c USING (g), pop p"""
 
 
 def measure(path, which):
@@ -101,6 +112,16 @@ def measure(path, which):
         res2 = con.execute(sql).fetchone()
         out["warm_seconds"] = time.perf_counter() - t0
         assert res2 == res
+        for name, q in [("cross", CROSS_SQL), ("cross_blob_only", CROSS_BLOB_SQL)]:
+            t0 = time.perf_counter()
+            r = con.execute(q).fetchone()
+            out[name + "_seconds"] = time.perf_counter() - t0
+            out[name + "_sum"] = r[0]
+    else:
+        t0 = time.perf_counter()
+        r = con.execute(FLOOR_CROSS_SQL).fetchone()
+        out["cross_seconds"] = time.perf_counter() - t0
+        out["cross_sum"] = r[0]
     print(json.dumps(out))
 
 
@@ -129,6 +150,7 @@ def main():
         f = run_child(path, "floor")
         assert l["rows"] == f["rows"] == a.rows
         assert abs(l["sum"] - f["sum"]) <= 1e-9 * abs(f["sum"]) + 1e-6, (l["sum"], f["sum"])
+        assert abs(l["cross_sum"] - f["cross_sum"]) <= 1e-9 * abs(f["cross_sum"]) + 1e-6
         lmm.append(l)
         floor.append(f)
         ratios.append(l["seconds"] / f["seconds"])
@@ -139,6 +161,10 @@ def main():
         "lmm_seconds": lm, "lmm_warm_seconds": lw, "floor_seconds": fm,
         "lmm_rows_per_s": a.rows / lm, "lmm_warm_rows_per_s": a.rows / lw, "floor_rows_per_s": a.rows / fm,
         "ratio": med(ratios), "ratio_warm": med([l["warm_seconds"] / f["seconds"] for l, f in zip(lmm, floor)]),
+        "cross_rows": CROSS_ROWS,
+        "cross_lmm_seconds": med([x["cross_seconds"] for x in lmm]),
+        "cross_blob_only_seconds": med([x["cross_blob_only_seconds"] for x in lmm]),
+        "cross_floor_seconds": med([x["cross_seconds"] for x in floor]),
         "all": {"lmm": lmm, "floor": floor},
     }
     (OUT / f"bench_predict_{a.groups}_{a.rows}.json").write_text(json.dumps(result, indent=1))
@@ -146,6 +172,8 @@ def main():
           f"| floor (SQL join) s | rows/s | ratio first | ratio cached |")
     print(f"| {a.groups:>9,} | {a.rows:>10,} | {lm:.3f} | {a.rows / lm / 1e6:.1f} M | {lw:.3f} | {a.rows / lw / 1e6:.1f} M "
           f"| {fm:.3f} | {a.rows / fm / 1e6:.1f} M | {result['ratio']:.2f} | {result['ratio_warm']:.2f} |")
+    print(f"cross join spelling on {CROSS_ROWS:,} rows: lmm_predict {result['cross_lmm_seconds']:.3f} s, "
+          f"octet_length(model) alone {result['cross_blob_only_seconds']:.3f} s, floor {result['cross_floor_seconds']:.3f} s")
 
 
 if __name__ == "__main__":
