@@ -111,7 +111,7 @@ def measure(path, which):
         t0 = time.perf_counter()
         res2 = con.execute(sql).fetchone()
         out["warm_seconds"] = time.perf_counter() - t0
-        assert res2 == res
+        assert res2[1] == res[1] and abs(res2[0] - res[0]) <= 1e-9 * abs(res[0])  # parallel sums differ in rounding
         for name, q in [("cross", CROSS_SQL), ("cross_blob_only", CROSS_BLOB_SQL)]:
             t0 = time.perf_counter()
             r = con.execute(q).fetchone()
