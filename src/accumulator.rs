@@ -116,6 +116,8 @@ impl Cells {
 #[derive(Clone)]
 pub struct Accumulator {
     pub formula: Formula,
+    /// The formula as written.
+    pub formula_text: String,
     pub options: Options,
     pub vars: Vec<Variable>,
     pub var_names: Vec<String>,
@@ -210,6 +212,7 @@ impl Accumulator {
         let var_names = vars.iter().map(|v| v.name.clone()).collect();
         Ok(Accumulator {
             formula,
+            formula_text: formula_text.to_string(),
             options,
             vars,
             var_names,
@@ -599,5 +602,10 @@ impl Accumulator {
     /// Fit the model; the table with its BLUPs kept column-wise.
     pub fn finish_tidy(&self) -> Result<Tidy> {
         crate::fit::fit(self)
+    }
+
+    /// Fit the model; the model value (prediction recipe and tidy table).
+    pub fn finish_model(&self) -> Result<crate::model::Model> {
+        crate::fit::fit_model(self)
     }
 }

@@ -24,6 +24,11 @@ pub enum Source {
 pub struct DesignColumn {
     pub name: String,
     pub source: Source,
+    /// How to compute the column from a row: the product over these variables
+    /// (index into `acc.vars`) of the value (numeric, `None`) or of the
+    /// indicator of a level (level id in that variable's `levels`).
+    /// Empty for the intercept.
+    pub parts: Vec<(usize, Option<u32>)>,
 }
 
 fn same_set(a: &[usize], b: &[usize]) -> bool {
@@ -36,7 +41,7 @@ pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term]) -> Vec<DesignCol
     let term_vars: Vec<Vec<usize>> = terms.iter().map(|t| t.iter().map(|v| var(v)).collect()).collect();
     let mut out = Vec::new();
     if intercept {
-        out.push(DesignColumn { name: "(Intercept)".into(), source: Source::Ones });
+        out.push(DesignColumn { name: "(Intercept)".into(), source: Source::Ones, parts: Vec::new() });
     }
     for tv in &term_vars {
         let spec_idx = acc.terms.iter().position(|s| same_set(&s.vars, tv)).expect("term registered at parse");
@@ -62,11 +67,15 @@ pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term]) -> Vec<DesignCol
             let mut rem = combo;
             let mut name_parts = Vec::new();
             let mut level_of_var: Vec<(usize, u32)> = Vec::new();
+            let mut parts: Vec<(usize, Option<u32>)> = Vec::new();
             for (k, &v) in tv.iter().enumerate() {
                 let i = rem % sizes[k];
                 rem /= sizes[k];
                 match &choices[k] {
-                    None => name_parts.push(acc.vars[v].name.clone()),
+                    None => {
+                        name_parts.push(acc.vars[v].name.clone());
+                        parts.push((v, None));
+                    }
                     Some(ids) => {
                         let id = ids[i];
                         name_parts.push(format!(
@@ -75,6 +84,7 @@ pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term]) -> Vec<DesignCol
                             levels::label(&acc.vars[v].levels.keys[id as usize])
                         ));
                         level_of_var.push((v, id));
+                        parts.push((v, Some(id)));
                     }
                 }
             }
@@ -89,7 +99,7 @@ pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term]) -> Vec<DesignCol
                 Some(&c) => Source::Ext(c),
                 None => Source::Zero,
             };
-            out.push(DesignColumn { name: name_parts.join(":"), source });
+            out.push(DesignColumn { name: name_parts.join(":"), source, parts });
         }
     }
     out

@@ -17,14 +17,14 @@ use crate::crossed;
 use crate::bail;
 use crate::design::{self, DesignColumn, Source};
 use crate::error::Result;
-use crate::levels;
 use crate::optimizer::{self, Settings};
 use crate::options::Method;
 use crate::dense::{sandwich, solve_spd};
 use crate::reml::Problem;
 use crate::stats::{GroupView, Moments};
 use crate::theta::ThetaLayout;
-use crate::tidy::{RanVals, Text, Tidy, TidyRow};
+use crate::model::Model;
+use crate::tidy::{Text, Tidy, TidyRow};
 
 /// A model column re-expressed as w = (v − centre) / scale, centre relative to the state's shift.
 #[derive(Debug, Clone, Copy)]
@@ -113,7 +113,13 @@ fn snap_to_boundary(theta: &mut [f64], f: &mut f64, diagonal: &[usize], dev: &dy
     }
 }
 
+/// Fit and return the tidy table.
 pub fn fit(acc: &Accumulator) -> Result<Tidy> {
+    fit_model(acc).map(Model::into_tidy)
+}
+
+/// Fit and return the model value (its tidy table included).
+pub fn fit_model(acc: &Accumulator) -> Result<Model> {
     let trace = std::env::var_os("LMM_TRACE").is_some();
     let t0 = std::time::Instant::now();
     let f = &acc.formula;
@@ -398,40 +404,43 @@ pub fn fit(acc: &Accumulator) -> Result<Tidy> {
         rows.push(r);
     }
 
-    let mut ran_vals = Vec::new();
-    if acc.options.ranef {
-        for &si in &out_order {
-            let spec = &specs[si];
-            let q = spec.zcols.len();
-            let tmat = &spec.tmat;
-            let factor = &acc.factors[spec.index];
-            // lme4 sorts the levels.
-            let order = factor.levels.sorted();
-            let labels: Vec<Text> = order.iter().map(|&g| levels::label(&factor.levels.keys[g as usize]).into()).collect();
-            let nl = order.len();
-            let mut estimate = vec![0.0; q * nl];
-            let mut std_error = vec![0.0; q * nl];
-            let (blups, cond) = (&est.blups[si], &est.cond_cov[si]);
-            for a in 0..q {
-                for (li, &g) in order.iter().enumerate() {
-                    let g = g as usize;
-                    let bc = &blups[g * q..(g + 1) * q];
+    // BLUPs on the data scale for every factor (prediction needs them), with
+    // their conditional SDs when the table reports them.
+    let mut factor_results = Vec::new();
+    for &si in &out_order {
+        let spec = &specs[si];
+        let q = spec.zcols.len();
+        let tmat = &spec.tmat;
+        let factor = &acc.factors[spec.index];
+        // lme4 sorts the levels.
+        let order = factor.levels.sorted();
+        let nl = order.len();
+        let mut estimate = vec![0.0; q * nl];
+        let mut std_error = if acc.options.ranef { vec![0.0; q * nl] } else { Vec::new() };
+        let (blups, cond) = (&est.blups[si], &est.cond_cov[si]);
+        for a in 0..q {
+            for (li, &g) in order.iter().enumerate() {
+                let g = g as usize;
+                let bc = &blups[g * q..(g + 1) * q];
+                estimate[a * nl + li] = (0..q).map(|t| tmat[t * q + a] * bc[t]).sum();
+                if acc.options.ranef {
                     let cc = &cond[g * q * q..(g + 1) * q * q];
                     let var: f64 = (0..q)
                         .map(|s| (0..q).map(|t| tmat[s * q + a] * cc[t * q + s] * tmat[t * q + a]).sum::<f64>())
                         .sum();
-                    estimate[a * nl + li] = (0..q).map(|t| tmat[t * q + a] * bc[t]).sum();
                     std_error[a * nl + li] = var.max(0.0).sqrt();
                 }
             }
-            ran_vals.push(RanVals {
-                group_var: spec.name.as_str().into(),
-                terms: spec.zcols.iter().map(|c| c.name.as_str().into()).collect(),
-                levels: labels,
-                estimate,
-                std_error,
-            });
         }
+        factor_results.push(crate::model::FactorResult {
+            name: spec.name.clone(),
+            vars: factor.vars.clone(),
+            terms: &spec.zcols,
+            order,
+            factor_index: spec.index,
+            blup: estimate,
+            cond_sd: if acc.options.ranef { Some(std_error) } else { None },
+        });
     }
     let head = std::mem::take(&mut rows);
 
@@ -461,7 +470,7 @@ pub fn fit(acc: &Accumulator) -> Result<Tidy> {
     if trace {
         eprintln!("lmm: results {:.3}s", t0.elapsed().as_secs_f64());
     }
-    Ok(Tidy { head, ran_vals, tail: rows })
+    Ok(crate::model::build(acc, &xcols, beta, factor_results, head, rows))
 }
 
 /// Several grouping factors: the blocked likelihood of `crossed`, optimised

@@ -9,10 +9,50 @@ use std::cmp::Ordering;
 
 use crate::input::{Column, ColumnData};
 
-const T_INT: u8 = 1;
-const T_FLOAT: u8 = 2;
-const T_TEXT: u8 = 3;
-const T_BOOL: u8 = 4;
+pub const T_INT: u8 = 1;
+pub const T_FLOAT: u8 = 2;
+pub const T_TEXT: u8 = 3;
+pub const T_BOOL: u8 = 4;
+
+/// The tag `encode` writes for a column (its values' kind).
+pub fn column_tag(col: &Column) -> u8 {
+    match &col.data {
+        ColumnData::Int(_) => T_INT,
+        ColumnData::Float(_) => T_FLOAT,
+        ColumnData::Text(_) => T_TEXT,
+        ColumnData::Bool(_) => T_BOOL,
+    }
+}
+
+/// A readable name for a tag, for error messages.
+pub fn tag_name(tag: u8) -> &'static str {
+    match tag {
+        T_INT => "an integer type",
+        T_FLOAT => "a floating-point type",
+        T_TEXT => "a text type (VARCHAR or ENUM)",
+        T_BOOL => "BOOLEAN",
+        _ => "an unknown type",
+    }
+}
+
+/// The tags of the parts of a key, in order; `None` if the key is malformed.
+pub fn part_tags(mut key: &[u8]) -> Option<Vec<u8>> {
+    let mut tags = Vec::new();
+    while let Some((&tag, rest)) = key.split_first() {
+        let len = match tag {
+            T_INT | T_FLOAT => 8,
+            T_TEXT => 4 + u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize,
+            T_BOOL => 1,
+            _ => return None,
+        };
+        if rest.len() < len {
+            return None;
+        }
+        tags.push(tag);
+        key = &rest[len..];
+    }
+    Some(tags)
+}
 
 /// Append the key of `col[row]` to `buf`.
 #[inline]
@@ -195,6 +235,27 @@ impl Levels {
 
     pub fn len(&self) -> usize {
         self.keys.len()
+    }
+
+    /// The id of an integer key, if present (never inserts).
+    #[inline]
+    pub fn find_int(&self, v: i64) -> Option<u32> {
+        if v >= 0 && (v as u64) < self.dense.len() as u64 {
+            let i = self.dense[v as usize];
+            if i != u32::MAX {
+                return Some(i);
+            }
+        }
+        self.ints.get(&v).copied()
+    }
+
+    /// The id of a key, if present (never inserts).
+    #[inline]
+    pub fn find(&self, key: &[u8]) -> Option<u32> {
+        if key.len() == 9 && key[0] == T_INT {
+            return self.find_int(i64::from_le_bytes(key[1..].try_into().unwrap()));
+        }
+        self.map.get(key).copied()
     }
 
     pub fn is_empty(&self) -> bool {

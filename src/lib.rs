@@ -13,6 +13,8 @@ pub mod design;
 pub mod fit;
 pub mod formula;
 pub mod levels;
+pub mod model;
+pub mod predict;
 pub mod optimizer;
 pub mod reml;
 pub mod start;

@@ -18,6 +18,7 @@ use crate::error::{LmmError, Result};
 use crate::options::Options;
 
 pub const FUNCTION_NAME: &std::ffi::CStr = c"lmm_fit_agg";
+pub const MODEL_FUNCTION_NAME: &std::ffi::CStr = c"lmm_model_agg";
 
 /// What a state block points to.
 struct State {
@@ -231,7 +232,12 @@ unsafe fn update_impl(input: ffi::duckdb_data_chunk, states: *mut ffi::duckdb_ag
         if n == 0 {
             return Ok(());
         }
-        let row = RowStruct::new(ffi::duckdb_data_chunk_get_vector(input, 0), n)?;
+        let row = RowStruct::new(
+            ffi::duckdb_data_chunk_get_vector(input, 0),
+            n,
+            "the first argument of lmm_fit_agg / lmm_model_agg must be a whole row, as in \
+             lmm_fit_agg(t, 'y ~ x') FROM tbl t",
+        )?;
         let formula = read_formula(ffi::duckdb_data_chunk_get_vector(input, 1), n)?;
         let groups = Groups::new(slice::from_raw_parts(states, n));
 
@@ -322,18 +328,71 @@ unsafe fn finalize_impl(
     }
 }
 
+unsafe extern "C" fn finalize_model(
+    info: ffi::duckdb_function_info,
+    source: *mut ffi::duckdb_aggregate_state,
+    result: ffi::duckdb_vector,
+    count: ffi::idx_t,
+    offset: ffi::idx_t,
+) {
+    report(info, guard(|| unsafe { finalize_model_impl(source, result, count as usize, offset as usize) }));
+}
+
+/// `lmm_model_agg`: the fitted model as a BLOB (see `crate::model`).
+unsafe fn finalize_model_impl(
+    source: *mut ffi::duckdb_aggregate_state,
+    result: ffi::duckdb_vector,
+    count: usize,
+    offset: usize,
+) -> Result<()> {
+    unsafe {
+        for i in 0..count {
+            let p: *mut State = block(*source.add(i)).read_unaligned();
+            if p.is_null() {
+                output::write_null_scalar(result, offset + i);
+            } else {
+                let bytes = (*p).acc.finish_model()?.to_bytes();
+                output::write_blob(result, offset + i, &bytes)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Registration
 // ---------------------------------------------------------------------------
 
-/// Register the function set: (ANY, VARCHAR) and (ANY, VARCHAR, ANY).
+/// Register both aggregate sets: `lmm_fit_agg` (the tidy table) and
+/// `lmm_model_agg` (the model value); same accumulation, different finalize.
 pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
     unsafe {
-        let return_type = output::result_type();
+        register_set(con, FUNCTION_NAME, output::result_type(), finalize)?;
+        let blob = super::types::LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB);
+        register_set(con, MODEL_FUNCTION_NAME, blob, finalize_model)
+    }
+}
+
+type Finalize = unsafe extern "C" fn(
+    ffi::duckdb_function_info,
+    *mut ffi::duckdb_aggregate_state,
+    ffi::duckdb_vector,
+    ffi::idx_t,
+    ffi::idx_t,
+);
+
+/// Register one function set: (ANY, VARCHAR) and (ANY, VARCHAR, ANY).
+unsafe fn register_set(
+    con: ffi::duckdb_connection,
+    name: &std::ffi::CStr,
+    return_type: super::types::LogicalType,
+    finalize: Finalize,
+) -> Result<()> {
+    unsafe {
         let any = super::types::LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_ANY);
         let varchar = super::types::LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR);
 
-        let mut set = ffi::duckdb_create_aggregate_function_set(FUNCTION_NAME.as_ptr());
+        let mut set = ffi::duckdb_create_aggregate_function_set(name.as_ptr());
         if set.is_null() {
             return Err(LmmError::new("could not create the aggregate function set"));
         }
@@ -344,7 +403,7 @@ pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
                 ok = false;
                 break;
             }
-            ffi::duckdb_aggregate_function_set_name(f, FUNCTION_NAME.as_ptr());
+            ffi::duckdb_aggregate_function_set_name(f, name.as_ptr());
             ffi::duckdb_aggregate_function_add_parameter(f, any.0);
             ffi::duckdb_aggregate_function_add_parameter(f, varchar.0);
             if with_options {
@@ -370,7 +429,7 @@ pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
         if ok {
             Ok(())
         } else {
-            Err(LmmError::new("could not register the aggregate function lmm_fit_agg"))
+            Err(LmmError::new(format!("could not register the aggregate function {}", name.to_string_lossy())))
         }
     }
 }

@@ -1,5 +1,7 @@
 //! DuckDB layer: the loadable-extension entry point, the aggregate function
-//! set `lmm_fit_agg` (through DuckDB's C API) and the `lmm_fit` table macro.
+//! sets `lmm_fit_agg` and `lmm_model_agg`, the scalar functions
+//! `lmm_predict_impl` and `lmm_model_tidy` (through DuckDB's C API), and the
+//! `lmm_fit`, `lmm_predict` and `lmm_tidy` macros.
 //!
 //! Nothing outside this module touches DuckDB; the statistics core only sees
 //! `input::Chunk`s and returns `tidy::TidyRow`s.
@@ -8,6 +10,7 @@ mod aggregate;
 mod guard;
 mod hash;
 mod output;
+mod scalar;
 mod sql;
 mod types;
 mod vectors;
@@ -79,7 +82,7 @@ unsafe fn init(
         if ffi::duckdb_connect(*db, &mut con) != ffi::DuckDBSuccess {
             return Err(LmmError::new("could not connect to the database"));
         }
-        let registered = aggregate::register(con);
+        let registered = aggregate::register(con).and_then(|_| scalar::register(con));
         if registered.is_ok() {
             // A read-only database cannot store the macro: keep the LOAD
             // working (lmm_fit_agg is usable) and ignore the error.

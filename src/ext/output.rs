@@ -87,6 +87,31 @@ pub unsafe fn write_null(result: ffi::duckdb_vector, row: usize) {
     }
 }
 
+/// A NULL at `row` of a flat result vector of any non-list type.
+pub unsafe fn write_null_scalar(result: ffi::duckdb_vector, row: usize) {
+    unsafe { set_invalid(result, row) };
+}
+
+/// A BLOB (or VARCHAR) value at `row`.
+pub unsafe fn write_blob(result: ffi::duckdb_vector, row: usize, bytes: &[u8]) -> Result<()> {
+    if bytes.len() > u32::MAX as usize {
+        return Err(LmmError::new(format!(
+            "the model value would be {} bytes, more than a BLOB can hold (4 GiB)",
+            bytes.len()
+        )));
+    }
+    unsafe {
+        ffi::duckdb_vector_assign_string_element_len(
+            result,
+            row as ffi::idx_t,
+            bytes.as_ptr() as *const c_char,
+            bytes.len() as ffi::idx_t,
+        );
+        set_valid(result, row);
+    }
+    Ok(())
+}
+
 /// Write `rows` as the list at position `row` of `result`.
 pub unsafe fn write_rows(result: ffi::duckdb_vector, row: usize, rows: &Tidy) -> Result<()> {
     unsafe {

@@ -34,6 +34,15 @@ FROM (
     FROM query_table(tname) AS __lmm_row
 )";
 
+/// `lmm_predict(model, new_row, re := true)`: the scalar function with `re` defaulted.
+pub const LMM_PREDICT_MACRO: &str = "\
+CREATE OR REPLACE MACRO lmm_predict(model, new_row, re := true) AS lmm_predict_impl(model, new_row, re)";
+
+/// `lmm_tidy(model)`: the tidy table stored in a model value, as `lmm_fit` returns it.
+pub const LMM_TIDY_MACRO: &str = "\
+CREATE OR REPLACE MACRO lmm_tidy(model) AS TABLE
+SELECT unnest(lmm_model_tidy(model), recursive := true)";
+
 /// Run one statement on `con`; the error message if it fails.
 pub unsafe fn execute(con: ffi::duckdb_connection, sql: &str) -> Result<(), String> {
     let c_sql = CString::new(sql).map_err(|e| e.to_string())?;
@@ -58,5 +67,13 @@ pub unsafe fn execute(con: ffi::duckdb_connection, sql: &str) -> Result<(), Stri
 /// Create the SQL macros. Failure (e.g. a read-only database) is returned but
 /// must not fail the LOAD: the aggregate itself is registered already.
 pub unsafe fn create_macros(con: ffi::duckdb_connection) -> Result<(), String> {
-    unsafe { execute(con, LMM_FIT_MACRO) }
+    let mut first_error = Ok(());
+    for sql in [LMM_FIT_MACRO, LMM_PREDICT_MACRO, LMM_TIDY_MACRO] {
+        if let Err(e) = unsafe { execute(con, sql) } {
+            if first_error.is_ok() {
+                first_error = Err(e);
+            }
+        }
+    }
+    first_error
 }

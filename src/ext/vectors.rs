@@ -230,14 +230,12 @@ pub struct Prepared<'v> {
 }
 
 impl RowStruct {
-    pub unsafe fn new(vec: ffi::duckdb_vector, n: usize) -> Result<RowStruct> {
+    /// `what` names the argument in the error for a value that is not a row,
+    /// e.g. "the first argument of lmm_fit_agg must be a whole row, as in lmm_fit_agg(t, 'y ~ x') FROM tbl t".
+    pub unsafe fn new(vec: ffi::duckdb_vector, n: usize, what: &str) -> Result<RowStruct> {
         let ty = unsafe { LogicalType::of_vector(vec) };
         if ty.id() != ffi::DUCKDB_TYPE_DUCKDB_TYPE_STRUCT {
-            return Err(LmmError::new(format!(
-                "the first argument of lmm_fit_agg must be a whole row, as in \
-                 lmm_fit_agg(t, 'y ~ x') FROM tbl t; got a value of type {}",
-                ty.name()
-            )));
+            return Err(LmmError::new(format!("{what}; got a value of type {}", ty.name())));
         }
         let valid = unsafe { Validity::of(vec) };
         Ok(RowStruct { vec, ty, n, valid })

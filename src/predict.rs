@@ -1,0 +1,487 @@
+//! Prediction from a model value: X β + Σ_factors z·b_level.
+//!
+//! A `Prepared` model is parsed once and holds lookup tables: per categorical
+//! variable a level dictionary, per fixed term a coefficient table indexed by
+//! level combination, per grouping factor a level dictionary and the BLUPs
+//! level-major. A process-wide cache keyed by the model's identity (the
+//! checksum and length in its header) parses each model value once, whatever
+//! the number of rows, chunks or threads that apply it.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rustc_hash::FxHashMap;
+
+use crate::bail;
+use crate::error::{LmmError, Result};
+use crate::input::{Column, ColumnData};
+use crate::levels::{self, Levels};
+use crate::model::{self, DesignCol, Model, ModelId, NUMERIC};
+
+/// Coefficients of one fixed term by level combination (mixed radix).
+enum Coef {
+    Dense(Vec<f64>),
+    Sparse(FxHashMap<u64, f64>),
+}
+
+/// A fixed term: Π numeric variables × coefficient of the row's level combination.
+struct Term {
+    nums: Vec<usize>,
+    cats: Vec<usize>,
+    strides: Vec<u64>,
+    coef: Coef,
+}
+
+struct PFactor {
+    vars: Vec<usize>,
+    levels: Levels,
+    q: usize,
+    /// Parts of each random-effect column.
+    z: Vec<Vec<(usize, u32)>>,
+    /// BLUPs level-major: `l * q + t`.
+    b: Vec<f64>,
+}
+
+pub struct Prepared {
+    pub id: ModelId,
+    pub model: Model,
+    /// Variables a prediction reads: without / with the random effects.
+    need_fixed: Vec<usize>,
+    need_all: Vec<usize>,
+    /// Categorical variables whose level a term needs: fixed terms / random terms only.
+    cats_fixed: Vec<usize>,
+    cats_random: Vec<usize>,
+    /// Numeric variables: fixed / random only.
+    nums_fixed: Vec<usize>,
+    nums_random: Vec<usize>,
+    var_levels: Vec<Option<Levels>>,
+    terms: Vec<Term>,
+    factors: Vec<PFactor>,
+}
+
+fn push_unique(v: &mut Vec<usize>, x: usize) {
+    if !v.contains(&x) {
+        v.push(x);
+    }
+}
+
+impl Prepared {
+    /// Parse and index a model value (header already checked by `model::header`).
+    pub fn from_bytes(data: &[u8]) -> Result<Prepared> {
+        let id = model::header(data)?;
+        let m = Model::from_bytes(data)?;
+        Prepared::new(id, m)
+    }
+
+    pub fn new(id: ModelId, model: Model) -> Result<Prepared> {
+        let nv = model.vars.len();
+        let var_levels: Vec<Option<Levels>> = model
+            .vars
+            .iter()
+            .map(|v| {
+                if v.levels.is_empty() {
+                    return None;
+                }
+                let mut l = Levels::default();
+                for k in v.levels.iter() {
+                    l.id(k);
+                }
+                Some(l)
+            })
+            .collect();
+        let (mut need_fixed, mut cats_fixed, mut nums_fixed) = (Vec::new(), Vec::new(), Vec::new());
+        let classify = |c: &DesignCol, need: &mut Vec<usize>, cats: &mut Vec<usize>, nums: &mut Vec<usize>| {
+            for &(v, l) in &c.parts {
+                push_unique(need, v as usize);
+                push_unique(if l == NUMERIC { nums } else { cats }, v as usize);
+            }
+        };
+        for c in &model.fixed {
+            classify(c, &mut need_fixed, &mut cats_fixed, &mut nums_fixed);
+        }
+        let mut need_all = need_fixed.clone();
+        let (mut cats_random, mut nums_random) = (Vec::new(), Vec::new());
+        for f in &model.factors {
+            for &v in &f.vars {
+                push_unique(&mut need_all, v as usize);
+            }
+            for c in &f.terms {
+                classify(c, &mut need_all, &mut cats_random, &mut nums_random);
+            }
+        }
+        cats_random.retain(|v| !cats_fixed.contains(v));
+        nums_random.retain(|v| !nums_fixed.contains(v));
+
+        // Fixed terms: columns grouped by their set of variables.
+        let mut terms: Vec<Term> = Vec::new();
+        let mut term_keys: Vec<Vec<usize>> = Vec::new();
+        let mut term_cols: Vec<Vec<usize>> = Vec::new();
+        for (j, c) in model.fixed.iter().enumerate() {
+            let mut key: Vec<usize> = c.parts.iter().map(|&(v, _)| v as usize).collect();
+            key.sort_unstable();
+            match term_keys.iter().position(|k| *k == key) {
+                Some(t) => term_cols[t].push(j),
+                None => {
+                    term_keys.push(key);
+                    term_cols.push(vec![j]);
+                }
+            }
+        }
+        for cols in &term_cols {
+            let first = &model.fixed[cols[0]];
+            let nums: Vec<usize> = first.parts.iter().filter(|p| p.1 == NUMERIC).map(|p| p.0 as usize).collect();
+            let cats: Vec<usize> = first.parts.iter().filter(|p| p.1 != NUMERIC).map(|p| p.0 as usize).collect();
+            let mut strides = Vec::with_capacity(cats.len());
+            let mut size: u64 = 1;
+            for &v in &cats {
+                strides.push(size);
+                size = size.saturating_mul(model.vars[v].levels.len() as u64);
+            }
+            let index_of = |c: &DesignCol| -> Result<u64> {
+                let mut idx = 0;
+                for (k, &v) in cats.iter().enumerate() {
+                    let Some(&(_, l)) = c.parts.iter().find(|p| p.0 as usize == v && p.1 != NUMERIC) else {
+                        bail!("the model value is corrupt (fixed-effect column '{}')", c.name);
+                    };
+                    idx += l as u64 * strides[k];
+                }
+                Ok(idx)
+            };
+            let coef = if size <= 1 << 22 {
+                let mut t = vec![0.0; size as usize];
+                for &j in cols {
+                    t[index_of(&model.fixed[j])? as usize] += model.beta[j];
+                }
+                Coef::Dense(t)
+            } else {
+                let mut t = FxHashMap::default();
+                for &j in cols {
+                    *t.entry(index_of(&model.fixed[j])?).or_insert(0.0) += model.beta[j];
+                }
+                Coef::Sparse(t)
+            };
+            terms.push(Term { nums, cats, strides, coef });
+        }
+
+        let factors = model
+            .factors
+            .iter()
+            .map(|f| {
+                let q = f.terms.len();
+                let nl = f.nlevels();
+                let mut levels = Levels::default();
+                for k in f.keys.iter() {
+                    levels.id(k);
+                }
+                let mut b = vec![0.0; nl * q];
+                for t in 0..q {
+                    for l in 0..nl {
+                        b[l * q + t] = f.blup[t * nl + l];
+                    }
+                }
+                PFactor {
+                    vars: f.vars.iter().map(|&v| v as usize).collect(),
+                    levels,
+                    q,
+                    z: f.terms.iter().map(|c| c.parts.iter().map(|&(v, l)| (v as usize, l)).collect()).collect(),
+                    b,
+                }
+            })
+            .collect();
+        debug_assert!(need_all.iter().all(|&v| v < nv));
+        Ok(Prepared {
+            id,
+            model,
+            need_fixed,
+            need_all,
+            cats_fixed,
+            cats_random,
+            nums_fixed,
+            nums_random,
+            var_levels,
+            terms,
+            factors,
+        })
+    }
+
+    /// Names of the columns a prediction reads (with the random effects or without).
+    pub fn required(&self, re: bool) -> Vec<String> {
+        let need = if re { &self.need_all } else { &self.need_fixed };
+        need.iter().map(|&v| self.model.vars[v].name.clone()).collect()
+    }
+
+    /// Indices (into `model.vars`) of the columns `required(re)` names, same order.
+    pub fn required_vars(&self, re: bool) -> &[usize] {
+        if re {
+            &self.need_all
+        } else {
+            &self.need_fixed
+        }
+    }
+
+    /// Predict rows `rows` of a chunk. `cols[v]` is the column of model
+    /// variable v (`None` for a variable the call does not need); `re[r]`
+    /// whether row r includes the random effects; `valid[r]` on entry says
+    /// whether row r is to be predicted at all (false: NULL), and on exit
+    /// whether `out[r]` holds a prediction (a NULL in a needed column gives NULL).
+    pub fn predict(
+        &self,
+        cols: &[Option<&Column>],
+        rows: &[usize],
+        re: &[bool],
+        valid: &mut [bool],
+        out: &mut [f64],
+    ) -> Result<()> {
+        let any_re = rows.iter().any(|&r| valid[r] && re[r]);
+        let need = if any_re { &self.need_all } else { &self.need_fixed };
+        let vars = &self.model.vars;
+        let n = cols.iter().flatten().map(|c| c.valid.len()).max().unwrap_or(0);
+        // Column kinds must match the fit's.
+        for &v in need {
+            let Some(col) = cols[v] else {
+                bail!("internal: column '{}' was not provided", vars[v].name);
+            };
+            let var = &vars[v];
+            let numeric = matches!(col.data, ColumnData::Float(_) | ColumnData::Int(_));
+            if !var.categorical && !numeric {
+                bail!(
+                    "column '{}' has type {} but the model uses it as a number (it was {} in the fit)",
+                    var.name,
+                    col.type_name,
+                    var.type_name
+                );
+            }
+            if var.categorical && var.key_tag != 0 && levels::column_tag(col) != var.key_tag {
+                bail!(
+                    "column '{}' has type {} but the model was fitted with {} ({}); cast it to {}",
+                    var.name,
+                    col.type_name,
+                    var.type_name,
+                    levels::tag_name(var.key_tag),
+                    var.type_name
+                );
+            }
+        }
+        // NULL in a needed column: NULL prediction.
+        for &r in rows {
+            if !valid[r] {
+                continue;
+            }
+            let need = if re[r] { &self.need_all } else { &self.need_fixed };
+            if need.iter().any(|&v| !cols[v].is_some_and(|c| c.valid[r])) {
+                valid[r] = false;
+            }
+        }
+        // Numeric values as f64.
+        let mut nums: Vec<Option<Cow<[f64]>>> = (0..vars.len()).map(|_| None).collect();
+        for &v in self.nums_fixed.iter().chain(if any_re { &self.nums_random[..] } else { &[] }) {
+            nums[v] = Some(match &cols[v].unwrap().data {
+                ColumnData::Float(x) => Cow::Borrowed(&x[..]),
+                ColumnData::Int(x) => Cow::Owned(x.iter().map(|&i| i as f64).collect()),
+                _ => unreachable!("checked above"),
+            });
+        }
+        // Level of each categorical variable a term needs (rows that need it).
+        let mut lid: Vec<Vec<u32>> = vec![Vec::new(); vars.len()];
+        let mut key = Vec::new();
+        let random_cats = if any_re { &self.cats_random[..] } else { &[] };
+        for (&v, fixed) in self.cats_fixed.iter().map(|v| (v, true)).chain(random_cats.iter().map(|v| (v, false))) {
+            let col = cols[v].unwrap();
+            let dict = self.var_levels[v].as_ref().expect("levels of a categorical term variable");
+            let mut ids = vec![u32::MAX; n];
+            for &r in rows {
+                if !valid[r] || !(fixed || re[r]) {
+                    continue;
+                }
+                key.clear();
+                levels::encode(col, r, &mut key);
+                match dict.find(&key) {
+                    Some(i) => ids[r] = i,
+                    None => bail!("{}", unseen_level(&vars[v], &key)),
+                }
+            }
+            lid[v] = ids;
+        }
+        // Fixed part.
+        for &r in rows {
+            if valid[r] {
+                out[r] = 0.0;
+            }
+        }
+        for t in &self.terms {
+            for &r in rows {
+                if !valid[r] {
+                    continue;
+                }
+                let mut idx = 0u64;
+                for (k, &v) in t.cats.iter().enumerate() {
+                    idx += lid[v][r] as u64 * t.strides[k];
+                }
+                let mut x = match &t.coef {
+                    Coef::Dense(c) => c[idx as usize],
+                    Coef::Sparse(c) => c.get(&idx).copied().unwrap_or(0.0),
+                };
+                for &v in &t.nums {
+                    x *= nums[v].as_ref().unwrap()[r];
+                }
+                out[r] += x;
+            }
+        }
+        if !any_re {
+            return Ok(());
+        }
+        // Random part: each factor's level (unseen levels contribute 0).
+        let mut lev = vec![u32::MAX; n];
+        for f in &self.factors {
+            let single_int = match (&f.vars[..], cols[f.vars[0]].map(|c| &c.data)) {
+                ([_], Some(ColumnData::Int(v))) => Some(v),
+                _ => None,
+            };
+            for (i, &r) in rows.iter().enumerate() {
+                lev[r] = u32::MAX;
+                if !valid[r] || !re[r] {
+                    continue;
+                }
+                lev[r] = match single_int {
+                    Some(v) => {
+                        if let Some(&ahead) = rows.get(i + 16) {
+                            f.levels.prefetch_int(v[ahead]);
+                        }
+                        f.levels.find_int(v[r])
+                    }
+                    None => {
+                        key.clear();
+                        for &g in &f.vars {
+                            levels::encode(cols[g].unwrap(), r, &mut key);
+                        }
+                        f.levels.find(&key)
+                    }
+                }
+                .unwrap_or(u32::MAX);
+            }
+            let q = f.q;
+            for (i, &r) in rows.iter().enumerate() {
+                let l = lev[r];
+                if l == u32::MAX {
+                    continue;
+                }
+                if let Some(&ahead) = rows.get(i + 8) {
+                    prefetch(&f.b, lev[ahead] as usize * q);
+                }
+                let b = &f.b[l as usize * q..(l as usize + 1) * q];
+                let mut s = 0.0;
+                for (t, parts) in f.z.iter().enumerate() {
+                    let mut z = b[t];
+                    for &(v, lv) in parts {
+                        if lv == NUMERIC {
+                            z *= nums[v].as_ref().unwrap()[r];
+                        } else if lid[v][r] != lv {
+                            z = 0.0;
+                        }
+                    }
+                    s += z;
+                }
+                out[r] += s;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[inline]
+fn prefetch(v: &[f64], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if i < v.len() {
+        // SAFETY: a prefetch of an in-bounds address; it never faults.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch(v.as_ptr().add(i) as *const i8, _MM_HINT_T0);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (v, i);
+}
+
+fn unseen_level(var: &model::Var, key: &[u8]) -> String {
+    let shown: Vec<String> = var.levels.iter().take(10).map(|k| format!("'{}'", levels::label(k))).collect();
+    let more = if var.levels.len() > 10 { format!(", … ({} in all)", var.levels.len()) } else { String::new() };
+    format!(
+        "column '{}' has level '{}', which the model was not fitted with (its levels: {}{more}); \
+         a fixed-effect factor cannot predict a level it has no coefficient for",
+        var.name,
+        levels::label(key),
+        shown.join(", ")
+    )
+}
+
+// ---------------------------------------------------------------------------
+// The process-wide cache of prepared models
+// ---------------------------------------------------------------------------
+
+type Slot = Arc<OnceLock<std::result::Result<Arc<Prepared>, LmmError>>>;
+
+struct Entry {
+    id: ModelId,
+    slot: Slot,
+    last_use: u64,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: Vec<Entry>,
+    tick: u64,
+}
+
+/// At most this many models, and (beyond the most recent one) this many bytes of model values.
+const CACHE_ENTRIES: usize = 64;
+const CACHE_BYTES: u64 = 1 << 30;
+
+static CACHE: Mutex<Cache> = Mutex::new(Cache { entries: Vec::new(), tick: 0 });
+
+/// The prepared model of a model value: parsed on the first call for its
+/// identity, shared afterwards (also across threads; a thread asking while
+/// another parses waits for that parse).
+///
+/// The checksum is verified on every call (a damaged value whose header is
+/// intact must not pass for the cached model), so callers look models up
+/// once per query and thread, not per row or chunk.
+pub fn prepared(data: &[u8]) -> Result<Arc<Prepared>> {
+    let id = model::header(data)?;
+    if model::checksum(&data[model::HEADER_LEN..]) != id.checksum {
+        bail!("the model value is corrupt (its checksum does not match its contents)");
+    }
+    let slot = {
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        cache.tick += 1;
+        let tick = cache.tick;
+        match cache.entries.iter_mut().find(|e| e.id == id) {
+            Some(e) => {
+                e.last_use = tick;
+                e.slot.clone()
+            }
+            None => {
+                let slot: Slot = Arc::new(OnceLock::new());
+                cache.entries.push(Entry { id, slot: slot.clone(), last_use: tick });
+                // Evict the least recently used beyond the bounds (never the new one).
+                loop {
+                    let bytes: u64 = cache.entries.iter().map(|e| e.id.len).sum();
+                    if cache.entries.len() <= 1 || (cache.entries.len() <= CACHE_ENTRIES && bytes <= CACHE_BYTES) {
+                        break;
+                    }
+                    let oldest = (0..cache.entries.len())
+                        .filter(|&i| cache.entries[i].id != id)
+                        .min_by_key(|&i| cache.entries[i].last_use)
+                        .unwrap();
+                    cache.entries.swap_remove(oldest);
+                }
+                slot
+            }
+        }
+    };
+    slot.get_or_init(|| Prepared::from_bytes(data).map(Arc::new)).clone()
+}
+
+/// Number of models in the cache (tests).
+pub fn cached_models() -> usize {
+    CACHE.lock().unwrap_or_else(|e| e.into_inner()).entries.len()
+}
