@@ -88,7 +88,8 @@ d <- read.csv(args[1])
 for (col in c("s", "d", "dept", "service")) d[[col]] <- factor(d[[col]])
 f <- as.formula(args[2])
 tm <- system.time(fit <- lmer(f, data = d, REML = TRUE))
-cat(sprintf("{\"seconds\": %.3f, \"REMLcrit\": %.10f}\n", tm[["elapsed"]], REMLcrit(fit)))
+cat(sprintf("{\"seconds\": %.3f, \"REMLcrit\": %.10f, \"blas\": \"%s\", \"lme4\": \"%s\"}\n",
+            tm[["elapsed"]], REMLcrit(fit), basename(sessionInfo()$BLAS), packageVersion("lme4")))
 """
 
 
@@ -126,6 +127,7 @@ def main():
             out = subprocess.run([sys.executable, __file__, "--child", str(path), name], capture_output=True, text=True, check=True)
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
         t = statistics.median(r["seconds"] for r in runs)
+        print(f"  {name}: lmm_fit runs " + ", ".join(f"{r['seconds']:.3f}" for r in runs) + " s", file=sys.stderr)
         rss = statistics.median(r["rss_peak_mib"] for r in runs)
         crit = runs[0]["result"].get("REMLcrit")
         l = lme4_time(csv, cfg["formula"], a.lme4_timeout)
@@ -136,7 +138,7 @@ def main():
         else:
             lt = f"{l['seconds']:.2f}" if l["seconds"] != float("inf") else f">{a.lme4_timeout:.0f}"
             ratio = f"{l['seconds'] / t:.1f}" if l["seconds"] != float("inf") else "n/a"
-            lc = f"{crit:.6f} vs {l.get('REMLcrit', float('nan')):.6f}"
+            lc = f"{crit:.6f} vs {l.get('REMLcrit', float('nan')):.6f} (lme4 {l.get('lme4', '?')}, R BLAS {l.get('blas', '?')})"
         print(f"{name:<12} {cfg['n']:>9} | {t:>9.3f} {rss:>12.0f} | {lt:>8} {ratio:>8} | {lc}", flush=True)
 
 

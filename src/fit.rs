@@ -564,7 +564,8 @@ fn crossed_estimates(
         evals.set(evals.get() + 1);
         problem.deviance(&lambdas(theta))
     };
-    // Quasi-Newton on the exact gradient; where a variance sits on its bound
+    // Quasi-Newton on the exact gradient, from a Newton step on its finite-
+    // difference Hessian; where a variance sits on its bound
     // (Λ singular, which the gradient formula divides by), on differences:
     // forward ones while the gradient is large, central ones near the optimum.
     let mut last_gnorm = f64::INFINITY;
@@ -601,7 +602,7 @@ fn crossed_estimates(
             start = m;
         }
     }
-    let mut outcome = optimizer::minimize_bfgs(&mut fg, &start, &lower, 500, false, 1e-9);
+    let mut outcome = optimizer::minimize_bfgs(&mut fg, &start, &lower, 500, true, 1e-9);
     if !outcome.converged {
         let mut dev_mut = |theta: &[f64]| dev(theta);
         let nm = optimizer::minimize(&mut dev_mut, &outcome.x, &lower, &diagonal, &Settings::default());
