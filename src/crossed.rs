@@ -392,8 +392,8 @@ impl CrossedProblem {
 
     /// The profiled deviance and its gradient in θ. `positions[f]` lists the
     /// (row, column) in Λ_f of each of factor f's θ entries (factors in
-    /// elimination order, θ in that order). None if some Λ_f is singular
-    /// (a variance on its bound): the formula below divides by Λ.
+    /// elimination order, θ in that order). None if a Λ_f of two or more terms
+    /// is singular (a variance on its bound): the formula below divides by Λ.
     ///
     /// With Ω the cross-product matrix of [ZΛ X] plus I on the Z block,
     /// ∂Ω/∂θ_j = ĖᵀGT + TᵀGĖ (T = diag(Λ, I), Ė = diag(E_j, 0), G = [Z X]ᵀ[Z X]),
@@ -409,12 +409,16 @@ impl CrossedProblem {
     /// P_ii = L_i⁻ᵀ(I + C_i S⁻¹ C_iᵀ)L_i⁻¹, its S⁻¹ entries on C_i's support.
     pub fn deviance_and_gradient(&self, lambdas: &[Vec<f64>], positions: &[Vec<(usize, usize)>]) -> Option<(f64, Vec<f64>)> {
         use rayon::prelude::*;
+        // A factor whose Λ_f is singular: with one term its variance is on the
+        // bound θ_f = 0, where the deviance is even in θ_f and the derivative
+        // is exactly 0; a larger singular block needs differences (None).
         let mut inv_lambdas = Vec::with_capacity(lambdas.len());
         for (lam, f) in lambdas.iter().zip(&self.factors) {
-            if (0..f.q).any(|r| lam[r * f.q + r].abs() < 1e-10) {
+            let singular = (0..f.q).any(|r| lam[r * f.q + r].abs() < 1e-10);
+            if singular && f.q > 1 {
                 return None;
             }
-            inv_lambdas.push(lower_inverse(lam, f.q));
+            inv_lambdas.push((!singular).then(|| lower_inverse(lam, f.q)));
         }
         let mut e = self.evaluate(lambdas)?;
         let (m, p, k) = (self.m, self.p, self.k());
@@ -516,7 +520,11 @@ impl CrossedProblem {
         };
         let mut grad = Vec::new();
         for (fi, f) in self.factors.iter().enumerate() {
-            let (q, li) = (f.q, &inv_lambdas[fi]);
+            let Some(li) = &inv_lambdas[fi] else {
+                grad.extend(positions[fi].iter().map(|_| 0.0));
+                continue;
+            };
+            let q = f.q;
             // (M Λ⁻¹)[c, r] = Σ_t M[c, t] Λ⁻¹[t, r]
             let times_inv = |mat: &[f64], r: usize, c: usize| -> f64 { (0..q).map(|t| mat[t * q + c] * li[r * q + t]).sum() };
             for &(r, c) in &positions[fi] {
