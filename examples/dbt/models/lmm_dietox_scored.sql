@@ -1,40 +1,29 @@
--- Score new rows with the fitted model in plain SQL from its tidy table.
---   pred_population  = b0 + b1 * Time                    (fixed effects only)
---   pred_conditional = (b0 + u0[Pig]) + (b1 + u1[Pig]) * Time
--- u0, u1 are the pig's BLUPs (ran_vals rows, joined on level = Pig as text);
--- a pig the fit never saw gets u = 0, i.e. the population-level prediction.
--- The tests in tests/ check the predictions, not how they are computed: another
--- scoring route (a stored model and a predict function, say) can replace this
--- SQL and keep them, with the same columns.
-with tidy as (
-    select * from {{ ref('lmm_dietox_tidy') }}
+-- Score new rows with the stored model:
+--   pred_conditional = lmm_predict(model, row)              (fixed effects + the pig's BLUPs)
+--   pred_population  = lmm_predict(model, row, re := false) (fixed effects only)
+-- lmm_predict takes the whole row (the alias r) and finds Pig and Time by name;
+-- a pig the fit never saw contributes no BLUPs (population level).
+-- The one-row model table is joined by its key, not by a cross join, which
+-- would copy the model BLOB into every chunk of rows (README, "Cross joins copy
+-- the model"): free for this small model, costly for one with many groups.
+-- pig_in_fit (the pig has BLUPs in the model's tidy table) is for the tests.
+with requests as (
+    select *, 'dietox_rs' as model_id from {{ ref('score_requests') }}
 ),
 
-fixed as (
-    select
-        max(estimate) filter (where term = '(Intercept)') as b0,
-        max(estimate) filter (where term = 'Time') as b1
-    from tidy
-    where effect = 'fixed'
-),
-
-blups as (
-    select
-        level,
-        max(estimate) filter (where term = '(Intercept)') as u0,
-        max(estimate) filter (where term = 'Time') as u1
-    from tidy
+seen_pigs as (
+    select distinct level
+    from {{ ref('lmm_dietox_tidy') }}
     where effect = 'ran_vals' and group_var = 'Pig'
-    group by level
 )
 
 select
     r.score_id,
     r.Pig,
     r.Time,
-    b.level is not null as pig_in_fit,
-    f.b0 + f.b1 * r.Time as pred_population,
-    (f.b0 + coalesce(b.u0, 0)) + (f.b1 + coalesce(b.u1, 0)) * r.Time as pred_conditional
-from {{ ref('score_requests') }} as r
-cross join fixed as f
-left join blups as b on b.level = cast(r.Pig as varchar)
+    p.level is not null as pig_in_fit,
+    lmm_predict(m.model, r, re := false) as pred_population,
+    lmm_predict(m.model, r) as pred_conditional
+from requests as r
+join {{ ref('lmm_dietox_model') }} as m on m.model_id = r.model_id
+left join seen_pigs as p on p.level = cast(r.Pig as varchar)
