@@ -200,3 +200,31 @@ def test_cli_1_5_6():
     lines = out.stdout.split()
     assert lines[0] == "3"
     assert abs(float(lines[1]) - 319.654277) < 1e-6
+
+
+def test_cli_1_5_6_stored_model_and_predictions(con):
+    # The model functions work in the pinned CLI too, and give the numbers
+    # Python duckdb 2.0.0 gives.
+    data = ROOT / "tests" / "fixtures" / "data" / "dietox.csv"
+    sql = (
+        f"LOAD '{EXT}'; "
+        f"CREATE TABLE d AS SELECT * FROM read_csv('{data}'); "
+        "CREATE TABLE m AS SELECT lmm_model_agg(t, 'Weight ~ Time + (Time | Pig)') AS model FROM d t; "
+        "SELECT sum(lmm_predict(m.model, d)), sum(lmm_predict(m.model, d, re := false)) FROM d, m; "
+        "SELECT estimate FROM lmm_tidy((SELECT model FROM m)) WHERE term = 'Time' AND effect = 'fixed';"
+    )
+    out = subprocess.run([str(CLI), "-unsigned", "-csv", "-noheader", "-c", sql], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split()
+    cond, pop = (float(v) for v in lines[0].split(","))
+    slope = float(lines[1])
+    con.execute(f"CREATE TABLE dietox AS SELECT * FROM read_csv('{data}')")
+    con.execute("CREATE TABLE m AS SELECT lmm_model_agg(t, 'Weight ~ Time + (Time | Pig)') AS model FROM dietox t")
+    want = con.execute(
+        "SELECT sum(lmm_predict(m.model, d)), sum(lmm_predict(m.model, d, re := false)) FROM dietox d, m").fetchone()
+    want_slope = con.execute(
+        "SELECT estimate FROM lmm_tidy((SELECT model FROM m)) WHERE term = 'Time' AND effect = 'fixed'").fetchone()[0]
+    assert abs(cond - want[0]) <= 1e-9 * abs(want[0])
+    assert abs(pop - want[1]) <= 1e-9 * abs(want[1])
+    assert abs(cond - pop) > 1e-6 * abs(pop)  # the BLUPs matter
+    assert abs(slope - want_slope) <= 1e-12 * abs(want_slope)
