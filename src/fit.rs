@@ -518,8 +518,9 @@ fn crossed_estimates(
         pairs.push(crossed::Pair { a: pa.min(pb), b: pa.max(pb), cells: keys, blocks });
     }
     // A start per factor from the one-factor moment estimate (each factor on
-    // its own: crude where factors overlap, but far closer than θ = I).
-    let moment_start: Option<Vec<f64>> = elim
+    // its own, then corrected for the other factors' variance inside its
+    // residual; see `start::crossed_correction`).
+    let moment_estimates: Option<Vec<(Vec<f64>, f64)>> = elim
         .iter()
         .zip(factors.iter())
         .map(|(&si, fac)| {
@@ -533,10 +534,9 @@ fn crossed_estimates(
                 rtr: rtr.clone(),
                 method: acc.options.method,
             };
-            crate::start::moment_theta(&single, &specs[si].layout)
+            crate::start::moment_theta_and_sigma2(&single, &specs[si].layout)
         })
-        .collect::<Option<Vec<Vec<f64>>>>()
-        .map(|v| v.concat());
+        .collect();
     let problem = crossed::CrossedProblem::new(n, p, acc.options.method, factors, pairs, rtr);
     // θ: the factors' layouts concatenated in elimination order.
     let layouts: Vec<&ThetaLayout> = elim.iter().map(|&si| &specs[si].layout).collect();
@@ -597,9 +597,16 @@ fn crossed_estimates(
         last_gnorm = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         Some((f0, g))
     };
-    if let Some(m) = moment_start {
-        if dev(&m) < dev(&start) {
-            start = m;
+    if let Some(est) = &moment_estimates {
+        let corrected = crate::start::crossed_correction(est, &layouts);
+        let own: Vec<f64> = est.iter().flat_map(|(t, _)| t.iter().copied()).collect();
+        let at_identity = dev(&start);
+        // The corrected start first; the uncorrected one only if that does not beat θ = I.
+        for m in corrected.into_iter().chain(std::iter::once(own)) {
+            if dev(&m) < at_identity {
+                start = m;
+                break;
+            }
         }
     }
     let mut outcome = optimizer::minimize_bfgs(&mut fg, &start, &lower, 500, true, 1e-9);

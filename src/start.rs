@@ -13,6 +13,11 @@ use crate::reml::Problem;
 use crate::theta::ThetaLayout;
 
 pub fn moment_theta(pr: &Problem, layout: &ThetaLayout) -> Option<Vec<f64>> {
+    moment_theta_and_sigma2(pr, layout).map(|(theta, _)| theta)
+}
+
+/// The moment θ and the residual variance σ̂² it is relative to.
+pub fn moment_theta_and_sigma2(pr: &Problem, layout: &ThetaLayout) -> Option<(Vec<f64>, f64)> {
     let (p, q, k) = (pr.p, pr.q, pr.k());
     // OLS fixed effects.
     let mut xx = vec![0.0; p * p];
@@ -103,5 +108,39 @@ pub fn moment_theta(pr: &Problem, layout: &ThetaLayout) -> Option<Vec<f64>> {
             }
         }
     }
-    theta.iter().all(|t| t.is_finite()).then_some(theta)
+    theta.iter().all(|t| t.is_finite()).then_some((theta, sigma2))
+}
+
+/// Several factors, each estimated on its own: factor f's within-level
+/// residual variance s_f² also holds the variance v_g = σ̂_g² tr(Λ_gΛ_gᵀ) of
+/// every factor g that varies within f's levels (crossed), not only σ²; so
+/// σ̂² ≈ max_f (s_f² − Σ_{g≠f} v_g) (the max discounts nested factors, which
+/// do not vary within a level), and each θ_f is rescaled by s_f/σ̂. Returns
+/// None when that leaves no credible σ̂².
+pub fn crossed_correction(estimates: &[(Vec<f64>, f64)], layouts: &[&ThetaLayout]) -> Option<Vec<f64>> {
+    let v: Vec<f64> = estimates
+        .iter()
+        .zip(layouts)
+        .map(|((theta, s2), l)| {
+            let lam = l.lambda(theta);
+            s2 * lam.iter().map(|x| x * x).sum::<f64>()
+        })
+        .collect();
+    let total: f64 = v.iter().sum();
+    let sigma2 = estimates
+        .iter()
+        .zip(&v)
+        .map(|((_, s2), vf)| s2 - (total - vf))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let smallest = estimates.iter().map(|(_, s2)| *s2).fold(f64::INFINITY, f64::min);
+    if !(sigma2 > 0.05 * smallest) {
+        return None;
+    }
+    let mut out = Vec::new();
+    for ((theta, s2), l) in estimates.iter().zip(layouts) {
+        let scale = (s2 / sigma2).sqrt();
+        let lower = l.lower();
+        out.extend(theta.iter().zip(&lower).map(|(t, _)| t * scale));
+    }
+    out.iter().all(|t| t.is_finite()).then_some(out)
 }
