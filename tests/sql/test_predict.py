@@ -461,3 +461,34 @@ def test_predict_works_on_read_only_database(tmp_path):
     avg_y = ro.execute("SELECT avg(Reaction) FROM s").fetchone()[0]
     assert n == 180 and abs(mean - avg_y) < 1e-6 * avg_y
     ro.close()
+
+
+@pytest.mark.parametrize("table,formula,factors", [
+    ("penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", [("plate", "plate"), ("sample", "sample")]),
+    ("pastes", "strength ~ 1 + (1 | batch/cask)", [("batch", "batch"), ("cask:batch", "cask || ':' || batch")]),
+])
+def test_predictions_with_several_factors(con, table, formula, factors):
+    # Every factor's BLUP of the row's level is added; a level a factor never
+    # saw (a new cask in a seen batch, a new plate) contributes 0 for that factor only.
+    con.execute(f"CREATE TABLE m AS SELECT lmm_model_agg(t, '{formula}') AS model FROM {table} t")
+    tidy = rows(con, "SELECT * FROM lmm_tidy((SELECT model FROM m))")
+    intercept = [r["estimate"] for r in tidy if r["effect"] == "fixed"][0]
+    blup = {(r["group_var"], r["level"]): r["estimate"] for r in tidy if r["effect"] == "ran_vals"}
+    con.execute(f"CREATE TABLE newrows AS SELECT * FROM {table} LIMIT 5")
+    if table == "pastes":
+        con.execute("INSERT INTO newrows VALUES (60.0, 'A', 'z', 'A:z'), (60.0, 'Q', 'a', 'Q:a')")
+    else:
+        con.execute("INSERT INTO newrows VALUES (25.0, 'zz', 'A'), (25.0, 'a', 'Z')")
+    labels = ", ".join(f"{expr} AS f{i}" for i, (_, expr) in enumerate(factors))
+    got = con.execute(f"SELECT lmm_predict(m.model, n), lmm_predict(m.model, n, re := false), {labels} FROM newrows n, m").fetchall()
+    assert len(got) == 7
+    unseen = 0
+    for row in got:
+        want = intercept
+        for i, (name, _) in enumerate(factors):
+            b = blup.get((name, str(row[2 + i])))
+            unseen += b is None
+            want += b or 0.0
+        assert abs(row[0] - want) <= 1e-9 * abs(want), (row, want)
+        assert abs(row[1] - intercept) <= 1e-12 * abs(intercept)
+    assert unseen >= 2
