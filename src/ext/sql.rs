@@ -43,6 +43,16 @@ pub const LMM_TIDY_MACRO: &str = "\
 CREATE OR REPLACE MACRO lmm_tidy(model) AS TABLE
 SELECT unnest(lmm_model_tidy(model), recursive := true)";
 
+/// `lmm_score(tname, model_table, re := true)`: every row of a table or view
+/// with its prediction from the model stored in `model_table`'s `model`
+/// column (one row). The model side is joined on a constant key rather than
+/// cross-joined: DuckDB's cross product copies a BLOB into every chunk, which
+/// for a model of 10⁶ groups costs more than the predictions themselves.
+pub const LMM_SCORE_MACRO: &str = "CREATE OR REPLACE MACRO lmm_score(tname, model_table, re := true) AS TABLE
+SELECT __lmm_rows.* EXCLUDE (__lmm_key), lmm_predict_impl(__lmm_m.model, __lmm_rows, re) AS prediction
+FROM (SELECT *, 1 AS __lmm_key FROM query_table(tname)) AS __lmm_rows
+JOIN (SELECT model, 1 AS __lmm_key FROM query_table(model_table)) AS __lmm_m USING (__lmm_key)";
+
 /// Run one statement on `con`; the error message if it fails.
 pub unsafe fn execute(con: ffi::duckdb_connection, sql: &str) -> Result<(), String> {
     let c_sql = CString::new(sql).map_err(|e| e.to_string())?;
@@ -68,7 +78,7 @@ pub unsafe fn execute(con: ffi::duckdb_connection, sql: &str) -> Result<(), Stri
 /// must not fail the LOAD: the aggregate itself is registered already.
 pub unsafe fn create_macros(con: ffi::duckdb_connection) -> Result<(), String> {
     let mut first_error = Ok(());
-    for sql in [LMM_FIT_MACRO, LMM_PREDICT_MACRO, LMM_TIDY_MACRO] {
+    for sql in [LMM_FIT_MACRO, LMM_PREDICT_MACRO, LMM_TIDY_MACRO, LMM_SCORE_MACRO] {
         if let Err(e) = unsafe { execute(con, sql) } {
             if first_error.is_ok() {
                 first_error = Err(e);

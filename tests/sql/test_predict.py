@@ -492,3 +492,25 @@ def test_predictions_with_several_factors(con, table, formula, factors):
         assert abs(row[0] - want) <= 1e-9 * abs(want), (row, want)
         assert abs(row[1] - intercept) <= 1e-12 * abs(intercept)
     assert unseen >= 2
+
+
+def test_lmm_score_table_macro(con):
+    # lmm_score(table, model_table): every row with its prediction, the same
+    # numbers lmm_predict gives, the table's own columns kept.
+    con.execute("CREATE TABLE pig_model AS SELECT lmm_model_agg(t, 'Weight ~ Time + (Time | Pig)') AS model FROM dietox t")
+    con.execute("CREATE TABLE new_pigs AS SELECT Pig + (Pig = 4601)::INT * 5000 AS Pig, Time + 1 AS Time, Weight FROM dietox")
+    cols = [r[0] for r in con.execute("DESCRIBE SELECT * FROM lmm_score('new_pigs', 'pig_model')").fetchall()]
+    assert cols == ["Pig", "Time", "Weight", "prediction"]
+    for re in (True, False):
+        got = con.execute(f"""
+            SELECT count(*), max(abs(s.prediction - lmm_predict(m.model, n, re := {str(re).lower()}))),
+                   count(*) FILTER (WHERE s.prediction IS NULL)
+            FROM lmm_score('new_pigs', 'pig_model', re := {str(re).lower()}) s
+            JOIN new_pigs n USING (Pig, Time, Weight), pig_model m""").fetchone()
+        assert got[0] == con.execute("SELECT count(*) FROM new_pigs").fetchone()[0]
+        assert got[1] == 0.0 and got[2] == 0
+    # the renamed pig (unseen) gets the population-level prediction
+    unseen = con.execute("SELECT max(abs(s.prediction - p.prediction)) FROM lmm_score('new_pigs', 'pig_model') s "
+                         "JOIN lmm_score('new_pigs', 'pig_model', re := false) p USING (Pig, Time, Weight) "
+                         "WHERE s.Pig = 9601").fetchone()[0]
+    assert unseen == 0.0
