@@ -1,5 +1,6 @@
-"""The main job: load lmm into an in-memory DuckDB, fit the dietox and
-sleepstudy models on the bundled sample data, and print the results.
+"""The main job: load lmm into an in-memory DuckDB, fit the dietox,
+sleepstudy, penicillin (crossed) and pastes (nested) models on the bundled
+sample data, store one fit and predict with it, and print the results.
 Extra arguments are SQL queries to run instead of the built-in ones."""
 import pathlib
 import sys
@@ -12,7 +13,7 @@ DATA = ROOT / "tests" / "fixtures" / "data"
 
 con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
 con.execute(f"LOAD '{EXT}'")
-for name in ["dietox", "sleepstudy"]:
+for name in ["dietox", "sleepstudy", "penicillin", "pastes"]:
     con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_csv('{DATA / name}.csv')")
 
 COMPACT = "SELECT effect, group_var, level, term, round(estimate, 6) AS estimate, round(std_error, 6) AS std_error, round(p_value, 6) AS p_value FROM "
@@ -28,7 +29,18 @@ queries = sys.argv[1:] or [
          SELECT Days < 5 AS early, unnest(lmm_fit_agg(t, 'Reaction ~ Days + (1 | Subject)')) AS r
          FROM sleepstudy t GROUP BY early)
        WHERE r.effect = 'fixed' ORDER BY ALL""",
+    # crossed and nested random effects
+    COMPACT + "lmm_fit('penicillin', 'diameter ~ 1 + (1 | plate) + (1 | sample)') WHERE effect <> 'ran_vals'",
+    COMPACT + "lmm_fit('pastes', 'strength ~ 1 + (1 | batch/cask)') WHERE effect <> 'ran_vals'",
+    # a stored model: predictions with and without the pig's BLUPs, for a pig
+    # of the fit and for one it never saw (population level)
+    "CREATE TABLE pig_model AS SELECT lmm_model_agg(t, 'Weight ~ Time + (Time | Pig)') AS model FROM dietox t",
+    """SELECT n.Pig, n.Time, round(lmm_predict(m.model, n), 4) AS conditional,
+              round(lmm_predict(m.model, n, re := false), 4) AS population
+       FROM (VALUES (4601, 13), (4602, 13), (9999, 13)) n(Pig, Time), pig_model m""",
 ]
 for q in queries:
     print(q.strip())
-    con.sql(q).show(max_width=160, max_rows=60)
+    rel = con.sql(q)
+    if rel is not None:
+        rel.show(max_width=160, max_rows=60)
