@@ -308,6 +308,28 @@ unsafe fn combine_impl(
     }
 }
 
+/// The states of one finalize batch: `each(row, state)` writes row `row` of
+/// the result; a state that never saw a row is NULL (`null(row)`).
+unsafe fn for_each_state(
+    source: *mut ffi::duckdb_aggregate_state,
+    count: usize,
+    offset: usize,
+    mut null: impl FnMut(usize),
+    mut each: impl FnMut(usize, &State) -> Result<()>,
+) -> Result<()> {
+    unsafe {
+        for i in 0..count {
+            let p: *mut State = block(*source.add(i)).read_unaligned();
+            if p.is_null() {
+                null(offset + i);
+            } else {
+                each(offset + i, &*p)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 unsafe fn finalize_impl(
     source: *mut ffi::duckdb_aggregate_state,
     result: ffi::duckdb_vector,
@@ -315,16 +337,13 @@ unsafe fn finalize_impl(
     offset: usize,
 ) -> Result<()> {
     unsafe {
-        for i in 0..count {
-            let p: *mut State = block(*source.add(i)).read_unaligned();
-            if p.is_null() {
-                output::write_null(result, offset + i);
-            } else {
-                let table = (*p).acc.finish_tidy()?;
-                output::write_rows(result, offset + i, &table)?;
-            }
-        }
-        Ok(())
+        for_each_state(
+            source,
+            count,
+            offset,
+            |row| output::write_null(result, row),
+            |row, state| output::write_rows(result, row, &state.acc.finish_tidy()?),
+        )
     }
 }
 
@@ -346,16 +365,13 @@ unsafe fn finalize_model_impl(
     offset: usize,
 ) -> Result<()> {
     unsafe {
-        for i in 0..count {
-            let p: *mut State = block(*source.add(i)).read_unaligned();
-            if p.is_null() {
-                output::write_null_scalar(result, offset + i);
-            } else {
-                let bytes = (*p).acc.finish_model()?.to_bytes();
-                output::write_blob(result, offset + i, &bytes)?;
-            }
-        }
-        Ok(())
+        for_each_state(
+            source,
+            count,
+            offset,
+            |row| output::write_null_scalar(result, row),
+            |row, state| output::write_blob(result, row, &state.acc.finish_model()?.to_bytes()),
+        )
     }
 }
 
