@@ -547,6 +547,41 @@ impl CrossedProblem {
         }
     }
 
+    /// The profiled deviance, σ̂² and Cov(β̂) = σ̂²(R_XᵀR_X)⁻¹ alone (no modes
+    /// or conditional variances): what Satterthwaite's df need at each θ.
+    pub fn fixed_effects_covariance(&self, lambdas: &[Vec<f64>]) -> Option<(f64, f64, Vec<f64>)> {
+        let mut e = self.evaluate(lambdas)?;
+        let (m, p) = (self.m, self.p);
+        let dim = m + self.k();
+        let sigma2 = match self.method {
+            Method::Ml => e.pwrss / self.n,
+            Method::Reml => e.pwrss / (self.n - p as f64),
+        };
+        let vcov = self.beta_covariance(&e.ls, dim, sigma2);
+        *self.buffer.borrow_mut() = std::mem::take(&mut e.ls);
+        Some((e.deviance, sigma2, vcov))
+    }
+
+    /// σ² (R_XᵀR_X)⁻¹ from the X block of L_S (R_X = L_S[X, X]ᵀ).
+    fn beta_covariance(&self, ls: &[f64], dim: usize, sigma2: f64) -> Vec<f64> {
+        let (m, p) = (self.m, self.p);
+        let mut rx = vec![0.0; p * p];
+        for a in 0..p {
+            for b in 0..=a {
+                rx[b * p + a] = ls[(m + b) * dim + m + a];
+            }
+        }
+        let linv = lower_inverse(&rx, p);
+        let mut vcov = vec![0.0; p * p];
+        for a in 0..p {
+            for b in 0..p {
+                let v: f64 = (a.max(b)..p).map(|r| linv[a * p + r] * linv[b * p + r]).sum();
+                vcov[b * p + a] = sigma2 * v;
+            }
+        }
+        vcov
+    }
+
     pub fn solution(&self, lambdas: &[Vec<f64>]) -> Option<CrossedSolution> {
         let mut e = self.evaluate(lambdas)?;
         let (m, p, k) = (self.m, self.p, self.k());
@@ -558,21 +593,7 @@ impl CrossedProblem {
             Method::Ml => e.pwrss / self.n,
             Method::Reml => e.pwrss / (self.n - p as f64),
         };
-        // vcov = σ² (R_XᵀR_X)⁻¹, R_X = L_S[X, X]ᵀ
-        let mut rx = vec![0.0; p * p];
-        for a in 0..p {
-            for b in 0..=a {
-                rx[b * p + a] = e.ls[(m + b) * dim + m + a];
-            }
-        }
-        let linv = lower_inverse(&rx, p);
-        let mut vcov = vec![0.0; p * p];
-        for a in 0..p {
-            for b in 0..p {
-                let v: f64 = (a.max(b)..p).map(|r| linv[a * p + r] * linv[b * p + r]).sum();
-                vcov[b * p + a] = sigma2 * v;
-            }
-        }
+        let vcov = self.beta_covariance(&e.ls, dim, sigma2);
         // P_DD = (L_DD L_DDᵀ)⁻¹ for the conditional covariances (lower triangle).
         invert_leading(&mut e.ls, dim, m);
         let pmat = &e.ls;

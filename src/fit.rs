@@ -18,7 +18,7 @@ use crate::bail;
 use crate::design::{self, DesignColumn, Source};
 use crate::error::Result;
 use crate::optimizer::{self, Settings};
-use crate::options::Method;
+use crate::options::{Ddf, Method};
 use crate::dense::{sandwich, solve_spd};
 use crate::reml::Problem;
 use crate::stats::{GroupView, Moments};
@@ -83,6 +83,8 @@ struct FactorSpec {
 
 /// What either likelihood (one factor, or several) gives back at the optimum.
 struct Estimates {
+    /// Satterthwaite df per fixed effect, when asked for and computable
+    df: Option<Vec<f64>>,
     deviance: f64,
     beta: Vec<f64>,
     sigma2: f64,
@@ -256,6 +258,26 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
         (ztz, ztr)
     };
 
+    // Map β back: β_0 = β_c0 − Σ_j x̄_j β_cj (+ ȳ), β_j = β_cj; Cov likewise.
+    let mut amat = vec![0.0; p * p];
+    for j in 0..p {
+        amat[j * p + j] = 1.0;
+    }
+    let uncentre = centre_x && p > 0 && matches!(xcols[0].source, Source::Ones);
+    if uncentre {
+        for j in 1..p {
+            if let Source::Ext(c) = xcols[j].source {
+                amat[j * p] = -abs_mean(c);
+            }
+        }
+    }
+    // Satterthwaite: the weight of log σ² in the criterion.
+    let c_sigma = match acc.options.method {
+        Method::Reml => n - p as f64,
+        Method::Ml => n,
+    };
+    let want_df = acc.options.ddf == Ddf::Satterthwaite;
+
     let est = if specs.len() == 1 {
         let spec = &specs[0];
         let q = spec.zcols.len();
@@ -299,7 +321,17 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
         let Some(sol) = problem.solution(&lambda) else {
             bail!("the fit failed: the model matrices are not positive definite at the optimum");
         };
+        let df = want_df
+            .then(|| {
+                let at = |t: &[f64]| {
+                    let s = problem.solution(&layout.lambda(t))?;
+                    Some((s.deviance, s.sigma2, sandwich(&amat, &s.vcov, p)))
+                };
+                crate::satterthwaite::dfs(&theta, c_sigma, p, &at)
+            })
+            .flatten();
         Estimates {
+            df,
             deviance: sol.deviance,
             beta: sol.beta,
             sigma2: sol.sigma2,
@@ -313,25 +345,15 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
             evaluations: outcome.evaluations,
         }
     } else {
-        crossed_estimates(acc, &specs, &level_blocks, n, p, rtr)?
+        crossed_estimates(acc, &specs, &level_blocks, n, p, rtr, want_df.then_some((&amat[..], c_sigma)))?
     };
     if trace {
         eprintln!("lmm: optimized {:.3}s ({} evaluations)", t0.elapsed().as_secs_f64(), est.evaluations);
     }
     let singular = est.diagonal.iter().any(|&i| est.theta[i] < 1e-4);
 
-    // Map β back: β_0 = β_c0 − Σ_j x̄_j β_cj (+ ȳ), β_j = β_cj; Cov likewise.
-    let mut amat = vec![0.0; p * p];
-    for j in 0..p {
-        amat[j * p + j] = 1.0;
-    }
     let mut beta = est.beta.clone();
-    if centre_x && p > 0 && matches!(xcols[0].source, Source::Ones) {
-        for j in 1..p {
-            if let Source::Ext(c) = xcols[j].source {
-                amat[j * p] = -abs_mean(c);
-            }
-        }
+    if uncentre {
         beta = (0..p).map(|r| (0..p).map(|c| amat[c * p + r] * est.beta[c]).sum()).collect();
         beta[0] += abs_mean(0);
     }
@@ -347,9 +369,16 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
         r.estimate = Some(e);
         r.std_error = Some(se);
         r.statistic = Some(z);
-        r.p_value = Some(p_normal(z));
-        r.conf_low = Some(e - Z975 * se);
-        r.conf_high = Some(e + Z975 * se);
+        // Satterthwaite (when asked for): a t test on df; else the normal.
+        let df = est.df.as_ref().map(|d| d[j]).filter(|d| d.is_finite() && *d > 0.0);
+        let (pv, crit) = match df {
+            Some(d) => (crate::tdist::two_sided_p(z, d), crate::tdist::two_sided_quantile(0.05, d)),
+            None => (p_normal(z), Z975),
+        };
+        r.df = df;
+        r.p_value = Some(pv);
+        r.conf_low = Some(e - crit * se);
+        r.conf_high = Some(e + crit * se);
         rows.push(r);
     }
 
@@ -483,6 +512,7 @@ fn crossed_estimates(
     n: f64,
     p: usize,
     rtr: Vec<f64>,
+    satterthwaite: Option<(&[f64], f64)>,
 ) -> Result<Estimates> {
     // Elimination order: most levels first.
     let mut elim: Vec<usize> = (0..specs.len()).collect();
@@ -624,6 +654,13 @@ fn crossed_estimates(
     let Some(sol) = problem.solution(&lam) else {
         bail!("the fit failed: the model matrices are not positive definite at the optimum");
     };
+    let df = satterthwaite.and_then(|(amat, c_sigma)| {
+        let at = |t: &[f64]| {
+            let (d, s2, v) = problem.fixed_effects_covariance(&lambdas(t))?;
+            Some((d, s2, sandwich(amat, &v, p)))
+        };
+        crate::satterthwaite::dfs(&theta, c_sigma, p, &at)
+    });
     // Back to spec order.
     let mut lambdas_spec = vec![Vec::new(); specs.len()];
     let mut blups = vec![Vec::new(); specs.len()];
@@ -634,6 +671,7 @@ fn crossed_estimates(
         cond[si] = sol.cond_cov[pi].clone();
     }
     Ok(Estimates {
+        df,
         deviance: sol.deviance,
         beta: sol.beta,
         sigma2: sol.sigma2,

@@ -19,6 +19,8 @@ pub mod optimizer;
 pub mod reml;
 pub mod start;
 pub mod stats;
+pub mod satterthwaite;
+pub mod tdist;
 pub mod theta;
 
 pub mod ext;

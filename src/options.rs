@@ -9,20 +9,30 @@ pub enum Method {
     Ml,
 }
 
+/// Degrees of freedom for the fixed-effect tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ddf {
+    /// None: z tests on the normal distribution (statsmodels' convention).
+    None,
+    /// Satterthwaite's approximation and t tests (lmerTest's default).
+    Satterthwaite,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     pub method: Method,
     /// Emit the `ran_vals` rows (BLUPs).
     pub ranef: bool,
+    pub ddf: Ddf,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { method: Method::Reml, ranef: true }
+        Options { method: Method::Reml, ranef: true, ddf: Ddf::None }
     }
 }
 
-const KNOWN: &str = "method ('REML' or 'ML'), ranef (true/false)";
+const KNOWN: &str = "method ('REML' or 'ML'), ranef (true/false), ddf ('none' or 'Satterthwaite')";
 
 impl Options {
     /// Options from (name, value-as-text) pairs; a NULL value means "default".
@@ -43,6 +53,13 @@ impl Options {
                         "true" | "t" | "1" | "yes" => true,
                         "false" | "f" | "0" | "no" => false,
                         _ => bail!("option ranef: expected true or false, got '{v}'"),
+                    }
+                }
+                "ddf" => {
+                    o.ddf = match v.to_ascii_lowercase().as_str() {
+                        "none" => Ddf::None,
+                        "satterthwaite" => Ddf::Satterthwaite,
+                        _ => bail!("option ddf: expected 'none' or 'Satterthwaite', got '{v}'"),
                     }
                 }
                 _ => bail!("unknown option '{name}'; known options: {KNOWN}"),

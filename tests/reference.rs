@@ -104,7 +104,7 @@ fn check(model: &str, reml: bool) {
     let block = &fx["lme4"][if reml { "REML" } else { "ML" }];
     let csv = format!("tests/fixtures/{}", fx["dataset"]["file"].as_str().unwrap());
     let formula = fx["formula_lme4"].as_str().unwrap();
-    let opts = Options { method: if reml { lmm::options::Method::Reml } else { lmm::options::Method::Ml }, ranef: true };
+    let opts = Options { method: if reml { lmm::options::Method::Reml } else { lmm::options::Method::Ml }, ranef: true, ..Options::default() };
     let fit = Fit { rows: fit_csv(&csv, formula, opts, 97).unwrap_or_else(|e| panic!("{model}: {e}")) };
     let tag = format!("{model} {}", if reml { "REML" } else { "ML" });
 

@@ -5,7 +5,7 @@ use std::mem::MaybeUninit;
 
 use libduckdb_sys as ffi;
 
-/// `lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true)`.
+/// `lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, ddf := 'none')`.
 ///
 /// With `grp` set (statsmodels style), ` + (1 + a + b | grp)` is appended to the
 /// formula, `a`, `b` being the entries of `re` (a list, or one string such as
@@ -13,7 +13,7 @@ use libduckdb_sys as ffi;
 /// error. The row alias is unusual on purpose: a bare identifier is a column
 /// before it is a table, so a column named like the alias would win.
 pub const LMM_FIT_MACRO: &str = "\
-CREATE OR REPLACE MACRO lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true) AS TABLE
+CREATE OR REPLACE MACRO lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, ddf := 'none') AS TABLE
 SELECT unnest(__lmm_fit, recursive := true)
 FROM (
     SELECT lmm_fit_agg(
@@ -29,7 +29,7 @@ FROM (
                 CAST(formula AS VARCHAR)
             ELSE error('lmm_fit: re (random slopes) needs grp (the grouping column)')
         END,
-        {'method': method, 'ranef': ranef}
+        {'method': method, 'ranef': ranef, 'ddf': ddf}
     ) AS __lmm_fit
     FROM query_table(tname) AS __lmm_row
 )";

@@ -93,7 +93,7 @@ def test_functions_registered(con):
         "SELECT parameters FROM duckdb_functions() WHERE function_name = 'lmm_fit' "
         "AND function_type = 'table_macro'"
     ).fetchall()
-    assert macro == [(["tname", "formula", "grp", "re", "method", "ranef"],)]
+    assert macro == [(["tname", "formula", "grp", "re", "method", "ranef", "ddf"],)]
 
 
 def test_macro_schema(con):

@@ -1,0 +1,77 @@
+//! Satterthwaite's degrees of freedom for each fixed effect, as lmerTest
+//! computes them.
+//!
+//! With φ = (θ, σ) the variance parameters, D(φ) the REML (or ML) criterion
+//! −2 log L with β profiled out, and V(φ) = Cov(β̂) = σ² (XᵀV⁻¹X)⁻¹-type
+//! covariance, the asymptotic covariance of φ̂ is A = 2 H⁻¹, H = ∂²D/∂φ². For
+//! the contrast β_j, with v = V_jj and g_k = ∂V_jj/∂φ_k,
+//!
+//! ```text
+//!   df_j = 2 v² / (gᵀ A g) = v² / (gᵀ H⁻¹ g)
+//! ```
+//! H and g are central differences of D and V (V needs no optimisation, so
+//! its differences are accurate; D is a sum of logarithms known to ~1e-13).
+
+use crate::dense::invert_spd;
+
+/// At θ: the profiled criterion, the profiled σ̂² and Cov(β̂) at σ̂²
+/// (p×p, column-major, already on the scale the user sees).
+pub type AtTheta<'a> = dyn Fn(&[f64]) -> Option<(f64, f64, Vec<f64>)> + 'a;
+
+/// df for every fixed effect; None where the Hessian is not positive definite.
+/// `c` is n − p for REML, n for ML (the weight of log σ² in the criterion).
+pub fn dfs(theta: &[f64], c: f64, p: usize, at: &AtTheta) -> Option<Vec<f64>> {
+    let (d0, s2, _) = at(theta)?;
+    let sigma = s2.sqrt();
+    // D(θ, σ) = D_prof(θ) − c(1 + ln(2π ρ²/c)) + c ln(2π σ²) + ρ²/σ², ρ² = c σ̂²(θ)
+    let two_pi = 2.0 * std::f64::consts::PI;
+    let unprofiled = |phi: &[f64]| -> Option<(f64, Vec<f64>)> {
+        let (k, s) = (phi.len() - 1, phi[phi.len() - 1]);
+        let (dprof, s2t, vt) = at(&phi[..k])?;
+        let rho2 = c * s2t;
+        let d = dprof - c * (1.0 + (two_pi * rho2 / c).ln()) + c * (two_pi * s * s).ln() + rho2 / (s * s);
+        let v = vt.iter().map(|x| x * s * s / s2t).collect();
+        Some((d, v))
+    };
+    let mut phi = theta.to_vec();
+    phi.push(sigma);
+    let m = phi.len();
+    let h: Vec<f64> = phi.iter().map(|x| 1e-4 * x.abs().max(1e-2)).collect();
+    let at_step = |steps: &[(usize, f64)]| -> Option<(f64, Vec<f64>)> {
+        let mut x = phi.clone();
+        for &(i, s) in steps {
+            x[i] += s * h[i];
+        }
+        unprofiled(&x)
+    };
+    let mut hess = vec![0.0; m * m];
+    let mut grad_v = vec![vec![0.0; m]; p];
+    for i in 0..m {
+        let (fp, vp) = at_step(&[(i, 1.0)])?;
+        let (fm, vm) = at_step(&[(i, -1.0)])?;
+        hess[i * m + i] = (fp - 2.0 * d0 + fm) / (h[i] * h[i]);
+        for j in 0..p {
+            grad_v[j][i] = (vp[j * p + j] - vm[j * p + j]) / (2.0 * h[i]);
+        }
+        for l in 0..i {
+            let (fpp, _) = at_step(&[(i, 1.0), (l, 1.0)])?;
+            let (fpm, _) = at_step(&[(i, 1.0), (l, -1.0)])?;
+            let (fmp, _) = at_step(&[(i, -1.0), (l, 1.0)])?;
+            let (fmm, _) = at_step(&[(i, -1.0), (l, -1.0)])?;
+            let v = (fpp - fpm - fmp + fmm) / (4.0 * h[i] * h[l]);
+            hess[l * m + i] = v;
+            hess[i * m + l] = v;
+        }
+    }
+    let hinv = invert_spd(&hess, m)?;
+    let (_, v0) = unprofiled(&phi)?;
+    Some(
+        (0..p)
+            .map(|j| {
+                let g = &grad_v[j];
+                let q: f64 = (0..m).map(|a| (0..m).map(|b| g[a] * hinv[b * m + a] * g[b]).sum::<f64>()).sum();
+                v0[j * p + j] * v0[j * p + j] / q
+            })
+            .collect(),
+    )
+}
