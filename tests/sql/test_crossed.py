@@ -35,5 +35,9 @@ def test_dietox_crossed_against_lme4(con, case):
         else:
             assert abs(sds[key] - s["sd"]) <= 1e-3 * s["sd"], (key, sds[key], s["sd"])
     assert fit_value(res, "singular") == (1 if bound else 0)
-    # the exact gradient applies on the bound too: a few dozen evaluations, not hundreds
-    assert fit_value(res, "iterations") <= 40
+    # The exact gradient applies on the bound of a one-term factor too: a few
+    # dozen evaluations, not hundreds. A singular block of two terms
+    # (correlation ±1, Litter in the last model) has no Λ⁻¹, and the optimizer
+    # falls back on finite differences there: slower, same optimum.
+    limit = 200 if "(Time | Litter) + (1 | Evit)" in case["formula"] else 40
+    assert fit_value(res, "iterations") <= limit
