@@ -14,7 +14,8 @@
 //! levels of the other factors that occur with level i. S = L_S L_Sᵀ (dense
 //! Cholesky); its D part is the fill-in the other factors' levels create
 //! among themselves, its X and y rows give R_X and ρ exactly as in `reml`.
-//! Memory: (m + p + 1)² doubles for S, whatever the number of rows.
+//! Memory: (m + p + 1)² doubles for S, and as much again while the gradient
+//! inverts it (`deviance_and_gradient`), whatever the number of rows.
 
 use crate::options::Method;
 use crate::dense::sandwich;
