@@ -393,8 +393,8 @@ impl CrossedProblem {
 
     /// The profiled deviance and its gradient in θ. `positions[f]` lists the
     /// (row, column) in Λ_f of each of factor f's θ entries (factors in
-    /// elimination order, θ in that order). None if a Λ_f of two or more terms
-    /// is singular (a variance on its bound): the formula below divides by Λ.
+    /// elimination order, θ in that order). The entries of a singular Λ_f of
+    /// two or more terms are NaN: the formula below divides by Λ.
     ///
     /// With Ω the cross-product matrix of [ZΛ X] plus I on the Z block,
     /// ∂Ω/∂θ_j = ĖᵀGT + TᵀGĖ (T = diag(Λ, I), Ė = diag(E_j, 0), G = [Z X]ᵀ[Z X]),
@@ -412,13 +412,13 @@ impl CrossedProblem {
         use rayon::prelude::*;
         // A factor whose Λ_f is singular: with one term its variance is on the
         // bound θ_f = 0, where the deviance is even in θ_f and the derivative
-        // is exactly 0; a larger singular block needs differences (None).
+        // is exactly 0; a larger singular block gets NaN (the caller differences
+        // those entries).
         let mut inv_lambdas = Vec::with_capacity(lambdas.len());
-        for (lam, f) in lambdas.iter().zip(&self.factors) {
+        let mut unknown = vec![false; lambdas.len()];
+        for (fi, (lam, f)) in lambdas.iter().zip(&self.factors).enumerate() {
             let singular = (0..f.q).any(|r| lam[r * f.q + r].abs() < 1e-10);
-            if singular && f.q > 1 {
-                return None;
-            }
+            unknown[fi] = singular && f.q > 1;
             inv_lambdas.push((!singular).then(|| lower_inverse(lam, f.q)));
         }
         let mut e = self.evaluate(lambdas)?;
@@ -522,7 +522,8 @@ impl CrossedProblem {
         let mut grad = Vec::new();
         for (fi, f) in self.factors.iter().enumerate() {
             let Some(li) = &inv_lambdas[fi] else {
-                grad.extend(positions[fi].iter().map(|_| 0.0));
+                let v = if unknown[fi] { f64::NAN } else { 0.0 };
+                grad.extend(positions[fi].iter().map(|_| v));
                 continue;
             };
             let q = f.q;

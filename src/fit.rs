@@ -595,23 +595,27 @@ fn crossed_estimates(
         problem.deviance(&lambdas(theta))
     };
     // Quasi-Newton on the exact gradient, from a Newton step on its finite-
-    // difference Hessian; where a variance sits on its bound
-    // (Λ singular, which the gradient formula divides by), on differences:
-    // forward ones while the gradient is large, central ones near the optimum.
+    // difference Hessian. The entries of a singular block of two or more terms
+    // (no Λ⁻¹ for the formula) come from differences: forward ones while the
+    // gradient is large, central ones near the optimum.
     let mut last_gnorm = f64::INFINITY;
     let mut fg = |theta: &[f64]| -> Option<(f64, Vec<f64>)> {
-        if let Some((f, g)) = problem.deviance_and_gradient(&lambdas(theta), &positions) {
-            evals.set(evals.get() + 1);
-            last_gnorm = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            return Some((f, g));
-        }
-        let f0 = dev(theta);
+        let (f0, mut g) = match problem.deviance_and_gradient(&lambdas(theta), &positions) {
+            Some((f, g)) => {
+                evals.set(evals.get() + 1);
+                (f, g)
+            }
+            None => (dev(theta), vec![f64::NAN; theta.len()]),
+        };
         if !f0.is_finite() {
             return None;
         }
+        // Entries the formula cannot give (a singular block): differences.
         let central = last_gnorm <= 1e-5 * f0.abs().max(1.0);
-        let mut g = vec![0.0; theta.len()];
         for j in 0..theta.len() {
+            if !g[j].is_nan() {
+                continue;
+            }
             let h = if central { 1e-5 } else { 1e-7 } * theta[j].abs().max(0.1);
             let mut tp = theta.to_vec();
             tp[j] += h;
