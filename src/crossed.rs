@@ -18,7 +18,7 @@
 //! inverts it (`deviance_and_gradient`), whatever the number of rows.
 
 use crate::options::Method;
-use crate::dense::sandwich;
+use crate::dense::{sandwich, solve_lower, solve_lower_transposed};
 use crate::reml::cholesky_lower;
 
 /// One grouping factor's per-level blocks (on the re-expressed columns).
@@ -158,6 +158,15 @@ impl CrossedProblem {
         self.p + 1
     }
 
+    /// The divisor of ρ² in σ̂², and the weight of log ρ² in the deviance:
+    /// n − p for REML, n for ML.
+    fn residual_dof(&self) -> f64 {
+        match self.method {
+            Method::Ml => self.n,
+            Method::Reml => self.n - self.p as f64,
+        }
+    }
+
     /// Level i of the first factor: L_i (q₀×q₀ lower) with
     /// L_i L_iᵀ = Λ₀ᵀA_00(i)Λ₀ + I, and C_i = L_i⁻¹Λ₀ᵀ[A_0D(i)Λ_D | B_0(i)] on
     /// its support (`support[support_ptr[i]..support_ptr[i+1]]`), written to
@@ -214,18 +223,13 @@ impl CrossedProblem {
             t += q0;
         }
         for col in c.chunks_exact_mut(q0) {
-            for r in 0..q0 {
-                let mut v = col[r];
-                for u in 0..r {
-                    v -= l[u * q0 + r] * col[u];
-                }
-                col[r] = v / l[r * q0 + r];
-            }
+            solve_lower(&l, q0, col);
         }
         Some(l)
     }
 
-    /// Λ_f from the factor's slice of the full Λ list.
+    /// The profiled deviance at Λ (one Λ_f per factor, elimination order),
+    /// with L_S, ρ², the C_i and the L_i that the gradient and the solution reuse.
     fn evaluate(&self, lambdas: &[Vec<f64>]) -> Option<Eval> {
         let (m, k) = (self.m, self.k());
         let dim = m + k;
@@ -306,13 +310,9 @@ impl CrossedProblem {
         let rho = s[(m + p) * dim + m + p];
         let pwrss = rho * rho;
         let two_pi = 2.0 * std::f64::consts::PI;
-        let deviance = match self.method {
-            Method::Ml => logdet + self.n * (1.0 + (two_pi * pwrss / self.n).ln()),
-            Method::Reml => {
-                let nmp = self.n - p as f64;
-                logdet + logdet_rx + nmp * (1.0 + (two_pi * pwrss / nmp).ln())
-            }
-        };
+        let dof = self.residual_dof();
+        let reml_term = if self.method == Method::Reml { logdet_rx } else { 0.0 };
+        let deviance = logdet + reml_term + dof * (1.0 + (two_pi * pwrss / dof).ln());
         deviance.is_finite().then_some(Eval { deviance, ls: s, pwrss, c, level_chol })
     }
 
@@ -379,14 +379,7 @@ impl CrossedProblem {
                     ui[r] -= cg[r] * w;
                 }
             }
-            let l = &e.level_chol[i * q0 * q0..(i + 1) * q0 * q0];
-            for r in (0..q0).rev() {
-                let mut v = ui[r];
-                for t in r + 1..q0 {
-                    v -= l[r * q0 + t] * ui[t];
-                }
-                ui[r] = v / l[r * q0 + r];
-            }
+            solve_lower_transposed(&e.level_chol[i * q0 * q0..(i + 1) * q0 * q0], q0, ui);
         }
         u
     }
@@ -457,14 +450,7 @@ impl CrossedProblem {
         for i in 0..f0.nlev {
             let l = &e.level_chol[i * q0 * q0..(i + 1) * q0 * q0];
             for g in self.support_ptr[i]..self.support_ptr[i + 1] {
-                let col = &mut gmat[g * q0..(g + 1) * q0];
-                for r in (0..q0).rev() {
-                    let mut v = col[r];
-                    for t in r + 1..q0 {
-                        v -= l[r * q0 + t] * col[t];
-                    }
-                    col[r] = v / l[r * q0 + r];
-                }
+                solve_lower_transposed(l, q0, &mut gmat[g * q0..(g + 1) * q0]);
             }
             // L_i⁻ᵀL_i⁻¹ = (L_iL_iᵀ)⁻¹
             let li = lower_inverse(l, q0);
@@ -496,11 +482,11 @@ impl CrossedProblem {
                         for t in g..end {
                             let w = col[support[t] as usize];
                             let gt = &gm[t * q0..(t + 1) * q0];
-                            let twice = if t == g { 1.0 } else { 2.0 };
-                            // symmetric part of G_j G_tᵀ (the sum over i is symmetric)
+                            // an off-diagonal entry stands twice in the full sum
+                            let w = if t == g { 0.5 * w } else { w };
                             for a in 0..q0 {
                                 for b in 0..q0 {
-                                    acc[b * q0 + a] += 0.5 * twice * w * (gj[a] * gt[b] + gt[a] * gj[b]);
+                                    acc[b * q0 + a] += w * (gj[a] * gt[b] + gt[a] * gj[b]);
                                 }
                             }
                         }
@@ -515,10 +501,7 @@ impl CrossedProblem {
         for (v, w) in pf[0].iter_mut().zip(&quad) {
             *v += w;
         }
-        let c_rho = match self.method {
-            Method::Ml => self.n,
-            Method::Reml => self.n - p as f64,
-        };
+        let c_rho = self.residual_dof();
         let mut grad = Vec::new();
         for (fi, f) in self.factors.iter().enumerate() {
             let Some(li) = &inv_lambdas[fi] else {
@@ -534,15 +517,19 @@ impl CrossedProblem {
                 grad.push(g);
             }
         }
-        let deviance = e.deviance;
-        *self.buffer.borrow_mut() = std::mem::take(&mut e.ls);
-        Some((deviance, grad))
+        self.recycle(e.ls);
+        Some((e.deviance, grad))
+    }
+
+    /// Keep S's storage for the next evaluation.
+    fn recycle(&self, ls: Vec<f64>) {
+        *self.buffer.borrow_mut() = ls;
     }
 
     pub fn deviance(&self, lambdas: &[Vec<f64>]) -> f64 {
         match self.evaluate(lambdas) {
             Some(e) => {
-                *self.buffer.borrow_mut() = e.ls;
+                self.recycle(e.ls);
                 e.deviance
             }
             None => f64::INFINITY,
@@ -552,15 +539,11 @@ impl CrossedProblem {
     /// The profiled deviance, σ̂² and Cov(β̂) = σ̂²(R_XᵀR_X)⁻¹ alone (no modes
     /// or conditional variances): what Satterthwaite's df need at each θ.
     pub fn fixed_effects_covariance(&self, lambdas: &[Vec<f64>]) -> Option<(f64, f64, Vec<f64>)> {
-        let mut e = self.evaluate(lambdas)?;
-        let (m, p) = (self.m, self.p);
-        let dim = m + self.k();
-        let sigma2 = match self.method {
-            Method::Ml => e.pwrss / self.n,
-            Method::Reml => e.pwrss / (self.n - p as f64),
-        };
+        let e = self.evaluate(lambdas)?;
+        let dim = self.m + self.k();
+        let sigma2 = e.pwrss / self.residual_dof();
         let vcov = self.beta_covariance(&e.ls, dim, sigma2);
-        *self.buffer.borrow_mut() = std::mem::take(&mut e.ls);
+        self.recycle(e.ls);
         Some((e.deviance, sigma2, vcov))
     }
 
@@ -586,15 +569,12 @@ impl CrossedProblem {
 
     pub fn solution(&self, lambdas: &[Vec<f64>]) -> Option<CrossedSolution> {
         let mut e = self.evaluate(lambdas)?;
-        let (m, p, k) = (self.m, self.p, self.k());
+        let (m, k) = (self.m, self.k());
         let dim = m + k;
         let x = self.dense_modes(&e.ls);
         let u0 = self.first_factor_modes(&e, &x);
         let beta = x[m..].to_vec();
-        let sigma2 = match self.method {
-            Method::Ml => e.pwrss / self.n,
-            Method::Reml => e.pwrss / (self.n - p as f64),
-        };
+        let sigma2 = e.pwrss / self.residual_dof();
         let vcov = self.beta_covariance(&e.ls, dim, sigma2);
         // P_DD = (L_DD L_DDᵀ)⁻¹ for the conditional covariances (lower triangle).
         invert_leading(&mut e.ls, dim, m);
@@ -660,9 +640,8 @@ impl CrossedProblem {
         }
         blups[0] = b0;
         cond[0] = cc0;
-        let deviance = e.deviance;
-        *self.buffer.borrow_mut() = std::mem::take(&mut e.ls);
-        Some(CrossedSolution { deviance, beta, sigma2, vcov, blups, cond_cov: cond })
+        self.recycle(e.ls);
+        Some(CrossedSolution { deviance: e.deviance, beta, sigma2, vcov, blups, cond_cov: cond })
     }
 }
 

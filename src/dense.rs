@@ -26,8 +26,8 @@ pub fn cholesky_lower(a: &mut [f64], n: usize) -> bool {
     true
 }
 
-/// Solve L Lᵀ x = b in place, L from `cholesky_lower`.
-pub fn cholesky_solve(l: &[f64], n: usize, x: &mut [f64]) {
+/// Solve L x = b in place (L lower triangular, n×n).
+pub fn solve_lower(l: &[f64], n: usize, x: &mut [f64]) {
     for r in 0..n {
         let mut s = x[r];
         for t in 0..r {
@@ -35,6 +35,10 @@ pub fn cholesky_solve(l: &[f64], n: usize, x: &mut [f64]) {
         }
         x[r] = s / l[r * n + r];
     }
+}
+
+/// Solve Lᵀ x = b in place (L lower triangular, n×n).
+pub fn solve_lower_transposed(l: &[f64], n: usize, x: &mut [f64]) {
     for r in (0..n).rev() {
         let mut s = x[r];
         for t in r + 1..n {
@@ -42,6 +46,12 @@ pub fn cholesky_solve(l: &[f64], n: usize, x: &mut [f64]) {
         }
         x[r] = s / l[r * n + r];
     }
+}
+
+/// Solve L Lᵀ x = b in place, L from `cholesky_lower`.
+pub fn cholesky_solve(l: &[f64], n: usize, x: &mut [f64]) {
+    solve_lower(l, n, x);
+    solve_lower_transposed(l, n, x);
 }
 
 /// x with A x = b for symmetric positive definite A; None if A is not.

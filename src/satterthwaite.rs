@@ -21,7 +21,8 @@ pub type AtTheta<'a> = dyn Fn(&[f64]) -> Option<(f64, f64, Vec<f64>)> + 'a;
 /// df for every fixed effect; None where the Hessian is not positive definite.
 /// `c` is n − p for REML, n for ML (the weight of log σ² in the criterion).
 pub fn dfs(theta: &[f64], c: f64, p: usize, at: &AtTheta) -> Option<Vec<f64>> {
-    let (d0, s2, _) = at(theta)?;
+    // At σ = σ̂ the unprofiled criterion is the profiled one and V is `at`'s.
+    let (d0, s2, v0) = at(theta)?;
     let sigma = s2.sqrt();
     // D(θ, σ) = D_prof(θ) − c(1 + ln(2π ρ²/c)) + c ln(2π σ²) + ρ²/σ², ρ² = c σ̂²(θ)
     let two_pi = 2.0 * std::f64::consts::PI;
@@ -64,7 +65,6 @@ pub fn dfs(theta: &[f64], c: f64, p: usize, at: &AtTheta) -> Option<Vec<f64>> {
         }
     }
     let hinv = invert_spd(&hess, m)?;
-    let (_, v0) = unprofiled(&phi)?;
     Some(
         (0..p)
             .map(|j| {
