@@ -9,6 +9,7 @@ use std::slice;
 
 use libduckdb_sys as ffi;
 
+use super::checked;
 use super::guard::{c_message, guard};
 use super::hash::IntMap;
 use super::output;
@@ -63,8 +64,7 @@ unsafe fn block(s: ffi::duckdb_aggregate_state) -> *mut Block {
 
 fn report(info: ffi::duckdb_function_info, r: Result<()>) {
     if let Err(e) = r {
-        let msg = c_message(&e.to_string());
-        unsafe { ffi::duckdb_aggregate_function_set_error(info, msg.as_ptr()) };
+        checked::set_error(info, &c_message(&e.to_string()), false);
     }
 }
 
@@ -314,14 +314,14 @@ unsafe fn for_each_state(
     source: *mut ffi::duckdb_aggregate_state,
     count: usize,
     offset: usize,
-    mut null: impl FnMut(usize),
+    mut null: impl FnMut(usize) -> Result<()>,
     mut each: impl FnMut(usize, &State) -> Result<()>,
 ) -> Result<()> {
     unsafe {
         for i in 0..count {
             let p: *mut State = block(*source.add(i)).read_unaligned();
             if p.is_null() {
-                null(offset + i);
+                null(offset + i)?;
             } else {
                 each(offset + i, &*p)?;
             }

@@ -7,6 +7,7 @@
 //! `input::Chunk`s and returns `tidy::TidyRow`s.
 
 mod aggregate;
+mod checked;
 mod guard;
 mod hash;
 mod output;
@@ -69,6 +70,10 @@ unsafe fn init(
             // DuckDB refused the requested API version and has set the reason.
             return Ok(false);
         }
+        // The same struct again, for the calls made through C++ (`checked`).
+        let version = std::ffi::CString::new(C_API_VERSION).expect("no NUL in the version");
+        let get_api = (*access).get_api.ok_or_else(|| LmmError::new("DuckDB did not provide get_api"))?;
+        checked::set_api(get_api(info, version.as_ptr()) as *const ffi::duckdb_ext_api_v1);
         guard::install_panic_hook();
 
         let get_database = (*access)

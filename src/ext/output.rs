@@ -4,6 +4,7 @@ use std::ffi::{c_char, CString};
 
 use libduckdb_sys as ffi;
 
+use super::checked;
 use super::types::LogicalType;
 use crate::error::{LmmError, Result};
 use crate::tidy::Tidy;
@@ -36,12 +37,13 @@ pub unsafe fn result_type() -> LogicalType {
     }
 }
 
-unsafe fn set_invalid(v: ffi::duckdb_vector, row: usize) {
+unsafe fn set_invalid(v: ffi::duckdb_vector, row: usize) -> Result<()> {
+    checked::ensure_validity_writable(v)?;
     unsafe {
-        ffi::duckdb_vector_ensure_validity_writable(v);
         let mask = ffi::duckdb_vector_get_validity(v);
         ffi::duckdb_validity_set_row_invalid(mask, row as ffi::idx_t);
     }
+    Ok(())
 }
 
 unsafe fn set_valid(v: ffi::duckdb_vector, row: usize) {
@@ -57,11 +59,9 @@ unsafe fn set_valid(v: ffi::duckdb_vector, row: usize) {
 struct Mask(*mut u64);
 
 impl Mask {
-    unsafe fn of(v: ffi::duckdb_vector) -> Mask {
-        unsafe {
-            ffi::duckdb_vector_ensure_validity_writable(v);
-            Mask(ffi::duckdb_vector_get_validity(v))
-        }
+    unsafe fn of(v: ffi::duckdb_vector) -> Result<Mask> {
+        checked::ensure_validity_writable(v)?;
+        Ok(Mask(unsafe { ffi::duckdb_vector_get_validity(v) }))
     }
     #[inline]
     unsafe fn set(&self, row: usize, valid: bool) {
@@ -78,18 +78,18 @@ impl Mask {
 }
 
 /// A NULL result at `row` (a state that saw no rows).
-pub unsafe fn write_null(result: ffi::duckdb_vector, row: usize) {
+pub unsafe fn write_null(result: ffi::duckdb_vector, row: usize) -> Result<()> {
     unsafe {
         let size = ffi::duckdb_list_vector_get_size(result);
         let entries = ffi::duckdb_vector_get_data(result) as *mut ffi::duckdb_list_entry;
         *entries.add(row) = ffi::duckdb_list_entry { offset: size, length: 0 };
-        set_invalid(result, row);
+        set_invalid(result, row)
     }
 }
 
 /// A NULL at `row` of a flat result vector of any non-list type.
-pub unsafe fn write_null_scalar(result: ffi::duckdb_vector, row: usize) {
-    unsafe { set_invalid(result, row) };
+pub unsafe fn write_null_scalar(result: ffi::duckdb_vector, row: usize) -> Result<()> {
+    unsafe { set_invalid(result, row) }
 }
 
 /// A BLOB (or VARCHAR) value at `row`.
@@ -100,15 +100,8 @@ pub unsafe fn write_blob(result: ffi::duckdb_vector, row: usize, bytes: &[u8]) -
             bytes.len()
         )));
     }
-    unsafe {
-        ffi::duckdb_vector_assign_string_element_len(
-            result,
-            row as ffi::idx_t,
-            bytes.as_ptr() as *const c_char,
-            bytes.len() as ffi::idx_t,
-        );
-        set_valid(result, row);
-    }
+    checked::assign_string(result, row, bytes)?;
+    unsafe { set_valid(result, row) };
     Ok(())
 }
 
@@ -117,9 +110,7 @@ pub unsafe fn write_rows(result: ffi::duckdb_vector, row: usize, rows: &Tidy) ->
     unsafe {
         let start = ffi::duckdb_list_vector_get_size(result) as usize;
         let end = start + rows.len();
-        if ffi::duckdb_list_vector_reserve(result, end as ffi::idx_t) != ffi::DuckDBSuccess {
-            return Err(LmmError::new("could not allocate the result list"));
-        }
+        checked::list_reserve(result, end)?;
         // Reserving may reallocate the child: fetch the child vectors only now.
         let child = ffi::duckdb_list_vector_get_child(result);
         let text: Vec<ffi::duckdb_vector> =
@@ -128,9 +119,9 @@ pub unsafe fn write_rows(result: ffi::duckdb_vector, row: usize, rows: &Tidy) ->
             .map(|k| ffi::duckdb_struct_vector_get_child(child, (TEXT_FIELDS.len() + k) as ffi::idx_t))
             .collect();
         let num_data: Vec<*mut f64> = nums.iter().map(|&v| ffi::duckdb_vector_get_data(v) as *mut f64).collect();
-        let child_mask = Mask::of(child);
-        let text_masks: Vec<Mask> = text.iter().map(|&v| Mask::of(v)).collect();
-        let num_masks: Vec<Mask> = nums.iter().map(|&v| Mask::of(v)).collect();
+        let child_mask = Mask::of(child)?;
+        let text_masks: Vec<Mask> = text.iter().map(|&v| Mask::of(v)).collect::<Result<_>>()?;
+        let num_masks: Vec<Mask> = nums.iter().map(|&v| Mask::of(v)).collect::<Result<_>>()?;
 
         for (j, r) in rows.rows().enumerate() {
             let at = start + j;
@@ -139,12 +130,7 @@ pub unsafe fn write_rows(result: ffi::duckdb_vector, row: usize, rows: &Tidy) ->
             for (k, t) in texts.iter().enumerate() {
                 match t {
                     Some(s) => {
-                        ffi::duckdb_vector_assign_string_element_len(
-                            text[k],
-                            at as ffi::idx_t,
-                            s.as_ptr() as *const c_char,
-                            s.len() as ffi::idx_t,
-                        );
+                        checked::assign_string(text[k], at, s.as_bytes())?;
                         text_masks[k].set(at, true);
                     }
                     None => text_masks[k].set(at, false),
@@ -163,9 +149,6 @@ pub unsafe fn write_rows(result: ffi::duckdb_vector, row: usize, rows: &Tidy) ->
         let entries = ffi::duckdb_vector_get_data(result) as *mut ffi::duckdb_list_entry;
         *entries.add(row) = ffi::duckdb_list_entry { offset: start as u64, length: rows.len() as u64 };
         set_valid(result, row);
-        if ffi::duckdb_list_vector_set_size(result, end as ffi::idx_t) != ffi::DuckDBSuccess {
-            return Err(LmmError::new("could not set the size of the result list"));
-        }
-        Ok(())
+        checked::list_set_size(result, end)
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use libduckdb_sys as ffi;
 
+use super::checked;
 use super::guard::{c_message, guard};
 use super::output;
 use super::types::LogicalType;
@@ -60,14 +61,13 @@ impl Local {
 
 fn report(info: ffi::duckdb_function_info, r: Result<()>) {
     if let Err(e) = r {
-        let msg = c_message(&e.to_string());
-        unsafe { ffi::duckdb_scalar_function_set_error(info, msg.as_ptr()) };
+        checked::set_error(info, &c_message(&e.to_string()), true);
     }
 }
 
 /// The model argument must be a BLOB (made by lmm_model_agg).
 unsafe fn check_model_vector(v: ffi::duckdb_vector, function: &str) -> Result<bool> {
-    let ty = unsafe { LogicalType::of_vector(v) };
+    let ty = unsafe { LogicalType::of_vector(v)? };
     match ty.id() {
         ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB => Ok(true),
         ffi::DUCKDB_TYPE_DUCKDB_TYPE_SQLNULL => Ok(false),
@@ -127,7 +127,7 @@ unsafe fn predict_impl(local: &mut Local, input: ffi::duckdb_data_chunk, output:
         let vmodel = ffi::duckdb_data_chunk_get_vector(input, 0);
         let vrow = ffi::duckdb_data_chunk_get_vector(input, 1);
         let vre = ffi::duckdb_data_chunk_get_vector(input, 2);
-        ffi::duckdb_vector_ensure_validity_writable(output);
+        checked::ensure_validity_writable(output)?;
         let out_mask = ffi::duckdb_vector_get_validity(output);
         let out_data = ffi::duckdb_vector_get_data(output) as *mut f64;
         let set_null = |r: usize| ffi::duckdb_validity_set_row_invalid(out_mask, r as ffi::idx_t);
@@ -223,7 +223,7 @@ unsafe fn tidy_impl(input: ffi::duckdb_data_chunk, result: ffi::duckdb_vector) -
         let vmodel = ffi::duckdb_data_chunk_get_vector(input, 0);
         if !check_model_vector(vmodel, "lmm_tidy")? {
             for r in 0..n {
-                output::write_null(result, r);
+                output::write_null(result, r)?;
             }
             return Ok(());
         }
@@ -232,7 +232,7 @@ unsafe fn tidy_impl(input: ffi::duckdb_data_chunk, result: ffi::duckdb_vector) -
         let mut last: Option<(ModelId, crate::tidy::Tidy)> = None;
         for r in 0..n {
             if !valid.is_valid(r) {
-                output::write_null(result, r);
+                output::write_null(result, r)?;
                 continue;
             }
             let prep = predict::prepared(string_at(data, r))?;

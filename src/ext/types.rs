@@ -4,13 +4,16 @@ use std::ffi::{c_char, c_void, CStr};
 
 use libduckdb_sys as ffi;
 
+use super::checked::{self, ChildType};
+use crate::error::Result;
+
 /// An owned `duckdb_logical_type`, destroyed on drop.
 pub struct LogicalType(pub ffi::duckdb_logical_type);
 
 impl LogicalType {
     /// The type of a vector (owned copy).
-    pub unsafe fn of_vector(v: ffi::duckdb_vector) -> LogicalType {
-        LogicalType(unsafe { ffi::duckdb_vector_get_column_type(v) })
+    pub unsafe fn of_vector(v: ffi::duckdb_vector) -> Result<LogicalType> {
+        checked::vector_type(v).map(LogicalType)
     }
 
     pub unsafe fn new(id: ffi::DUCKDB_TYPE) -> LogicalType {
@@ -25,20 +28,20 @@ impl LogicalType {
         unsafe { ffi::duckdb_struct_type_child_count(self.0) as usize }
     }
 
-    pub fn struct_child_name(&self, i: usize) -> String {
-        unsafe { take_c_string(ffi::duckdb_struct_type_child_name(self.0, i as ffi::idx_t)) }
+    pub fn struct_child_name(&self, i: usize) -> Result<String> {
+        Ok(unsafe { take_c_string(checked::struct_child_name(self.0, i)?) })
     }
 
-    pub fn struct_child_type(&self, i: usize) -> LogicalType {
-        LogicalType(unsafe { ffi::duckdb_struct_type_child_type(self.0, i as ffi::idx_t) })
+    pub fn struct_child_type(&self, i: usize) -> Result<LogicalType> {
+        checked::struct_child_type(self.0, i).map(LogicalType)
     }
 
-    pub fn map_key_type(&self) -> LogicalType {
-        LogicalType(unsafe { ffi::duckdb_map_type_key_type(self.0) })
+    pub fn map_key_type(&self) -> Result<LogicalType> {
+        checked::child_type(self.0, ChildType::MapKey).map(LogicalType)
     }
 
-    pub fn map_value_type(&self) -> LogicalType {
-        LogicalType(unsafe { ffi::duckdb_map_type_value_type(self.0) })
+    pub fn map_value_type(&self) -> Result<LogicalType> {
+        checked::child_type(self.0, ChildType::MapValue).map(LogicalType)
     }
 
     pub fn decimal_width(&self) -> u8 {
@@ -62,8 +65,8 @@ impl LogicalType {
     }
 
     /// The label of enum entry `i`, as bytes.
-    pub fn enum_label(&self, i: u32) -> Vec<u8> {
-        unsafe { take_c_bytes(ffi::duckdb_enum_dictionary_value(self.0, i as ffi::idx_t)) }
+    pub fn enum_label(&self, i: u32) -> Result<Vec<u8>> {
+        Ok(unsafe { take_c_bytes(checked::enum_label(self.0, i as usize)?) })
     }
 
     /// A readable SQL name: `DOUBLE`, `DECIMAL(18,3)`, `VARCHAR[]`, `STRUCT(...)`.
@@ -74,13 +77,17 @@ impl LogicalType {
                 format!("DECIMAL({},{})", self.decimal_width(), self.decimal_scale())
             }
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_LIST => {
-                let child = LogicalType(unsafe { ffi::duckdb_list_type_child_type(self.0) });
-                format!("{}[]", child.name())
+                match checked::child_type(self.0, ChildType::List) {
+                    Ok(child) => format!("{}[]", LogicalType(child).name()),
+                    Err(_) => "LIST".to_string(),
+                }
             }
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_ARRAY => {
-                let child = LogicalType(unsafe { ffi::duckdb_array_type_child_type(self.0) });
                 let size = unsafe { ffi::duckdb_array_type_array_size(self.0) };
-                format!("{}[{}]", child.name(), size)
+                match checked::child_type(self.0, ChildType::Array) {
+                    Ok(child) => format!("{}[{}]", LogicalType(child).name(), size),
+                    Err(_) => format!("ARRAY[{size}]"),
+                }
             }
             _ => type_id_name(id).to_string(),
         }

@@ -159,17 +159,17 @@ impl EnumLabels {
     }
 
     #[inline]
-    fn slot(&mut self, ty: &LogicalType, idx: u32) -> u32 {
+    fn slot(&mut self, ty: &LogicalType, idx: u32) -> Result<u32> {
         let labels = &mut self.labels;
-        let mut fetch = || {
-            labels.push(ty.enum_label(idx).into_boxed_slice());
-            (labels.len() - 1) as u32
+        let mut fetch = || -> Result<u32> {
+            labels.push(ty.enum_label(idx)?.into_boxed_slice());
+            Ok((labels.len() - 1) as u32)
         };
-        match &mut self.slots {
+        Ok(match &mut self.slots {
             SlotMap::Dense(d) => match d.get(idx as usize) {
                 Some(&s) if s != NO_SLOT => s,
                 Some(_) => {
-                    let s = fetch();
+                    let s = fetch()?;
                     d[idx as usize] = s;
                     s
                 }
@@ -177,11 +177,18 @@ impl EnumLabels {
             },
             SlotMap::Sparse(m) => {
                 if idx >= self.dict_size {
-                    return NO_SLOT;
+                    return Ok(NO_SLOT);
                 }
-                *m.entry(idx).or_insert_with(fetch)
+                match m.get(&idx) {
+                    Some(&s) => s,
+                    None => {
+                        let s = fetch()?;
+                        m.insert(idx, s);
+                        s
+                    }
+                }
             }
-        }
+        })
     }
 }
 
@@ -233,7 +240,7 @@ impl RowStruct {
     /// `what` names the argument in the error for a value that is not a row,
     /// e.g. "the first argument of lmm_fit_agg must be a whole row, as in lmm_fit_agg(t, 'y ~ x') FROM tbl t".
     pub unsafe fn new(vec: ffi::duckdb_vector, n: usize, what: &str) -> Result<RowStruct> {
-        let ty = unsafe { LogicalType::of_vector(vec) };
+        let ty = unsafe { LogicalType::of_vector(vec)? };
         if ty.id() != ffi::DUCKDB_TYPE_DUCKDB_TYPE_STRUCT {
             return Err(LmmError::new(format!("{what}; got a value of type {}", ty.name())));
         }
@@ -249,7 +256,7 @@ impl RowStruct {
     /// Index of each required column among the row's children: exact name
     /// first, then case-insensitive.
     pub fn resolve(&self, required: &[String]) -> Result<Vec<usize>> {
-        let names: Vec<String> = (0..self.width()).map(|i| self.ty.struct_child_name(i)).collect();
+        let names: Vec<String> = (0..self.width()).map(|i| self.ty.struct_child_name(i)).collect::<Result<_>>()?;
         required
             .iter()
             .map(|name| {
@@ -280,7 +287,7 @@ impl RowStruct {
         let mut columns = Vec::with_capacity(required.len());
         for (pos, (name, &idx)) in required.iter().zip(index).enumerate() {
             let child = unsafe { ffi::duckdb_struct_vector_get_child(self.vec, idx as ffi::idx_t) };
-            let cty = self.ty.struct_child_type(idx);
+            let cty = self.ty.struct_child_type(idx)?;
             let type_name = cty.name();
             let cval = unsafe { Validity::of(child) };
             let valid: Vec<bool> = if self.valid.all_valid() && cval.all_valid() {
@@ -346,7 +353,7 @@ unsafe fn read_column<'v>(
                     }
                     if k != last_idx {
                         last_idx = k;
-                        last_slot = labels.slot(ty, k);
+                        last_slot = labels.slot(ty, k)?;
                     }
                     slots.push(last_slot);
                 }
@@ -436,7 +443,7 @@ pub unsafe fn scalar_text(v: ffi::duckdb_vector, ty: &LogicalType, i: usize, wha
             }
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_ENUM => {
                 let idx = enum_indices(v, ty, i + 1)[i];
-                String::from_utf8_lossy(&ty.enum_label(idx)).into_owned()
+                String::from_utf8_lossy(&ty.enum_label(idx)?).into_owned()
             }
             _ => {
                 return Err(LmmError::new(format!(
@@ -452,17 +459,17 @@ pub unsafe fn scalar_text(v: ffi::duckdb_vector, ty: &LogicalType, i: usize, wha
 /// The options argument at row `i`: a STRUCT (`{'method': 'ML'}`) or a
 /// MAP (`MAP {'method': 'ML'}`), as (name, value-as-text) pairs.
 pub unsafe fn option_pairs(v: ffi::duckdb_vector, i: usize) -> Result<Vec<(String, Option<String>)>> {
-    let ty = unsafe { LogicalType::of_vector(v) };
+    let ty = unsafe { LogicalType::of_vector(v)? };
     let mut pairs = Vec::new();
     match ty.id() {
         ffi::DUCKDB_TYPE_DUCKDB_TYPE_SQLNULL => {}
         ffi::DUCKDB_TYPE_DUCKDB_TYPE_STRUCT => {
             let row_valid = unsafe { Validity::of(v) }.is_valid(i);
             for k in 0..ty.struct_child_count() {
-                let name = ty.struct_child_name(k);
+                let name = ty.struct_child_name(k)?;
                 let value = if row_valid {
                     let child = unsafe { ffi::duckdb_struct_vector_get_child(v, k as ffi::idx_t) };
-                    let cty = ty.struct_child_type(k);
+                    let cty = ty.struct_child_type(k)?;
                     unsafe { scalar_text(child, &cty, i, &format!("option '{name}'"))? }
                 } else {
                     None
@@ -478,8 +485,8 @@ pub unsafe fn option_pairs(v: ffi::duckdb_vector, i: usize) -> Result<Vec<(Strin
             let entries = unsafe { ffi::duckdb_list_vector_get_child(v) };
             let keys = unsafe { ffi::duckdb_struct_vector_get_child(entries, 0) };
             let values = unsafe { ffi::duckdb_struct_vector_get_child(entries, 1) };
-            let kty = ty.map_key_type();
-            let vty = ty.map_value_type();
+            let kty = ty.map_key_type()?;
+            let vty = ty.map_value_type()?;
             for j in entry.offset as usize..(entry.offset + entry.length) as usize {
                 let name = unsafe { scalar_text(keys, &kty, j, "an option name")? }
                     .ok_or_else(|| LmmError::new("an option name is NULL"))?;
