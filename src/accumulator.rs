@@ -173,6 +173,11 @@ fn var_index(vars: &mut Vec<Variable>, name: &str) -> usize {
 impl Accumulator {
     /// Parse the formula and prepare an empty accumulator.
     pub fn new(formula_text: &str, options: Options) -> Result<Accumulator> {
+        let formula_text = match options.grouping_bar()? {
+            Some(bar) => format!("{formula_text}{bar}"),
+            None => formula_text.to_string(),
+        };
+        let formula_text = formula_text.as_str();
         let formula = formula::parse(formula_text)?;
         if formula.random.is_empty() {
             bail!("the formula has no random-effects term such as '(1 | group)'; lmm_fit fits mixed models only");

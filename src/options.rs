@@ -24,15 +24,25 @@ pub struct Options {
     /// Emit the `ran_vals` rows (BLUPs).
     pub ranef: bool,
     pub ddf: Ddf,
+    /// statsmodels style: a grouping column that gets a random intercept
+    /// (and the slopes `re`), added to the formula as a bar of column names.
+    pub grp: Option<String>,
+    /// Columns with random slopes per `grp`.
+    pub re: Vec<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { method: Method::Reml, ranef: true, ddf: Ddf::None }
+        Options { method: Method::Reml, ranef: true, ddf: Ddf::None, grp: None, re: Vec::new() }
     }
 }
 
-const KNOWN: &str = "method ('REML' or 'ML'), ranef (true/false), ddf ('none' or 'Satterthwaite')";
+const KNOWN: &str = "method ('REML' or 'ML'), ranef (true/false), ddf ('none' or 'Satterthwaite'), \
+                     grp (a grouping column), re (columns with random slopes per grp)";
+
+/// Separates the names of a list given as `re` (the `lmm_fit` macro joins a
+/// list with it; a plain string is split on '+').
+pub const LIST_SEPARATOR: char = '\u{1f}';
 
 impl Options {
     /// Options from (name, value-as-text) pairs; a NULL value means "default".
@@ -62,9 +72,67 @@ impl Options {
                         _ => bail!("option ddf: expected 'none' or 'Satterthwaite', got '{v}'"),
                     }
                 }
+                "grp" => o.grp = Some(v.clone()),
+                "re" => {
+                    let sep = if v.contains(LIST_SEPARATOR) { LIST_SEPARATOR } else { '+' };
+                    o.re = v.split(sep).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+                }
                 _ => bail!("unknown option '{name}'; known options: {KNOWN}"),
             }
         }
+        if o.grp.is_none() && !o.re.is_empty() {
+            bail!("option re (random slopes) needs grp (the grouping column)");
+        }
         Ok(o)
+    }
+
+    /// The bar that `grp` and `re` stand for, to append to the formula:
+    /// ` + (1 + `a` + `b` | `g`)`. Every name is quoted, so it is read as one
+    /// column name whatever it contains (no formula syntax can be slipped in).
+    pub fn grouping_bar(&self) -> Result<Option<String>> {
+        let Some(grp) = &self.grp else { return Ok(None) };
+        let quote = |what: &str, name: &str| -> Result<String> {
+            if name.contains('`') || name.trim().is_empty() {
+                bail!("option {what}: '{name}' is not a usable column name (empty, or contains a backtick)");
+            }
+            Ok(format!("`{name}`"))
+        };
+        let mut terms = vec!["1".to_string()];
+        for r in &self.re {
+            terms.push(quote("re", r)?);
+        }
+        Ok(Some(format!(" + ({} | {})", terms.join(" + "), quote("grp", grp)?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, Option<String>)> {
+        p.iter().map(|(a, b)| (a.to_string(), Some(b.to_string()))).collect()
+    }
+
+    #[test]
+    fn grp_and_re_become_a_bar_of_quoted_names() {
+        let o = Options::from_pairs(&pairs(&[("grp", "Pig"), ("re", "Time\u{1f}Other col")])).unwrap();
+        assert_eq!(o.grouping_bar().unwrap().unwrap(), " + (1 + `Time` + `Other col` | `Pig`)");
+        let o = Options::from_pairs(&pairs(&[("grp", "g"), ("re", "a + b")])).unwrap();
+        assert_eq!(o.re, vec!["a", "b"]);
+        assert_eq!(Options::from_pairs(&pairs(&[("grp", "g")])).unwrap().grouping_bar().unwrap().unwrap(), " + (1 | `g`)");
+    }
+
+    #[test]
+    fn formula_syntax_in_grp_stays_a_name() {
+        let o = Options::from_pairs(&pairs(&[("grp", "Subject) + (Days | Subject")])).unwrap();
+        assert_eq!(o.grouping_bar().unwrap().unwrap(), " + (1 | `Subject) + (Days | Subject`)");
+        let o = Options::from_pairs(&pairs(&[("grp", "a`b")])).unwrap();
+        assert!(o.grouping_bar().unwrap_err().0.contains("backtick"));
+    }
+
+    #[test]
+    fn re_needs_grp() {
+        let e = Options::from_pairs(&pairs(&[("re", "Days")])).unwrap_err();
+        assert!(e.0.contains("needs grp"), "{}", e.0);
     }
 }

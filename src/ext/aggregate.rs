@@ -13,7 +13,7 @@ use super::checked;
 use super::guard::{c_message, guard};
 use super::hash::IntMap;
 use super::output;
-use super::vectors::{option_pairs, string_at, EnumCache, RowStruct, Validity};
+use super::vectors::{first_differing_options_row, option_pairs, string_at, EnumCache, RowStruct, Validity};
 use crate::accumulator::Accumulator;
 use crate::error::{LmmError, Result};
 use crate::options::Options;
@@ -154,14 +154,22 @@ unsafe fn read_formula<'v>(v: ffi::duckdb_vector, n: usize) -> Result<&'v str> {
     }
 }
 
-/// Options (argument 3, if given) from the chunk's first row.
-unsafe fn read_options(input: ffi::duckdb_data_chunk) -> Result<Options> {
+const OPTIONS_DIFFER: &str = "the options must be the same for all rows of a group (they differ between rows); \
+                              pass a constant such as {'method': 'ML'}, or GROUP BY the column they depend on";
+
+/// Options (argument 3, if given) of one group's rows of the chunk, which
+/// must be the same on all of them.
+unsafe fn read_options(input: ffi::duckdb_data_chunk, rows: &[usize]) -> Result<Options> {
     unsafe {
         if ffi::duckdb_data_chunk_get_column_count(input) < 3 {
             return Ok(Options::default());
         }
         let v = ffi::duckdb_data_chunk_get_vector(input, 2);
-        Options::from_pairs(&option_pairs(v, 0)?)
+        let options = Options::from_pairs(&option_pairs(v, rows[0])?)?;
+        if first_differing_options_row(v, rows)?.is_some() {
+            return Err(LmmError::new(OPTIONS_DIFFER));
+        }
+        Ok(options)
     }
 }
 
@@ -241,20 +249,19 @@ unsafe fn update_impl(input: ffi::duckdb_data_chunk, states: *mut ffi::duckdb_ag
         let formula = read_formula(ffi::duckdb_data_chunk_get_vector(input, 1), n)?;
         let groups = Groups::new(slice::from_raw_parts(states, n));
 
-        // Create the states that see their first rows; check the others' formula.
+        // Create the states that see their first rows; check the others' formula and options.
         let key = formula_key(formula);
-        let mut options: Option<Options> = None;
-        for (s, _) in groups.iter() {
+        for (s, rows) in groups.iter() {
+            let options = read_options(input, rows)?;
             let b = block(s);
             let p = b.read_unaligned();
             if p.is_null() {
-                if options.is_none() {
-                    options = Some(read_options(input)?);
-                }
-                let acc = Accumulator::new(formula, options.clone().unwrap())?;
+                let acc = Accumulator::new(formula, options)?;
                 b.write_unaligned(Box::into_raw(Box::new(State::new(formula.to_string(), acc))));
             } else if (*p).key != key {
                 return Err(LmmError::new("the formula must be the same for all rows of a group"));
+            } else if (*p).acc.options != options {
+                return Err(LmmError::new(OPTIONS_DIFFER));
             }
         }
 
@@ -300,6 +307,9 @@ unsafe fn combine_impl(
             } else if tgt != src {
                 if (*tgt).key != (*src).key || (*tgt).formula != (*src).formula {
                     return Err(LmmError::new("cannot combine fits of different formulas"));
+                }
+                if (*tgt).acc.options != (*src).acc.options {
+                    return Err(LmmError::new(OPTIONS_DIFFER));
                 }
                 (*tgt).acc.merge(&(*src).acc)?;
             }

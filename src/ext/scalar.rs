@@ -26,12 +26,14 @@ use crate::predict::{self, Prepared};
 pub const PREDICT_NAME: &std::ffi::CStr = c"lmm_predict_impl";
 pub const TIDY_NAME: &std::ffi::CStr = c"lmm_model_tidy";
 
-/// A model this thread has met: the prepared model and, per mode (without /
-/// with random effects), the positions of its columns in the row STRUCT.
+/// A model this thread has met: the prepared model, per mode (without /
+/// with random effects) the positions of its columns in the row STRUCT, and
+/// the addresses of the values whose bytes were verified to be this model.
 struct LocalModel {
     id: ModelId,
     prep: Arc<Prepared>,
     index: [Option<Vec<usize>>; 2],
+    verified: Vec<usize>,
 }
 
 /// Per-thread state of one query's `lmm_predict_impl`.
@@ -41,12 +43,32 @@ struct Local {
 }
 
 const LOCAL_MODELS: usize = 16;
+const VERIFIED_ADDRESSES: usize = 8;
 
 impl Local {
     /// Index into `models` of the model value `bytes`.
+    ///
+    /// A header that matches a known model is not enough (a damaged value
+    /// can carry an intact header): the payload's checksum is verified once
+    /// per distinct address of the value's bytes. A value read again from
+    /// the same address (a join's build side, a cross join's one model) costs
+    /// a comparison.
     fn lookup(&mut self, bytes: &[u8]) -> Result<usize> {
+        let at = bytes.as_ptr() as usize;
         if let Some(id) = model::quick_id(bytes) {
             if let Some(i) = self.models.iter().position(|m| m.id == id) {
+                let m = &mut self.models[i];
+                if !m.verified.contains(&at) {
+                    if model::checksum(&bytes[model::HEADER_LEN..]) != id.checksum {
+                        return Err(LmmError::new(
+                            "the model value is corrupt (its checksum does not match its contents)",
+                        ));
+                    }
+                    if m.verified.len() >= VERIFIED_ADDRESSES {
+                        m.verified.remove(0);
+                    }
+                    m.verified.push(at);
+                }
                 return Ok(i);
             }
         }
@@ -54,7 +76,7 @@ impl Local {
         if self.models.len() >= LOCAL_MODELS {
             self.models.remove(0);
         }
-        self.models.push(LocalModel { id: prep.id, prep, index: [None, None] });
+        self.models.push(LocalModel { id: prep.id, prep, index: [None, None], verified: vec![at] });
         Ok(self.models.len() - 1)
     }
 }

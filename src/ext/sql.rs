@@ -7,29 +7,21 @@ use libduckdb_sys as ffi;
 
 /// `lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, ddf := 'none')`.
 ///
-/// With `grp` set (statsmodels style), ` + (1 + a + b | grp)` is appended to the
-/// formula, `a`, `b` being the entries of `re` (a list, or one string such as
-/// `'a + b'`); `(1 | grp)` if `re` is NULL or empty. `re` without `grp` is an
-/// error. The row alias is unusual on purpose: a bare identifier is a column
-/// before it is a table, so a column named like the alias would win.
+/// `grp` and `re` (statsmodels style) are passed to the aggregate as options
+/// (`re` a list joined by U+001F, or one string such as `'a + b'`), which adds
+/// the bar `(1 + a + b | grp)` with every name quoted: they are never pasted
+/// into the formula text. The row alias is unusual on purpose: a bare
+/// identifier is a column before it is a table, so a column named like the
+/// alias would win.
 pub const LMM_FIT_MACRO: &str = "\
 CREATE OR REPLACE MACRO lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, ddf := 'none') AS TABLE
 SELECT unnest(__lmm_fit, recursive := true)
 FROM (
     SELECT lmm_fit_agg(
         __lmm_row,
-        CASE
-            WHEN grp IS NOT NULL THEN
-                CAST(formula AS VARCHAR) || ' + (1'
-                || COALESCE(' + ' || NULLIF(COALESCE(array_to_string(TRY_CAST(re AS VARCHAR[]), ' + '),
-                                                     CAST(re AS VARCHAR)), ''), '')
-                || ' | ' || CAST(grp AS VARCHAR) || ')'
-            WHEN NULLIF(COALESCE(array_to_string(TRY_CAST(re AS VARCHAR[]), ' + '),
-                                 CAST(re AS VARCHAR)), '') IS NULL THEN
-                CAST(formula AS VARCHAR)
-            ELSE error('lmm_fit: re (random slopes) needs grp (the grouping column)')
-        END,
-        {'method': method, 'ranef': ranef, 'ddf': ddf}
+        formula,
+        {'method': method, 'ranef': ranef, 'ddf': ddf, 'grp': CAST(grp AS VARCHAR),
+         're': COALESCE(array_to_string(TRY_CAST(re AS VARCHAR[]), chr(31)), CAST(re AS VARCHAR))}
     ) AS __lmm_fit
     FROM query_table(tname) AS __lmm_row
 )";
@@ -45,13 +37,22 @@ SELECT unnest(lmm_model_tidy(model), recursive := true)";
 
 /// `lmm_score(tname, model_table, re := true)`: every row of a table or view
 /// with its prediction from the model stored in `model_table`'s `model`
-/// column (one row). The model side is joined on a constant key rather than
-/// cross-joined: DuckDB's cross product copies a BLOB into every chunk, which
-/// for a model of 10⁶ groups costs more than the predictions themselves.
+/// column, which must hold exactly one row (else an error saying how many).
+/// The model side is joined on a constant key rather than cross-joined:
+/// DuckDB's cross product copies a BLOB into every chunk, which for a model
+/// of 10⁶ groups costs more than the predictions themselves. The key is the
+/// row-count check itself, so the check runs whichever columns are used.
+/// Each row travels as one STRUCT column, so no column of the user's (say a
+/// `__lmm_key`) can clash with the key.
 pub const LMM_SCORE_MACRO: &str = "CREATE OR REPLACE MACRO lmm_score(tname, model_table, re := true) AS TABLE
-SELECT __lmm_rows.* EXCLUDE (__lmm_key), lmm_predict_impl(__lmm_m.model, __lmm_rows, re) AS prediction
-FROM (SELECT *, 1 AS __lmm_key FROM query_table(tname)) AS __lmm_rows
-JOIN (SELECT model, 1 AS __lmm_key FROM query_table(model_table)) AS __lmm_m USING (__lmm_key)";
+SELECT unnest(__lmm_s.__lmm_row), lmm_predict_impl(__lmm_m.model, __lmm_s.__lmm_row, re) AS prediction
+FROM (SELECT __lmm_t AS __lmm_row, 1 AS __lmm_key FROM query_table(tname) AS __lmm_t) AS __lmm_s
+JOIN (SELECT first(model) AS model,
+             CASE WHEN count(*) = 1 THEN 1
+                  ELSE error('lmm: lmm_score needs exactly one model in ''' || CAST(model_table AS VARCHAR)
+                             || ''' (one row with a model column); it has ' || count(*) || ' rows')
+             END AS __lmm_key
+      FROM query_table(model_table)) AS __lmm_m USING (__lmm_key)";
 
 /// Run one statement on `con`; the error message if it fails.
 pub unsafe fn execute(con: ffi::duckdb_connection, sql: &str) -> Result<(), String> {

@@ -504,3 +504,79 @@ pub unsafe fn option_pairs(v: ffi::duckdb_vector, i: usize) -> Result<Vec<(Strin
     }
     Ok(pairs)
 }
+
+/// The first of `rows` whose options differ from those of `rows[0]`, if any.
+///
+/// Options normally come from a constant (`{'method': 'ML'}`), and are read
+/// from row 0 only; this check keeps a per-row options column from being
+/// silently reduced to its first row. Struct fields of fixed width and
+/// VARCHAR fields are compared in place; anything else (a MAP) row by row.
+pub unsafe fn first_differing_options_row(v: ffi::duckdb_vector, rows: &[usize]) -> Result<Option<usize>> {
+    let Some((&r0, rest)) = rows.split_first() else { return Ok(None) };
+    let ty = unsafe { LogicalType::of_vector(v)? };
+    match ty.id() {
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_SQLNULL => Ok(None),
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_STRUCT => {
+            let row_valid = unsafe { Validity::of(v) };
+            let mut fields = Vec::new();
+            for k in 0..ty.struct_child_count() {
+                let child = unsafe { ffi::duckdb_struct_vector_get_child(v, k as ffi::idx_t) };
+                fields.push((child, ty.struct_child_type(k)?));
+            }
+            for &i in rest {
+                if row_valid.is_valid(i) != row_valid.is_valid(r0) {
+                    return Ok(Some(i));
+                }
+                for (child, cty) in &fields {
+                    if !unsafe { same_value(*child, cty, r0, i)? } {
+                        return Ok(Some(i));
+                    }
+                }
+            }
+            Ok(None)
+        }
+        _ => {
+            let first = unsafe { option_pairs(v, r0)? };
+            for &i in rest {
+                if unsafe { option_pairs(v, i)? } != first {
+                    return Ok(Some(i));
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Whether rows `a` and `b` of a flat vector hold the same value (or are both NULL).
+unsafe fn same_value(v: ffi::duckdb_vector, ty: &LogicalType, a: usize, b: usize) -> Result<bool> {
+    let valid = unsafe { Validity::of(v) };
+    if valid.is_valid(a) != valid.is_valid(b) {
+        return Ok(false);
+    }
+    if !valid.is_valid(a) || ty.id() == ffi::DUCKDB_TYPE_DUCKDB_TYPE_SQLNULL {
+        return Ok(true);
+    }
+    let width = match ty.id() {
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR => {
+            let data = unsafe { data_ptr::<ffi::duckdb_string_t>(v) };
+            return Ok(unsafe { string_at(data, a) == string_at(data, b) });
+        }
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN
+        | ffi::DUCKDB_TYPE_DUCKDB_TYPE_TINYINT
+        | ffi::DUCKDB_TYPE_DUCKDB_TYPE_UTINYINT => 1,
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_SMALLINT | ffi::DUCKDB_TYPE_DUCKDB_TYPE_USMALLINT => 2,
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_INTEGER
+        | ffi::DUCKDB_TYPE_DUCKDB_TYPE_UINTEGER
+        | ffi::DUCKDB_TYPE_DUCKDB_TYPE_FLOAT => 4,
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_BIGINT
+        | ffi::DUCKDB_TYPE_DUCKDB_TYPE_UBIGINT
+        | ffi::DUCKDB_TYPE_DUCKDB_TYPE_DOUBLE => 8,
+        _ => {
+            let text_a = unsafe { scalar_text(v, ty, a, "an option")? };
+            return Ok(text_a == unsafe { scalar_text(v, ty, b, "an option")? });
+        }
+    };
+    let data = unsafe { data_ptr::<u8>(v) };
+    let (ra, rb) = unsafe { (slice::from_raw_parts(data.add(a * width), width), slice::from_raw_parts(data.add(b * width), width)) };
+    Ok(ra == rb)
+}

@@ -1,0 +1,92 @@
+"""Regression tests of the reliability issue (#10): inputs that used to give
+a wrong or silent result now give the right one or a clear error."""
+
+import duckdb
+import pytest
+
+from conftest import connect, load_csv
+
+
+@pytest.fixture
+def con():
+    c = connect()
+    load_csv(c, "sleepstudy", "sleepstudy")
+    c.execute(
+        "CREATE TABLE d AS SELECT (i % 10)::VARCHAR AS g, (i * 0.37) % 1 AS x, ((i * 0.61) % 1) + (i % 10) * 0.1 AS y, "
+        "i AS __lmm_key, -i AS __lmm_row FROM range(200) t(i)"
+    )
+    c.execute("CREATE TABLE m AS SELECT lmm_model_agg(t, 'y ~ x + (1 | g)') AS model FROM d t")
+    yield c
+    c.close()
+
+
+def error_of(con, sql, params=None):
+    with pytest.raises(duckdb.Error) as e:
+        con.execute(sql, params or []).fetchall()
+    return str(e.value)
+
+
+def test_grp_is_a_column_name_not_formula_text(con):
+    # Used to be pasted into the formula: this fitted (1 | Subject) + (Days | Subject).
+    e = error_of(con, "SELECT * FROM lmm_fit('sleepstudy', 'Reaction ~ Days', grp := 'Subject) + (Days | Subject')")
+    assert "column 'Subject) + (Days | Subject' not found" in e
+    e = error_of(con, "SELECT * FROM lmm_fit('sleepstudy', 'Reaction ~ Days', grp := 'Subject', re := ['Days | Subject) + (1'])")
+    assert "not found" in e
+
+
+def test_grp_and_re_spellings_give_the_formula_fit(con):
+    q = "SELECT term, estimate FROM lmm_fit('sleepstudy', {}) WHERE effect <> 'ran_vals' ORDER BY ALL"
+    want = con.execute(q.format("'Reaction ~ Days + (1 + Days | Subject)'")).fetchall()
+    assert con.execute(q.format("'Reaction ~ Days', grp := 'Subject', re := ['Days']")).fetchall() == want
+    assert con.execute(q.format("'Reaction ~ Days', grp := 'Subject', re := 'Days'")).fetchall() == want
+    assert "needs grp" in error_of(con, "SELECT * FROM lmm_fit('sleepstudy', 'Reaction ~ Days', re := 'Days')")
+
+
+@pytest.mark.parametrize("split", ["Days < 5", "rowid < 179", "rowid = 0"])
+def test_options_that_differ_between_rows_are_refused(con, split):
+    # Used to take the first row's options, so the result depended on row order.
+    e = error_of(
+        con,
+        f"SELECT lmm_fit_agg(t, 'Reaction ~ Days + (1 | Subject)', "
+        f"{{'method': CASE WHEN {split} THEN 'ML' ELSE 'REML' END}}) FROM sleepstudy t",
+    )
+    assert "options must be the same for all rows of a group" in e
+
+
+def test_options_per_group_by_segment_are_fine(con):
+    r = con.execute(
+        "SELECT Days < 5 AS early, len(lmm_fit_agg(t, 'Reaction ~ 1 + (1 | Subject)', "
+        "{'method': CASE WHEN Days < 5 THEN 'ML' ELSE 'REML' END})) FROM sleepstudy t GROUP BY early ORDER BY early"
+    ).fetchall()
+    assert [x[0] for x in r] == [False, True] and all(x[1] > 0 for x in r)
+
+
+def test_lmm_score_keeps_a_column_named_like_its_key(con):
+    # A column __lmm_key used to collapse the output to one row.
+    got = con.execute("SELECT count(*), count(DISTINCT __lmm_key), sum(__lmm_row) FROM lmm_score('d', 'm')").fetchall()
+    assert got == [(200, 200, -sum(range(200)))]
+    cols = [r[0] for r in con.execute("DESCRIBE SELECT * FROM lmm_score('d', 'm')").fetchall()]
+    assert cols == ["g", "x", "y", "__lmm_key", "__lmm_row", "prediction"]
+    same = con.execute(
+        "SELECT max(abs(s.prediction - lmm_predict(m.model, d))) FROM lmm_score('d', 'm') s "
+        "JOIN d USING (__lmm_key), m"
+    ).fetchone()[0]
+    assert same == 0.0
+
+
+@pytest.mark.parametrize("rows", [0, 2])
+def test_lmm_score_needs_exactly_one_model(con, rows):
+    con.execute(f"CREATE TABLE mk AS SELECT model FROM m, range({rows})")
+    for q in ["SELECT count(*) FROM lmm_score('d', 'mk')", "SELECT * FROM lmm_score('d', 'mk')"]:
+        assert f"needs exactly one model in 'mk' (one row with a model column); it has {rows} rows" in error_of(con, q)
+
+
+def test_damaged_model_after_a_valid_one_with_the_same_header_is_refused(con):
+    good = con.execute("SELECT model FROM m").fetchone()[0]
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF  # header (first 32 bytes) intact, payload damaged
+    con.execute("CREATE TABLE mm AS SELECT * FROM (VALUES (1, ?::BLOB), (2, ?::BLOB)) v(k, model)", [good, bytes(bad)])
+    e = error_of(con, "SELECT k, lmm_predict(mm.model, d) FROM mm, (SELECT * FROM d LIMIT 3) d ORDER BY k")
+    assert "checksum does not match" in e
+    # The valid one alone still predicts.
+    assert len(con.execute("SELECT lmm_predict(mm.model, d) FROM mm, d WHERE k = 1").fetchall()) == 200
