@@ -231,6 +231,7 @@ impl CrossedProblem {
     /// The profiled deviance at Λ (one Λ_f per factor, elimination order),
     /// with L_S, ρ², the C_i and the L_i that the gradient and the solution reuse.
     fn evaluate(&self, lambdas: &[Vec<f64>]) -> Option<Eval> {
+        crate::cancel::checkpoint();
         let (m, k) = (self.m, self.k());
         let dim = m + k;
         let mut s = std::mem::take(&mut *self.buffer.borrow_mut());

@@ -45,6 +45,7 @@ impl Counted<'_> {
     }
     fn eval(&mut self, x: &[f64]) -> f64 {
         self.evaluations += 1;
+        crate::cancel::checkpoint();
         let v = (self.f)(x);
         if v.is_nan() {
             f64::INFINITY
@@ -233,6 +234,7 @@ pub fn minimize_bfgs(fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>, x0: 
     project(&mut x);
     let mut eval = |x: &[f64], evaluations: &mut usize| {
         *evaluations += 1;
+        crate::cancel::checkpoint();
         let out = fg(x).filter(|(f, g)| f.is_finite() && g.iter().all(|v| v.is_finite()));
         if std::env::var_os("LMM_TRACE").is_some() {
             eprintln!("  eval f={:.12} x={x:?}", out.as_ref().map_or(f64::NAN, |o| o.0));

@@ -335,6 +335,7 @@ impl Problem {
 
     #[allow(clippy::type_complexity)]
     fn evaluate_impl(&self, lambda: &[f64], pos: Option<&[(usize, usize)]>) -> Option<(Evaluation, (Vec<f64>, Vec<f64>))> {
+        crate::cancel::checkpoint();
         let k = self.k();
         let nth = pos.map_or(0, |p| p.len());
         // Large problems are split into a fixed number of parts (deterministic sums,

@@ -103,6 +103,28 @@ impl Tidy {
         self.head.iter().map(TidyRow::as_ref).chain(ran).chain(self.tail.iter().map(TidyRow::as_ref))
     }
 
+    /// Row `i` in table order (`None` past the end).
+    pub fn row(&self, mut i: usize) -> Option<RowRef<'_>> {
+        if i < self.head.len() {
+            return Some(self.head[i].as_ref());
+        }
+        i -= self.head.len();
+        for rv in &self.ran_vals {
+            if i < rv.estimate.len() {
+                let nl = rv.levels.len();
+                return Some(RowRef {
+                    effect: "ran_vals",
+                    group_var: Some(&rv.group_var),
+                    level: Some(&rv.levels[i % nl]),
+                    term: Some(&rv.terms[i / nl]),
+                    values: [Some(rv.estimate[i]), Some(rv.std_error[i]), None, None, None, None, None],
+                });
+            }
+            i -= rv.estimate.len();
+        }
+        self.tail.get(i).map(TidyRow::as_ref)
+    }
+
     /// The table as owned rows (tests, small fits).
     pub fn into_rows(self) -> Vec<TidyRow> {
         let mut out = self.head;
@@ -120,5 +142,33 @@ impl Tidy {
         }
         out.extend(self.tail);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_by_index_is_the_iteration_order() {
+        let mut fixed = TidyRow::new("fixed");
+        fixed.term = Some("(Intercept)".into());
+        let t = Tidy {
+            head: vec![fixed],
+            ran_vals: vec![RanVals {
+                group_var: "g".into(),
+                terms: vec!["(Intercept)".into(), "x".into()],
+                levels: vec!["a".into(), "b".into()],
+                estimate: vec![1.0, 2.0, 3.0, 4.0],
+                std_error: vec![0.1, 0.2, 0.3, 0.4],
+            }],
+            tail: vec![TidyRow::new("fit")],
+        };
+        let all: Vec<(String, Option<String>, Option<f64>)> =
+            t.rows().map(|r| (r.effect.to_string(), r.level.map(String::from), r.values[0])).collect();
+        let by_index: Vec<_> =
+            (0..t.len()).map(|i| t.row(i).unwrap()).map(|r| (r.effect.to_string(), r.level.map(String::from), r.values[0])).collect();
+        assert_eq!(all, by_index);
+        assert!(t.row(t.len()).is_none());
     }
 }

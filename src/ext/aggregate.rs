@@ -11,6 +11,7 @@ use libduckdb_sys as ffi;
 
 use super::checked;
 use super::guard::{c_message, guard};
+use super::jobs;
 use super::hash::IntMap;
 use super::output;
 use super::vectors::{first_differing_options_row, option_pairs, string_at, EnumCache, RowStruct, Validity};
@@ -20,6 +21,7 @@ use crate::options::Options;
 
 pub const FUNCTION_NAME: &std::ffi::CStr = c"lmm_fit_agg";
 pub const MODEL_FUNCTION_NAME: &std::ffi::CStr = c"lmm_model_agg";
+pub const ACCUMULATE_FUNCTION_NAME: &std::ffi::CStr = c"lmm_accumulate_agg";
 
 /// What a state block points to.
 struct State {
@@ -385,6 +387,40 @@ unsafe fn finalize_model_impl(
     }
 }
 
+unsafe extern "C" fn finalize_accumulation(
+    info: ffi::duckdb_function_info,
+    source: *mut ffi::duckdb_aggregate_state,
+    result: ffi::duckdb_vector,
+    count: ffi::idx_t,
+    offset: ffi::idx_t,
+) {
+    report(info, guard(|| unsafe { finalize_accumulation_impl(source, result, count as usize, offset as usize) }));
+}
+
+/// `lmm_accumulate_agg`: the accumulation itself, deposited for a fit that
+/// DuckDB can interrupt (see `jobs`); the value is the job's handle.
+unsafe fn finalize_accumulation_impl(
+    source: *mut ffi::duckdb_aggregate_state,
+    result: ffi::duckdb_vector,
+    count: usize,
+    offset: usize,
+) -> Result<()> {
+    unsafe {
+        for i in 0..count {
+            let p: *mut State = block(*source.add(i)).read_unaligned();
+            if p.is_null() {
+                output::write_null_scalar(result, offset + i)?;
+                continue;
+            }
+            let state = &mut *p;
+            let empty = Accumulator::new(&state.formula, state.acc.options.clone())?;
+            let acc = std::mem::replace(&mut state.acc, empty);
+            output::write_blob(result, offset + i, &jobs::deposit(acc))?;
+        }
+        Ok(())
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Registration
 // ---------------------------------------------------------------------------
@@ -395,7 +431,9 @@ pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
     unsafe {
         register_set(con, FUNCTION_NAME, output::result_type(), finalize)?;
         let blob = super::types::LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB);
-        register_set(con, MODEL_FUNCTION_NAME, blob, finalize_model)
+        register_set(con, MODEL_FUNCTION_NAME, blob, finalize_model)?;
+        let blob = super::types::LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB);
+        register_set(con, ACCUMULATE_FUNCTION_NAME, blob, finalize_accumulation)
     }
 }
 

@@ -9,6 +9,8 @@
 mod aggregate;
 mod checked;
 mod guard;
+mod job_functions;
+mod jobs;
 mod hash;
 mod output;
 mod scalar;
@@ -87,7 +89,9 @@ unsafe fn init(
         if ffi::duckdb_connect(*db, &mut con) != ffi::DuckDBSuccess {
             return Err(LmmError::new("could not connect to the database"));
         }
-        let registered = aggregate::register(con).and_then(|_| scalar::register(con));
+        let registered = aggregate::register(con)
+            .and_then(|_| scalar::register(con))
+            .and_then(|_| job_functions::register(con));
         if registered.is_ok() {
             // A read-only database cannot store the macro: keep the LOAD
             // working (lmm_fit_agg is usable) and ignore the error.

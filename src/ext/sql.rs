@@ -7,24 +7,29 @@ use libduckdb_sys as ffi;
 
 /// `lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, ddf := 'none')`.
 ///
-/// `grp` and `re` (statsmodels style) are passed to the aggregate as options
-/// (`re` a list joined by U+001F, or one string such as `'a + b'`), which adds
-/// the bar `(1 + a + b | grp)` with every name quoted: they are never pasted
-/// into the formula text. The row alias is unusual on purpose: a bare
-/// identifier is a column before it is a table, so a column named like the
-/// alias would win.
+/// A recursive query that DuckDB can interrupt (see `jobs`): the anchor reads
+/// the rows with `lmm_accumulate_agg`; each step polls the fit running on a
+/// worker thread for at most 100 ms; the last row's job gives the table.
+///
+/// `grp` and `re` (statsmodels style) are passed as options (`re` a list
+/// joined by U+001F, or one string such as `'a + b'`); the aggregate adds the
+/// bar `(1 + a + b | grp)` with every name quoted: they are never pasted into
+/// the formula text. The row alias is unusual on purpose: a bare identifier
+/// is a column before it is a table, so a column named like the alias would win.
 pub const LMM_FIT_MACRO: &str = "\
 CREATE OR REPLACE MACRO lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, ddf := 'none') AS TABLE
-SELECT unnest(__lmm_fit, recursive := true)
-FROM (
-    SELECT lmm_fit_agg(
-        __lmm_row,
-        formula,
-        {'method': method, 'ranef': ranef, 'ddf': ddf, 'grp': CAST(grp AS VARCHAR),
-         're': COALESCE(array_to_string(TRY_CAST(re AS VARCHAR[]), chr(31)), CAST(re AS VARCHAR))}
-    ) AS __lmm_fit
+WITH RECURSIVE __lmm_steps(__lmm_job, __lmm_running) AS (
+    SELECT lmm_accumulate_agg(
+               __lmm_row,
+               formula,
+               {'method': method, 'ranef': ranef, 'ddf': ddf, 'grp': CAST(grp AS VARCHAR),
+                're': COALESCE(array_to_string(TRY_CAST(re AS VARCHAR[]), chr(31)), CAST(re AS VARCHAR))}),
+           true
     FROM query_table(tname) AS __lmm_row
-)";
+    UNION ALL
+    SELECT __lmm_job, lmm_fit_poll(__lmm_job) FROM __lmm_steps WHERE __lmm_running
+)
+SELECT unnest(lmm_fit_result(__lmm_job), recursive := true) FROM __lmm_steps WHERE NOT __lmm_running";
 
 /// `lmm_predict(model, new_row, re := true)`: the scalar function with `re` defaulted.
 pub const LMM_PREDICT_MACRO: &str = "\

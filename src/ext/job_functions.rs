@@ -1,0 +1,95 @@
+//! The scalar functions of an interruptible fit (see `jobs`):
+//! `lmm_fit_poll(job BLOB) -> BOOLEAN` (still running?) and
+//! `lmm_fit_result(job BLOB) -> LIST(STRUCT(...))` (the tidy table).
+//! Both are volatile: DuckDB must call them once per row, never fold them.
+
+use libduckdb_sys as ffi;
+
+use super::checked;
+use super::guard::{c_message, guard};
+use super::jobs;
+use super::output;
+use super::types::LogicalType;
+use super::vectors::{string_at, Validity};
+use crate::error::{LmmError, Result};
+
+fn report(info: ffi::duckdb_function_info, r: Result<()>) {
+    if let Err(e) = r {
+        checked::set_error(info, &c_message(&e.to_string()), true);
+    }
+}
+
+/// Each row's job handle (`None` for NULL).
+unsafe fn handles<'a>(input: ffi::duckdb_data_chunk) -> Vec<Option<&'a [u8]>> {
+    unsafe {
+        let n = ffi::duckdb_data_chunk_get_size(input) as usize;
+        let v = ffi::duckdb_data_chunk_get_vector(input, 0);
+        let valid = Validity::of(v);
+        let data = ffi::duckdb_vector_get_data(v) as *const ffi::duckdb_string_t;
+        (0..n).map(|i| valid.is_valid(i).then(|| string_at(data, i))).collect()
+    }
+}
+
+unsafe extern "C" fn poll_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+    report(
+        info,
+        guard(|| unsafe {
+            checked::ensure_validity_writable(output)?;
+            let mask = ffi::duckdb_vector_get_validity(output);
+            let out = ffi::duckdb_vector_get_data(output) as *mut bool;
+            for (i, h) in handles(input).into_iter().enumerate() {
+                match h {
+                    Some(h) => *out.add(i) = jobs::poll(h)?,
+                    None => ffi::duckdb_validity_set_row_invalid(mask, i as ffi::idx_t),
+                }
+            }
+            Ok(())
+        }),
+    );
+}
+
+unsafe extern "C" fn result_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+    report(
+        info,
+        guard(|| unsafe {
+            for (i, h) in handles(input).into_iter().enumerate() {
+                match h {
+                    Some(h) => output::write_rows(output, i, &jobs::take_result(h)?)?,
+                    None => output::write_null(output, i)?,
+                }
+            }
+            Ok(())
+        }),
+    );
+}
+
+type Callback = unsafe extern "C" fn(ffi::duckdb_function_info, ffi::duckdb_data_chunk, ffi::duckdb_vector);
+
+unsafe fn register_one(con: ffi::duckdb_connection, name: &std::ffi::CStr, returns: LogicalType, f: Callback) -> Result<()> {
+    unsafe {
+        let blob = LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB);
+        let mut sf = ffi::duckdb_create_scalar_function();
+        if sf.is_null() {
+            return Err(LmmError::new(format!("could not create the scalar function {}", name.to_string_lossy())));
+        }
+        ffi::duckdb_scalar_function_set_name(sf, name.as_ptr());
+        ffi::duckdb_scalar_function_add_parameter(sf, blob.0);
+        ffi::duckdb_scalar_function_set_return_type(sf, returns.0);
+        ffi::duckdb_scalar_function_set_volatile(sf);
+        ffi::duckdb_scalar_function_set_function(sf, Some(f));
+        let ok = ffi::duckdb_register_scalar_function(con, sf) == ffi::DuckDBSuccess;
+        ffi::duckdb_destroy_scalar_function(&mut sf);
+        if ok {
+            Ok(())
+        } else {
+            Err(LmmError::new(format!("could not register the scalar function {}", name.to_string_lossy())))
+        }
+    }
+}
+
+pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
+    unsafe {
+        register_one(con, c"lmm_fit_poll", LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN), poll_fn)?;
+        register_one(con, c"lmm_fit_result", output::result_type(), result_fn)
+    }
+}
