@@ -885,7 +885,7 @@ def test_fuzz_formulas():
     spent = time.monotonic() - t0
     fits = sum(len(c["sql"]) for c in cases if c.get("keep_going"))
     print(f"{CASES} formulas, {len(cases)} cases, {fits} fit statements in {spent:.1f} s")
-    assert not failures, f"{len(failures)} failure class(es) in {spent:.1f} s:\n" + "\n".join(failures)
+    assert not failures, f"{sum(l.startswith('*') for l in failures)} failure class(es) in {spent:.1f} s:\n" + "\n".join(failures)
 
 
 def test_fuzz_model_values():
@@ -900,4 +900,4 @@ def test_fuzz_model_values():
     # Most damaged values must be refused: a fuzzer whose mutations all pass
     # (say, because the checksum were wrong) would test nothing.
     assert errors >= len(cases) // 2, f"only {errors} of {len(cases)} damaged values gave an error"
-    assert not failures, f"{len(failures)} failure class(es) in {spent:.1f} s:\n" + "\n".join(failures)
+    assert not failures, f"{sum(l.startswith('*') for l in failures)} failure class(es) in {spent:.1f} s:\n" + "\n".join(failures)
