@@ -92,12 +92,10 @@ unsafe fn init(
         let registered = aggregate::register(con)
             .and_then(|_| scalar::register(con))
             .and_then(|_| job_functions::register(con));
-        if registered.is_ok() {
-            // A read-only database cannot store the macro: keep the LOAD
-            // working (lmm_fit_agg is usable) and ignore the error.
-            let _ = sql::create_macros(con);
-        }
+        // Macros: see `sql::create_macros`; only a planted macro on a database
+        // lmm cannot write fails the LOAD.
+        let macros = if registered.is_ok() { sql::create_macros(con).map_err(|e| LmmError::new(e.trim_start_matches("Invalid Input Error: "))) } else { Ok(()) };
         ffi::duckdb_disconnect(&mut con);
-        registered.map(|_| true)
+        registered.and(macros).map(|_| true)
     }
 }

@@ -80,16 +80,152 @@ pub unsafe fn execute(con: ffi::duckdb_connection, sql: &str) -> Result<(), Stri
     }
 }
 
-/// Create the SQL macros. Failure (e.g. a read-only database) is returned but
-/// must not fail the LOAD: the aggregate itself is registered already.
+/// The in-memory catalog that holds lmm's macros (attached at LOAD, so it is
+/// shared by every connection of the database and never written to a file).
+pub const CATALOG: &str = "lmm_ext";
+
+/// lmm's macros: name, whether it is a table macro, parameters (with their
+/// defaults), and the `CREATE OR REPLACE MACRO` statement of its body.
+struct Macro {
+    name: &'static str,
+    table: bool,
+    params: &'static [(&'static str, Option<&'static str>)],
+    create: &'static str,
+}
+
+const MACROS: [Macro; 4] = [
+    Macro {
+        name: "lmm_fit",
+        table: true,
+        params: &[("tname", None), ("formula", None), ("grp", Some("NULL")), ("re", Some("NULL")),
+                  ("method", Some("'REML'")), ("ranef", Some("true")), ("ddf", Some("'none'"))],
+        create: LMM_FIT_MACRO,
+    },
+    Macro { name: "lmm_predict", table: false, params: &[("model", None), ("new_row", None), ("re", Some("true"))], create: LMM_PREDICT_MACRO },
+    Macro { name: "lmm_tidy", table: true, params: &[("model", None)], create: LMM_TIDY_MACRO },
+    Macro {
+        name: "lmm_score",
+        table: true,
+        params: &[("tname", None), ("model_table", None), ("re", Some("true"))],
+        create: LMM_SCORE_MACRO,
+    },
+];
+
+impl Macro {
+    /// The body, created in `lmm_ext.main`.
+    fn in_catalog(&self) -> String {
+        let head = format!("CREATE OR REPLACE MACRO {}(", self.name);
+        self.create.replacen(&head, &format!("CREATE OR REPLACE MACRO {CATALOG}.main.{}(", self.name), 1)
+    }
+
+    /// A forwarder named `name` (in the schema `schema`, or the default one)
+    /// that calls the body in `lmm_ext`. Forwarders are what lands in the
+    /// user's database: they hold no logic of their own, so one left by another
+    /// version of lmm still runs this one's.
+    fn forwarder(&self, schema: Option<&str>, name: &str) -> String {
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(p, d)| match d {
+                Some(d) => format!("{p} := {d}"),
+                None => p.to_string(),
+            })
+            .collect();
+        let args: Vec<String> =
+            self.params.iter().map(|(p, d)| if d.is_some() { format!("{p} := {p}") } else { p.to_string() }).collect();
+        let target = format!("{CATALOG}.main.{}({})", self.name, args.join(", "));
+        let body = if self.table { format!("TABLE SELECT * FROM {target}") } else { target };
+        let qualified = schema.map_or(name.to_string(), |s| format!("{s}.{name}"));
+        format!("CREATE OR REPLACE MACRO {qualified}({}) AS {body}", params.join(", "))
+    }
+}
+
+/// Create the macros. Their bodies go into the in-memory catalog `lmm_ext`
+/// (never persisted, present on read-only databases and after `USE`, called
+/// as `lmm_ext.lmm_fit(...)`); forwarders with the plain names go into the
+/// default database, so that `lmm_fit(...)` works.
+///
+/// DuckDB's C API has no way to register a macro in the system catalog, so
+/// the forwarders persist in a file database. Where they cannot be written
+/// (a read-only file), the ones already there are compared with ours: a
+/// macro with one of lmm's names that is not lmm's forwarder (planted, or
+/// left by a version that had no forwarders) makes the LOAD fail, naming it,
+/// so that it is never run in lmm's place without a word. `Err` fails the LOAD.
 pub unsafe fn create_macros(con: ffi::duckdb_connection) -> Result<(), String> {
-    let mut first_error = Ok(());
-    for sql in [LMM_FIT_MACRO, LMM_PREDICT_MACRO, LMM_TIDY_MACRO, LMM_SCORE_MACRO] {
-        if let Err(e) = unsafe { execute(con, sql) } {
-            if first_error.is_ok() {
-                first_error = Err(e);
+    unsafe {
+        let attached = execute(con, &format!("ATTACH IF NOT EXISTS ':memory:' AS {CATALOG} (READ_WRITE)")).is_ok()
+            && execute(
+                con,
+                &format!(
+                    "SELECT CASE WHEN path IS NOT NULL THEN error('a database named {CATALOG} is attached already') END \
+                     FROM duckdb_databases() WHERE database_name = '{CATALOG}'"
+                ),
+            )
+            .is_ok();
+        if !attached {
+            // No catalog of our own: the bodies go into the default database
+            // where it can be written (the aggregates work regardless).
+            for m in &MACROS {
+                let _ = execute(con, m.create);
             }
+            return Ok(());
+        }
+        for m in &MACROS {
+            execute(con, &m.in_catalog())?;
+            // The reference copy of the forwarder, to compare read-only databases with.
+            execute(con, &m.forwarder(Some(&format!("{CATALOG}.main")), &format!("__forwarder_{}", m.name)))?;
+        }
+        let mut writable = true;
+        for m in &MACROS {
+            writable &= execute(con, &m.forwarder(None, m.name)).is_ok();
+        }
+        if writable {
+            return Ok(());
+        }
+        let names: Vec<String> = MACROS.iter().map(|m| format!("'{}'", m.name)).collect();
+        execute(
+            con,
+            &format!(
+                "SELECT CASE WHEN count(*) > 0 THEN error('the database ' || current_database() || \
+                 ' cannot be written (read-only?) and holds macro(s) named like lmm''s that are not lmm''s: ' \
+                 || string_agg(u.function_name, ', ') || '. They would run instead of lmm: open the database \
+                 read-write once and LOAD lmm (it replaces them), or DROP them. lmm''s own are always there as \
+                 {CATALOG}.lmm_fit(...), {CATALOG}.lmm_predict(...), ...') END \
+                 FROM duckdb_functions() u LEFT JOIN duckdb_functions() r \
+                   ON r.database_name = '{CATALOG}' AND r.function_name = '__forwarder_' || u.function_name \
+                 WHERE u.database_name = current_database() AND u.schema_name = 'main' \
+                   AND u.function_name IN ({}) \
+                   AND (r.function_name IS NULL OR r.macro_definition IS DISTINCT FROM u.macro_definition \
+                        OR r.parameters IS DISTINCT FROM u.parameters)",
+                names.join(", ")
+            ),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarders_pass_every_parameter_through() {
+        let fit = &MACROS[0];
+        assert_eq!(
+            fit.forwarder(None, "lmm_fit"),
+            "CREATE OR REPLACE MACRO lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, \
+             ddf := 'none') AS TABLE SELECT * FROM lmm_ext.main.lmm_fit(tname, formula, grp := grp, re := re, \
+             method := method, ranef := ranef, ddf := ddf)"
+        );
+        assert!(MACROS[1].forwarder(None, "lmm_predict").ends_with("AS lmm_ext.main.lmm_predict(model, new_row, re := re)"));
+        for m in &MACROS {
+            assert!(m.in_catalog().starts_with(&format!("CREATE OR REPLACE MACRO lmm_ext.main.{}(", m.name)), "{}", m.name);
+            // The declared parameters are those of the body.
+            let declared: Vec<String> = m
+                .params
+                .iter()
+                .map(|(p, d)| d.map_or(p.to_string(), |d| format!("{p} := {d}")))
+                .collect();
+            assert!(m.create.contains(&format!("{}({})", m.name, declared.join(", "))), "{}", m.name);
         }
     }
-    first_error
 }

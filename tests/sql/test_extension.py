@@ -89,11 +89,13 @@ def test_functions_registered(con):
     assert [r[0] for r in rows] == [["ANY", "VARCHAR"], ["ANY", "VARCHAR", "ANY"]]
     fields = ", ".join(f'"{n}" {t}' if n == "level" else f"{n} {t}" for n, t in RESULT_COLUMNS)
     assert rows[0][1] == rows[1][1] == f"STRUCT({fields})[]"
+    # The body in the in-memory catalog lmm_ext, a forwarder in the default database.
     macro = con.sql(
-        "SELECT parameters FROM duckdb_functions() WHERE function_name = 'lmm_fit' "
-        "AND function_type = 'table_macro'"
+        "SELECT database_name, parameters FROM duckdb_functions() WHERE function_name = 'lmm_fit' "
+        "AND function_type = 'table_macro' ORDER BY database_name"
     ).fetchall()
-    assert macro == [(["tname", "formula", "grp", "re", "method", "ranef", "ddf"],)]
+    params = ["tname", "formula", "grp", "re", "method", "ranef", "ddf"]
+    assert macro == [("lmm_ext", params), ("memory", params)]
 
 
 def test_macro_schema(con):
@@ -180,7 +182,8 @@ def test_read_only_database(tmp_path):
     c.execute(f"LOAD '{EXT}'")
     c.close()
     c = connect(db, read_only=True)
-    assert c.sql("SELECT count(*) FROM duckdb_functions() WHERE function_name = 'lmm_fit'").fetchall() == [(1,)]
+    assert c.sql("SELECT count(*) FROM duckdb_functions() WHERE function_name = 'lmm_fit'").fetchall() == [(2,)]
+    assert c.sql("SELECT count(*) FROM lmm_fit('t', 'x ~ 1 + (1 | y)')").fetchall()[0][0] > 0
     c.close()
 
 
@@ -191,7 +194,8 @@ def test_cli_1_5_6():
     data = ROOT / "tests" / "fixtures" / "data" / "dyestuff.csv"
     sql = (
         f"LOAD '{EXT}'; "
-        "SELECT count(*) FROM duckdb_functions() WHERE function_name IN ('lmm_fit_agg', 'lmm_fit'); "
+        "SELECT count(*) FROM duckdb_functions() WHERE function_name IN ('lmm_fit_agg', 'lmm_fit') "
+        "AND database_name <> 'lmm_ext'; "
         f"CREATE TABLE d AS SELECT * FROM read_csv('{data}'); "
         "SELECT round(estimate, 6) FROM lmm_fit('d', 'Yield ~ 1 + (1 | Batch)') WHERE term = 'REMLcrit';"
     )

@@ -4,7 +4,7 @@ a wrong or silent result now give the right one or a clear error."""
 import duckdb
 import pytest
 
-from conftest import connect, load_csv
+from conftest import EXT, connect, load_csv
 
 
 @pytest.fixture
@@ -90,3 +90,112 @@ def test_damaged_model_after_a_valid_one_with_the_same_header_is_refused(con):
     assert "checksum does not match" in e
     # The valid one alone still predicts.
     assert len(con.execute("SELECT lmm_predict(mm.model, d) FROM mm, d WHERE k = 1").fetchall()) == 200
+
+
+# --- macros: where they live, and what a database file keeps --------------------------------
+
+FIT = "SELECT count(*) FROM {}('s', 'Reaction ~ Days + (1 | Subject)')"
+
+
+def connect_ro(db):
+    c = duckdb.connect(db, read_only=True, config={"allow_unsigned_extensions": "true"})
+    c.execute(f"LOAD '{EXT}'")
+    return c
+
+
+def file_db(tmp_path):
+    db = str(tmp_path / "f.duckdb")
+    c = connect(db)
+    load_csv(c, "s", "sleepstudy")
+    assert c.execute(FIT.format("lmm_fit")).fetchone()[0] > 0
+    c.close()
+    return db
+
+
+def test_macro_bodies_live_in_an_in_memory_catalog(tmp_path):
+    db = file_db(tmp_path)
+    c = duckdb.connect(db)  # without LOAD
+    stored = c.execute(
+        "SELECT function_name, macro_definition FROM duckdb_functions() WHERE function_type LIKE '%macro' "
+        "AND function_name LIKE 'lmm%' AND database_name = current_database() ORDER BY 1"
+    ).fetchall()
+    assert [r[0] for r in stored] == ["lmm_fit", "lmm_predict", "lmm_score", "lmm_tidy"]
+    # Only forwarders are kept in the file, no logic of lmm's own.
+    assert all("lmm_ext.main." in r[1] for r in stored), stored
+    # Opened without lmm, the call says that lmm's catalog is missing.
+    e = error_of(c, FIT.format("lmm_fit"))
+    assert "lmm_ext" in e and "does not exist" in e
+    c.close()
+
+
+def test_read_only_file_runs_lmm(tmp_path):
+    db = file_db(tmp_path)
+    c = connect_ro(db)
+    assert c.execute(FIT.format("lmm_fit")).fetchone()[0] > 0
+    assert c.execute(FIT.format("lmm_ext.lmm_fit")).fetchone()[0] > 0
+    c.close()
+
+
+def test_read_only_file_never_written_by_lmm_works_qualified(tmp_path):
+    db = str(tmp_path / "plain.duckdb")
+    c = duckdb.connect(db)
+    load_csv(c, "s", "sleepstudy")
+    c.close()
+    c = connect_ro(db)
+    assert c.execute(FIT.format("lmm_ext.lmm_fit")).fetchone()[0] > 0
+    assert 'lmm_ext.lmm_fit' in error_of(c, FIT.format("lmm_fit"))  # DuckDB's hint names it
+    c.close()
+
+
+def test_planted_macro_on_a_read_only_file_fails_the_load(tmp_path):
+    db = file_db(tmp_path)
+    c = duckdb.connect(db)
+    c.execute(
+        "CREATE OR REPLACE MACRO lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', "
+        "ranef := true, ddf := 'none') AS TABLE SELECT 'fixed' AS effect, 42.0 AS estimate"
+    )
+    c.close()
+    c = duckdb.connect(db, read_only=True, config={"allow_unsigned_extensions": "true"})
+    with pytest.raises(duckdb.Error) as e:
+        c.execute(f"LOAD '{EXT}'")
+    c.close()
+    assert "holds macro(s) named like lmm's that are not lmm's: lmm_fit" in str(e.value)
+    # Read-write, LOAD replaces it.
+    c = connect(db)
+    assert c.execute(FIT.format("lmm_fit")).fetchone()[0] > 0
+    c.close()
+
+
+def test_after_use_of_another_database(con):
+    con.execute("ATTACH ':memory:' AS other")
+    con.execute("USE other")
+    got = con.execute("SELECT count(*) FROM lmm_ext.lmm_fit('memory.sleepstudy', 'Reaction ~ Days + (1 | Subject)')")
+    assert got.fetchone()[0] > 0
+    m = con.execute(
+        "SELECT lmm_ext.lmm_predict(lmm_model_agg(t, 'Reaction ~ Days + (1 | Subject)'), "
+        "{'Days': 1, 'Subject': 308}) FROM memory.sleepstudy t"
+    ).fetchone()[0]
+    assert m > 0
+
+
+# --- interrupts ------------------------------------------------------------------------------
+
+def test_interrupt_stops_a_long_crossed_fit_within_a_second(con):
+    import threading
+    import time
+
+    con.execute(
+        "CREATE TABLE c AS SELECT (hash(i) % 50000)::INT AS a, (hash(i * 7 + 1) % 5000)::INT AS b, "
+        "random() + ((hash(i) % 50000) % 17) * 0.1 + ((hash(i * 7 + 1) % 5000) % 13) * 0.1 AS y "
+        "FROM range(1000000) t(i)"
+    )
+    timer = threading.Timer(1.0, con.interrupt)
+    start = time.monotonic()
+    timer.start()
+    with pytest.raises(duckdb.InterruptException):
+        con.execute("SELECT count(*) FROM lmm_fit('c', 'y ~ 1 + (1 | a) + (1 | b)')").fetchall()
+    elapsed = time.monotonic() - start
+    timer.join()
+    assert elapsed < 2.0, elapsed
+    # The connection is usable at once.
+    assert con.execute("SELECT count(*) FROM lmm_fit('sleepstudy', 'Reaction ~ Days + (1 | Subject)')").fetchone()[0] > 0
