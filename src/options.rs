@@ -29,16 +29,20 @@ pub struct Options {
     pub grp: Option<String>,
     /// Columns with random slopes per `grp`.
     pub re: Vec<String>,
+    /// What a failed fit gives: an error for the query (default), or NULL
+    /// for that group only (`on_error := 'null'`, for GROUP BY pipelines).
+    pub null_on_error: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { method: Method::Reml, ranef: true, ddf: Ddf::None, grp: None, re: Vec::new() }
+        Options { method: Method::Reml, ranef: true, ddf: Ddf::None, grp: None, re: Vec::new(), null_on_error: false }
     }
 }
 
 const KNOWN: &str = "method ('REML' or 'ML'), ranef (true/false), ddf ('none' or 'Satterthwaite'), \
-                     grp (a grouping column), re (columns with random slopes per grp)";
+                     grp (a grouping column), re (columns with random slopes per grp), \
+                     on_error ('stop' or 'null')";
 
 /// Separates the names of a list given as `re` (the `lmm_fit` macro joins a
 /// list with it; a plain string is split on '+').
@@ -73,6 +77,13 @@ impl Options {
                     }
                 }
                 "grp" => o.grp = Some(v.clone()),
+                "on_error" => {
+                    o.null_on_error = match v.to_ascii_lowercase().as_str() {
+                        "stop" => false,
+                        "null" => true,
+                        _ => bail!("option on_error: expected 'stop' or 'null', got '{v}'"),
+                    }
+                }
                 "re" => {
                     let sep = if v.contains(LIST_SEPARATOR) { LIST_SEPARATOR } else { '+' };
                     o.re = v.split(sep).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();

@@ -246,7 +246,8 @@ unsafe fn update_impl(input: ffi::duckdb_data_chunk, states: *mut ffi::duckdb_ag
             ffi::duckdb_data_chunk_get_vector(input, 0),
             n,
             "the first argument of lmm_fit_agg / lmm_model_agg must be a whole row, as in \
-             lmm_fit_agg(t, 'y ~ x') FROM tbl t",
+             lmm_fit_agg(t, 'y ~ x') FROM tbl t (a column named like the table alias hides the row; \
+             lmm_fit calls the row __lmm_row, so rename a column of that name)",
         )?;
         let formula = read_formula(ffi::duckdb_data_chunk_get_vector(input, 1), n)?;
         let groups = Groups::new(slice::from_raw_parts(states, n));
@@ -321,7 +322,9 @@ unsafe fn combine_impl(
 }
 
 /// The states of one finalize batch: `each(row, state)` writes row `row` of
-/// the result; a state that never saw a row is NULL (`null(row)`).
+/// the result; a state that never saw a row is NULL (`null(row)`), and so is
+/// one whose fit fails if its options say `on_error := 'null'`. Otherwise a
+/// failure in a batch of several states (a GROUP BY) says which group it was.
 unsafe fn for_each_state(
     source: *mut ffi::duckdb_aggregate_state,
     count: usize,
@@ -334,12 +337,40 @@ unsafe fn for_each_state(
             let p: *mut State = block(*source.add(i)).read_unaligned();
             if p.is_null() {
                 null(offset + i)?;
-            } else {
-                each(offset + i, &*p)?;
+                continue;
+            }
+            if let Err(e) = each(offset + i, &*p) {
+                if (*p).acc.options.null_on_error {
+                    null(offset + i)?;
+                } else if count > 1 || offset > 0 {
+                    return Err(LmmError::new(format!(
+                        "{} (in the GROUP BY group {}; {{'on_error': 'null'}} gives NULL for failing groups instead)",
+                        e.0,
+                        describe(&(*p).acc)
+                    )));
+                } else {
+                    return Err(e);
+                }
             }
         }
         Ok(())
     }
+}
+
+/// A group of a GROUP BY, as far as its statistics tell: its rows and the
+/// first levels of its first grouping factor.
+fn describe(acc: &Accumulator) -> String {
+    let Some(factor) = acc.factors.first() else { return "with no rows".to_string() };
+    let name: Vec<&str> = factor.vars.iter().map(|&v| acc.vars[v].name.as_str()).collect();
+    let levels: Vec<String> = factor.levels.sorted().iter().take(3).map(|&l| crate::levels::label(&factor.levels.keys[l as usize])).collect();
+    let more = if factor.levels.len() > 3 { ", ..." } else { "" };
+    format!(
+        "with {} row(s) used, {} level(s) of '{}': {}{more}",
+        factor.store.n_total(),
+        factor.levels.len(),
+        name.join(":"),
+        levels.join(", ")
+    )
 }
 
 unsafe fn finalize_impl(

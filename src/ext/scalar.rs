@@ -161,7 +161,8 @@ unsafe fn predict_impl(local: &mut Local, input: ffi::duckdb_data_chunk, output:
             vrow,
             n,
             "the second argument of lmm_predict must be a whole row, as in \
-             lmm_predict(m.model, d) FROM data d, models m",
+             lmm_predict(m.model, d) FROM data d, models m (a column named like the table alias hides \
+             the row; lmm_score calls the row __lmm_t, so rename a column of that name)",
         )?;
         let model_valid = Validity::of(vmodel);
         let row_valid = Validity::of(vrow);

@@ -199,3 +199,39 @@ def test_interrupt_stops_a_long_crossed_fit_within_a_second(con):
     assert elapsed < 2.0, elapsed
     # The connection is usable at once.
     assert con.execute("SELECT count(*) FROM lmm_fit('sleepstudy', 'Reaction ~ Days + (1 | Subject)')").fetchone()[0] > 0
+
+
+# --- GROUP BY: a failing group is named, or NULL on request ----------------------------------
+
+@pytest.fixture
+def segments(con):
+    # Segment '0' has a constant response: its fit fails; '1' and '2' fit.
+    con.execute(
+        "CREATE TABLE seg AS SELECT (i % 10)::VARCHAR AS g, (i % 3)::VARCHAR AS s, (i * 0.37) % 1 AS x, "
+        "CASE WHEN i % 3 = 0 THEN 1.0 ELSE ((i * 0.61) % 1) + (i % 10) * 0.1 END AS y FROM range(300) t(i)"
+    )
+    return con
+
+
+def test_failing_group_by_segment_is_described(segments):
+    e = error_of(segments, "SELECT s, lmm_fit_agg(t, 'y ~ x + (1 | g)') FROM seg t GROUP BY s")
+    assert "in the GROUP BY group with 100 row(s) used, 10 level(s) of 'g': 0, 1, 2, ..." in e
+    assert "{'on_error': 'null'}" in e
+
+
+@pytest.mark.parametrize("agg", ["lmm_fit_agg", "lmm_model_agg"])
+def test_on_error_null_gives_null_for_the_failing_group_only(segments, agg):
+    got = segments.execute(
+        f"SELECT s, {agg}(t, 'y ~ x + (1 | g)', {{'on_error': 'null'}}) IS NULL FROM seg t GROUP BY s ORDER BY s"
+    ).fetchall()
+    assert got == [("0", True), ("1", False), ("2", False)]
+    assert "expected 'stop' or 'null'" in error_of(
+        segments, f"SELECT {agg}(t, 'y ~ x + (1 | g)', {{'on_error': 'skip'}}) FROM seg t")
+
+
+def test_a_column_named_like_the_row_alias_is_explained(con):
+    con.execute("CREATE TABLE r AS SELECT *, 'x' AS __lmm_row FROM sleepstudy")
+    e = error_of(con, "SELECT * FROM lmm_fit('r', 'Reaction ~ Days + (1 | Subject)')")
+    assert "lmm_fit calls the row __lmm_row, so rename a column of that name" in e
+    con.execute("CREATE TABLE ms AS SELECT lmm_model_agg(t, 'Reaction ~ Days + (1 | Subject)') AS model FROM sleepstudy t")
+    assert len(con.execute("SELECT * FROM lmm_score('r', 'ms')").fetchall()) == 180  # lmm_score's alias differs
