@@ -141,7 +141,7 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
     let sd = |c: usize| (total.comoment(c, c) / n).sqrt();
 
     // Fixed effects.
-    let xcols: Vec<DesignColumn> = design::code(acc, f.intercept, &f.fixed);
+    let xcols: Vec<DesignColumn> = design::code(acc, f.intercept, &f.fixed)?;
     let p = xcols.len();
     let centre_x = f.intercept;
     let col_x = |dc: &DesignColumn| match dc.source {
@@ -172,7 +172,7 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
         let mut bars_terms: Vec<Vec<String>> = Vec::new();
         let mut bar_intercepts = Vec::new();
         for bar in f.random.iter().filter(|b| b.group == group_vars) {
-            let cols = design::code(acc, bar.intercept, &bar.terms);
+            let cols = design::code(acc, bar.intercept, &bar.terms)?;
             let centre = bar.intercept && cols.len() > 1;
             for dc in &cols {
                 let col = match dc.source {
