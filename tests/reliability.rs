@@ -166,6 +166,29 @@ fn design_limits_are_errors_naming_the_term() {
 }
 
 #[test]
+fn correlations_and_sds_do_not_depend_on_the_scale_of_y() {
+    let opts = || Options { ddf: Ddf::Satterthwaite, ..Options::default() };
+    let base = sleep_data(1.0).fit("Reaction ~ Days + (Days | Subject)", opts()).unwrap();
+    let cor = get(&base, "ran_pars", "cor__(Intercept).Days").estimate.unwrap();
+    assert!((cor - 0.0656).abs() < 1e-3, "{cor}");
+    for scale in [1e100, 1e-100] {
+        let rows = sleep_data(scale).fit("Reaction ~ Days + (Days | Subject)", opts()).unwrap();
+        let c = get(&rows, "ran_pars", "cor__(Intercept).Days").estimate.unwrap();
+        assert!(close(c, cor, 1e-6), "scale {scale}: cor {c} vs {cor}");
+        for term in ["sd__(Intercept)", "sd__Days", "sd__Observation"] {
+            let (a, b) = (get(&rows, "ran_pars", term).estimate.unwrap(), get(&base, "ran_pars", term).estimate.unwrap());
+            assert!(close(a, b * scale, 1e-6), "scale {scale}: {term} {a} vs {}", b * scale);
+        }
+        for term in ["(Intercept)", "Days"] {
+            let (a, b) = (get(&rows, "fixed", term), get(&base, "fixed", term));
+            assert!(close(a.estimate.unwrap(), b.estimate.unwrap() * scale, 1e-6), "scale {scale}: {term}");
+            assert!(close(a.std_error.unwrap(), b.std_error.unwrap() * scale, 1e-6), "scale {scale}: se {term}");
+            assert!(a.df.is_some() && close(a.df.unwrap(), b.df.unwrap(), 1e-4), "scale {scale}: df {term} {:?} vs {:?}", a.df, b.df);
+        }
+    }
+}
+
+#[test]
 fn non_finite_grouping_values_drop_their_rows() {
     let (y, days, subject) = sleepstudy();
     let mut g: Vec<f64> = subject.iter().map(|&s| s as f64).collect();
@@ -194,3 +217,34 @@ fn non_finite_grouping_values_drop_their_rows() {
     }
 }
 
+#[test]
+fn constant_and_unrepresentable_responses_are_named() {
+    let d = sleep_data(0.0).with("one", Values::F(vec![3.5; 180]));
+    let e = err(d.fit("one ~ Days + (1 | Subject)", Options::default()));
+    assert!(e.contains("the response 'one' is constant (every row used has the value 3.5)"), "{e}");
+    for (scale, word) in [(1e155, "too large"), (1e-201, "too small"), (1e-310, "too small")] {
+        let e = err(sleep_data(scale).fit("Reaction ~ Days + (1 | Subject)", Options::default()));
+        assert!(e.contains(&format!("the response 'Reaction' is {word} to be represented")) && e.contains("rescale it"), "{scale}: {e}");
+        assert!(e.contains("between 1e-150 and 1e150"), "{e}");
+    }
+    // Inside the range, the fit is the same one rescaled.
+    let base = sleep_data(1.0).fit("Reaction ~ Days + (Days | Subject)", Options::default()).unwrap();
+    for scale in [1e140, 1e-140] {
+        let rows = sleep_data(scale).fit("Reaction ~ Days + (Days | Subject)", Options::default()).unwrap();
+        let (a, b) = (get(&rows, "fixed", "Days").estimate.unwrap(), get(&base, "fixed", "Days").estimate.unwrap());
+        assert!(close(a, b * scale, 1e-6), "{scale}: {a} vs {}", b * scale);
+    }
+}
+
+#[test]
+fn tiny_varying_covariate_is_not_called_constant() {
+    let (y, days, subject) = sleepstudy();
+    let d = Data::new()
+        .with("Reaction", Values::F(y))
+        .with("x", Values::F(days.iter().map(|&v| v as f64 * 1e-300).collect()))
+        .with("Subject", Values::I(subject));
+    let e = err(d.fit("Reaction ~ x + (1 | Subject)", Options::default()));
+    assert!(e.contains("the column 'x' is too small to be represented") && !e.contains("constant"), "{e}");
+    let e = err(d.fit("Reaction ~ 1 + (x | Subject)", Options::default()));
+    assert!(e.contains("the random-effect column 'x' of 'Subject' is too small"), "{e}");
+}
