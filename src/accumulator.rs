@@ -299,8 +299,18 @@ impl Accumulator {
         }
     }
 
-    fn new_ext(&mut self, term: usize, lv: Vec<u32>, shift: f64) -> usize {
+    fn new_ext(&mut self, term: usize, lv: Vec<u32>, shift: f64) -> Result<usize> {
         let c = self.ext.len();
+        // Column 0 is the response.
+        if c > crate::design::MAX_DESIGN_COLUMNS {
+            let name: Vec<&str> = self.terms[term].vars.iter().map(|&v| self.vars[v].name.as_str()).collect();
+            bail!(
+                "the model's terms take more than {} design columns in these data (one per term and combination of \
+                 factor levels that occurs; the limit was reached at term '{}'); drop the term or use factors with fewer levels",
+                crate::design::MAX_DESIGN_COLUMNS,
+                name.join(":")
+            );
+        }
         self.ext.push(ExtColumn { term, levels: lv.clone() });
         self.shift.push(shift);
         if self.terms[term].random {
@@ -318,7 +328,7 @@ impl Accumulator {
             by[slot] = c;
         }
         self.terms[term].columns.insert(lv, c);
-        c
+        Ok(c)
     }
 
     /// Add the rows `rows` (indices into the chunk) to the statistics.
@@ -338,12 +348,13 @@ impl Accumulator {
         let mut kept = std::mem::take(&mut self.kept);
         kept.clear();
         'rows: for &r in rows {
-            for (v, col) in self.vars.iter().zip(cols.iter()) {
+            for col in cols.iter().take(self.vars.len()) {
                 if !col.valid[r] {
                     self.n_dropped += 1;
                     continue 'rows;
                 }
-                if v.kind == Some(Kind::Numeric) && !Self::num(col, r).is_finite() {
+                // NaN and ±Inf are dropped in every column, a grouping or factor column too.
+                if matches!(&col.data, ColumnData::Float(x) if !x[r].is_finite()) {
                     self.n_dropped += 1;
                     continue 'rows;
                 }
@@ -431,7 +442,7 @@ impl Accumulator {
                 let col = match if fast != usize::MAX { Some(&fast) } else { self.terms[t].columns.get(lv.as_slice()) } {
                     Some(&c) => c,
                     // Rows before this one were 0 in a new column: its shift is 0.
-                    None => self.new_ext(t, lv.clone(), 0.0),
+                    None => self.new_ext(t, lv.clone(), 0.0)?,
                 };
                 slots.push((col, value));
             }
@@ -562,7 +573,7 @@ impl Accumulator {
                     .collect();
                 match self.terms[e.term].columns.get(&lv) {
                     Some(&c) => c,
-                    None => self.new_ext(e.term, lv, if adopt { other.shift[j] } else { 0.0 }),
+                    None => self.new_ext(e.term, lv, if adopt { other.shift[j] } else { 0.0 })?,
                 }
             };
             col_map.push(c);

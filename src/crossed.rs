@@ -78,6 +78,8 @@ pub struct CrossedSolution {
 
 struct Eval {
     deviance: f64,
+    /// The deviance's log-determinant terms (the rest is its term in ρ²).
+    logdets: f64,
     /// lower Cholesky factor of S, (m+k)×(m+k) column-major
     ls: Vec<f64>,
     pwrss: f64,
@@ -314,7 +316,7 @@ impl CrossedProblem {
         let dof = self.residual_dof();
         let reml_term = if self.method == Method::Reml { logdet_rx } else { 0.0 };
         let deviance = logdet + reml_term + dof * (1.0 + (two_pi * pwrss / dof).ln());
-        deviance.is_finite().then_some(Eval { deviance, ls: s, pwrss, c, level_chol })
+        deviance.is_finite().then_some(Eval { deviance, logdets: logdet + reml_term, ls: s, pwrss, c, level_chol })
     }
 
     /// S[r, j] −= Σ_i C_i[:, j]ᵀ C_i[:, r] for r ≥ j (the lower triangle), one
@@ -537,15 +539,16 @@ impl CrossedProblem {
         }
     }
 
-    /// The profiled deviance, σ̂² and Cov(β̂) = σ̂²(R_XᵀR_X)⁻¹ alone (no modes
-    /// or conditional variances): what Satterthwaite's df need at each θ.
+    /// The profiled deviance's log-determinant terms, σ̂² and Cov(β̂) =
+    /// σ̂²(R_XᵀR_X)⁻¹ alone (no modes or conditional variances): what
+    /// Satterthwaite's df need at each θ.
     pub fn fixed_effects_covariance(&self, lambdas: &[Vec<f64>]) -> Option<(f64, f64, Vec<f64>)> {
         let e = self.evaluate(lambdas)?;
         let dim = self.m + self.k();
         let sigma2 = e.pwrss / self.residual_dof();
         let vcov = self.beta_covariance(&e.ls, dim, sigma2);
         self.recycle(e.ls);
-        Some((e.deviance, sigma2, vcov))
+        Some((e.logdets, sigma2, vcov))
     }
 
     /// σ² (R_XᵀR_X)⁻¹ from the X block of L_S (R_X = L_S[X, X]ᵀ).

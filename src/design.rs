@@ -7,8 +7,14 @@
 //! reference. Columns of an interaction vary the first variable fastest.
 
 use crate::accumulator::{Accumulator, Kind};
+use crate::bail;
+use crate::error::Result;
 use crate::formula::Term;
 use crate::levels;
+
+/// Most design columns (extended columns in the accumulator; X or Z columns
+/// here) a model may have: the fit costs O(p³) time and O(p²) memory in them.
+pub const MAX_DESIGN_COLUMNS: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Source {
@@ -36,7 +42,7 @@ fn same_set(a: &[usize], b: &[usize]) -> bool {
 }
 
 /// Code an intercept flag and a list of terms into named design columns.
-pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term]) -> Vec<DesignColumn> {
+pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term]) -> Result<Vec<DesignColumn>> {
     let var = |name: &str| acc.vars.iter().position(|v| v.name == name).expect("variable registered at parse");
     let term_vars: Vec<Vec<usize>> = terms.iter().map(|t| t.iter().map(|v| var(v)).collect()).collect();
     let mut out = Vec::new();
@@ -62,7 +68,19 @@ pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term]) -> Vec<DesignCol
         }
         // Enumerate combinations, first variable fastest.
         let sizes: Vec<usize> = choices.iter().map(|c| c.as_ref().map_or(1, |v| v.len())).collect();
-        let total: usize = sizes.iter().product();
+        let total = sizes.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).unwrap_or(usize::MAX);
+        if total > MAX_DESIGN_COLUMNS - out.len().min(MAX_DESIGN_COLUMNS) {
+            let name: Vec<&str> = tv.iter().map(|&v| acc.vars[v].name.as_str()).collect();
+            let counts: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();
+            bail!(
+                "the term '{}' needs {} columns ({}){}, more than the limit of {MAX_DESIGN_COLUMNS} design columns; \
+                 drop the term or use a factor with fewer levels (as a grouping factor, a factor with many levels costs no columns)",
+                name.join(":"),
+                if total == usize::MAX { "an astronomical number of".to_string() } else { total.to_string() },
+                counts.join(" × "),
+                if out.is_empty() { String::new() } else { format!(" after {} column(s) of the terms before it", out.len()) }
+            );
+        }
         for combo in 0..total {
             let mut rem = combo;
             let mut name_parts = Vec::new();
@@ -102,5 +120,5 @@ pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term]) -> Vec<DesignCol
             out.push(DesignColumn { name: name_parts.join(":"), source, parts });
         }
     }
-    out
+    Ok(out)
 }

@@ -139,9 +139,23 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
     let n = n_obs as f64;
     let abs_mean = |c: usize| acc.shift[c] + total.mean(c);
     let sd = |c: usize| (total.comoment(c, c) / n).sqrt();
+    // How large a column's values are, even when their squares under- or overflow.
+    let magnitude = |c: usize| {
+        let store = &acc.factors[0].store;
+        let groups = (0..store.len()).map(|g| (acc.shift[c] + store.group(g).mean(c)).abs());
+        let spread = if sd(c).is_finite() { sd(c) } else { 0.0 };
+        groups.fold(abs_mean(c).abs().max(spread), f64::max)
+    };
+    check_response(&acc.vars[0].name, total.comoment(0, 0), abs_mean(0), magnitude(0))?;
+    for c in 1..d {
+        if !total.comoment(c, c).is_finite() {
+            let name: Vec<&str> = acc.terms[acc.ext[c].term].vars.iter().map(|&v| acc.vars[v].name.as_str()).collect();
+            check_scale(&format!("the term '{}'", name.join(":")), f64::INFINITY.max(magnitude(c)))?;
+        }
+    }
 
     // Fixed effects.
-    let xcols: Vec<DesignColumn> = design::code(acc, f.intercept, &f.fixed);
+    let xcols: Vec<DesignColumn> = design::code(acc, f.intercept, &f.fixed)?;
     let p = xcols.len();
     let centre_x = f.intercept;
     let col_x = |dc: &DesignColumn| match dc.source {
@@ -172,11 +186,12 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
         let mut bars_terms: Vec<Vec<String>> = Vec::new();
         let mut bar_intercepts = Vec::new();
         for bar in f.random.iter().filter(|b| b.group == group_vars) {
-            let cols = design::code(acc, bar.intercept, &bar.terms);
+            let cols = design::code(acc, bar.intercept, &bar.terms)?;
             let centre = bar.intercept && cols.len() > 1;
             for dc in &cols {
                 let col = match dc.source {
                     Source::Ext(c) => {
+                        check_scale(&format!("the random-effect column '{}' of '{name}'", dc.name), magnitude(c))?;
                         let s = sd(c);
                         let s = if s > 0.0 && s.is_finite() { s } else { 1.0 };
                         Col { source: dc.source, centre: if centre { total.mean(c) } else { -acc.shift[c] }, scale: s }
@@ -236,6 +251,11 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
             Source::Zero => 0.0,
         })
         .collect();
+    for dc in &xcols {
+        if let Source::Ext(c) = dc.source {
+            check_scale(&format!("the column '{}'", dc.name), magnitude(c))?;
+        }
+    }
     check_rank(&rtr, k, &xcols, if centre_x { Some(&xmeans) } else { None })?;
 
     // Per-level cross-products of the re-expressed columns, per factor.
@@ -325,7 +345,7 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
             .then(|| {
                 let at = |t: &[f64]| {
                     let s = problem.solution(&layout.lambda(t))?;
-                    Some((s.deviance, s.sigma2, sandwich(&amat, &s.vcov, p)))
+                    Some((s.logdets, s.sigma2, sandwich(&amat, &s.vcov, p)))
                 };
                 crate::satterthwaite::dfs(&theta, c_sigma, p, &at)
             })
@@ -419,7 +439,8 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
                     let va = sigma_b[(off + a) * q + off + a];
                     let vb = sigma_b[(off + b) * q + off + b];
                     push(&mut rows, format!("cov__{}.{}", names[a], names[b]), c);
-                    let cor = if va > 0.0 && vb > 0.0 { (c / (va * vb).sqrt()).clamp(-1.0, 1.0) } else { f64::NAN };
+                    // Each SD on its own: va·vb overflows (or underflows) at extreme scales of y.
+                    let cor = if va > 0.0 && vb > 0.0 { (c / (va.sqrt() * vb.sqrt())).clamp(-1.0, 1.0) } else { f64::NAN };
                     push(&mut rows, format!("cor__{}.{}", names[a], names[b]), cor);
                 }
             }
@@ -688,6 +709,46 @@ fn crossed_estimates(
         converged: outcome.converged,
         evaluations: outcome.evaluations,
     })
+}
+
+/// Values whose squares double precision cannot hold (about 1e±154): below
+/// `TINY` or above `HUGE` a column is refused rather than fitted wrongly.
+const TINY: f64 = 1e-150;
+const HUGE: f64 = 1e150;
+
+/// Refuse a column whose values are too small or too large for their squares
+/// (every fit forms them) to be represented. `what` names the column.
+fn check_scale(what: &str, magnitude: f64) -> Result<()> {
+    if magnitude > 0.0 && magnitude < TINY {
+        bail!(
+            "{what} is too small to be represented: its values are about {magnitude:.1e}, and their squares \
+             underflow double precision (values must lie between {TINY:e} and {HUGE:e} in absolute value); \
+             rescale it, e.g. multiply by 1e{}",
+            -magnitude.log10().floor() as i64
+        );
+    }
+    if !(magnitude <= HUGE) {
+        let reach = if magnitude.is_finite() { format!("reach about {magnitude:.1e}") } else { "are so large".to_string() };
+        bail!(
+            "{what} is too large to be represented: its values {reach}, and their squares \
+             overflow double precision (values must lie between {TINY:e} and {HUGE:e} in absolute value); \
+             rescale it, e.g. divide by 1e{}",
+            if magnitude.is_finite() { magnitude.log10().floor() as i64 } else { 150 }
+        );
+    }
+    Ok(())
+}
+
+/// Refuse a response that is constant or whose scale double precision cannot square.
+fn check_response(name: &str, comoment: f64, mean: f64, magnitude: f64) -> Result<()> {
+    check_scale(&format!("the response '{name}'"), magnitude)?;
+    if comoment == 0.0 {
+        bail!("the response '{name}' is constant (every row used has the value {mean}); there is no variation for a model to explain");
+    }
+    if !comoment.is_finite() {
+        check_scale(&format!("the response '{name}'"), f64::INFINITY)?;
+    }
+    Ok(())
 }
 
 /// Refuse a rank-deficient X, naming each aliased column and what it is a combination of.

@@ -7,12 +7,29 @@
 //! unless `0 +` or `- 1` is given. Each random-effects bar `(terms | group)`
 //! carries its own intercept rule. `(x || g)` means `(1 | g) + (0 + x | g)`,
 //! and `(1 | a/b)` means `(1 | a) + (1 | a:b)`.
+//!
+//! Expansion is bounded: equal terms are merged as a product expands
+//! (`a*a` is `a`, `a:a` is `a`, `g:g` is `g`), and the limits below are checked
+//! before each step allocates, so no formula can exhaust memory while parsing.
 
 use crate::bail;
 use crate::error::Result;
 
 /// A model term: the interaction of one or more variables, in the order written.
 pub type Term = Vec<String>;
+
+/// Longest formula accepted, in bytes.
+pub const MAX_FORMULA_BYTES: usize = 100_000;
+/// Most terms one side of a formula (the fixed part, or one bar) may expand to.
+pub const MAX_TERMS: usize = 1_000;
+/// Most variables in one term (`a:b:c` has 3) or in one grouping factor.
+pub const MAX_TERM_VARIABLES: usize = 32;
+/// Most random-effects bars after expanding `||` and `/`.
+pub const MAX_BARS: usize = 100;
+/// Most distinct grouping factors.
+pub const MAX_GROUPING_FACTORS: usize = 20;
+/// Most segments in one grouping (`a/b/c` has 3).
+pub const MAX_GROUPING_SEGMENTS: usize = 20;
 
 /// One random-effects bar after expansion of `||` and `/`.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +153,8 @@ struct Parser<'a> {
     src: &'a str,
     toks: Vec<(Tok, usize)>,
     pos: usize,
+    /// The response, once read (it may appear in no term or grouping).
+    response: String,
 }
 
 impl<'a> Parser<'a> {
@@ -196,6 +215,7 @@ impl<'a> Parser<'a> {
                 if !sign {
                     return self.error("a random-effects term cannot be removed");
                 }
+                let open = self.toks[self.pos].1;
                 self.pos += 1;
                 let mut inner = Rhs::default();
                 self.sum(&mut inner, true)?;
@@ -206,13 +226,32 @@ impl<'a> Parser<'a> {
                 };
                 self.pos += 1;
                 let groups = self.grouping()?;
+                let close = self.toks.get(self.pos).map_or(self.src.len(), |t| t.1 + 1);
                 self.expect(Tok::RParen, "')' closing the random-effects term")?;
+                let bar_text = &self.src[open..close];
+                if inner.terms.iter().flatten().any(|v| *v == self.response) {
+                    bail!("the response '{}' also appears in the random-effects term '{bar_text}'", self.response);
+                }
+                if groups.iter().flatten().any(|v| *v == self.response) {
+                    bail!("the response '{}' is also a grouping column in the random-effects term '{bar_text}'", self.response);
+                }
                 let intercept = inner.intercept.unwrap_or(true);
                 let mut terms = Vec::new();
                 for t in expand_removals(inner.terms, &inner.removed) {
                     if !terms.contains(&t) {
                         terms.push(t);
                     }
+                }
+                if !double && !intercept && terms.is_empty() {
+                    return self.error("a random-effects term needs at least one effect");
+                }
+                let bars_per_group = if double { intercept as usize + terms.len() } else { 1 };
+                let total = rhs.bars.len() + bars_per_group * groups.len();
+                if total > MAX_BARS {
+                    bail!(
+                        "the formula has more than {MAX_BARS} random-effects terms after expanding '||' and '/' ({total} with '{bar_text}'); \
+                         combine terms into fewer bars"
+                    );
                 }
                 for group in groups {
                     if double {
@@ -223,44 +262,86 @@ impl<'a> Parser<'a> {
                             rhs.bars.push(RandomBar { intercept: false, terms: vec![t.clone()], group: group.clone() });
                         }
                     } else {
-                        if !intercept && terms.is_empty() {
-                            return self.error("a random-effects term needs at least one effect");
-                        }
                         rhs.bars.push(RandomBar { intercept, terms: terms.clone(), group });
                     }
+                }
+                let mut factors: Vec<&Vec<String>> = Vec::new();
+                for b in &rhs.bars {
+                    if !factors.iter().any(|g| same_term(g, &b.group)) {
+                        factors.push(&b.group);
+                    }
+                }
+                if factors.len() > MAX_GROUPING_FACTORS {
+                    bail!(
+                        "the formula has more than {MAX_GROUPING_FACTORS} distinct grouping factors (at '{bar_text}'); \
+                         each pair of factors costs a table of level pairs, so lmm fits at most {MAX_GROUPING_FACTORS}"
+                    );
                 }
                 return Ok(());
             }
             _ => {}
         }
         // `:` binds tighter than `*`: a*b:c is a + b:c + a:b:c.
+        let start = self.toks.get(self.pos).map_or(self.src.len(), |t| t.1);
         let mut expansion: Vec<Term> = vec![self.colon_term()?];
         while self.peek() == Some(&Tok::Star) {
             self.pos += 1;
             let it = self.colon_term()?;
-            let mut next = expansion.clone();
-            next.push(it.clone());
-            for t in &expansion {
-                next.push(concat(t, &it));
+            // (t1 + … + tk) * it = t1 + … + tk + it + t1:it + … + tk:it, equal terms once.
+            let products: Vec<Term> = std::iter::once(it.clone()).chain(expansion.iter().map(|t| concat(t, &it))).collect();
+            for t in products {
+                if t.len() > MAX_TERM_VARIABLES {
+                    let end = self.toks.get(self.pos).map_or(self.src.len(), |t| t.1);
+                    bail!(
+                        "the product '{}' makes an interaction of more than {MAX_TERM_VARIABLES} variables; lmm allows at most {MAX_TERM_VARIABLES} in one term",
+                        quote_excerpt(self.src[start..end].trim_end())
+                    );
+                }
+                if !expansion.iter().any(|e| same_term(e, &t)) {
+                    if expansion.len() == MAX_TERMS {
+                        return self.too_many_terms(start, in_bar);
+                    }
+                    expansion.push(t);
+                }
             }
-            expansion = next;
         }
+        let list = if sign { &mut rhs.terms } else { &mut rhs.removed };
         for t in expansion {
-            if sign {
-                rhs.terms.push(t);
-            } else {
-                rhs.removed.push(t);
+            if !list.iter().any(|e| same_term(e, &t)) {
+                if list.len() == MAX_TERMS {
+                    return self.too_many_terms(start, in_bar);
+                }
+                list.push(t);
             }
         }
         Ok(())
     }
 
+    /// The error for a product whose expansion passes `MAX_TERMS`, quoting it from `start`.
+    fn too_many_terms<T>(&self, start: usize, in_bar: bool) -> Result<T> {
+        let end = self.toks.get(self.pos).map_or(self.src.len(), |t| t.1);
+        let text = quote_excerpt(self.src[start..end].trim_end());
+        let side = if in_bar { "random-effect terms in one bar" } else { "fixed-effect terms" };
+        bail!(
+            "the formula expands to more than {MAX_TERMS} {side} at '{text}'; \
+             each '*' doubles the number of terms, so write the interactions you need with ':' instead"
+        )
+    }
+
     fn colon_term(&mut self) -> Result<Term> {
+        let start = self.toks.get(self.pos).map_or(self.src.len(), |t| t.1);
         let mut t = self.item()?;
         while self.peek() == Some(&Tok::Colon) {
             self.pos += 1;
             let it = self.item()?;
             t = concat(&t, &it);
+            if t.len() > MAX_TERM_VARIABLES {
+                let end = self.toks.get(self.pos).map_or(self.src.len(), |t| t.1);
+                bail!(
+                    "the term '{}' is an interaction of more than {MAX_TERM_VARIABLES} variables; lmm allows at most {MAX_TERM_VARIABLES} in one term",
+                    quote_excerpt(&self.src[start..end])
+                );
+            }
         }
         Ok(t)
     }
@@ -279,26 +360,54 @@ impl<'a> Parser<'a> {
 
     /// grouping := name ((':' | '/') name)*. `a/b` gives groups [a] and [b, a]:
     /// lme4 names the nested factor `b:a` (levels "b-value:a-value").
+    /// A variable repeated in an interaction counts once (`g:g` is `g`), and a
+    /// grouping that repeats an earlier one is dropped (`g/g` is `g`).
     fn grouping(&mut self) -> Result<Vec<Vec<String>>> {
+        let start = self.toks.get(self.pos).map_or(self.src.len(), |t| t.1);
         let mut segments: Vec<Vec<String>> = vec![Vec::new()];
+        let mut nvars = 0;
         loop {
             match self.peek().cloned() {
                 Some(Tok::Ident(name)) => {
                     self.pos += 1;
-                    segments.last_mut().unwrap().push(name);
+                    if !segments.iter().flatten().any(|v| *v == name) {
+                        nvars += 1;
+                        segments.last_mut().unwrap().push(name);
+                    }
                 }
                 _ => return self.error("expected a grouping column name"),
+            }
+            let end = self.toks.get(self.pos).map_or(self.src.len(), |t| t.1);
+            if nvars > MAX_TERM_VARIABLES {
+                bail!(
+                    "the grouping '{}' has more than {MAX_TERM_VARIABLES} variables; lmm allows at most {MAX_TERM_VARIABLES}",
+                    quote_excerpt(&self.src[start..end])
+                );
             }
             match self.peek() {
                 Some(Tok::Colon) => {
                     self.pos += 1;
                 }
+                // A segment that brought nothing new is reused: `g/g/h` is `g/h`.
+                Some(Tok::Slash) if segments.last().is_some_and(|s| s.is_empty()) => {
+                    self.pos += 1;
+                }
                 Some(Tok::Slash) => {
                     self.pos += 1;
+                    if segments.len() == MAX_GROUPING_SEGMENTS {
+                        bail!(
+                            "the grouping '{}' has more than {MAX_GROUPING_SEGMENTS} nesting levels ('/'); lmm allows at most {MAX_GROUPING_SEGMENTS}",
+                            quote_excerpt(&self.src[start..end])
+                        );
+                    }
                     segments.push(Vec::new());
                 }
                 _ => break,
             }
+        }
+        // a/b/c: a, b:a, c:b:a (a last segment with nothing new adds no factor).
+        if segments.len() > 1 && segments.last().is_some_and(|s| s.is_empty()) {
+            segments.pop();
         }
         Ok((0..segments.len()).map(|i| segments[..=i].iter().rev().flatten().cloned().collect()).collect())
     }
@@ -314,6 +423,17 @@ fn concat(a: &Term, b: &Term) -> Term {
     t
 }
 
+/// A piece of the formula for a message: at most 60 characters, elided in the middle.
+fn quote_excerpt(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= 60 {
+        return text.to_string();
+    }
+    let head: String = chars[..40].iter().collect();
+    let tail: String = chars[chars.len() - 15..].iter().collect();
+    format!("{head}...{tail}")
+}
+
 fn same_term(a: &Term, b: &Term) -> bool {
     a.len() == b.len() && a.iter().all(|v| b.contains(v))
 }
@@ -323,11 +443,18 @@ fn expand_removals(terms: Vec<Term>, removed: &[Term]) -> Vec<Term> {
 }
 
 pub fn parse(src: &str) -> Result<Formula> {
+    if src.len() > MAX_FORMULA_BYTES {
+        bail!(
+            "the formula is {} bytes long; lmm accepts formulas of at most {MAX_FORMULA_BYTES} bytes",
+            src.len()
+        );
+    }
     let toks = tokenize(src)?;
-    let mut p = Parser { src, toks, pos: 0 };
+    let mut p = Parser { src, toks, pos: 0, response: String::new() };
     let response = match (p.peek().cloned(), p.toks.get(1).map(|t| t.0.clone())) {
         (Some(Tok::Ident(name)), Some(Tok::Tilde)) => {
             p.pos = 2;
+            p.response = name.clone();
             name
         }
         (Some(Tok::Tilde), _) => return p.error("the formula needs a response column before '~'"),
@@ -407,6 +534,61 @@ mod tests {
         let g = parse("y ~ (1 | a/b/c)").unwrap();
         let groups: Vec<Term> = g.random.iter().map(|b| b.group.clone()).collect();
         assert_eq!(groups, vec![t(&["a"]), t(&["b", "a"]), t(&["c", "b", "a"])]);
+    }
+
+    #[test]
+    fn repeated_factors_expand_once() {
+        let days = vec!["Days"; 26].join("*");
+        let f = parse(&format!("Reaction ~ {days} + (1 | Subject)")).unwrap();
+        assert_eq!(f.fixed, vec![t(&["Days"])]);
+        let f = parse("y ~ a*b*a*b + (1 | g)").unwrap();
+        assert_eq!(f.fixed, vec![t(&["a"]), t(&["b"]), t(&["a", "b"])]);
+        let nested = vec!["Subject"; 3000].join("/");
+        let f = parse(&format!("y ~ x + (1 | {nested})")).unwrap();
+        assert_eq!(f.random.len(), 1);
+        assert_eq!(f.random[0].group, t(&["Subject"]));
+        let f = parse("y ~ x + (1 | Subject:Subject) + (1 | a/b/a) + (1 | c/c/d)").unwrap();
+        let groups: Vec<Term> = f.random.iter().map(|b| b.group.clone()).collect();
+        assert_eq!(groups, vec![t(&["Subject"]), t(&["a"]), t(&["b", "a"]), t(&["c"]), t(&["d", "c"])]);
+    }
+
+    #[test]
+    fn expansion_limits_are_errors_not_allocations() {
+        let vars: Vec<String> = (0..22).map(|i| format!("x{i}")).collect();
+        let e = parse(&format!("y ~ {} + (1 | g)", vars.join("*"))).unwrap_err();
+        assert!(e.0.contains("more than 1000 fixed-effect terms at 'x0*x1*"), "{}", e.0);
+        // Ten factors make 1023 terms: just over; nine make 511.
+        assert!(parse(&format!("y ~ {} + (1 | g)", vars[..10].join("*"))).is_err());
+        assert_eq!(parse(&format!("y ~ {} + (1 | g)", vars[..9].join("*"))).unwrap().fixed.len(), 511);
+        let e = parse(&format!("y ~ x + ({} | g)", vars.join("*"))).unwrap_err();
+        assert!(e.0.contains("random-effect terms in one bar"), "{}", e.0);
+        let wide: Vec<String> = (0..40).map(|i| format!("v{i}")).collect();
+        let e = parse(&format!("y ~ {} + (1 | g)", wide.join(":"))).unwrap_err();
+        assert!(e.0.contains("more than 32 variables"), "{}", e.0);
+        let segs: Vec<String> = (0..3000).map(|i| format!("g{i}")).collect();
+        let e = parse(&format!("y ~ x + (1 | {})", segs.join("/"))).unwrap_err();
+        assert!(e.0.contains("more than 20 nesting levels") && e.0.contains("'g0/g1/g2"), "{}", e.0);
+        let bars: Vec<String> = (0..101).map(|i| format!("(1 | g{})", i % 7)).collect();
+        let e = parse(&format!("y ~ x + {}", bars.join(" + "))).unwrap_err();
+        assert!(e.0.contains("more than 100 random-effects terms"), "{}", e.0);
+        let bars: Vec<String> = (0..21).map(|i| format!("(1 | g{i})")).collect();
+        let e = parse(&format!("y ~ x + {}", bars.join(" + "))).unwrap_err();
+        assert!(e.0.contains("more than 20 distinct grouping factors") && e.0.contains("(1 | g20)"), "{}", e.0);
+        let long = format!("y ~ x + (1 | g){}", " ".repeat(100_000));
+        assert!(parse(&long).unwrap_err().0.contains("at most 100000 bytes"));
+        let many: Vec<String> = (0..1001).map(|i| format!("x{i}")).collect();
+        let e = parse(&format!("y ~ {} + (1 | g)", many.join(" + "))).unwrap_err();
+        assert!(e.0.contains("more than 1000 fixed-effect terms"), "{}", e.0);
+    }
+
+    #[test]
+    fn response_in_a_random_term_is_an_error() {
+        let e = parse("Reaction ~ Days + (Reaction | Subject)").unwrap_err();
+        assert_eq!(e.0, "the response 'Reaction' also appears in the random-effects term '(Reaction | Subject)'");
+        let e = parse("Reaction ~ Days + (0 + Days:Reaction || Subject)").unwrap_err();
+        assert!(e.0.contains("'(0 + Days:Reaction || Subject)'"), "{}", e.0);
+        let e = parse("Reaction ~ Days + (1 | Subject/Reaction)").unwrap_err();
+        assert_eq!(e.0, "the response 'Reaction' is also a grouping column in the random-effects term '(1 | Subject/Reaction)'");
     }
 
     #[test]

@@ -414,6 +414,11 @@ fn corrupt(what: &str) -> LmmError {
     LmmError::new(format!("the model value is corrupt (cannot read {what})"))
 }
 
+/// A value that reads but whose contents contradict each other: never made by lmm.
+fn damaged(why: String) -> LmmError {
+    LmmError::new(format!("the model value is damaged or was not made by lmm: {why}"))
+}
+
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         if self.data.len() - self.pos < n {
@@ -555,10 +560,24 @@ fn read_payload(r: &mut Reader) -> Result<Model> {
             levels,
         });
     }
+    // Every index a design column holds, checked against what it points at.
     let check_col = |c: &DesignCol, vars: &[Var]| -> Result<()> {
         for &(v, l) in &c.parts {
-            if l != NUMERIC && l as usize >= vars[v as usize].levels.len() {
-                return Err(corrupt("a design column"));
+            let var = &vars[v as usize];
+            if l == NUMERIC && var.categorical {
+                return Err(damaged(format!("design column '{}' uses the categorical variable '{}' as a number", c.name, var.name)));
+            }
+            if l != NUMERIC && !var.categorical {
+                return Err(damaged(format!("design column '{}' takes a level of the numeric variable '{}'", c.name, var.name)));
+            }
+            if l != NUMERIC && l as usize >= var.levels.len() {
+                return Err(damaged(format!(
+                    "design column '{}' takes level {} of variable '{}', which has {} level(s)",
+                    c.name,
+                    l,
+                    var.name,
+                    var.levels.len()
+                )));
             }
         }
         Ok(())
@@ -583,11 +602,18 @@ fn read_payload(r: &mut Reader) -> Result<Model> {
         let name = r.str(what)?;
         let nv = r.u32(what)? as u64;
         let nv = r.count(nv, 4, what)?;
+        if nv == 0 {
+            return Err(damaged(format!("grouping factor '{name}' has no grouping column")));
+        }
         let mut fvars = Vec::with_capacity(nv);
         for _ in 0..nv {
             let v = r.u32(what)?;
             if v as usize >= nvars {
                 return Err(corrupt(what));
+            }
+            let var = &vars[v as usize];
+            if !(var.categorical && var.grouping) || var.response {
+                return Err(damaged(format!("grouping factor '{name}' is made of '{}', which is not a grouping column", var.name)));
             }
             fvars.push(v);
         }
@@ -601,7 +627,7 @@ fn read_payload(r: &mut Reader) -> Result<Model> {
         }
         let keys = r.keys("a grouping factor's levels")?;
         let blup = r.f64s("the BLUPs")?;
-        if blup.len() != keys.len() * terms.len() {
+        if Some(blup.len()) != keys.len().checked_mul(terms.len()) {
             return Err(corrupt("the BLUPs"));
         }
         let cond_sd = match r.u8(what)? {

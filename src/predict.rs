@@ -74,6 +74,7 @@ impl Prepared {
     }
 
     pub fn new(id: ModelId, model: Model) -> Result<Prepared> {
+        check_preparation_size(&id, &model)?;
         let nv = model.vars.len();
         let var_levels: Vec<Option<Levels>> = model
             .vars
@@ -114,20 +115,7 @@ impl Prepared {
 
         // Fixed terms: columns grouped by their set of variables.
         let mut terms: Vec<Term> = Vec::new();
-        let mut term_keys: Vec<Vec<usize>> = Vec::new();
-        let mut term_cols: Vec<Vec<usize>> = Vec::new();
-        for (j, c) in model.fixed.iter().enumerate() {
-            let mut key: Vec<usize> = c.parts.iter().map(|&(v, _)| v as usize).collect();
-            key.sort_unstable();
-            match term_keys.iter().position(|k| *k == key) {
-                Some(t) => term_cols[t].push(j),
-                None => {
-                    term_keys.push(key);
-                    term_cols.push(vec![j]);
-                }
-            }
-        }
-        for cols in &term_cols {
+        for cols in &fixed_terms(&model.fixed) {
             let first = &model.fixed[cols[0]];
             let nums: Vec<usize> = first.parts.iter().filter(|p| p.1 == NUMERIC).map(|p| p.0 as usize).collect();
             let cats: Vec<usize> = first.parts.iter().filter(|p| p.1 != NUMERIC).map(|p| p.0 as usize).collect();
@@ -147,7 +135,7 @@ impl Prepared {
                 }
                 Ok(idx)
             };
-            let coef = if size <= 1 << 22 {
+            let coef = if dense_coefficients(size, cols.len()) {
                 let mut t = vec![0.0; size as usize];
                 for &j in cols {
                     t[index_of(&model.fixed[j])? as usize] += model.beta[j];
@@ -386,6 +374,78 @@ impl Prepared {
         }
         Ok(())
     }
+}
+
+/// The fixed-effect columns grouped by their set of variables (one group per
+/// term), in order of first appearance.
+fn fixed_terms(fixed: &[DesignCol]) -> Vec<Vec<usize>> {
+    let mut index: FxHashMap<Vec<u32>, usize> = FxHashMap::default();
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for (j, c) in fixed.iter().enumerate() {
+        let mut key: Vec<u32> = c.parts.iter().map(|&(v, _)| v).collect();
+        key.sort_unstable();
+        let t = *index.entry(key).or_insert_with(|| {
+            out.push(Vec::new());
+            out.len() - 1
+        });
+        out[t].push(j);
+    }
+    out
+}
+
+/// The number of level combinations of a column's categorical parts.
+fn combinations(model: &Model, c: &DesignCol) -> u64 {
+    c.parts
+        .iter()
+        .filter(|p| p.1 != NUMERIC)
+        .fold(1u64, |a, p| a.saturating_mul(model.vars[p.0 as usize].levels.len() as u64))
+}
+
+/// A term's coefficients go in a table indexed by level combination when the
+/// columns fill a good part of it, else in a hash map: the table never holds
+/// more than a few entries per column the model value actually stores.
+fn dense_coefficients(combinations: u64, columns: usize) -> bool {
+    combinations <= 4 * columns as u64 + 16
+}
+
+/// What the lookup tables of a set of level keys may take: the keys and their
+/// map entries, and for integer keys the direct table of `Levels` (at most
+/// 4 entries per key + 4096, 4 bytes each).
+fn levels_bytes(keys: &model::Keys) -> u64 {
+    let n = keys.len() as u64;
+    let key_bytes: u64 = keys.iter().map(|k| k.len() as u64).sum();
+    2 * key_bytes + 48 * n + if keys.iter().any(|k| k.first() == Some(&levels::T_INT)) { 4 * (4 * n + 4096) } else { 0 }
+}
+
+/// Refuse to prepare a model whose tables would take far more memory than its
+/// value's size and declared counts imply (only a damaged or forged value can):
+/// the estimate is made before anything is allocated.
+fn check_preparation_size(id: &ModelId, model: &Model) -> Result<()> {
+    let mut need: u64 = 0;
+    for v in &model.vars {
+        if !v.levels.is_empty() {
+            need = need.saturating_add(levels_bytes(&v.levels));
+        }
+    }
+    for cols in fixed_terms(&model.fixed) {
+        let size = combinations(model, &model.fixed[cols[0]]);
+        let entries = if dense_coefficients(size, cols.len()) { size } else { 2 * cols.len() as u64 };
+        need = need.saturating_add(8 * entries + 64);
+    }
+    for f in &model.factors {
+        need = need.saturating_add(levels_bytes(&f.keys)).saturating_add(8 * f.blup.len() as u64);
+    }
+    let budget = 16 * (id.len + model::HEADER_LEN as u64) + (64 << 20);
+    if need > budget {
+        bail!(
+            "the model value is damaged or was not made by lmm: preparing it for prediction would need about {} MiB, \
+             far more than its {} bytes can describe (at most {} MiB); refit the model with lmm_model_agg",
+            need >> 20,
+            id.len + model::HEADER_LEN as u64,
+            budget >> 20
+        );
+    }
+    Ok(())
 }
 
 #[inline]

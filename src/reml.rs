@@ -500,12 +500,16 @@ impl Problem {
                 }
             }
         }
-        Some(Solution { deviance: e.deviance, beta, sigma2, vcov, blups, cond_cov })
+        let logdets = e.logdet_l + if self.method == Method::Reml { e.logdet_rx } else { 0.0 };
+        Some(Solution { deviance: e.deviance, logdets, beta, sigma2, vcov, blups, cond_cov })
     }
 }
 
 pub struct Solution {
     pub deviance: f64,
+    /// The deviance's log-determinant terms (the rest is its term in ρ²):
+    /// they do not depend on the scale of y.
+    pub logdets: f64,
     pub beta: Vec<f64>,
     pub sigma2: f64,
     /// p×p column-major

@@ -11,31 +11,36 @@
 //! ```
 //! H and g are central differences of D and V (V needs no optimisation, so
 //! its differences are accurate; D is a sum of logarithms known to ~1e-13).
+//!
+//! Scale: with L(θ) the deviance's log-determinant terms (free of y's scale),
+//! D(θ, σ) = L(θ) + c ln(2πσ²) + ρ²(θ)/σ². The differences are taken in
+//! s = σ/σ̂ (σ̂ at the optimum), dropping the constant c ln(2πσ̂²): D then has
+//! the same digits whatever the scale of y (at y·1e100 its constant alone is
+//! 8e4, and rounding it swamps the second differences). df is invariant under
+//! this rescaling of one parameter.
 
 use crate::dense::invert_spd;
 
-/// At θ: the profiled criterion, the profiled σ̂² and Cov(β̂) at σ̂²
-/// (p×p, column-major, already on the scale the user sees).
+/// At θ: the profiled criterion's log-determinant terms L(θ), the profiled
+/// σ̂² and Cov(β̂) at σ̂² (p×p, column-major, already on the scale the user sees).
 pub type AtTheta<'a> = dyn Fn(&[f64]) -> Option<(f64, f64, Vec<f64>)> + 'a;
 
 /// df for every fixed effect; None where the Hessian is not positive definite.
 /// `c` is n − p for REML, n for ML (the weight of log σ² in the criterion).
 pub fn dfs(theta: &[f64], c: f64, p: usize, at: &AtTheta) -> Option<Vec<f64>> {
-    // At σ = σ̂ the unprofiled criterion is the profiled one and V is `at`'s.
-    let (d0, s2, v0) = at(theta)?;
-    let sigma = s2.sqrt();
-    // D(θ, σ) = D_prof(θ) − c(1 + ln(2π ρ²/c)) + c ln(2π σ²) + ρ²/σ², ρ² = c σ̂²(θ)
-    let two_pi = 2.0 * std::f64::consts::PI;
+    let (l0, s2, v0) = at(theta)?;
+    // D(θ, s) − c ln(2πσ̂²) = L(θ) + c ln s² + c (σ̂²(θ)/σ̂²) / s²; V = Cov(β̂)(θ) s² σ̂² / σ̂²(θ).
     let unprofiled = |phi: &[f64]| -> Option<(f64, Vec<f64>)> {
         let (k, s) = (phi.len() - 1, phi[phi.len() - 1]);
-        let (dprof, s2t, vt) = at(&phi[..k])?;
-        let rho2 = c * s2t;
-        let d = dprof - c * (1.0 + (two_pi * rho2 / c).ln()) + c * (two_pi * s * s).ln() + rho2 / (s * s);
-        let v = vt.iter().map(|x| x * s * s / s2t).collect();
+        let (lt, s2t, vt) = at(&phi[..k])?;
+        let ratio = s2t / s2;
+        let d = lt + c * (s * s).ln() + c * ratio / (s * s);
+        let v = vt.iter().map(|x| x * (s * s / ratio)).collect();
         Some((d, v))
     };
+    let d0 = l0 + c;
     let mut phi = theta.to_vec();
-    phi.push(sigma);
+    phi.push(1.0);
     let m = phi.len();
     let h: Vec<f64> = phi.iter().map(|x| 1e-4 * x.abs().max(1e-2)).collect();
     let at_step = |steps: &[(usize, f64)]| -> Option<(f64, Vec<f64>)> {
@@ -68,9 +73,11 @@ pub fn dfs(theta: &[f64], c: f64, p: usize, at: &AtTheta) -> Option<Vec<f64>> {
     Some(
         (0..p)
             .map(|j| {
-                let g = &grad_v[j];
-                let q: f64 = (0..m).map(|a| (0..m).map(|b| g[a] * hinv[b * m + a] * g[b]).sum::<f64>()).sum();
-                v0[j * p + j] * v0[j * p + j] / q
+                // v² / (gᵀ H⁻¹ g) as 1 / (uᵀ H⁻¹ u), u = g / v: v² overflows at extreme scales of y.
+                let v = v0[j * p + j];
+                let u: Vec<f64> = grad_v[j].iter().map(|g| g / v).collect();
+                let q: f64 = (0..m).map(|a| (0..m).map(|b| u[a] * hinv[b * m + a] * u[b]).sum::<f64>()).sum();
+                1.0 / q
             })
             .collect(),
     )

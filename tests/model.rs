@@ -417,3 +417,115 @@ fn cache_does_not_accept_a_damaged_copy_of_a_cached_model() {
     let e = predict::prepared(&flipped).err().expect("must fail").to_string();
     assert!(e.contains("corrupt"), "{e}");
 }
+
+/// A model value written by the model module itself, with the given parts.
+fn forged(vars: Vec<model::Var>, fixed: Vec<model::DesignCol>, factors: Vec<model::Factor>) -> Vec<u8> {
+    let beta = vec![0.5; fixed.len()];
+    let m = Model {
+        formula: "y ~ forged".into(),
+        method: lmm::options::Method::Reml,
+        vars,
+        fixed,
+        beta,
+        factors,
+        head: Vec::new(),
+        tail: Vec::new(),
+    };
+    m.to_bytes()
+}
+
+fn var(name: &str, categorical: bool, grouping: bool, levels: &[i64]) -> model::Var {
+    let mut keys = model::Keys::default();
+    for &l in levels {
+        let mut k = vec![lmm::levels::T_INT];
+        k.extend_from_slice(&l.to_le_bytes());
+        keys.push(&k);
+    }
+    model::Var {
+        name: name.into(),
+        type_name: if categorical { "VARCHAR".into() } else { "DOUBLE".into() },
+        response: name == "y",
+        grouping,
+        categorical,
+        key_tag: if categorical { lmm::levels::T_INT } else { 0 },
+        levels: keys,
+    }
+}
+
+fn col(name: &str, parts: &[(u32, u32)]) -> model::DesignCol {
+    model::DesignCol { name: name.into(), parts: parts.to_vec() }
+}
+
+#[test]
+fn forged_indices_are_refused_when_the_value_is_read() {
+    let msg = |b: &[u8]| Prepared::from_bytes(b).err().expect("must fail").to_string();
+    let intercept = || col("(Intercept)", &[]);
+    // A grouping factor without grouping columns (was: index out of bounds in predict).
+    let factor = model::Factor {
+        name: "g".into(),
+        vars: vec![],
+        terms: vec![intercept()],
+        keys: model::Keys::default(),
+        blup: vec![],
+        cond_sd: None,
+    };
+    let e = msg(&forged(vec![var("y", false, false, &[])], vec![intercept()], vec![factor]));
+    assert!(e.contains("the model value is damaged or was not made by lmm: grouping factor 'g' has no grouping column"), "{e}");
+    // A factor made of a numeric column.
+    let factor = model::Factor { name: "x".into(), vars: vec![1], terms: vec![intercept()], keys: model::Keys::default(), blup: vec![], cond_sd: None };
+    let e = msg(&forged(vec![var("y", false, false, &[]), var("x", false, false, &[])], vec![intercept()], vec![factor]));
+    assert!(e.contains("damaged or was not made by lmm: grouping factor 'x' is made of 'x'"), "{e}");
+    // A categorical variable used as a number, a numeric one with a level, a level out of range.
+    let vars = || vec![var("y", false, false, &[]), var("f", true, false, &[1, 2]), var("x", false, false, &[])];
+    let e = msg(&forged(vars(), vec![intercept(), col("f", &[(1, model::NUMERIC)])], vec![]));
+    assert!(e.contains("design column 'f' uses the categorical variable 'f' as a number"), "{e}");
+    let e = msg(&forged(vars(), vec![intercept(), col("x1", &[(2, 0)])], vec![]));
+    assert!(e.contains("design column 'x1' takes a level of the numeric variable 'x'"), "{e}");
+    let e = msg(&forged(vars(), vec![intercept(), col("f9", &[(1, 9)])], vec![]));
+    assert!(e.contains("design column 'f9' takes level 9 of variable 'f', which has 2 level(s)"), "{e}");
+}
+
+#[test]
+fn preparing_a_forged_value_allocates_what_its_size_implies() {
+    // 40 factors × 2,048 levels and their 780 pairwise interactions, one column each:
+    // the dense tables would take 780 × 32 MiB; the sparse ones take a few bytes.
+    let levels: Vec<i64> = (0..2048).collect();
+    let mut vars = vec![var("y", false, false, &[])];
+    for i in 0..40 {
+        vars.push(var(&format!("f{i}"), true, false, &levels));
+    }
+    let mut fixed = vec![col("(Intercept)", &[])];
+    for a in 1..=40u32 {
+        for b in a + 1..=40u32 {
+            fixed.push(col(&format!("f{a}:f{b}"), &[(a, 1), (b, 2)]));
+        }
+    }
+    assert_eq!(fixed.len(), 781);
+    let bytes = forged(vars, fixed, vec![]);
+    assert!(bytes.len() < 1 << 20);
+    let p = Prepared::from_bytes(&bytes).unwrap();
+    // Rows where f1 = 1 and f2 = 2 get that interaction's coefficient, others not.
+    let keys: Vec<i64> = vec![1, 2, 5];
+    let f1 = Column { name: "f1".into(), type_name: "BIGINT".into(), data: ColumnData::Int(keys.clone()), valid: vec![true; 3] };
+    let f2 = Column { name: "f2".into(), type_name: "BIGINT".into(), data: ColumnData::Int(vec![2, 2, 2]), valid: vec![true; 3] };
+    let others = Column { name: "fk".into(), type_name: "BIGINT".into(), data: ColumnData::Int(vec![0, 0, 0]), valid: vec![true; 3] };
+    let mut cols: Vec<Option<&Column>> = vec![None; 41];
+    cols[1] = Some(&f1);
+    cols[2] = Some(&f2);
+    for c in cols.iter_mut().skip(3) {
+        *c = Some(&others);
+    }
+    let (mut valid, mut out) = (vec![true; 3], vec![0.0; 3]);
+    p.predict(&cols, &[0, 1, 2], &[false; 3], &mut valid, &mut out).unwrap();
+    assert_eq!(out, vec![1.0, 0.5, 0.5]);
+
+    // Tens of thousands of variables with one integer level each: their lookup
+    // tables would need hundreds of MiB; refused, with the size stated.
+    let mut vars = vec![var("y", false, false, &[])];
+    for i in 0..25_000 {
+        vars.push(var(&format!("v{i}"), true, false, &[4000]));
+    }
+    let bytes = forged(vars, vec![col("(Intercept)", &[])], vec![]);
+    let e = Prepared::from_bytes(&bytes).err().expect("must fail").to_string();
+    assert!(e.contains("damaged or was not made by lmm: preparing it for prediction would need about") && e.contains("MiB"), "{e}");
+}
