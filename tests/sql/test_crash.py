@@ -67,23 +67,25 @@ def test_pathological_formulas_fail_fast(name, call):
     sql = (f"SELECT lmm_fit_agg(t, '{f}') FROM sleep t" if call == "fit" else
            f"SELECT lmm_model_agg(t, '{f}') FROM sleep t")
     res = crash.run_sql([sql], setup=[SLEEP], timeout=20)
-    crash.assert_clean(res, error=True, time_limit=5)
+    # A repeated variable is one variable (R: Days*Days is Days; Subject:Subject
+    # is Subject), so those two fit; 2^22 - 1 distinct terms are refused.
+    crash.assert_clean(res, error=name.startswith("x0"), time_limit=5)
 
 
-def test_small_nested_fit_within_the_address_space_cap():
-    # Found by test_fuzz.py: a 120-row fit must not need gigabytes. The dense
-    # kernels' matrix multiply (private-gemm-x86, through faer) reserves
-    # 2 x L3 per thread that runs it (960 MiB per thread where the L3 is
-    # reported as 480 MiB) and aborts the host when that allocation fails.
-    # Which threads run it varies, so the abort comes in about one fresh
-    # child in three: four are run.
+def test_small_nested_fit_stays_small():
+    # Found by test_fuzz.py: a 120-row fit must not need gigabytes of memory.
+    # (Its address space does grow by about 1 GiB per thread that multiplies
+    # matrices: faer's private-gemm-x86 reserves 2 x L3, untouched; hence the
+    # harness's 16 GiB cap. The resident memory is what is used.)
     f = "y ~ (f | f:g/e)"
     statements = [["SELECT unnest(lmm_fit_agg(t, ?), recursive := true) FROM t", [f]],
                   ["SELECT unnest(lmm_fit_agg(t, ?, {'method': 'ML'}), recursive := true) FROM t", [f]],
                   ["SELECT unnest(lmm_fit_agg(t, ?), recursive := true) FROM "
                    "(SELECT * FROM t WHERE xn IS NOT NULL) t", [f]]]
-    for _ in range(4):
-        crash.assert_clean(crash.run_sql(statements, setup=test_fuzz.SETUP, timeout=30))
+    for _ in range(2):
+        res = crash.run_sql(statements, setup=test_fuzz.SETUP, timeout=30)
+        crash.assert_clean(res)
+        assert max(o.rss_growth_kib for o in res.outcomes) < 256 << 10, res.describe()
 
 
 def test_harness_sees_crashes_and_hangs():
@@ -97,7 +99,7 @@ def test_harness_sees_crashes_and_hangs():
     assert res.timed_out
     with pytest.raises(AssertionError, match="hung"):
         crash.assert_clean(res)
-    res = crash.run_snippet("x = bytearray(8 << 30)")
+    res = crash.run_snippet("x = bytearray(32 << 30)")  # beyond the 16 GiB cap
     assert res.error == "MemoryError"
     res = crash.run_sql(["SELECT lmm_fit_agg(t, 'y ~ nope + (1 | g)') FROM (SELECT 1.0 AS y, 1 AS g) t"])
     crash.assert_clean(res, error=True)
