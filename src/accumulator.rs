@@ -266,6 +266,15 @@ impl Accumulator {
         for (v, col) in self.vars.iter_mut().zip(chunk.columns.iter()) {
             let numeric = matches!(col.data, ColumnData::Float(_) | ColumnData::Int(_));
             let kind = if v.grouping || !numeric { Kind::Categorical } else { Kind::Numeric };
+            if matches!(col.data, ColumnData::Key(_)) && !v.grouping && !v.response {
+                bail!(
+                    "column '{}' has type {}, which lmm can use only as a grouping factor, as in (1 | {}); \
+                     cast it to VARCHAR for a fixed factor, or to a number for a covariate",
+                    v.name,
+                    col.type_name,
+                    v.name
+                );
+            }
             if v.response && !numeric {
                 bail!(
                     "column '{}' has type {} but the response must be numeric",

@@ -13,6 +13,9 @@ pub enum ColumnData<'a> {
     Text(Vec<&'a [u8]>),
     /// BOOLEAN.
     Bool(Vec<bool>),
+    /// DATE, TIME, TIMESTAMP, UUID, INTERVAL (as their text) and BLOB:
+    /// usable only as grouping keys, one level per distinct value.
+    Key(Vec<&'a [u8]>),
 }
 
 /// One column of a chunk: values and validity (`valid[i] == false` means NULL;

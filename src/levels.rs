@@ -19,7 +19,7 @@ pub fn column_tag(col: &Column) -> u8 {
     match &col.data {
         ColumnData::Int(_) => T_INT,
         ColumnData::Float(_) => T_FLOAT,
-        ColumnData::Text(_) => T_TEXT,
+        ColumnData::Text(_) | ColumnData::Key(_) => T_TEXT,
         ColumnData::Bool(_) => T_BOOL,
     }
 }
@@ -68,7 +68,7 @@ pub fn encode(col: &Column, row: usize, buf: &mut Vec<u8>) {
             let x = if v[row] == 0.0 { 0.0 } else { v[row] };
             buf.extend_from_slice(&x.to_le_bytes());
         }
-        ColumnData::Text(v) => {
+        ColumnData::Text(v) | ColumnData::Key(v) => {
             buf.push(T_TEXT);
             buf.extend_from_slice(&(v[row].len() as u32).to_le_bytes());
             buf.extend_from_slice(v[row]);

@@ -281,8 +281,8 @@ unsafe fn update_impl(input: ffi::duckdb_data_chunk, states: *mut ffi::duckdb_ag
                 index
             }
         };
-        let prepared = row.prepare(&required, &index, &mut (*first).enums)?;
-        let chunk = prepared.into_chunk(&(*first).enums);
+        let mut prepared = row.prepare(&required, &index, &mut (*first).enums)?;
+        let chunk = prepared.chunk(&(*first).enums);
         for (s, rows) in groups.iter() {
             let p: *mut State = block(s).read_unaligned();
             // Only the `acc` field is borrowed mutably; `chunk` borrows `enums`.

@@ -11,6 +11,7 @@ mod checked;
 mod guard;
 mod job_functions;
 mod jobs;
+mod keys;
 mod hash;
 mod output;
 mod scalar;

@@ -213,8 +213,8 @@ unsafe fn predict_impl(local: &mut Local, input: ffi::duckdb_data_chunk, output:
                 }
             };
             let mut enums = EnumCache::default();
-            let prepared = row.prepare(&required, &index, &mut enums)?;
-            let chunk = prepared.into_chunk(&enums);
+            let mut prepared = row.prepare(&required, &index, &mut enums)?;
+            let chunk = prepared.chunk(&enums);
             let mut cols = vec![None; prep.model.vars.len()];
             for (k, &v) in prep.required_vars(any_re).iter().enumerate() {
                 cols[v] = Some(&chunk.columns[k]);

@@ -228,6 +228,8 @@ enum Data<'v> {
     Ready(ColumnData<'v>),
     /// Enum slots into the state's `EnumCache` (column position `pos`).
     Enum { pos: usize, slots: Vec<u32> },
+    /// Grouping keys formatted as text (`keys`), borrowed by the chunk.
+    Formatted(Vec<Vec<u8>>),
 }
 
 /// Columns read from a chunk, before enum labels are attached.
@@ -314,6 +316,9 @@ unsafe fn read_column<'v>(
     cache: &mut EnumCache,
 ) -> Result<Data<'v>> {
     use ColumnData::*;
+    if let Some(keys) = unsafe { key_column(v, ty.id(), n, valid) } {
+        return Ok(keys);
+    }
     let d = unsafe {
         match ty.id() {
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_DOUBLE => Float(slice::from_raw_parts(data_ptr::<f64>(v), n).to_vec()),
@@ -371,17 +376,21 @@ unsafe fn read_column<'v>(
 }
 
 impl<'v> Prepared<'v> {
-    /// Attach enum labels (phase 2) and build the core's chunk.
-    pub fn into_chunk<'c>(self, cache: &'c EnumCache) -> Chunk<'c>
+    /// Attach enum labels (phase 2) and build the core's chunk, which borrows
+    /// the labels from `cache` and formatted keys from `self`.
+    pub fn chunk<'c>(&'c mut self, cache: &'c EnumCache) -> Chunk<'c>
     where
         'v: 'c,
     {
+        let len = self.len;
         let columns = self
             .columns
-            .into_iter()
-            .map(|(name, type_name, data, mut valid)| {
+            .iter_mut()
+            .map(|(name, type_name, data, valid)| {
+                let mut valid = std::mem::take(valid);
                 let data = match data {
-                    Data::Ready(d) => d,
+                    Data::Ready(d) => std::mem::replace(d, ColumnData::Bool(Vec::new())),
+                    Data::Formatted(keys) => ColumnData::Key(keys.iter().map(|k| k.as_slice()).collect()),
                     Data::Enum { pos, slots } => ColumnData::Text(
                         slots
                             .iter()
@@ -391,16 +400,56 @@ impl<'v> Prepared<'v> {
                                     valid[i] = false;
                                     &b""[..]
                                 } else {
-                                    cache.label(pos, s)
+                                    cache.label(*pos, s)
                                 }
                             })
                             .collect(),
                     ),
                 };
-                Column { name, type_name, data, valid }
+                Column { name: std::mem::take(name), type_name: std::mem::take(type_name), data, valid }
             })
             .collect();
-        Chunk { columns, len: self.len }
+        Chunk { columns, len }
+    }
+}
+
+/// Rows of a column of a key-only type, formatted by `f` (valid rows only).
+unsafe fn formatted<T: Copy>(v: ffi::duckdb_vector, n: usize, valid: &[bool], f: impl Fn(T) -> String) -> Data<'static> {
+    let data = unsafe { slice::from_raw_parts(data_ptr::<T>(v), n) };
+    Data::Formatted(
+        data.iter().zip(valid).map(|(&x, &ok)| if ok { f(x).into_bytes() } else { Vec::new() }).collect(),
+    )
+}
+
+/// The key-only types (see `keys`): their rows as text, or `None` for another type.
+unsafe fn key_column<'v>(v: ffi::duckdb_vector, id: ffi::DUCKDB_TYPE, n: usize, valid: &[bool]) -> Option<Data<'v>> {
+    use super::keys;
+    unsafe {
+        Some(match id {
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_DATE => formatted(v, n, valid, |d: i32| keys::date(d as i64)),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIME => formatted(v, n, valid, keys::time),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIME_NS => formatted(v, n, valid, |t: i64| format!("{}ns", t)),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP => formatted(v, n, valid, keys::timestamp),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP_TZ => formatted(v, n, valid, |t: i64| keys::timestamp(t) + "+00"),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP_S => formatted(v, n, valid, |t: i64| keys::timestamp(t.saturating_mul(1_000_000))),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP_MS => formatted(v, n, valid, |t: i64| keys::timestamp(t.saturating_mul(1000))),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP_NS => formatted(v, n, valid, |t: i64| {
+                let frac = t.rem_euclid(1000);
+                let base = keys::timestamp(t.div_euclid(1000));
+                if frac == 0 { base } else { format!("{base}+{frac}ns") }
+            }),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_UUID => {
+                formatted(v, n, valid, |h: ffi::duckdb_hugeint| keys::uuid(h.upper, h.lower))
+            }
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_INTERVAL => {
+                formatted(v, n, valid, |i: ffi::duckdb_interval| keys::interval(i.months, i.days, i.micros))
+            }
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB => {
+                let data = data_ptr::<ffi::duckdb_string_t>(v);
+                Data::Ready(ColumnData::Key((0..n).map(|i| if valid[i] { string_at(data, i) } else { &b""[..] }).collect()))
+            }
+            _ => return None,
+        })
     }
 }
 

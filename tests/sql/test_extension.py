@@ -149,8 +149,12 @@ def test_column_errors(con):
     assert "column 'nope' not found; available columns: x, y, g, d" in error_of(
         con, "SELECT lmm_fit_agg(t, 'y ~ nope + (1 | g)') FROM t"
     )
-    assert "column 'd' has type DATE, which lmm cannot use" in error_of(
+    # DATE is a grouping key only (issue 10: grouping columns of any type).
+    assert "column 'd' has type DATE, which lmm can use only as a grouping factor" in error_of(
         con, "SELECT lmm_fit_agg(t, 'y ~ d + (1 | g)') FROM t"
+    )
+    assert "column 'l' has type INTEGER[], which lmm cannot use" in error_of(
+        con, "SELECT lmm_fit_agg(t, 'y ~ x + (1 | l)') FROM (SELECT *, [1] AS l FROM t) t"
     )
 
 

@@ -235,3 +235,40 @@ def test_a_column_named_like_the_row_alias_is_explained(con):
     assert "lmm_fit calls the row __lmm_row, so rename a column of that name" in e
     con.execute("CREATE TABLE ms AS SELECT lmm_model_agg(t, 'Reaction ~ Days + (1 | Subject)') AS model FROM sleepstudy t")
     assert len(con.execute("SELECT * FROM lmm_score('r', 'ms')").fetchall()) == 180  # lmm_score's alias differs
+
+
+# --- grouping columns of any type ------------------------------------------------------------
+
+KEY_COLUMNS = {
+    "d": ("DATE '2020-01-01' + Subject::INT", "2020-11-04"),
+    "ts": ("TIMESTAMP '2020-01-01' + to_hours(Subject::INT)", "2020-01-13 20:00:00"),
+    "tm": ("TIME '00:00:00' + to_minutes(Subject::INT)", "05:08:00"),
+    "u": ("('00000000-0000-0000-0000-' || lpad(Subject::VARCHAR, 12, '0'))::UUID", "00000000-0000-0000-0000-000000000308"),
+    "b": ("Subject::VARCHAR::BLOB", "308"),
+    "iv": ("to_days(Subject::INT)", "0 months 308 days 00:00:00"),
+}
+
+
+@pytest.mark.parametrize("col", list(KEY_COLUMNS))
+def test_grouping_columns_of_date_time_uuid_blob_interval(con, col):
+    expr, first_level = KEY_COLUMNS[col]
+    con.execute(f"CREATE TABLE k AS SELECT Reaction, Days, Subject, {expr} AS {col} FROM sleepstudy")
+    q = "SELECT effect, term, estimate FROM lmm_fit('k', 'Reaction ~ Days + (Days | {})') WHERE effect <> 'ran_vals' ORDER BY ALL"
+    want = con.execute(q.format("Subject")).fetchall()
+    got = con.execute(q.format(col)).fetchall()
+    assert [r[:2] for r in got] == [r[:2] for r in want]
+    assert max(abs(a[2] - b[2]) for a, b in zip(got, want)) == 0.0
+    level = con.execute(f"SELECT level FROM lmm_fit('k', 'Reaction ~ Days + (Days | {col})') WHERE effect = 'ran_vals' LIMIT 1")
+    assert level.fetchone()[0] == first_level
+    # Prediction finds each row's level by the same text.
+    diff = con.execute(
+        f"SELECT max(abs(lmm_predict(a.m, k) - lmm_predict(b.m, k))) FROM k, "
+        f"(SELECT lmm_model_agg(t, 'Reaction ~ Days + (Days | {col})') AS m FROM k t) a, "
+        f"(SELECT lmm_model_agg(t, 'Reaction ~ Days + (Days | Subject)') AS m FROM k t) b").fetchone()[0]
+    assert diff == 0.0
+
+
+def test_key_only_types_are_refused_as_fixed_effects(con):
+    con.execute("CREATE TABLE k AS SELECT Reaction, Subject, DATE '2020-01-01' + Days::INT AS d FROM sleepstudy")
+    e = error_of(con, "SELECT * FROM lmm_fit('k', 'Reaction ~ d + (1 | Subject)')")
+    assert "column 'd' has type DATE, which lmm can use only as a grouping factor" in e
