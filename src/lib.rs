@@ -7,6 +7,7 @@ pub mod input;
 pub mod options;
 pub mod tidy;
 pub mod accumulator;
+pub mod budget;
 pub mod cancel;
 pub mod crossed;
 pub mod dense;

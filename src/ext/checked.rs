@@ -282,3 +282,33 @@ mod tests {
         assert_eq!(exception_message(r#"{"exception_message":"a \"quoted\" word"}"#), "a \"quoted\" word");
     }
 }
+
+/// DuckDB's `memory_limit` for the query being bound (a scalar function's
+/// bind info), in bytes; `None` where this DuckDB cannot say.
+pub fn memory_limit(info: ffi::duckdb_bind_info) -> Option<u64> {
+    let api = api().ok()?;
+    api.duckdb_scalar_function_get_client_context?;
+    api.duckdb_client_context_get_config_option?;
+    api.duckdb_destroy_client_context?;
+    unsafe {
+        let mut ctx: ffi::duckdb_client_context = std::ptr::null_mut();
+        ffi::duckdb_scalar_function_get_client_context(info, &mut ctx);
+        if ctx.is_null() {
+            return None;
+        }
+        let mut scope: ffi::duckdb_config_option_scope = std::mem::zeroed();
+        let mut value = ffi::duckdb_client_context_get_config_option(ctx, c"memory_limit".as_ptr(), &mut scope);
+        ffi::duckdb_destroy_client_context(&mut ctx);
+        if value.is_null() {
+            return None;
+        }
+        let text = ffi::duckdb_get_varchar(value);
+        ffi::duckdb_destroy_value(&mut value);
+        if text.is_null() {
+            return None;
+        }
+        let s = CStr::from_ptr(text).to_string_lossy().into_owned();
+        ffi::duckdb_free(text as *mut c_void);
+        crate::budget::parse_size(&s)
+    }
+}

@@ -30,16 +30,41 @@ unsafe fn handles<'a>(input: ffi::duckdb_data_chunk) -> Vec<Option<&'a [u8]>> {
     }
 }
 
+/// What `lmm_fit_poll`'s bind found: the query's `memory_limit`, the budget
+/// of the fit it starts (see `crate::budget`).
+struct PollBind {
+    memory_limit: Option<u64>,
+}
+
+unsafe extern "C" fn poll_bind(info: ffi::duckdb_bind_info) {
+    let _ = guard(|| {
+        let data = Box::into_raw(Box::new(PollBind { memory_limit: checked::memory_limit(info) }));
+        unsafe { ffi::duckdb_scalar_function_set_bind_data(info, data as *mut std::ffi::c_void, Some(drop_poll_bind)) };
+        Ok(())
+    });
+}
+
+unsafe extern "C" fn drop_poll_bind(p: *mut std::ffi::c_void) {
+    let _ = guard(|| {
+        if !p.is_null() {
+            drop(unsafe { Box::from_raw(p as *mut PollBind) });
+        }
+        Ok(())
+    });
+}
+
 unsafe extern "C" fn poll_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
     report(
         info,
         guard(|| unsafe {
+            let bind = ffi::duckdb_scalar_function_get_bind_data(info) as *const PollBind;
+            let memory_limit = if bind.is_null() { None } else { (*bind).memory_limit };
             checked::ensure_validity_writable(output)?;
             let mask = ffi::duckdb_vector_get_validity(output);
             let out = ffi::duckdb_vector_get_data(output) as *mut bool;
             for (i, h) in handles(input).into_iter().enumerate() {
                 match h {
-                    Some(h) => *out.add(i) = jobs::poll(h)?,
+                    Some(h) => *out.add(i) = jobs::poll(h, memory_limit)?,
                     None => ffi::duckdb_validity_set_row_invalid(mask, i as ffi::idx_t),
                 }
             }
@@ -65,7 +90,15 @@ unsafe extern "C" fn result_fn(info: ffi::duckdb_function_info, input: ffi::duck
 
 type Callback = unsafe extern "C" fn(ffi::duckdb_function_info, ffi::duckdb_data_chunk, ffi::duckdb_vector);
 
-unsafe fn register_one(con: ffi::duckdb_connection, name: &std::ffi::CStr, returns: LogicalType, f: Callback) -> Result<()> {
+type Bind = unsafe extern "C" fn(ffi::duckdb_bind_info);
+
+unsafe fn register_one(
+    con: ffi::duckdb_connection,
+    name: &std::ffi::CStr,
+    returns: LogicalType,
+    f: Callback,
+    bind: Option<Bind>,
+) -> Result<()> {
     unsafe {
         let blob = LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB);
         let mut sf = ffi::duckdb_create_scalar_function();
@@ -77,6 +110,9 @@ unsafe fn register_one(con: ffi::duckdb_connection, name: &std::ffi::CStr, retur
         ffi::duckdb_scalar_function_set_return_type(sf, returns.0);
         ffi::duckdb_scalar_function_set_volatile(sf);
         ffi::duckdb_scalar_function_set_function(sf, Some(f));
+        if let Some(b) = bind {
+            ffi::duckdb_scalar_function_set_bind(sf, Some(b));
+        }
         let ok = ffi::duckdb_register_scalar_function(con, sf) == ffi::DuckDBSuccess;
         ffi::duckdb_destroy_scalar_function(&mut sf);
         if ok {
@@ -89,7 +125,7 @@ unsafe fn register_one(con: ffi::duckdb_connection, name: &std::ffi::CStr, retur
 
 pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
     unsafe {
-        register_one(con, c"lmm_fit_poll", LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN), poll_fn)?;
-        register_one(con, c"lmm_fit_result", output::result_type(), result_fn)
+        register_one(con, c"lmm_fit_poll", LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN), poll_fn, Some(poll_bind))?;
+        register_one(con, c"lmm_fit_result", output::result_type(), result_fn, None)
     }
 }

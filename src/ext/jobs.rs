@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::accumulator::Accumulator;
+use crate::budget;
 use crate::cancel::{self, Control};
 use crate::error::{LmmError, Result};
 use crate::tidy::Tidy;
@@ -138,13 +139,13 @@ fn forget(handle: &[u8]) {
 /// Start the fit if it is waiting; wait for it at most `POLL`.
 /// `Ok(true)` while it runs, `Ok(false)` once it is done; the fit's error
 /// as soon as it fails.
-pub fn poll(handle: &[u8]) -> Result<bool> {
+pub fn poll(handle: &[u8], memory_limit: Option<u64>) -> Result<bool> {
     let job = find(handle, "lmm_fit_poll")?;
     let mut job = job.lock().unwrap_or_else(|e| e.into_inner());
     job.control.heartbeat(now_ms());
     if let State::Waiting(_) = job.state {
         let State::Waiting(acc) = std::mem::replace(&mut job.state, State::Gone) else { unreachable!() };
-        job.state = State::Running(start(acc, job.control.clone())?);
+        job.state = State::Running(start(acc, job.control.clone(), memory_limit)?);
     }
     let outcome = match &job.state {
         State::Running(rx) => match rx.recv_timeout(POLL) {
@@ -178,13 +179,19 @@ pub fn take_result(handle: &[u8]) -> Result<Tidy> {
     }
 }
 
-/// The fit of `acc` on a new thread, cancelled through `control`.
-fn start(acc: Accumulator, control: Arc<Control>) -> Result<Receiver<Result<Tidy>>> {
+/// The fit of `acc` on a new thread, cancelled through `control`, its large
+/// buffers held to `memory_limit` (see `crate::budget`).
+fn start(acc: Accumulator, control: Arc<Control>, memory_limit: Option<u64>) -> Result<Receiver<Result<Tidy>>> {
     let (send, receive) = mpsc::channel();
     std::thread::Builder::new()
         .name("lmm-fit".into())
         .spawn(move || {
-            let outcome = match cancel::run_cancellable(control, || super::guard::guard(|| acc.finish_tidy())) {
+            let fit = || super::guard::guard(|| acc.finish_tidy());
+            let budgeted = || match memory_limit {
+                Some(bytes) => budget::with_limit(bytes, "memory_limit", fit),
+                None => fit(),
+            };
+            let outcome = match cancel::run_cancellable(control, budgeted) {
                 Ok(r) => r,
                 Err(cancel::Interrupted) => Err(LmmError::new("the fit was abandoned (its query stopped)")),
             };
