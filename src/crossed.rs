@@ -18,7 +18,7 @@
 //! inverts it (`deviance_and_gradient`), whatever the number of rows.
 
 use crate::options::Method;
-use crate::dense::{sandwich, solve_lower, solve_lower_transposed};
+use crate::dense::{dense_cholesky, invert_leading, sandwich, solve_lower, solve_lower_transposed};
 use crate::reml::cholesky_lower;
 
 /// One grouping factor's per-level blocks (on the re-expressed columns).
@@ -680,32 +680,6 @@ fn ltal(la: &[f64], a: &[f64], lb: &[f64], qa: usize, qb: usize) -> Vec<f64> {
     out
 }
 
-/// The leading n×n block of `ls` (column-major, leading dimension `dim`)
-/// holds a lower Cholesky factor L; overwrite its lower triangle with that of
-/// (L Lᵀ)⁻¹ = L⁻ᵀL⁻¹ (faer: triangular inverse, then a triangular product).
-/// Needs n² doubles besides.
-fn invert_leading(ls: &mut [f64], dim: usize, n: usize) {
-    use faer::linalg::matmul::triangular::{matmul, BlockStructure};
-    let par = faer::get_global_parallelism();
-    let mut linv = vec![0.0; n * n];
-    let l = faer::MatRef::from_column_major_slice_with_stride(&ls[..], n, n, dim);
-    let dst = faer::MatMut::from_column_major_slice_mut(&mut linv[..], n, n);
-    faer::linalg::triangular_inverse::invert_lower_triangular(dst, l, par);
-    let li = faer::MatRef::from_column_major_slice(&linv[..], n, n);
-    let out = faer::MatMut::from_column_major_slice_with_stride_mut(&mut ls[..], n, n, dim);
-    matmul(
-        out,
-        BlockStructure::TriangularLower,
-        faer::Accum::Replace,
-        li.transpose(),
-        BlockStructure::TriangularUpper,
-        li,
-        BlockStructure::TriangularLower,
-        1.0,
-        par,
-    );
-}
-
 /// Inverse of a lower-triangular n×n matrix (column-major).
 fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
     let mut inv = vec![0.0; n * n];
@@ -720,40 +694,6 @@ fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
         }
     }
     inv
-}
-
-/// Lower Cholesky of the dense Schur complement, in place (column-major n×n,
-/// lower triangle read and written). The leading n−1 columns (random effects
-/// and X, which must be positive definite) go to faer's blocked, vectorised,
-/// multi-threaded factorisation, 20x faster than a plain loop at n = 5,000
-/// (measured 0.67 s against 13.4 s); y's row is finished by hand so that a
-/// zero pivot there (a perfect fit) is accepted, as in `reml`.
-fn dense_cholesky(a: &mut [f64], n: usize) -> bool {
-    use faer::dyn_stack::{MemBuffer, MemStack};
-    use faer::linalg::cholesky::llt::factor;
-    let h = n - 1;
-    if h > 0 {
-        let par = faer::get_global_parallelism();
-        let mut buf = MemBuffer::new(factor::cholesky_in_place_scratch::<f64>(h, par, Default::default()));
-        let lead = faer::MatMut::from_column_major_slice_with_stride_mut(&mut a[..(h - 1) * n + h], h, h, n);
-        if factor::cholesky_in_place(lead, Default::default(), par, MemStack::new(&mut buf), Default::default()).is_err() {
-            return false;
-        }
-    }
-    // Last row: L[h, j] = (S[h, j] − Σ_{t<j} L[h, t] L[j, t]) / L[j, j]
-    for j in 0..h {
-        let mut v = a[j * n + h];
-        for t in 0..j {
-            v -= a[t * n + h] * a[t * n + j];
-        }
-        a[j * n + h] = v / a[j * n + j];
-    }
-    let mut d = a[h * n + h];
-    for t in 0..h {
-        d -= a[t * n + h] * a[t * n + h];
-    }
-    a[h * n + h] = d.max(0.0).sqrt();
-    true
 }
 
 #[cfg(test)]

