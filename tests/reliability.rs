@@ -76,6 +76,7 @@ fn slice<'a>(c: &Column<'a>, r: std::ops::Range<usize>) -> Column<'a> {
         ColumnData::Int(x) => ColumnData::Int(x[r.clone()].to_vec()),
         ColumnData::Text(x) => ColumnData::Text(x[r.clone()].to_vec()),
         ColumnData::Bool(x) => ColumnData::Bool(x[r.clone()].to_vec()),
+        ColumnData::Key(x) => ColumnData::Key(x[r.clone()].to_vec()),
     };
     Column { name: c.name.clone(), type_name: c.type_name.clone(), data, valid: c.valid[r].to_vec() }
 }
