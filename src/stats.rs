@@ -336,18 +336,28 @@ impl Moments {
 /// one run of d + q·d + 1 doubles (18 + 1 for the benchmark design, not 54).
 /// When d or q grows (a new factor level), the arena is re-laid out; the new
 /// entries are 0, which is exact (see `Moments::grow`).
+///
+/// The layout's capacity (`cd` columns, `cq` rows) may exceed the columns and
+/// rows in use (`d`, `q`): a small arena is re-laid out to the exact size, a
+/// large one (over `EXACT_LAYOUT_BYTES`) grows by half, so that a design whose
+/// columns keep appearing costs O(log d) re-layouts, not O(d).
 #[derive(Debug, Clone, Default)]
 pub struct GroupStore {
     pub d: usize,
     pub q: usize,
+    cd: usize,
+    cq: usize,
     data: Vec<f64>,
     groups: usize,
 }
+
+const EXACT_LAYOUT_BYTES: usize = 1 << 16;
 
 /// Read access to one group's block.
 pub struct GroupView<'a> {
     d: usize,
     q: usize,
+    cd: usize,
     b: &'a [f64],
 }
 
@@ -368,7 +378,7 @@ impl GroupView<'_> {
     #[inline]
     pub fn comoment(&self, zi: usize, c: usize) -> f64 {
         if zi < self.q && c < self.d {
-            self.b[1 + self.d + zi * self.d + c]
+            self.b[1 + self.cd + zi * self.cd + c]
         } else {
             0.0
         }
@@ -378,7 +388,7 @@ impl GroupView<'_> {
 impl GroupStore {
     #[inline]
     fn stride(&self) -> usize {
-        1 + self.d + self.q * self.d
+        1 + self.cd + self.cq * self.cd
     }
 
     pub fn len(&self) -> usize {
@@ -391,7 +401,7 @@ impl GroupStore {
 
     pub fn group(&self, g: usize) -> GroupView<'_> {
         let s = self.stride();
-        GroupView { d: self.d, q: self.q, b: &self.data[g * s..(g + 1) * s] }
+        GroupView { d: self.d, q: self.q, cd: self.cd, b: &self.data[g * s..(g + 1) * s] }
     }
 
     /// Total count over groups.
@@ -402,24 +412,30 @@ impl GroupStore {
 
     /// Make room for d columns and q random-effect rows.
     pub fn ensure(&mut self, d: usize, q: usize) {
-        if d <= self.d && q <= self.q {
+        let (d, q) = (d.max(self.d), q.max(self.q));
+        if d <= self.cd && q <= self.cq {
+            self.d = d;
+            self.q = q;
             return;
         }
-        let (nd, nq) = (d.max(self.d), q.max(self.q));
-        let (od, oq, os) = (self.d, self.q, self.stride());
-        let ns = 1 + nd + nq * nd;
+        let (ncd, ncq) = if self.data.len() * 8 <= EXACT_LAYOUT_BYTES {
+            (d, q)
+        } else {
+            (d.max(self.cd + self.cd / 2), q.max(self.cq + self.cq / 2))
+        };
+        let (ocd, oq, os) = (self.cd, self.q, self.stride());
+        let ns = 1 + ncd + ncq * ncd;
         let mut data = vec![0.0; self.groups * ns];
         for g in 0..self.groups {
             let src = &self.data[g * os..(g + 1) * os];
             let dst = &mut data[g * ns..(g + 1) * ns];
-            dst[..1 + od].copy_from_slice(&src[..1 + od]);
+            dst[..1 + ocd].copy_from_slice(&src[..1 + ocd]);
             for zi in 0..oq {
-                dst[1 + nd + zi * nd..1 + nd + zi * nd + od].copy_from_slice(&src[1 + od + zi * od..1 + od + (zi + 1) * od]);
+                dst[1 + ncd + zi * ncd..1 + ncd + zi * ncd + ocd].copy_from_slice(&src[1 + ocd + zi * ocd..1 + ocd + (zi + 1) * ocd]);
             }
         }
         self.data = data;
-        self.d = nd;
-        self.q = nq;
+        (self.d, self.q, self.cd, self.cq) = (d, q, ncd, ncq);
     }
 
     /// Hint the CPU to fetch group g's block (a no-op where unsupported).
@@ -457,12 +473,12 @@ impl GroupStore {
     /// (length d), `zcols[zi]` the column of random-effect row zi.
     #[inline]
     pub fn push(&mut self, g: usize, x: &[f64], zcols: &[usize], delta: &mut [f64]) {
-        let (d, q, s) = (self.d, self.q, self.stride());
+        let (d, q, cd, s) = (self.d, self.q, self.cd, self.stride());
         let b = &mut self.data[g * s..(g + 1) * s];
         b[0] += 1.0;
         let n = b[0];
         let inv_n = 1.0 / n;
-        let (mean, com) = b[1..].split_at_mut(d);
+        let (mean, com) = b[1..].split_at_mut(cd);
         for a in 0..d {
             let dl = x[a] - mean[a];
             delta[a] = dl;
@@ -472,9 +488,9 @@ impl GroupStore {
             return;
         }
         let f = (n - 1.0) * inv_n;
-        for (zi, row) in com.chunks_exact_mut(d).enumerate().take(q) {
+        for (zi, row) in com.chunks_exact_mut(cd).enumerate().take(q) {
             let dz = delta[zcols[zi]] * f;
-            for (r, dc) in row.iter_mut().zip(delta[..d].iter()) {
+            for (r, dc) in row[..d].iter_mut().zip(delta[..d].iter()) {
                 *r += dz * dc;
             }
         }
@@ -489,7 +505,7 @@ impl GroupStore {
         if nb == 0.0 {
             return;
         }
-        let (d, q, s) = (self.d, self.q, self.stride());
+        let (d, q, cd, s) = (self.d, self.q, self.cd, self.stride());
         let b = &mut self.data[g * s..(g + 1) * s];
         let na = b[0];
         let n = na + nb;
@@ -502,12 +518,12 @@ impl GroupStore {
         for zi in 0..q {
             let dz = delta[zcols[zi]] * w;
             for c in 0..d {
-                b[1 + d + zi * d + c] += dz * delta[c];
+                b[1 + cd + zi * cd + c] += dz * delta[c];
             }
         }
         for zi in 0..o.q {
             for j in 0..o.d {
-                b[1 + d + zmap[zi] * d + map[j]] += o.b[1 + o.d + zi * o.d + j];
+                b[1 + cd + zmap[zi] * cd + map[j]] += o.b[1 + o.cd + zi * o.cd + j];
             }
         }
         for a in 0..d {
