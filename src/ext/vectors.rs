@@ -570,14 +570,14 @@ pub unsafe fn first_differing_options_row(v: ffi::duckdb_vector, rows: &[usize])
             let mut fields = Vec::new();
             for k in 0..ty.struct_child_count() {
                 let child = unsafe { ffi::duckdb_struct_vector_get_child(v, k as ffi::idx_t) };
-                fields.push((child, ty.struct_child_type(k)?));
+                fields.push(unsafe { Field::new(child, ty.struct_child_type(k)?) });
             }
             for &i in rest {
                 if row_valid.is_valid(i) != row_valid.is_valid(r0) {
                     return Ok(Some(i));
                 }
-                for (child, cty) in &fields {
-                    if !unsafe { same_value(*child, cty, r0, i)? } {
+                for f in &fields {
+                    if !unsafe { f.same(r0, i)? } {
                         return Ok(Some(i));
                     }
                 }
@@ -596,36 +596,54 @@ pub unsafe fn first_differing_options_row(v: ffi::duckdb_vector, rows: &[usize])
     }
 }
 
-/// Whether rows `a` and `b` of a flat vector hold the same value (or are both NULL).
-unsafe fn same_value(v: ffi::duckdb_vector, ty: &LogicalType, a: usize, b: usize) -> Result<bool> {
-    let valid = unsafe { Validity::of(v) };
-    if valid.is_valid(a) != valid.is_valid(b) {
-        return Ok(false);
+/// One field of the options STRUCT, read once for comparing rows.
+struct Field {
+    v: ffi::duckdb_vector,
+    ty: LogicalType,
+    valid: Validity,
+    data: *const u8,
+    /// Bytes per value for fixed-width types; 0 for VARCHAR; `None` otherwise.
+    width: Option<usize>,
+}
+
+impl Field {
+    unsafe fn new(v: ffi::duckdb_vector, ty: LogicalType) -> Field {
+        let width = match ty.id() {
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR => Some(0),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN
+            | ffi::DUCKDB_TYPE_DUCKDB_TYPE_TINYINT
+            | ffi::DUCKDB_TYPE_DUCKDB_TYPE_UTINYINT => Some(1),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_SMALLINT | ffi::DUCKDB_TYPE_DUCKDB_TYPE_USMALLINT => Some(2),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_INTEGER
+            | ffi::DUCKDB_TYPE_DUCKDB_TYPE_UINTEGER
+            | ffi::DUCKDB_TYPE_DUCKDB_TYPE_FLOAT => Some(4),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_BIGINT
+            | ffi::DUCKDB_TYPE_DUCKDB_TYPE_UBIGINT
+            | ffi::DUCKDB_TYPE_DUCKDB_TYPE_DOUBLE => Some(8),
+            _ => None,
+        };
+        let null = ty.id() == ffi::DUCKDB_TYPE_DUCKDB_TYPE_SQLNULL;
+        let (valid, data) = unsafe { (Validity::of(v), if null { std::ptr::null() } else { data_ptr::<u8>(v) }) };
+        Field { v, ty, valid, data, width }
     }
-    if !valid.is_valid(a) || ty.id() == ffi::DUCKDB_TYPE_DUCKDB_TYPE_SQLNULL {
-        return Ok(true);
+
+    /// Whether rows `a` and `b` hold the same value (or are both NULL).
+    unsafe fn same(&self, a: usize, b: usize) -> Result<bool> {
+        if self.valid.is_valid(a) != self.valid.is_valid(b) {
+            return Ok(false);
+        }
+        if !self.valid.is_valid(a) || self.data.is_null() {
+            return Ok(true);
+        }
+        unsafe {
+            match self.width {
+                Some(0) => {
+                    let s = self.data as *const ffi::duckdb_string_t;
+                    Ok(string_at(s, a) == string_at(s, b))
+                }
+                Some(w) => Ok(slice::from_raw_parts(self.data.add(a * w), w) == slice::from_raw_parts(self.data.add(b * w), w)),
+                None => Ok(scalar_text(self.v, &self.ty, a, "an option")? == scalar_text(self.v, &self.ty, b, "an option")?),
+            }
+        }
     }
-    let width = match ty.id() {
-        ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR => {
-            let data = unsafe { data_ptr::<ffi::duckdb_string_t>(v) };
-            return Ok(unsafe { string_at(data, a) == string_at(data, b) });
-        }
-        ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN
-        | ffi::DUCKDB_TYPE_DUCKDB_TYPE_TINYINT
-        | ffi::DUCKDB_TYPE_DUCKDB_TYPE_UTINYINT => 1,
-        ffi::DUCKDB_TYPE_DUCKDB_TYPE_SMALLINT | ffi::DUCKDB_TYPE_DUCKDB_TYPE_USMALLINT => 2,
-        ffi::DUCKDB_TYPE_DUCKDB_TYPE_INTEGER
-        | ffi::DUCKDB_TYPE_DUCKDB_TYPE_UINTEGER
-        | ffi::DUCKDB_TYPE_DUCKDB_TYPE_FLOAT => 4,
-        ffi::DUCKDB_TYPE_DUCKDB_TYPE_BIGINT
-        | ffi::DUCKDB_TYPE_DUCKDB_TYPE_UBIGINT
-        | ffi::DUCKDB_TYPE_DUCKDB_TYPE_DOUBLE => 8,
-        _ => {
-            let text_a = unsafe { scalar_text(v, ty, a, "an option")? };
-            return Ok(text_a == unsafe { scalar_text(v, ty, b, "an option")? });
-        }
-    };
-    let data = unsafe { data_ptr::<u8>(v) };
-    let (ra, rb) = unsafe { (slice::from_raw_parts(data.add(a * width), width), slice::from_raw_parts(data.add(b * width), width)) };
-    Ok(ra == rb)
 }
