@@ -256,6 +256,7 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
     if (n_obs as usize) <= p {
         bail!("number of observations ({n_obs}) must exceed the number of fixed-effect columns ({p})");
     }
+    check_memory(&specs, k)?;
 
     let mut rtr = vec![0.0; k * k];
     for a in 0..k {
@@ -787,6 +788,30 @@ fn full_rank_by_blocked_cholesky(rtr: &[f64], k: usize, xcols: &[DesignColumn]) 
         a[c * p + c..(c + 1) * p].copy_from_slice(&rtr[c * k + c..c * k + p]);
     }
     crate::dense::cholesky_lower(&mut a, p) && (0..p).all(|j| a[j * p + j] * a[j * p + j] > 1e-10 * rtr[j * k + j])
+}
+
+/// Check the fit's large buffers against the memory budget before any is made:
+/// the cross-products of [X y] (k²), each factor's per-level blocks
+/// (levels · q · (q + k)), and the dense work of the criterion: a few k² for
+/// one factor, 2 (m + k)² for several (m: the random effects of the factors
+/// after the largest).
+fn check_memory(specs: &[FactorSpec], k: usize) -> Result<()> {
+    use crate::budget;
+    let k = k as u128;
+    let per_level: u128 = specs.iter().map(|s| (s.nlev * s.zcols.len()) as u128 * (s.zcols.len() as u128 + k)).sum();
+    let dense = if specs.len() == 1 {
+        4 * k * k
+    } else {
+        let sizes: Vec<u128> = specs.iter().map(|s| (s.nlev * s.zcols.len()) as u128).collect();
+        let m = sizes.iter().sum::<u128>() - sizes.iter().max().copied().unwrap_or(0);
+        2 * (m + k) * (m + k)
+    };
+    let what = if specs.len() == 1 {
+        "the fit (per-group blocks and the fixed-effects system)".to_string()
+    } else {
+        "the fit (per-level blocks and the dense block of the crossed factors after the largest)".to_string()
+    };
+    budget::check(&what, budget::doubles(k * k + per_level + dense))
 }
 
 /// Refuse a rank-deficient X, naming each aliased column and what it is a combination of.

@@ -272,3 +272,18 @@ def test_key_only_types_are_refused_as_fixed_effects(con):
     con.execute("CREATE TABLE k AS SELECT Reaction, Subject, DATE '2020-01-01' + Days::INT AS d FROM sleepstudy")
     e = error_of(con, "SELECT * FROM lmm_fit('k', 'Reaction ~ d + (1 | Subject)')")
     assert "column 'd' has type DATE, which lmm can use only as a grouping factor" in e
+
+
+# --- memory budget ---------------------------------------------------------------------------
+
+def test_lmm_fit_holds_its_buffers_to_memory_limit(con):
+    con.execute(
+        "CREATE TABLE c AS SELECT (hash(i) % 20000)::INT AS a, (hash(i * 7 + 1) % 5000)::INT AS b, "
+        "random() + ((hash(i * 7 + 1) % 5000) % 13) * 0.1 AS y FROM range(200000) t(i)"
+    )
+    con.execute("SET memory_limit = '200MB'")
+    e = error_of(con, "SELECT count(*) FROM lmm_fit('c', 'y ~ 1 + (1 | a) + (1 | b)')")
+    # 2 (m + k)^2 doubles for m = 5000 levels, k = 2, plus the per-level blocks.
+    assert ("the fit (per-level blocks and the dense block of the crossed factors after the largest) "
+            "would need 382.3 MiB, more than memory_limit (190.7 MiB)") in e
+    assert "raise memory_limit" in e
