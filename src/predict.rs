@@ -250,13 +250,14 @@ impl Prepared {
                 );
             }
         }
-        // NULL in a needed column: NULL prediction.
+        // NULL, NaN or ±Inf in a needed column: NULL prediction (the fit drops such rows too).
+        let usable = |c: &Column, r: usize| c.valid[r] && !matches!(&c.data, ColumnData::Float(x) if !x[r].is_finite());
         for &r in rows {
             if !valid[r] {
                 continue;
             }
             let need = if re[r] { &self.need_all } else { &self.need_fixed };
-            if need.iter().any(|&v| !cols[v].is_some_and(|c| c.valid[r])) {
+            if need.iter().any(|&v| !cols[v].is_some_and(|c| usable(c, r))) {
                 valid[r] = false;
             }
         }

@@ -1,6 +1,8 @@
 //! The scalar functions of an interruptible fit (see `jobs`):
 //! `lmm_fit_poll(job BLOB) -> BOOLEAN` (still running?) and
-//! `lmm_fit_result(job BLOB) -> LIST(STRUCT(...))` (the tidy table).
+//! `lmm_fit_result(job BLOB) -> LIST(STRUCT(...))` (the tidy table) for
+//! `lmm_fit`; `lmm_model_poll` and `lmm_model_result(job) -> BLOB` (the
+//! model value) for `lmm_model`.
 //! Both are volatile: DuckDB must call them once per row, never fold them.
 
 use libduckdb_sys as ffi;
@@ -53,24 +55,29 @@ unsafe extern "C" fn drop_poll_bind(p: *mut std::ffi::c_void) {
     });
 }
 
-unsafe extern "C" fn poll_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
-    report(
-        info,
-        guard(|| unsafe {
-            let bind = ffi::duckdb_scalar_function_get_bind_data(info) as *const PollBind;
-            let memory_limit = if bind.is_null() { None } else { (*bind).memory_limit };
-            checked::ensure_validity_writable(output)?;
-            let mask = ffi::duckdb_vector_get_validity(output);
-            let out = ffi::duckdb_vector_get_data(output) as *mut bool;
-            for (i, h) in handles(input).into_iter().enumerate() {
-                match h {
-                    Some(h) => *out.add(i) = jobs::poll(h, memory_limit)?,
-                    None => ffi::duckdb_validity_set_row_invalid(mask, i as ffi::idx_t),
-                }
+unsafe fn poll_impl(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector, product: jobs::Product) -> Result<()> {
+    unsafe {
+        let bind = ffi::duckdb_scalar_function_get_bind_data(info) as *const PollBind;
+        let memory_limit = if bind.is_null() { None } else { (*bind).memory_limit };
+        checked::ensure_validity_writable(output)?;
+        let mask = ffi::duckdb_vector_get_validity(output);
+        let out = ffi::duckdb_vector_get_data(output) as *mut bool;
+        for (i, h) in handles(input).into_iter().enumerate() {
+            match h {
+                Some(h) => *out.add(i) = jobs::poll(h, product, memory_limit)?,
+                None => ffi::duckdb_validity_set_row_invalid(mask, i as ffi::idx_t),
             }
-            Ok(())
-        }),
-    );
+        }
+        Ok(())
+    }
+}
+
+unsafe extern "C" fn poll_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+    report(info, guard(|| unsafe { poll_impl(info, input, output, jobs::Product::Table) }));
+}
+
+unsafe extern "C" fn model_poll_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+    report(info, guard(|| unsafe { poll_impl(info, input, output, jobs::Product::Model) }));
 }
 
 unsafe extern "C" fn result_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
@@ -79,8 +86,29 @@ unsafe extern "C" fn result_fn(info: ffi::duckdb_function_info, input: ffi::duck
         guard(|| unsafe {
             for (i, h) in handles(input).into_iter().enumerate() {
                 match h {
-                    Some(h) => output::write_rows(output, i, &jobs::take_result(h)?)?,
+                    Some(h) => match jobs::take_result(h)? {
+                        jobs::Finished::Table(t) => output::write_rows(output, i, &t)?,
+                        jobs::Finished::Model(_) => return Err(LmmError::new("internal error: a model job read as a table")),
+                    },
                     None => output::write_null(output, i)?,
+                }
+            }
+            Ok(())
+        }),
+    );
+}
+
+unsafe extern "C" fn model_result_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+    report(
+        info,
+        guard(|| unsafe {
+            for (i, h) in handles(input).into_iter().enumerate() {
+                match h {
+                    Some(h) => match jobs::take_result(h)? {
+                        jobs::Finished::Model(bytes) => output::write_blob(output, i, &bytes)?,
+                        jobs::Finished::Table(_) => return Err(LmmError::new("internal error: a table job read as a model")),
+                    },
+                    None => output::write_null_scalar(output, i)?,
                 }
             }
             Ok(())
@@ -126,6 +154,9 @@ unsafe fn register_one(
 pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
     unsafe {
         register_one(con, c"lmm_fit_poll", LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN), poll_fn, Some(poll_bind))?;
-        register_one(con, c"lmm_fit_result", output::result_type(), result_fn, None)
+        register_one(con, c"lmm_fit_result", output::result_type(), result_fn, None)?;
+        let boolean = LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN);
+        register_one(con, c"lmm_model_poll", boolean, model_poll_fn, Some(poll_bind))?;
+        register_one(con, c"lmm_model_result", LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB), model_result_fn, None)
     }
 }

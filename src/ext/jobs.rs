@@ -35,6 +35,19 @@ use crate::cancel::{self, Control};
 use crate::error::{LmmError, Result};
 use crate::tidy::Tidy;
 
+/// What a job makes of the accumulation: `lmm_fit`'s table or `lmm_model`'s value.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Product {
+    Table,
+    Model,
+}
+
+/// A finished job.
+pub enum Finished {
+    Table(Tidy),
+    Model(Vec<u8>),
+}
+
 const MAGIC: &[u8; 8] = b"LMMJOB01";
 const HANDLE_LEN: usize = 24;
 const MAX_JOBS: usize = 64;
@@ -48,9 +61,9 @@ enum State {
     /// Accumulated, not yet started.
     Waiting(Accumulator),
     /// Fitting on a worker thread.
-    Running(Receiver<Result<Tidy>>),
+    Running(Receiver<Result<Finished>>),
     /// Finished (the table, or the fit's error), waiting to be taken.
-    Done(Result<Tidy>),
+    Done(Result<Finished>),
     /// Taken, or being started.
     Gone,
 }
@@ -139,13 +152,13 @@ fn forget(handle: &[u8]) {
 /// Start the fit if it is waiting; wait for it at most `POLL`.
 /// `Ok(true)` while it runs, `Ok(false)` once it is done; the fit's error
 /// as soon as it fails.
-pub fn poll(handle: &[u8], memory_limit: Option<u64>) -> Result<bool> {
+pub fn poll(handle: &[u8], product: Product, memory_limit: Option<u64>) -> Result<bool> {
     let job = find(handle, "lmm_fit_poll")?;
     let mut job = job.lock().unwrap_or_else(|e| e.into_inner());
     job.control.heartbeat(now_ms());
     if let State::Waiting(_) = job.state {
         let State::Waiting(acc) = std::mem::replace(&mut job.state, State::Gone) else { unreachable!() };
-        job.state = State::Running(start(acc, job.control.clone(), memory_limit)?);
+        job.state = State::Running(start(acc, product, job.control.clone(), memory_limit)?);
     }
     let outcome = match &job.state {
         State::Running(rx) => match rx.recv_timeout(POLL) {
@@ -169,7 +182,7 @@ pub fn poll(handle: &[u8], memory_limit: Option<u64>) -> Result<bool> {
 }
 
 /// The finished table; the job is forgotten.
-pub fn take_result(handle: &[u8]) -> Result<Tidy> {
+pub fn take_result(handle: &[u8]) -> Result<Finished> {
     let job = find(handle, "lmm_fit_result")?;
     let state = std::mem::replace(&mut job.lock().unwrap_or_else(|e| e.into_inner()).state, State::Gone);
     forget(handle);
@@ -181,12 +194,22 @@ pub fn take_result(handle: &[u8]) -> Result<Tidy> {
 
 /// The fit of `acc` on a new thread, cancelled through `control`, its large
 /// buffers held to `memory_limit` (see `crate::budget`).
-fn start(acc: Accumulator, control: Arc<Control>, memory_limit: Option<u64>) -> Result<Receiver<Result<Tidy>>> {
+fn start(
+    acc: Accumulator,
+    product: Product,
+    control: Arc<Control>,
+    memory_limit: Option<u64>,
+) -> Result<Receiver<Result<Finished>>> {
     let (send, receive) = mpsc::channel();
     std::thread::Builder::new()
         .name("lmm-fit".into())
         .spawn(move || {
-            let fit = || super::guard::guard(|| acc.finish_tidy());
+            let fit = || {
+                super::guard::guard(|| match product {
+                    Product::Table => acc.finish_tidy().map(Finished::Table),
+                    Product::Model => acc.finish_model().map(|m| Finished::Model(m.to_bytes())),
+                })
+            };
             let budgeted = || match memory_limit {
                 Some(bytes) => budget::with_limit(bytes, "memory_limit", fit),
                 None => fit(),

@@ -16,8 +16,12 @@ use libduckdb_sys as ffi;
 /// bar `(1 + a + b | grp)` with every name quoted: they are never pasted into
 /// the formula text. The row alias is unusual on purpose: a bare identifier
 /// is a column before it is a table, so a column named like the alias would win.
-pub const LMM_FIT_MACRO: &str = "\
-CREATE OR REPLACE MACRO lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, ddf := 'none') AS TABLE
+macro_rules! interruptible_fit {
+    ($name:literal, $poll:literal, $last:literal) => {
+        concat!(
+            "CREATE OR REPLACE MACRO ",
+            $name,
+            "(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, ddf := 'none') AS TABLE
 WITH RECURSIVE __lmm_steps(__lmm_job, __lmm_running) AS (
     SELECT lmm_accumulate_agg(
                __lmm_row,
@@ -27,9 +31,24 @@ WITH RECURSIVE __lmm_steps(__lmm_job, __lmm_running) AS (
            true
     FROM query_table(tname) AS __lmm_row
     UNION ALL
-    SELECT __lmm_job, lmm_fit_poll(__lmm_job) FROM __lmm_steps WHERE __lmm_running
+    SELECT __lmm_job, ",
+            $poll,
+            "(__lmm_job) FROM __lmm_steps WHERE __lmm_running
 )
-SELECT unnest(lmm_fit_result(__lmm_job), recursive := true) FROM __lmm_steps WHERE NOT __lmm_running";
+",
+            $last,
+            " FROM __lmm_steps WHERE NOT __lmm_running"
+        )
+    };
+}
+
+pub const LMM_FIT_MACRO: &str =
+    interruptible_fit!("lmm_fit", "lmm_fit_poll", "SELECT unnest(lmm_fit_result(__lmm_job), recursive := true)");
+
+/// `lmm_model(tname, formula, ...)`: `lmm_fit`'s arguments, one row with the
+/// model value in `model` (what `lmm_model_agg` gives), interruptible alike.
+pub const LMM_MODEL_MACRO: &str =
+    interruptible_fit!("lmm_model", "lmm_model_poll", "SELECT lmm_model_result(__lmm_job) AS model");
 
 /// `lmm_predict(model, new_row, re := true)`: the scalar function with `re` defaulted.
 pub const LMM_PREDICT_MACRO: &str = "\
@@ -93,14 +112,19 @@ struct Macro {
     create: &'static str,
 }
 
-const MACROS: [Macro; 4] = [
-    Macro {
-        name: "lmm_fit",
-        table: true,
-        params: &[("tname", None), ("formula", None), ("grp", Some("NULL")), ("re", Some("NULL")),
-                  ("method", Some("'REML'")), ("ranef", Some("true")), ("ddf", Some("'none'"))],
-        create: LMM_FIT_MACRO,
-    },
+const FIT_PARAMS: &[(&str, Option<&str>)] = &[
+    ("tname", None),
+    ("formula", None),
+    ("grp", Some("NULL")),
+    ("re", Some("NULL")),
+    ("method", Some("'REML'")),
+    ("ranef", Some("true")),
+    ("ddf", Some("'none'")),
+];
+
+const MACROS: [Macro; 5] = [
+    Macro { name: "lmm_fit", table: true, params: FIT_PARAMS, create: LMM_FIT_MACRO },
+    Macro { name: "lmm_model", table: true, params: FIT_PARAMS, create: LMM_MODEL_MACRO },
     Macro { name: "lmm_predict", table: false, params: &[("model", None), ("new_row", None), ("re", Some("true"))], create: LMM_PREDICT_MACRO },
     Macro { name: "lmm_tidy", table: true, params: &[("model", None)], create: LMM_TIDY_MACRO },
     Macro {
@@ -216,7 +240,8 @@ mod tests {
              ddf := 'none') AS TABLE SELECT * FROM lmm_ext.main.lmm_fit(tname, formula, grp := grp, re := re, \
              method := method, ranef := ranef, ddf := ddf)"
         );
-        assert!(MACROS[1].forwarder(None, "lmm_predict").ends_with("AS lmm_ext.main.lmm_predict(model, new_row, re := re)"));
+        let predict = MACROS.iter().find(|m| m.name == "lmm_predict").unwrap();
+        assert!(predict.forwarder(None, "lmm_predict").ends_with("AS lmm_ext.main.lmm_predict(model, new_row, re := re)"));
         for m in &MACROS {
             assert!(m.in_catalog().starts_with(&format!("CREATE OR REPLACE MACRO lmm_ext.main.{}(", m.name)), "{}", m.name);
             // The declared parameters are those of the body.

@@ -119,7 +119,7 @@ def test_macro_bodies_live_in_an_in_memory_catalog(tmp_path):
         "SELECT function_name, macro_definition FROM duckdb_functions() WHERE function_type LIKE '%macro' "
         "AND function_name LIKE 'lmm%' AND database_name = current_database() ORDER BY 1"
     ).fetchall()
-    assert [r[0] for r in stored] == ["lmm_fit", "lmm_predict", "lmm_score", "lmm_tidy"]
+    assert [r[0] for r in stored] == ["lmm_fit", "lmm_model", "lmm_predict", "lmm_score", "lmm_tidy"]
     # Only forwarders are kept in the file, no logic of lmm's own.
     assert all("lmm_ext.main." in r[1] for r in stored), stored
     # Opened without lmm, the call says that lmm's catalog is missing.
@@ -287,3 +287,24 @@ def test_lmm_fit_holds_its_buffers_to_memory_limit(con):
     assert ("the fit (per-level blocks and the dense block of the crossed factors after the largest) "
             "would need 382.3 MiB, more than memory_limit (190.7 MiB)") in e
     assert "raise memory_limit" in e
+
+
+def test_lmm_model_is_lmm_model_agg_interruptible(con):
+    con.execute("CREATE TABLE ma AS SELECT lmm_model_agg(t, 'Reaction ~ Days + (Days | Subject)', {'method': 'ML'}) AS model FROM sleepstudy t")
+    con.execute("CREATE TABLE mb AS SELECT * FROM lmm_model('sleepstudy', 'Reaction ~ Days + (Days | Subject)', method := 'ML')")
+    assert con.execute("SELECT count(*) FROM mb").fetchone()[0] == 1
+    diff = con.execute("SELECT max(abs(lmm_predict(ma.model, s) - lmm_predict(mb.model, s))) FROM sleepstudy s, ma, mb").fetchone()[0]
+    assert diff == 0.0
+    a = con.execute("SELECT * FROM lmm_tidy((SELECT model FROM ma)) ORDER BY ALL").fetchall()
+    b = con.execute("SELECT * FROM lmm_tidy((SELECT model FROM mb)) ORDER BY ALL").fetchall()
+    assert a == b
+
+
+def test_prediction_of_a_row_with_nan_in_a_model_column_is_null(con):
+    con.execute("CREATE TABLE dg AS SELECT Reaction, Days, Subject::DOUBLE AS s FROM sleepstudy")
+    con.execute("CREATE TABLE mg AS SELECT lmm_model_agg(t, 'Reaction ~ Days + (1 | s)') AS model FROM dg t")
+    got = con.execute(
+        "SELECT lmm_predict(mg.model, {'Days': 1.0, 's': 'NaN'::DOUBLE}), "
+        "lmm_predict(mg.model, {'Days': 'inf'::DOUBLE, 's': 308.0}), "
+        "lmm_predict(mg.model, {'Days': 1.0, 's': 308.0}) FROM mg").fetchone()
+    assert got[0] is None and got[1] is None and got[2] is not None
