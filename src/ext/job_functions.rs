@@ -80,40 +80,35 @@ unsafe extern "C" fn model_poll_fn(info: ffi::duckdb_function_info, input: ffi::
     report(info, guard(|| unsafe { poll_impl(info, input, output, jobs::Product::Model) }));
 }
 
+/// Write each row's finished job (`each`), or NULL for a NULL handle (`null`).
+unsafe fn results(
+    input: ffi::duckdb_data_chunk,
+    mut null: impl FnMut(usize) -> Result<()>,
+    mut each: impl FnMut(usize, jobs::Finished) -> Result<()>,
+) -> Result<()> {
+    for (i, h) in unsafe { handles(input) }.into_iter().enumerate() {
+        match h {
+            Some(h) => each(i, jobs::take_result(h)?)?,
+            None => null(i)?,
+        }
+    }
+    Ok(())
+}
+
 unsafe extern "C" fn result_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
-    report(
-        info,
-        guard(|| unsafe {
-            for (i, h) in handles(input).into_iter().enumerate() {
-                match h {
-                    Some(h) => match jobs::take_result(h)? {
-                        jobs::Finished::Table(t) => output::write_rows(output, i, &t)?,
-                        jobs::Finished::Model(_) => return Err(LmmError::new("internal error: a model job read as a table")),
-                    },
-                    None => output::write_null(output, i)?,
-                }
-            }
-            Ok(())
-        }),
-    );
+    let each = |i, done| match done {
+        jobs::Finished::Table(t) => unsafe { output::write_rows(output, i, &t) },
+        jobs::Finished::Model(_) => Err(LmmError::new("internal error: a model job read as a table")),
+    };
+    report(info, guard(|| unsafe { results(input, |i| output::write_null(output, i), each) }));
 }
 
 unsafe extern "C" fn model_result_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
-    report(
-        info,
-        guard(|| unsafe {
-            for (i, h) in handles(input).into_iter().enumerate() {
-                match h {
-                    Some(h) => match jobs::take_result(h)? {
-                        jobs::Finished::Model(bytes) => output::write_blob(output, i, &bytes)?,
-                        jobs::Finished::Table(_) => return Err(LmmError::new("internal error: a table job read as a model")),
-                    },
-                    None => output::write_null_scalar(output, i)?,
-                }
-            }
-            Ok(())
-        }),
-    );
+    let each = |i, done| match done {
+        jobs::Finished::Model(bytes) => unsafe { output::write_blob(output, i, &bytes) },
+        jobs::Finished::Table(_) => Err(LmmError::new("internal error: a table job read as a model")),
+    };
+    report(info, guard(|| unsafe { results(input, |i| output::write_null_scalar(output, i), each) }));
 }
 
 type Callback = unsafe extern "C" fn(ffi::duckdb_function_info, ffi::duckdb_data_chunk, ffi::duckdb_vector);
