@@ -338,20 +338,24 @@ impl Moments {
 /// entries are 0, which is exact (see `Moments::grow`).
 ///
 /// The layout's capacity (`cd` columns, `cq` rows) may exceed the columns and
-/// rows in use (`d`, `q`): a small arena is re-laid out to the exact size, a
-/// large one (over `EXACT_LAYOUT_BYTES`) grows by half, so that a design whose
-/// columns keep appearing costs O(log d) re-layouts, not O(d).
+/// rows in use (`d`, `q`): the first `EXACT_RELAYOUTS` re-layouts, and any of
+/// a small arena, are to the exact size (a design's columns usually all show
+/// up in its first rows: no memory is wasted); after those, a large arena
+/// grows by half, so that a design whose columns keep appearing costs
+/// O(log d) more re-layouts, not O(d).
 #[derive(Debug, Clone, Default)]
 pub struct GroupStore {
     pub d: usize,
     pub q: usize,
     cd: usize,
     cq: usize,
+    relayouts: u32,
     data: Vec<f64>,
     groups: usize,
 }
 
 const EXACT_LAYOUT_BYTES: usize = 1 << 16;
+const EXACT_RELAYOUTS: u32 = 8;
 
 /// Read access to one group's block.
 pub struct GroupView<'a> {
@@ -418,7 +422,8 @@ impl GroupStore {
             self.q = q;
             return;
         }
-        let (ncd, ncq) = if self.data.len() * 8 <= EXACT_LAYOUT_BYTES {
+        self.relayouts += 1;
+        let (ncd, ncq) = if self.relayouts <= EXACT_RELAYOUTS || self.data.len() * 8 <= EXACT_LAYOUT_BYTES {
             (d, q)
         } else {
             (d.max(self.cd + self.cd / 2), q.max(self.cq + self.cq / 2))
