@@ -532,7 +532,17 @@ impl Accumulator {
         self.kept = kept;
         self.level_ids = level_ids;
         self.key = key;
-        Ok(())
+        self.check_statistics_size()
+    }
+
+    /// The per-group statistics grow with the groups met; after each chunk
+    /// their size is checked against the budget (`crate::budget`), so that a
+    /// key with too many distinct values is an error, not an exhausted host.
+    fn check_statistics_size(&self) -> Result<()> {
+        let stores = self.factors.iter().map(|f| &f.store).chain(self.cells.iter().map(|c| &c.store));
+        let bytes: u128 = stores.map(|s| s.bytes() as u128).sum();
+        let groups = self.factors.first().map_or(0, |f| f.store.len());
+        crate::budget::check(&format!("the statistics of {groups} groups (and their crossings)"), bytes)
     }
 
     /// Add another state's statistics; `other` is left untouched.

@@ -395,6 +395,11 @@ impl GroupStore {
         1 + self.cd + self.cq * self.cd
     }
 
+    /// Bytes held (the arena's capacity).
+    pub fn bytes(&self) -> usize {
+        self.data.capacity() * std::mem::size_of::<f64>()
+    }
+
     pub fn len(&self) -> usize {
         self.groups
     }

@@ -294,3 +294,22 @@ fn tiny_varying_covariate_is_not_called_constant() {
     let e = err(d.fit("Reaction ~ 1 + (x | Subject)", Options::default()));
     assert!(e.contains("the random-effect column 'x' of 'Subject' is too small"), "{e}");
 }
+
+#[test]
+fn statistics_beyond_the_budget_stop_the_pass_with_their_size() {
+    // 60,000 groups of (1 + x | g), half of them in each of the two states:
+    // a few MiB of per-group moments each, over a 1 MiB budget.
+    let n = 120_000;
+    let data = Data::new()
+        .with("y", Values::F((0..n).map(|i| (i % 7) as f64).collect()))
+        .with("x", Values::F((0..n).map(|i| (i % 5) as f64).collect()))
+        .with("g", Values::I((0..n).map(|i| (i % 60_000) as i64).collect()));
+    let e = match lmm::budget::with_limit(1 << 20, "memory_limit", || data.accumulate("y ~ x + (1 + x | g)", Options::default())) {
+        Ok(_) => panic!("the pass should have stopped"),
+        Err(e) => e,
+    };
+    assert!(e.0.starts_with("the statistics of "), "{}", e.0);
+    assert!(e.0.contains("more than memory_limit (1.0 MiB)"), "{}", e.0);
+    // Within the machine's memory the same pass goes through.
+    assert!(data.accumulate("y ~ x + (1 + x | g)", Options::default()).is_ok());
+}
