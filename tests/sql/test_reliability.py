@@ -308,3 +308,20 @@ def test_prediction_of_a_row_with_nan_in_a_model_column_is_null(con):
         "lmm_predict(mg.model, {'Days': 'inf'::DOUBLE, 's': 308.0}), "
         "lmm_predict(mg.model, {'Days': 1.0, 's': 308.0}) FROM mg").fetchone()
     assert got[0] is None and got[1] is None and got[2] is not None
+
+
+def test_interrupt_stops_a_long_prediction(con):
+    import threading
+    import time
+
+    timer = threading.Timer(0.5, con.interrupt)
+    start = time.monotonic()
+    timer.start()
+    with pytest.raises(duckdb.InterruptException):
+        con.execute(
+            "SELECT sum(lmm_predict(m.model, {'x': (i % 100) * 0.01, 'g': (i % 10)::VARCHAR})) "
+            "FROM range(200000000) r(i), m"
+        ).fetchall()
+    elapsed = time.monotonic() - start
+    timer.join()
+    assert elapsed < 1.5, elapsed
