@@ -191,15 +191,13 @@ fn rank_check_names_aliased_columns_as_before() {
 }
 
 #[test]
-fn many_level_fixed_factor_fits_quickly() {
-    // The old rank check alone took 132 s at 1,000 levels.
+fn many_level_fixed_factor_fits() {
+    // The old rank check alone took 132 s at 1,000 levels; the time per level
+    // count is measured by bench/bench_factor.py (not here: tests assert results).
     let d = factor_data(1000);
-    let t = std::time::Instant::now();
     let rows = d.fit("y ~ f + (1 | g)", Options::default()).unwrap();
-    let secs = t.elapsed().as_secs_f64();
     assert_eq!(rows.iter().filter(|r| r.effect == "fixed").count(), 1000);
     assert_eq!(get(&rows, "fit", "converged").estimate, Some(1.0));
-    assert!(secs < 30.0, "1,000-level fixed factor took {secs:.1} s");
     // Aliasing among many columns is still found: an indicator repeated as a numeric column.
     let mut d = factor_data(300);
     let dup: Vec<f64> = match &d.cols[1].1 {
