@@ -62,22 +62,19 @@ enum State {
     Waiting(Accumulator),
     /// Fitting on a worker thread.
     Running(Receiver<Result<Finished>>),
-    /// Finished (the table, or the fit's error), waiting to be taken.
-    Done(Result<Finished>),
+    /// Finished, waiting to be taken.
+    Done(Finished),
     /// Taken, or being started.
     Gone,
 }
 
-struct Job {
-    state: State,
-    control: Arc<Control>,
-}
-
+/// A job: its state, and the control its worker watches, which also says
+/// when the job was last polled.
 struct Entry {
     id: u64,
     nonce: u64,
-    job: Arc<Mutex<Job>>,
-    touched: Instant,
+    control: Arc<Control>,
+    state: Arc<Mutex<State>>,
 }
 
 static REGISTRY: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
@@ -108,13 +105,14 @@ pub fn deposit(acc: Accumulator) -> Vec<u8> {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let nonce = nonce(id);
     let control = Arc::new(Control::watched(now_ms, PATIENCE.as_millis() as u64));
-    let job = Arc::new(Mutex::new(Job { state: State::Waiting(acc), control }));
+    let state = Arc::new(Mutex::new(State::Waiting(acc)));
     let mut jobs = registry();
-    jobs.retain(|e| e.touched.elapsed() < PATIENCE);
+    // A job nobody polled for `PATIENCE` belongs to a query that stopped.
+    jobs.retain(|e| !e.control.is_cancelled());
     if jobs.len() >= MAX_JOBS {
         jobs.remove(0);
     }
-    jobs.push(Entry { id, nonce, job, touched: Instant::now() });
+    jobs.push(Entry { id, nonce, control, state });
     let mut handle = Vec::with_capacity(HANDLE_LEN);
     handle.extend_from_slice(MAGIC);
     handle.extend_from_slice(&id.to_le_bytes());
@@ -122,8 +120,8 @@ pub fn deposit(acc: Accumulator) -> Vec<u8> {
     handle
 }
 
-/// The job a handle names (its registry entry touched), or why there is none.
-fn find(handle: &[u8], function: &str) -> Result<Arc<Mutex<Job>>> {
+/// The job a handle names (given a heartbeat), or why there is none.
+fn find(handle: &[u8], function: &str) -> Result<(Arc<Control>, Arc<Mutex<State>>)> {
     if handle.len() != HANDLE_LEN || &handle[..8] != MAGIC {
         return Err(LmmError::new(format!(
             "{function} takes the value of lmm_accumulate_agg (lmm_fit calls both); got another value"
@@ -131,11 +129,11 @@ fn find(handle: &[u8], function: &str) -> Result<Arc<Mutex<Job>>> {
     }
     let id = u64::from_le_bytes(handle[8..16].try_into().unwrap());
     let nonce = u64::from_le_bytes(handle[16..24].try_into().unwrap());
-    let mut jobs = registry();
-    match jobs.iter_mut().find(|e| e.id == id && e.nonce == nonce) {
+    let jobs = registry();
+    match jobs.iter().find(|e| e.id == id && e.nonce == nonce) {
         Some(e) => {
-            e.touched = Instant::now();
-            Ok(e.job.clone())
+            e.control.heartbeat(now_ms());
+            Ok((e.control.clone(), e.state.clone()))
         }
         None => Err(LmmError::new(
             "this fit is no longer held (a value of lmm_accumulate_agg is good once, in the query and \
@@ -153,14 +151,13 @@ fn forget(handle: &[u8]) {
 /// `Ok(true)` while it runs, `Ok(false)` once it is done; the fit's error
 /// as soon as it fails.
 pub fn poll(handle: &[u8], product: Product, memory_limit: Option<u64>) -> Result<bool> {
-    let job = find(handle, "lmm_fit_poll")?;
-    let mut job = job.lock().unwrap_or_else(|e| e.into_inner());
-    job.control.heartbeat(now_ms());
-    if let State::Waiting(_) = job.state {
-        let State::Waiting(acc) = std::mem::replace(&mut job.state, State::Gone) else { unreachable!() };
-        job.state = State::Running(start(acc, product, job.control.clone(), memory_limit)?);
+    let (control, state) = find(handle, "lmm_fit_poll")?;
+    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    if let State::Waiting(_) = *state {
+        let State::Waiting(acc) = std::mem::replace(&mut *state, State::Gone) else { unreachable!() };
+        *state = State::Running(start(acc, product, control, memory_limit)?);
     }
-    let outcome = match &job.state {
+    let outcome = match &*state {
         State::Running(rx) => match rx.recv_timeout(POLL) {
             Ok(outcome) => outcome,
             Err(RecvTimeoutError::Timeout) => return Ok(true),
@@ -169,25 +166,26 @@ pub fn poll(handle: &[u8], product: Product, memory_limit: Option<u64>) -> Resul
         State::Done(_) => return Ok(false),
         State::Waiting(_) | State::Gone => return Err(LmmError::new("internal error: this fit was already taken")),
     };
-    let failed = outcome.as_ref().err().cloned();
-    job.state = State::Done(outcome);
-    match failed {
-        Some(e) => {
-            drop(job);
+    match outcome {
+        Ok(finished) => {
+            *state = State::Done(finished);
+            Ok(false)
+        }
+        Err(e) => {
+            drop(state);
             forget(handle);
             Err(e)
         }
-        None => Ok(false),
     }
 }
 
-/// The finished table; the job is forgotten.
+/// The finished table or model; the job is forgotten.
 pub fn take_result(handle: &[u8]) -> Result<Finished> {
-    let job = find(handle, "lmm_fit_result")?;
-    let state = std::mem::replace(&mut job.lock().unwrap_or_else(|e| e.into_inner()).state, State::Gone);
+    let (_, state) = find(handle, "lmm_fit_result")?;
+    let state = std::mem::replace(&mut *state.lock().unwrap_or_else(|e| e.into_inner()), State::Gone);
     forget(handle);
     match state {
-        State::Done(outcome) => outcome,
+        State::Done(finished) => Ok(finished),
         _ => Err(LmmError::new("internal error: lmm_fit_result was called before the fit finished")),
     }
 }
