@@ -12,7 +12,7 @@ pub const FAER_FROM: usize = 64;
 #[inline(always)]
 pub fn cholesky_lower(a: &mut [f64], n: usize) -> bool {
     if n >= FAER_FROM {
-        return faer_cholesky_lower(a, n);
+        return faer_llt(a, n, n); // the upper triangle is left as it was
     }
     for j in 0..n {
         let mut d = a[j * n + j];
@@ -89,13 +89,14 @@ pub fn invert_spd(a: &[f64], n: usize) -> Option<Vec<f64>> {
     Some(inv)
 }
 
-/// `cholesky_lower` by faer (the upper triangle is left as it was).
-fn faer_cholesky_lower(a: &mut [f64], n: usize) -> bool {
+/// faer's lower Cholesky of the leading n×n block of a column-major matrix
+/// with leading dimension `ld`, in place; false if not positive definite.
+fn faer_llt(a: &mut [f64], n: usize, ld: usize) -> bool {
     use faer::dyn_stack::{MemBuffer, MemStack};
     use faer::linalg::cholesky::llt::factor;
     let par = faer::get_global_parallelism();
     let mut buf = MemBuffer::new(factor::cholesky_in_place_scratch::<f64>(n, par, Default::default()));
-    let m = faer::MatMut::from_column_major_slice_mut(&mut a[..n * n], n, n);
+    let m = faer::MatMut::from_column_major_slice_with_stride_mut(&mut a[..(n - 1) * ld + n], n, n, ld);
     factor::cholesky_in_place(m, Default::default(), par, MemStack::new(&mut buf), Default::default()).is_ok()
 }
 
@@ -220,16 +221,9 @@ pub fn invert_leading(ls: &mut [f64], dim: usize, n: usize) {
 /// (measured 0.67 s against 13.4 s); y's row is finished by hand so that a
 /// zero pivot there (a perfect fit) is accepted, as in `reml`.
 pub fn dense_cholesky(a: &mut [f64], n: usize) -> bool {
-    use faer::dyn_stack::{MemBuffer, MemStack};
-    use faer::linalg::cholesky::llt::factor;
     let h = n - 1;
-    if h > 0 {
-        let par = faer::get_global_parallelism();
-        let mut buf = MemBuffer::new(factor::cholesky_in_place_scratch::<f64>(h, par, Default::default()));
-        let lead = faer::MatMut::from_column_major_slice_with_stride_mut(&mut a[..(h - 1) * n + h], h, h, n);
-        if factor::cholesky_in_place(lead, Default::default(), par, MemStack::new(&mut buf), Default::default()).is_err() {
-            return false;
-        }
+    if h > 0 && !faer_llt(a, h, n) {
+        return false;
     }
     // Last row: L[h, j] = (S[h, j] − Σ_{t<j} L[h, t] L[j, t]) / L[j, j]
     for j in 0..h {

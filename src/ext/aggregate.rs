@@ -159,8 +159,8 @@ unsafe fn read_formula<'v>(v: ffi::duckdb_vector, n: usize) -> Result<&'v str> {
 const OPTIONS_DIFFER: &str = "the options must be the same for all rows of a group (they differ between rows); \
                               pass a constant such as {'method': 'ML'}, or GROUP BY the column they depend on";
 
-/// Options (argument 3, if given) of one group's rows of the chunk, which
-/// must be the same on all of them.
+/// Options (argument 3, if given) of `rows` of the chunk, which must be the
+/// same on all of them.
 unsafe fn read_options(input: ffi::duckdb_data_chunk, rows: &[usize]) -> Result<Options> {
     unsafe {
         if ffi::duckdb_data_chunk_get_column_count(input) < 3 {
@@ -254,16 +254,22 @@ unsafe fn update_impl(input: ffi::duckdb_data_chunk, states: *mut ffi::duckdb_ag
 
         // Create the states that see their first rows; check the others' formula and options.
         let key = formula_key(formula);
+        // The options are read once when the whole chunk has the same (the
+        // usual constant), else once per group.
+        let shared = read_options(input, &groups.rows).ok();
         for (s, rows) in groups.iter() {
-            let options = read_options(input, rows)?;
+            let options = match &shared {
+                Some(o) => std::borrow::Cow::Borrowed(o),
+                None => std::borrow::Cow::Owned(read_options(input, rows)?),
+            };
             let b = block(s);
             let p = b.read_unaligned();
             if p.is_null() {
-                let acc = Accumulator::new(formula, options)?;
+                let acc = Accumulator::new(formula, options.into_owned())?;
                 b.write_unaligned(Box::into_raw(Box::new(State::new(formula.to_string(), acc))));
             } else if (*p).key != key {
                 return Err(LmmError::new("the formula must be the same for all rows of a group"));
-            } else if (*p).acc.options != options {
+            } else if (*p).acc.options != *options {
                 return Err(LmmError::new(OPTIONS_DIFFER));
             }
         }
@@ -330,7 +336,7 @@ unsafe fn for_each_state(
     count: usize,
     offset: usize,
     mut null: impl FnMut(usize) -> Result<()>,
-    mut each: impl FnMut(usize, &State) -> Result<()>,
+    mut each: impl FnMut(usize, &mut State) -> Result<()>,
 ) -> Result<()> {
     unsafe {
         for i in 0..count {
@@ -339,7 +345,7 @@ unsafe fn for_each_state(
                 null(offset + i)?;
                 continue;
             }
-            if let Err(e) = each(offset + i, &*p) {
+            if let Err(e) = each(offset + i, &mut *p) {
                 if (*p).acc.options.null_on_error {
                     null(offset + i)?;
                 } else if count > 1 || offset > 0 {
@@ -437,18 +443,17 @@ unsafe fn finalize_accumulation_impl(
     offset: usize,
 ) -> Result<()> {
     unsafe {
-        for i in 0..count {
-            let p: *mut State = block(*source.add(i)).read_unaligned();
-            if p.is_null() {
-                output::write_null_scalar(result, offset + i)?;
-                continue;
-            }
-            let state = &mut *p;
-            let empty = Accumulator::new(&state.formula, state.acc.options.clone())?;
-            let acc = std::mem::replace(&mut state.acc, empty);
-            output::write_blob(result, offset + i, &jobs::deposit(acc))?;
-        }
-        Ok(())
+        for_each_state(
+            source,
+            count,
+            offset,
+            |row| output::write_null_scalar(result, row),
+            |row, state| {
+                let empty = Accumulator::new(&state.formula, state.acc.options.clone())?;
+                let acc = std::mem::replace(&mut state.acc, empty);
+                output::write_blob(result, row, &jobs::deposit(acc))
+            },
+        )
     }
 }
 
