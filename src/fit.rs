@@ -160,12 +160,20 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
     let n = n_obs as f64;
     let abs_mean = |c: usize| acc.shift[c] + total.mean(c);
     let sd = |c: usize| (total.comoment(c, c) / n).sqrt();
-    // How large a column's values are, even when their squares under- or overflow.
+    // How large a column's values are, even when their squares under- or overflow:
+    // its mean and SD, and its largest group mean where those cannot settle
+    // `check_scale`. A group mean lies within √(n)·SD of the mean (the groups'
+    // share of the co-moment is at most all of it), so the groups matter only
+    // when the SD is not finite or that bound leaves [TINY, HUGE].
     let magnitude = |c: usize| {
-        let store = &acc.factors[0].store;
-        let groups = (0..store.len()).map(|g| (acc.shift[c] + store.group(g).mean(c)).abs());
         let spread = if sd(c).is_finite() { sd(c) } else { 0.0 };
-        groups.fold(abs_mean(c).abs().max(spread), f64::max)
+        let base = abs_mean(c).abs().max(spread);
+        let settled = sd(c).is_finite() && base >= TINY && abs_mean(c).abs() + spread * n.sqrt() <= HUGE;
+        if settled {
+            return base;
+        }
+        let store = &acc.factors[0].store;
+        (0..store.len()).map(|g| (acc.shift[c] + store.group(g).mean(c)).abs()).fold(base, f64::max)
     };
     check_response(&acc.vars[0].name, total.comoment(0, 0), abs_mean(0), magnitude(0))?;
     for c in 1..d {
