@@ -377,7 +377,7 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
                     let s = problem.solution(&layout.lambda(t))?;
                     Some((s.logdets, s.sigma2, uncentre_covariance(&amat, &s.vcov, p)))
                 };
-                crate::satterthwaite::dfs(&theta, c_sigma, p, &at)
+                crate::inference::satterthwaite::dfs(&theta, c_sigma, p, &at)
             })
             .flatten();
         Estimates {
@@ -422,7 +422,7 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
         // Satterthwaite (when asked for): a t test on df; else the normal.
         let df = est.df.as_ref().map(|d| d[j]).filter(|d| d.is_finite() && *d > 0.0);
         let (pv, crit) = match df {
-            Some(d) => (crate::tdist::two_sided_p(z, d), crate::tdist::two_sided_quantile(0.05, d)),
+            Some(d) => (crate::inference::tdist::two_sided_p(z, d), crate::inference::tdist::two_sided_quantile(0.05, d)),
             None => (p_normal(z), Z975),
         };
         r.df = df;
@@ -714,7 +714,7 @@ fn crossed_estimates(
             let (d, s2, v) = problem.fixed_effects_covariance(&lambdas(t))?;
             Some((d, s2, uncentre_covariance(amat, &v, p)))
         };
-        crate::satterthwaite::dfs(&theta, c_sigma, p, &at)
+        crate::inference::satterthwaite::dfs(&theta, c_sigma, p, &at)
     });
     // Back to spec order.
     let mut lambdas_spec = vec![Vec::new(); specs.len()];

@@ -13,6 +13,7 @@ pub mod crossed;
 pub mod dense;
 pub mod design;
 pub mod fit;
+pub mod inference;
 pub mod formula;
 pub mod levels;
 pub mod model;
@@ -21,8 +22,6 @@ pub mod optimizer;
 pub mod reml;
 pub mod start;
 pub mod stats;
-pub mod satterthwaite;
-pub mod tdist;
 pub mod theta;
 
 pub mod ext;

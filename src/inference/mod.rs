@@ -1,0 +1,9 @@
+//! Inference after the fit: everything that evaluates the likelihood at
+//! parameters other than the optimum, from the statistics a model value keeps
+//! (never from rows).
+//!
+//! - `satterthwaite`: lmerTest's Satterthwaite degrees of freedom.
+//! - `tdist`: the t distribution (regularised incomplete beta).
+
+pub mod satterthwaite;
+pub mod tdist;
