@@ -22,6 +22,7 @@ use crate::dense::{dense_cholesky, invert_leading, sandwich, solve_lower, solve_
 use crate::reml::cholesky_lower;
 
 /// One grouping factor's per-level blocks (on the re-expressed columns).
+#[derive(Clone)]
 pub struct Factor {
     pub q: usize,
     pub nlev: usize,
@@ -33,6 +34,7 @@ pub struct Factor {
 }
 
 /// Z_aᵀZ_b blocks (q_a × q_b, column-major) at the level pairs that occur.
+#[derive(Clone)]
 pub struct Pair {
     pub a: usize,
     pub b: usize,
@@ -78,6 +80,9 @@ pub struct CrossedSolution {
 
 struct Eval {
     deviance: f64,
+    /// log|L|² (all random effects) and log|R_X|², apart.
+    logdet_l: f64,
+    logdet_rx: f64,
     /// The deviance's log-determinant terms (the rest is its term in ρ²).
     logdets: f64,
     /// lower Cholesky factor of S, (m+k)×(m+k) column-major
@@ -316,7 +321,7 @@ impl CrossedProblem {
         let dof = self.residual_dof();
         let reml_term = if self.method == Method::Reml { logdet_rx } else { 0.0 };
         let deviance = logdet + reml_term + dof * (1.0 + (two_pi * pwrss / dof).ln());
-        deviance.is_finite().then_some(Eval { deviance, logdets: logdet + reml_term, ls: s, pwrss, c, level_chol })
+        deviance.is_finite().then_some(Eval { deviance, logdet_l: logdet, logdet_rx, logdets: logdet + reml_term, ls: s, pwrss, c, level_chol })
     }
 
     /// S[r, j] −= Σ_i C_i[:, j]ᵀ C_i[:, r] for r ≥ j (the lower triangle), one
@@ -549,6 +554,23 @@ impl CrossedProblem {
         let vcov = self.beta_covariance(&e.ls, dim, sigma2);
         self.recycle(e.ls);
         Some((e.logdets, sigma2, vcov))
+    }
+
+    /// The criterion's pieces, β̂ and (R_XᵀR_X)⁻¹ at Λ (see `inference::likelihood::Point`).
+    pub fn point(&self, lambdas: &[Vec<f64>]) -> Option<crate::inference::likelihood::Point> {
+        let e = self.evaluate(lambdas)?;
+        let dim = self.m + self.k();
+        let x = self.dense_modes(&e.ls);
+        let point = crate::inference::likelihood::Point {
+            deviance: e.deviance,
+            logdet_l: e.logdet_l,
+            logdet_rx: e.logdet_rx,
+            pwrss: e.pwrss,
+            beta: x[self.m..].to_vec(),
+            xtvx_inv: self.beta_covariance(&e.ls, dim, 1.0),
+        };
+        self.recycle(e.ls);
+        Some(point)
     }
 
     /// σ² (R_XᵀR_X)⁻¹ from the X block of L_S (R_X = L_S[X, X]ᵀ).

@@ -118,6 +118,11 @@ struct Estimates {
     diagonal: Vec<usize>,
     converged: bool,
     evaluations: usize,
+    /// The problem's blocks, given back after the fit (elimination order):
+    /// per factor (ztz, ztr), the pairs, and [X y]ᵀ[X y].
+    blocks: Vec<(Vec<f64>, Vec<f64>)>,
+    pairs: Vec<crate::inference::stored::PairStats>,
+    rtr: Vec<f64>,
 }
 
 /// Snap diagonal θ entries that ended a rounding error away from 0 onto the
@@ -380,7 +385,11 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
                 crate::inference::satterthwaite::dfs(&theta, c_sigma, p, &at)
             })
             .flatten();
+        let Problem { ztz, ztr, rtr, .. } = problem;
         Estimates {
+            blocks: vec![(ztz, ztr)],
+            pairs: Vec::new(),
+            rtr,
             df,
             deviance: sol.deviance,
             beta: sol.beta,
@@ -547,10 +556,34 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
     rows.push(fit_row("converged", if est.converged { 1.0 } else { 0.0 }, None));
     rows.push(fit_row("singular", if singular { 1.0 } else { 0.0 }, None));
     rows.push(fit_row("iterations", est.evaluations as f64, None));
+    let stats = crate::inference::stored::Stored {
+        n,
+        p,
+        method: acc.options.method,
+        factors: out_order
+            .iter()
+            .zip(est.blocks)
+            .map(|(&si, (ztz, ztr))| crate::inference::stored::FactorStats {
+                q: specs[si].zcols.len(),
+                nlev: specs[si].nlev,
+                blocks: specs[si].layout.blocks.iter().map(|&(_, s)| s).collect(),
+                tmat: specs[si].tmat.clone(),
+                ztz,
+                ztr,
+            })
+            .collect(),
+        pairs: est.pairs,
+        rtr: est.rtr,
+        theta: est.theta.clone(),
+        intercept_shift: (0..p).map(|j| if uncentre && j > 0 { amat[j * p] } else { 0.0 }).collect(),
+        y_shift: if uncentre { abs_mean(0) } else { 0.0 },
+    };
     if trace {
         eprintln!("lmm: results {:.3}s", t0.elapsed().as_secs_f64());
     }
-    Ok(crate::model::build(acc, &xcols, beta, factor_results, head, rows))
+    let mut model = crate::model::build(acc, &xcols, beta, factor_results, head, rows);
+    model.stats = Some(stats);
+    Ok(model)
 }
 
 /// Several grouping factors: the blocked likelihood of `crossed`, optimised
@@ -618,7 +651,7 @@ fn crossed_estimates(
             crate::start::moment_theta_and_sigma2(&single, &specs[si].layout)
         })
         .collect();
-    let problem = crossed::CrossedProblem::new(n, p, acc.options.method, factors, pairs, rtr);
+    let mut problem = crossed::CrossedProblem::new(n, p, acc.options.method, factors, pairs, rtr);
     // θ: the factors' layouts concatenated in elimination order.
     let layouts: Vec<&ThetaLayout> = elim.iter().map(|&si| &specs[si].layout).collect();
     let mut lower = Vec::new();
@@ -716,6 +749,13 @@ fn crossed_estimates(
         };
         crate::inference::satterthwaite::dfs(&theta, c_sigma, p, &at)
     });
+    let blocks_back: Vec<(Vec<f64>, Vec<f64>)> = problem.factors.iter_mut().map(|f| (std::mem::take(&mut f.ztz), std::mem::take(&mut f.ztr))).collect();
+    let pairs_back = problem
+        .pairs
+        .iter_mut()
+        .map(|p| crate::inference::stored::PairStats { a: p.a, b: p.b, cells: std::mem::take(&mut p.cells), blocks: std::mem::take(&mut p.blocks) })
+        .collect();
+    let rtr_back = std::mem::take(&mut problem.rtr);
     // Back to spec order.
     let mut lambdas_spec = vec![Vec::new(); specs.len()];
     let mut blups = vec![Vec::new(); specs.len()];
@@ -726,6 +766,9 @@ fn crossed_estimates(
         cond[si] = sol.cond_cov[pi].clone();
     }
     Ok(Estimates {
+        blocks: blocks_back,
+        pairs: pairs_back,
+        rtr: rtr_back,
         df,
         deviance: sol.deviance,
         beta: sol.beta,

@@ -15,7 +15,9 @@ use crate::tidy::{RanVals, Text, Tidy, TidyRow};
 
 pub const MAGIC: &[u8; 8] = b"LMMMODEL";
 /// The format this version writes; it reads every version up to this one.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// Header flag: a statistics section follows the model (format 2 on).
+pub const HAS_STATS: u32 = 1;
 pub const HEADER_LEN: usize = 32;
 /// Marks a numeric part of a design column (no level).
 pub const NUMERIC: u32 = u32::MAX;
@@ -122,6 +124,9 @@ pub struct Model {
     /// Tidy rows before the `ran_vals` (fixed, ran_pars) and after them (fit).
     pub head: Vec<TidyRow>,
     pub tail: Vec<TidyRow>,
+    /// What inference needs of the fit (written; `from_bytes` leaves it unread:
+    /// see `stats_of`).
+    pub stats: Option<crate::inference::stored::Stored>,
 }
 
 /// A model's identity: the payload checksum and length from its header.
@@ -182,11 +187,23 @@ impl Model {
         w.buf.resize(HEADER_LEN, 0);
         self.write_payload(&mut w);
         let mut buf = w.buf;
-        let payload_len = (buf.len() - HEADER_LEN) as u64;
         let checksum = checksum(&buf[HEADER_LEN..]);
+        let mut flags = 0u32;
+        if let Some(stats) = &self.stats {
+            // [u64 checksum of the body][body] … [u64 length of both]
+            flags |= HAS_STATS;
+            let at = buf.len();
+            buf.extend_from_slice(&[0u8; 8]);
+            stats.to_bytes(&mut buf);
+            let body = self::checksum(&buf[at + 8..]);
+            buf[at..at + 8].copy_from_slice(&body.to_le_bytes());
+            let len = (buf.len() - at) as u64;
+            buf.extend_from_slice(&len.to_le_bytes());
+        }
+        let payload_len = (buf.len() - HEADER_LEN) as u64;
         buf[0..8].copy_from_slice(MAGIC);
         buf[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        buf[12..16].copy_from_slice(&0u32.to_le_bytes());
+        buf[12..16].copy_from_slice(&flags.to_le_bytes());
         buf[16..24].copy_from_slice(&checksum.to_le_bytes());
         buf[24..32].copy_from_slice(&payload_len.to_le_bytes());
         buf
@@ -247,7 +264,7 @@ impl Model {
     /// Read a model value; any defect gives an error saying what is wrong.
     pub fn from_bytes(data: &[u8]) -> Result<Model> {
         let id = header(data)?;
-        let payload = &data[HEADER_LEN..];
+        let payload = model_part(data);
         if checksum(payload) != id.checksum {
             bail!("the model value is corrupt (its checksum does not match its contents)");
         }
@@ -290,6 +307,39 @@ pub fn header(data: &[u8]) -> Result<ModelId> {
         );
     }
     Ok(ModelId { checksum, len })
+}
+
+/// The model part of a value (what its header's checksum covers): the payload
+/// without the statistics section. Never fails: a damaged trailer leaves the
+/// whole payload, whose checksum then fails.
+pub fn model_part(data: &[u8]) -> &[u8] {
+    let payload = data.get(HEADER_LEN..).unwrap_or(&[]);
+    let flags = data.get(12..16).map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
+    if flags & HAS_STATS == 0 || payload.len() < 8 {
+        return payload;
+    }
+    let len = u64::from_le_bytes(payload[payload.len() - 8..].try_into().unwrap());
+    match (payload.len() as u64 - 8).checked_sub(len) {
+        Some(end) if len >= 8 => &payload[..end as usize],
+        _ => payload,
+    }
+}
+
+/// The statistics section of a model value (header checked), read and
+/// verified; None for a value saved without one (format 1, or `stats` off).
+pub fn stats_of(data: &[u8]) -> Result<Option<crate::inference::stored::Stored>> {
+    header(data)?;
+    let payload = &data[HEADER_LEN..];
+    let model = model_part(data);
+    if model.len() == payload.len() {
+        return Ok(None);
+    }
+    let section = &payload[model.len()..payload.len() - 8];
+    let sum = u64::from_le_bytes(section[..8].try_into().unwrap());
+    if checksum(&section[8..]) != sum {
+        bail!("the model value's statistics are corrupt (their checksum does not match their contents)");
+    }
+    crate::inference::stored::Stored::from_bytes(&section[8..]).map(Some)
 }
 
 /// The identity stored in a header, without validating anything but its presence.
@@ -651,7 +701,7 @@ fn read_payload(r: &mut Reader) -> Result<Model> {
     }
     let tail = parts.pop().unwrap();
     let head = parts.pop().unwrap();
-    Ok(Model { formula, method, vars, fixed, beta, factors, head, tail })
+    Ok(Model { formula, method, vars, fixed, beta, factors, head, tail, stats: None })
 }
 
 /// Build the model from an accumulator and the fit's results (called by `fit`).
@@ -762,5 +812,6 @@ pub fn build(
         factors,
         head,
         tail,
+        stats: None,
     }
 }

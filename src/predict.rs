@@ -508,7 +508,7 @@ static CACHE: Mutex<Cache> = Mutex::new(Cache { entries: Vec::new(), tick: 0 });
 /// once per query and thread, not per row or chunk.
 pub fn prepared(data: &[u8]) -> Result<Arc<Prepared>> {
     let id = model::header(data)?;
-    if model::checksum(&data[model::HEADER_LEN..]) != id.checksum {
+    if model::checksum(model::model_part(data)) != id.checksum {
         bail!("the model value is corrupt (its checksum does not match its contents)");
     }
     let slot = {

@@ -22,6 +22,7 @@ pub use crate::dense::cholesky_lower;
 use crate::dense::{dense_cholesky, upper_gram_inverse, FAER_FROM};
 use crate::options::Method;
 
+#[derive(Clone)]
 pub struct Problem {
     pub n: f64,
     pub p: usize,
@@ -480,21 +481,29 @@ impl Problem {
         self.evaluate(lambda).map_or(f64::INFINITY, |e| e.deviance)
     }
 
+    /// The criterion's pieces, β̂ and (R_XᵀR_X)⁻¹ at Λ (see `inference::likelihood::Point`).
+    pub fn point(&self, lambda: &[f64]) -> Option<crate::inference::likelihood::Point> {
+        let e = self.evaluate(lambda)?;
+        let (p, k) = (self.p, self.k());
+        let beta = upper_solve(&e.u, k, p);
+        let xtvx_inv = upper_gram_inverse(&e.u, k, p);
+        Some(crate::inference::likelihood::Point {
+            deviance: e.deviance,
+            logdet_l: e.logdet_l,
+            logdet_rx: e.logdet_rx,
+            pwrss: e.pwrss,
+            beta,
+            xtvx_inv,
+        })
+    }
+
     /// β̂ (on the problem's columns), σ̂², the covariance of β̂, and per group the
     /// conditional modes b_i = Λ u_i and conditional covariances σ² Λ (L_iL_iᵀ)⁻¹ Λᵀ.
     pub fn solution(&self, lambda: &[f64]) -> Option<Solution> {
         let e = self.evaluate(lambda)?;
         let (p, q, k) = (self.p, self.q, self.k());
         let u = &e.u;
-        // β = R_X⁻¹ r
-        let mut beta = vec![0.0; p];
-        for j in (0..p).rev() {
-            let mut s = u[p * k + j];
-            for t in j + 1..p {
-                s -= u[t * k + j] * beta[t];
-            }
-            beta[j] = s / u[j * k + j];
-        }
+        let beta = upper_solve(u, k, p);
         let sigma2 = match self.method {
             Method::Ml => e.pwrss / self.n,
             Method::Reml => e.pwrss / (self.n - p as f64),
@@ -556,6 +565,19 @@ impl Problem {
         let logdets = e.logdet_l + if self.method == Method::Reml { e.logdet_rx } else { 0.0 };
         Some(Solution { deviance: e.deviance, logdets, beta, sigma2, vcov, blups, cond_cov })
     }
+}
+
+/// β = R_X⁻¹ r: U's leading p×p block is R_X, its last column holds r.
+fn upper_solve(u: &[f64], k: usize, p: usize) -> Vec<f64> {
+    let mut beta = vec![0.0; p];
+    for j in (0..p).rev() {
+        let mut s = u[p * k + j];
+        for t in j + 1..p {
+            s -= u[t * k + j] * beta[t];
+        }
+        beta[j] = s / u[j * k + j];
+    }
+    beta
 }
 
 /// Upper Cholesky S = UᵀU in place (upper triangle read; the lower one is

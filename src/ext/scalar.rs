@@ -59,7 +59,7 @@ impl Local {
             if let Some(i) = self.models.iter().position(|m| m.id == id) {
                 let m = &mut self.models[i];
                 if !m.verified.contains(&at) {
-                    if model::checksum(&bytes[model::HEADER_LEN..]) != id.checksum {
+                    if model::checksum(model::model_part(bytes)) != id.checksum {
                         return Err(LmmError::new(
                             "the model value is corrupt (its checksum does not match its contents)",
                         ));

@@ -5,5 +5,8 @@
 //! - `satterthwaite`: lmerTest's Satterthwaite degrees of freedom.
 //! - `tdist`: the t distribution (regularised incomplete beta).
 
+pub mod likelihood;
+pub mod optimum;
 pub mod satterthwaite;
+pub mod stored;
 pub mod tdist;
