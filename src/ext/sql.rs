@@ -122,7 +122,56 @@ const FIT_PARAMS: &[(&str, Option<&str>)] = &[
     ("ddf", Some("'none'")),
 ];
 
-const MACROS: [Macro; 5] = [
+/// `key␟value` pairs joined by `␞` (NULL values left out), as `inference::run` reads them.
+macro_rules! options {
+    ($($key:literal),*) => {
+        concat!("concat_ws(chr(30)", $(", '", $key, "' || chr(31) || CAST(", $key, " AS VARCHAR)"),*, ")")
+    };
+}
+
+/// An inference table macro: `lmm_inference(kind, ...)` unnested, its generic columns named.
+macro_rules! inference_macro {
+    ($name:literal, $params:literal, $kind:literal, $model:literal, $other:literal, $options:expr, $contrast:literal, $columns:literal) => {
+        concat!(
+            "CREATE OR REPLACE MACRO ", $name, "(", $params, ") AS TABLE\nSELECT ", $columns,
+            " FROM (SELECT unnest(lmm_inference('", $kind, "', ", $model, ", ", $other, ", ", $options, ", ", $contrast, ")) AS __r)"
+        )
+    };
+}
+
+/// `lmm_vcov(model, ddf := NULL)`: Cov(β̂) as rows `term1, term2, covariance`.
+pub const LMM_VCOV_MACRO: &str = inference_macro!(
+    "lmm_vcov", "model, ddf := NULL", "vcov", "model", "NULL", options!("ddf"), "NULL",
+    "__r.t0 AS term1, __r.t1 AS term2, __r.v0 AS covariance"
+);
+
+/// `lmm_confint(model, method := 'profile', level := 0.95, nsim := 1000, seed := 0)`.
+pub const LMM_CONFINT_MACRO: &str = inference_macro!(
+    "lmm_confint", "model, method := 'profile', level := 0.95, nsim := 1000, seed := 0", "confint", "model", "NULL",
+    options!("method", "level", "nsim", "seed"), "NULL",
+    "__r.t0 AS group_var, __r.t1 AS term, __r.v0 AS estimate, __r.v1 AS conf_low, __r.v2 AS conf_high, __r.t2 AS method"
+);
+
+/// `lmm_lrt(model0, model1, refit := true)`: lme4's `anova(m0, m1)`.
+pub const LMM_LRT_MACRO: &str = inference_macro!(
+    "lmm_lrt", "model0, model1, refit := true", "lrt", "model0", "model1", options!("refit"), "NULL",
+    "__r.t0 AS model, CAST(__r.v0 AS INTEGER) AS npar, __r.v1 AS AIC, __r.v2 AS BIC, __r.v3 AS logLik, __r.v4 AS deviance,      __r.v5 AS chisq, CAST(__r.v6 AS INTEGER) AS df, __r.v7 AS p_value"
+);
+
+/// `lmm_anova(model, type := 3, ddf := 'Satterthwaite')`: lmerTest's `anova(m, type)`.
+pub const LMM_ANOVA_MACRO: &str = inference_macro!(
+    "lmm_anova", "model, type := 3, ddf := 'Satterthwaite'", "anova", "model", "NULL", options!("type", "ddf"), "NULL",
+    "__r.t0 AS term, __r.v0 AS sum_sq, __r.v1 AS mean_sq, __r.v2 AS num_df, __r.v3 AS den_df, __r.v4 AS f_value, __r.v5 AS p_value"
+);
+
+/// `lmm_contrast(model, L, ddf := 'Satterthwaite')`: L a list of MAPs (coefficient → weight).
+pub const LMM_CONTRAST_MACRO: &str = inference_macro!(
+    "lmm_contrast", "model, L, ddf := 'Satterthwaite'", "contrast", "model", "NULL", options!("ddf"),
+    "array_to_string(list_transform(L, lambda __lmm_r: array_to_string(list_transform(map_entries(__lmm_r), lambda __lmm_e: __lmm_e.key || chr(31) || CAST(__lmm_e.value AS VARCHAR)), chr(29))), chr(30))",
+    "__r.t0 AS test, CAST(__r.t1 AS INTEGER) AS \"row\", __r.v0 AS estimate, __r.v1 AS std_error, __r.v2 AS df, __r.v3 AS t_value,      __r.v4 AS conf_low, __r.v5 AS conf_high, __r.v6 AS p_value, __r.v7 AS sum_sq, __r.v8 AS mean_sq, __r.v9 AS num_df, __r.v10 AS den_df, __r.v11 AS f_value"
+);
+
+const MACROS: [Macro; 10] = [
     Macro { name: "lmm_fit", table: true, params: FIT_PARAMS, create: LMM_FIT_MACRO },
     Macro { name: "lmm_model", table: true, params: FIT_PARAMS, create: LMM_MODEL_MACRO },
     Macro { name: "lmm_predict", table: false, params: &[("model", None), ("new_row", None), ("re", Some("true"))], create: LMM_PREDICT_MACRO },
@@ -133,6 +182,16 @@ const MACROS: [Macro; 5] = [
         params: &[("tname", None), ("model_table", None), ("re", Some("true"))],
         create: LMM_SCORE_MACRO,
     },
+    Macro { name: "lmm_vcov", table: true, params: &[("model", None), ("ddf", Some("NULL"))], create: LMM_VCOV_MACRO },
+    Macro {
+        name: "lmm_confint",
+        table: true,
+        params: &[("model", None), ("method", Some("'profile'")), ("level", Some("0.95")), ("nsim", Some("1000")), ("seed", Some("0"))],
+        create: LMM_CONFINT_MACRO,
+    },
+    Macro { name: "lmm_lrt", table: true, params: &[("model0", None), ("model1", None), ("refit", Some("true"))], create: LMM_LRT_MACRO },
+    Macro { name: "lmm_anova", table: true, params: &[("model", None), ("type", Some("3")), ("ddf", Some("'Satterthwaite'"))], create: LMM_ANOVA_MACRO },
+    Macro { name: "lmm_contrast", table: true, params: &[("model", None), ("L", None), ("ddf", Some("'Satterthwaite'"))], create: LMM_CONTRAST_MACRO },
 ];
 
 impl Macro {

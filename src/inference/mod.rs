@@ -5,7 +5,14 @@
 //! - `satterthwaite`: lmerTest's Satterthwaite degrees of freedom.
 //! - `tdist`: the t distribution (regularised incomplete beta).
 
+pub mod anova;
+pub mod contrast;
+pub mod distributions;
+pub mod fitted;
 pub mod likelihood;
+pub mod lrt;
+pub mod run;
+pub mod table;
 pub mod optimum;
 pub mod satterthwaite;
 pub mod stored;

@@ -101,7 +101,12 @@ def parse_model(blob):
     blob = bytes(blob)
     assert blob[:8] == b"LMMMODEL"
     version, flags, csum, length = struct.unpack_from("<IIQQ", blob, 8)
-    assert len(blob) == 32 + length and checksum(blob[32:]) == csum
+    payload = blob[32:]
+    if flags & 1:  # the statistics section: [checksum][body] ... [u64 its length]
+        n, = struct.unpack_from("<Q", payload, len(payload) - 8)
+        assert checksum(payload[len(payload) - 8 - n + 8:len(payload) - 8]) == struct.unpack_from("<Q", payload, len(payload) - 8 - n)[0]
+        payload = payload[:len(payload) - 8 - n]
+    assert len(blob) == 32 + length and checksum(payload) == csum
     r = Reader(blob, 32)
     m = {"version": version, "formula": r.str(), "method": r.u8(), "vars": [], "factors": []}
     for _ in range(r.u32()):
@@ -121,12 +126,27 @@ def parse_model(blob):
     return m
 
 
+def model_length(blob):
+    """Bytes of the model part of a value's payload (before any statistics section)."""
+    flags, = struct.unpack_from("<I", blob, 12)
+    payload = blob[32:]
+    if flags & 1:
+        n, = struct.unpack_from("<Q", payload, len(payload) - 8)
+        return len(payload) - 8 - n
+    return len(payload)
+
+
 def rewrite(blob, patches):
     """Write doubles at offsets (offset -> list of values) and fix the checksum."""
     b = bytearray(blob)
     for at, values in patches.items():
         struct.pack_into(f"<{len(values)}d", b, at, *values)
-    struct.pack_into("<Q", b, 16, checksum(bytes(b[32:])))
+    flags, = struct.unpack_from("<I", b, 12)
+    payload = bytes(b[32:])
+    if flags & 1:
+        n, = struct.unpack_from("<Q", payload, len(payload) - 8)
+        payload = payload[:len(payload) - 8 - n]
+    struct.pack_into("<Q", b, 16, checksum(payload))
     return bytes(b)
 
 
@@ -419,12 +439,12 @@ def test_wrong_kind_of_model_value(con):
 def test_damaged_model_values(con, blob):
     b = bytes(blob)
     future = bytearray(b)
-    struct.pack_into("<I", future, 8, 2)
+    struct.pack_into("<I", future, 8, 3)
     wrong_magic = b"LMMMODEX" + b[8:]
     truncated = b[:-7]
     flipped = bytearray(b)
-    flipped[len(b) // 2] ^= 0x10
-    cases = [(bytes(future), ["format version 2", "newer"]), (wrong_magic, ["not an lmm model"]),
+    flipped[32 + model_length(b) // 2] ^= 0x10  # in the model part (prediction never reads the statistics)
+    cases = [(bytes(future), ["format version 3", "newer"]), (wrong_magic, ["not an lmm model"]),
              (truncated, ["truncated"]), (b[:20], ["truncated"]), (bytes(flipped), ["corrupt"]),
              (b"", ["not an lmm model"])]
     for value, needles in cases:

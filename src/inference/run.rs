@@ -1,0 +1,188 @@
+//! The inference functions as SQL calls them: a kind, one or two model values
+//! and options (`key=value` pairs), giving a `Table` whose columns the SQL
+//! macro names. Column maps per kind are in `ext::sql`.
+
+use std::collections::HashMap;
+
+use super::anova::anova;
+use super::contrast::{joint_test, row_test};
+use super::distributions::{z_quantile, z_two_sided};
+use super::fitted::{load, Fitted};
+use super::lrt::lrt;
+use super::table::{Row, Table};
+use crate::bail;
+use crate::error::Result;
+
+/// Options as the macros pass them: `key␟value` pairs joined by `␞`.
+pub fn parse_options(text: &str) -> HashMap<String, String> {
+    text.split('\u{1e}')
+        .filter(|s| !s.is_empty())
+        .filter_map(|kv| kv.split_once('\u{1f}').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect()
+}
+
+fn number(opts: &HashMap<String, String>, key: &str, default: f64) -> Result<f64> {
+    match opts.get(key) {
+        None => Ok(default),
+        Some(v) => v.trim().parse::<f64>().map_err(|_| crate::error::LmmError::new(format!("{key} := '{v}' is not a number"))),
+    }
+}
+
+fn level(opts: &HashMap<String, String>) -> Result<f64> {
+    let level = number(opts, "level", 0.95)?;
+    if !(level > 0.0 && level < 1.0) {
+        bail!("level := {level} is outside (0, 1); a confidence level such as 0.95 is wanted");
+    }
+    Ok(level)
+}
+
+/// `ddf`: 'Satterthwaite' (default) or 'Kenward-Roger'.
+fn ddf(opts: &HashMap<String, String>) -> Result<Ddf> {
+    match opts.get("ddf").map(|s| s.to_ascii_lowercase()).as_deref() {
+        None | Some("satterthwaite") => Ok(Ddf::Satterthwaite),
+        Some("kenward-roger") | Some("kr") => Ok(Ddf::KenwardRoger),
+        Some(other) => bail!("ddf := '{other}' is not known; use 'Satterthwaite' or 'Kenward-Roger'"),
+    }
+}
+
+#[derive(PartialEq, Clone, Copy)]
+enum Ddf {
+    Satterthwaite,
+    KenwardRoger,
+}
+
+/// Contrast rows from the macro's text: rows by `␞`, entries by `␝`, name and weight by `␟`.
+pub fn parse_contrast(text: &str) -> Result<Vec<Vec<(String, f64)>>> {
+    text.split('\u{1e}')
+        .map(|row| {
+            row.split('\u{1d}')
+                .filter(|e| !e.is_empty())
+                .map(|e| {
+                    let (k, v) = e.split_once('\u{1f}').ok_or_else(|| crate::error::LmmError::new("a contrast entry is not name → weight"))?;
+                    let w = v.trim().parse::<f64>().map_err(|_| crate::error::LmmError::new(format!("the contrast's weight for '{k}' ('{v}') is not a number")))?;
+                    Ok((k.to_string(), w))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+pub fn run(kind: &str, model: &[u8], other: Option<&[u8]>, options: &str, contrast: Option<&str>) -> Result<Table> {
+    let opts = parse_options(options);
+    match kind {
+        "vcov" => vcov(&load(model, "lmm_vcov")?, &opts),
+        "confint" => confint(&load(model, "lmm_confint")?, &opts),
+        "lrt" => {
+            let Some(other) = other else { bail!("lmm_lrt needs two models") };
+            let refit = !matches!(opts.get("refit").map(String::as_str), Some("false"));
+            let (m0, m1) = (load(model, "lmm_lrt")?, load(other, "lmm_lrt")?);
+            let t = lrt(&m0, &m1, refit)?;
+            Ok(t.lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let test = i != t.smaller;
+                    Row::new(
+                        &[Some(if i == 0 { "model0" } else { "model1" })],
+                        &[
+                            Some(l.npar as f64),
+                            Some(l.aic),
+                            Some(l.bic),
+                            Some(l.loglik),
+                            Some(l.deviance),
+                            test.then_some(t.chisq),
+                            test.then_some(t.df as f64),
+                            test.then_some(t.p_value),
+                        ],
+                    )
+                })
+                .collect())
+        }
+        "anova" => {
+            let m = load(model, "lmm_anova")?;
+            let type_ = number(&opts, "type", 3.0)?;
+            if type_.fract() != 0.0 {
+                bail!("type := {type_} is not an ANOVA type; use 1, 2 or 3");
+            }
+            let a = m.asymptotic()?;
+            if ddf(&opts)? == Ddf::KenwardRoger {
+                bail!("ddf := 'Kenward-Roger' is not available yet for lmm_anova; use 'Satterthwaite'");
+            }
+            let rows = anova(&m, type_ as u32, &m.model.beta, &a)?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let t = &r.test;
+                    Row::new(&[Some(&r.term)], &[Some(t.sum_sq), Some(t.mean_sq), Some(t.num_df), Some(t.den_df), Some(t.f_value), Some(t.p_value)])
+                })
+                .collect())
+        }
+        "contrast" => {
+            let m = load(model, "lmm_contrast")?;
+            if ddf(&opts)? == Ddf::KenwardRoger {
+                bail!("ddf := 'Kenward-Roger' is not available yet for lmm_contrast; use 'Satterthwaite'");
+            }
+            let rows = m.contrast_matrix(&parse_contrast(contrast.unwrap_or(""))?)?;
+            let a = m.asymptotic()?;
+            let beta = &m.model.beta;
+            let mut out = Vec::new();
+            let j = joint_test(&rows, beta, &a);
+            out.push(Row::new(
+                &[Some("joint")],
+                &[None, None, None, None, None, None, None, Some(j.sum_sq), Some(j.mean_sq), Some(j.num_df), Some(j.den_df), Some(j.f_value)],
+            ));
+            out[0].num[6] = Some(j.p_value);
+            for (i, l) in rows.iter().enumerate() {
+                let r = row_test(l, beta, &a);
+                let name = format!("{}", i + 1);
+                out.push(Row::new(
+                    &[Some("row"), Some(&name)],
+                    &[Some(r.estimate), Some(r.std_error), Some(r.df), Some(r.t_value), Some(r.conf_low), Some(r.conf_high), Some(r.p_value)],
+                ));
+            }
+            Ok(out)
+        }
+        _ => bail!("unknown inference function '{kind}'"),
+    }
+}
+
+/// Rows `term1, term2, covariance` of Cov(β̂).
+fn vcov(m: &Fitted, opts: &HashMap<String, String>) -> Result<Table> {
+    if ddf(opts)? == Ddf::KenwardRoger {
+        bail!("ddf := 'Kenward-Roger' is not available yet for lmm_vcov");
+    }
+    let v = m.vcov()?;
+    let names = m.coef_names();
+    let p = names.len();
+    let mut out = Vec::with_capacity(p * p);
+    for (i, a) in names.iter().enumerate() {
+        for (j, b) in names.iter().enumerate() {
+            out.push(Row::new(&[Some(a), Some(b)], &[Some(v[j * p + i])]));
+        }
+    }
+    Ok(out)
+}
+
+/// `group_var, term, estimate, conf_low, conf_high, method`.
+fn confint(m: &Fitted, opts: &HashMap<String, String>) -> Result<Table> {
+    let level = level(opts)?;
+    let method = opts.get("method").map(|s| s.to_ascii_lowercase()).unwrap_or_else(|| "profile".into());
+    match method.as_str() {
+        "wald" => {
+            let v = m.vcov()?;
+            let p = m.p();
+            let z = z_quantile(0.5 + level / 2.0);
+            let _ = z_two_sided;
+            Ok(m.coef_names()
+                .iter()
+                .enumerate()
+                .map(|(j, name)| {
+                    let (e, se) = (m.model.beta[j], v[j * p + j].sqrt());
+                    Row::new(&[None, Some(name), Some("Wald")], &[Some(e), Some(e - z * se), Some(e + z * se)])
+                })
+                .collect())
+        }
+        "profile" | "boot" => bail!("method := '{method}' is not available yet; use 'Wald'"),
+        other => bail!("method := '{other}' is not known; use 'profile', 'Wald' or 'boot'"),
+    }
+}
