@@ -22,6 +22,7 @@ use crate::dense::{dense_cholesky, invert_leading, sandwich, solve_lower, solve_
 use crate::reml::cholesky_lower;
 
 /// One grouping factor's per-level blocks (on the re-expressed columns).
+#[derive(Clone)]
 pub struct Factor {
     pub q: usize,
     pub nlev: usize,
@@ -33,6 +34,7 @@ pub struct Factor {
 }
 
 /// Z_aᵀZ_b blocks (q_a × q_b, column-major) at the level pairs that occur.
+#[derive(Clone)]
 pub struct Pair {
     pub a: usize,
     pub b: usize,

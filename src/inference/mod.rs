@@ -2,8 +2,10 @@
 //! parameters other than the optimum, from the statistics a model value keeps
 //! (never from rows).
 //!
+//! - `bootstrap`: parametric bootstrap replicates drawn as statistics.
 //! - `satterthwaite`: lmerTest's Satterthwaite degrees of freedom.
 //! - `tdist`: the t distribution (regularised incomplete beta).
 
+pub mod bootstrap;
 pub mod satterthwaite;
 pub mod tdist;
