@@ -2,6 +2,7 @@
 //! parameters other than the optimum, from the statistics a model value keeps
 //! (never from rows).
 //!
+//! - `bootstrap`: parametric bootstrap replicates drawn as statistics.
 //! - `satterthwaite`: lmerTest's Satterthwaite degrees of freedom.
 //! - `tdist`: the t distribution (regularised incomplete beta).
 
@@ -14,6 +15,7 @@ pub mod lrt;
 pub mod run;
 pub mod table;
 pub mod optimum;
+pub mod bootstrap;
 pub mod satterthwaite;
 pub mod stored;
 pub mod tdist;
