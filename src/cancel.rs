@@ -80,6 +80,26 @@ pub fn checkpoint() {
     }
 }
 
+/// This thread's control, to hand to worker threads (`with`).
+pub fn current() -> Option<Arc<Control>> {
+    CONTROL.with(|c| c.borrow().clone())
+}
+
+/// Run `f` on this (worker) thread under `control`, as the thread that
+/// started the work: its checkpoints unwind to that thread's `run_cancellable`.
+pub fn with<T>(control: Option<Arc<Control>>, f: impl FnOnce() -> T) -> T {
+    let previous = CONTROL.with(|c| c.replace(control));
+    struct Restore(Option<Arc<Control>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            CONTROL.with(|c| *c.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore(previous);
+    f()
+}
+
 /// Run `f` on this thread under `control`. `Err(Interrupted)` if it said
 /// stop and a checkpoint was reached; any other panic continues to unwind.
 pub fn run_cancellable<T>(control: Arc<Control>, f: impl FnOnce() -> T) -> Result<T, Interrupted> {

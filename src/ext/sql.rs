@@ -171,7 +171,13 @@ pub const LMM_CONTRAST_MACRO: &str = inference_macro!(
     "__r.t0 AS test, CAST(__r.t1 AS INTEGER) AS \"row\", __r.v0 AS estimate, __r.v1 AS std_error, __r.v2 AS df, __r.v3 AS t_value,      __r.v4 AS conf_low, __r.v5 AS conf_high, __r.v6 AS p_value, __r.v7 AS sum_sq, __r.v8 AS mean_sq, __r.v9 AS num_df, __r.v10 AS den_df, __r.v11 AS f_value"
 );
 
-const MACROS: [Macro; 10] = [
+/// `lmm_bootstrap(model, nsim, seed := 0)`: per replicate and parameter, its estimate.
+pub const LMM_BOOTSTRAP_MACRO: &str = inference_macro!(
+    "lmm_bootstrap", "model, nsim, seed := 0", "bootstrap", "model", "NULL", options!("nsim", "seed"), "NULL",
+    "CAST(__r.v0 AS INTEGER) AS replicate, __r.t0 AS effect, __r.t1 AS group_var, __r.t2 AS term, __r.v1 AS estimate"
+);
+
+const MACROS: [Macro; 11] = [
     Macro { name: "lmm_fit", table: true, params: FIT_PARAMS, create: LMM_FIT_MACRO },
     Macro { name: "lmm_model", table: true, params: FIT_PARAMS, create: LMM_MODEL_MACRO },
     Macro { name: "lmm_predict", table: false, params: &[("model", None), ("new_row", None), ("re", Some("true"))], create: LMM_PREDICT_MACRO },
@@ -191,6 +197,7 @@ const MACROS: [Macro; 10] = [
     },
     Macro { name: "lmm_lrt", table: true, params: &[("model0", None), ("model1", None), ("refit", Some("true"))], create: LMM_LRT_MACRO },
     Macro { name: "lmm_anova", table: true, params: &[("model", None), ("type", Some("3")), ("ddf", Some("'Satterthwaite'"))], create: LMM_ANOVA_MACRO },
+    Macro { name: "lmm_bootstrap", table: true, params: &[("model", None), ("nsim", None), ("seed", Some("0"))], create: LMM_BOOTSTRAP_MACRO },
     Macro { name: "lmm_contrast", table: true, params: &[("model", None), ("L", None), ("ddf", Some("'Satterthwaite'"))], create: LMM_CONTRAST_MACRO },
 ];
 

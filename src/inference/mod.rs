@@ -19,3 +19,4 @@ pub mod bootstrap;
 pub mod satterthwaite;
 pub mod stored;
 pub mod tdist;
+pub mod varpar;

@@ -117,6 +117,24 @@ pub fn run(kind: &str, model: &[u8], other: Option<&[u8]>, options: &str, contra
                 })
                 .collect())
         }
+        "bootstrap" => {
+            let m = load(model, "lmm_bootstrap")?;
+            let (nsim, seed) = (count(&opts, "nsim", 1000)?, count(&opts, "seed", 0)?);
+            let reps = super::bootstrap::refit::bootstrap(&m, nsim, seed)?;
+            let names = m.coef_names();
+            let vp = varpar_names(&m)?;
+            let mut out = Vec::with_capacity(reps.len() * (names.len() + vp.len()));
+            for (i, r) in reps.iter().enumerate() {
+                let rep = Some((i + 1) as f64);
+                for (name, b) in names.iter().zip(&r.beta) {
+                    out.push(Row::new(&[Some("fixed"), None, Some(name)], &[rep, Some(*b)]));
+                }
+                for ((g, t), v) in vp.iter().zip(&r.varpar) {
+                    out.push(Row::new(&[Some("ran_pars"), Some(g), Some(t)], &[rep, Some(*v)]));
+                }
+            }
+            Ok(out)
+        }
         "contrast" => {
             let m = load(model, "lmm_contrast")?;
             if ddf(&opts)? == Ddf::KenwardRoger {
@@ -144,6 +162,50 @@ pub fn run(kind: &str, model: &[u8], other: Option<&[u8]>, options: &str, contra
         }
         _ => bail!("unknown inference function '{kind}'"),
     }
+}
+
+/// A non-negative integer option.
+fn count(opts: &HashMap<String, String>, key: &str, default: u64) -> Result<u64> {
+    let v = number(opts, key, default as f64)?;
+    if !(v >= 0.0 && v.fract() == 0.0 && v <= 1e18) {
+        if key == "nsim" {
+            bail!("nsim := {v} is not a positive whole number of bootstrap replicates");
+        }
+        bail!("{key} := {v} is not a non-negative whole number");
+    }
+    if key == "nsim" && v == 0.0 {
+        bail!("nsim := 0: the number of bootstrap replicates must be positive");
+    }
+    Ok(v as u64)
+}
+
+/// (group_var, term) of the variance parameters, as `varpar::sdcor` orders them.
+fn varpar_names(m: &Fitted) -> Result<Vec<(String, String)>> {
+    let pt = m.point()?;
+    let s2 = pt.sigma2(m.method(), m.n(), m.p());
+    Ok(super::varpar::sdcor(&m.stats, &m.model, &m.lik.lambdas(&m.stats.theta), s2).into_iter().map(|v| (v.group_var, v.term)).collect())
+}
+
+/// Every parameter of a confidence table with its estimate: fixed effects, then sd/cor and σ.
+fn estimates(m: &Fitted) -> Result<Vec<(Option<String>, String, f64)>> {
+    let pt = m.point()?;
+    let s2 = pt.sigma2(m.method(), m.n(), m.p());
+    let mut out: Vec<(Option<String>, String, f64)> = m.coef_names().into_iter().zip(m.model.beta.iter()).map(|(n, b)| (None, n, *b)).collect();
+    for v in super::varpar::sdcor(&m.stats, &m.model, &m.lik.lambdas(&m.stats.theta), s2) {
+        out.push((Some(v.group_var), v.term, v.value));
+    }
+    Ok(out)
+}
+
+/// R's default (type 7) quantile of sorted values.
+fn quantile(sorted: &[f64], prob: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let h = (sorted.len() - 1) as f64 * prob;
+    let (lo, frac) = (h.floor() as usize, h - h.floor());
+    let hi = (lo + 1).min(sorted.len() - 1);
+    Some(sorted[lo] + frac * (sorted[hi] - sorted[lo]))
 }
 
 /// Rows `term1, term2, covariance` of Cov(β̂).
@@ -182,7 +244,20 @@ fn confint(m: &Fitted, opts: &HashMap<String, String>) -> Result<Table> {
                 })
                 .collect())
         }
-        "profile" | "boot" => bail!("method := '{method}' is not available yet; use 'Wald'"),
+        "boot" => {
+            let (nsim, seed) = (count(opts, "nsim", 1000)?, count(opts, "seed", 0)?);
+            let reps = super::bootstrap::refit::bootstrap(m, nsim, seed)?;
+            let est = estimates(m)?;
+            let mut out = Vec::new();
+            for (j, (g, t, e)) in est.iter().enumerate() {
+                let mut values: Vec<f64> = reps.iter().map(|r| if j < m.p() { r.beta[j] } else { r.varpar[j - m.p()] }).filter(|v| v.is_finite()).collect();
+                values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                let (lo, hi) = (quantile(&values, (1.0 - level) / 2.0), quantile(&values, (1.0 + level) / 2.0));
+                out.push(Row::new(&[g.as_deref(), Some(t), Some("boot")], &[Some(*e), lo, hi]));
+            }
+            Ok(out)
+        }
+        "profile" => bail!("method := '{method}' is not available yet; use 'Wald'"),
         other => bail!("method := '{other}' is not known; use 'profile', 'Wald' or 'boot'"),
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod gram;
 pub mod pivoted;
+pub mod refit;
 pub mod simulate;
 
 #[cfg(test)]
