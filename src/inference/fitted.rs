@@ -31,6 +31,17 @@ pub fn load(bytes: &[u8], what: &str) -> Result<Fitted> {
     Ok(Fitted { model, stats, lik })
 }
 
+/// The asymptotics at the stored optimum of `lik` (the stored problem under its criterion).
+pub fn asymptotic_of(stats: &Stored, lik: &dyn Likelihood) -> Option<Asymptotic> {
+    let (method, n, p) = (lik.method(), stats.n, stats.p);
+    let at = |t: &[f64]| {
+        let pt = lik.point(t)?;
+        let s2 = pt.sigma2(method, n, p);
+        Some((pt.logdets(method), s2, stats.vcov_on_data_scale(&pt.vcov(method, n, p))))
+    };
+    Asymptotic::new(&stats.theta, residual_dof(method, n, p), p, &at)
+}
+
 impl Fitted {
     pub fn n(&self) -> f64 {
         self.stats.n
@@ -64,13 +75,7 @@ impl Fitted {
 
     /// The asymptotic covariance of (θ, σ) and the derivatives of Cov(β̂) (data scale).
     pub fn asymptotic(&self) -> Result<Asymptotic> {
-        let (method, n, p) = (self.method(), self.n(), self.p());
-        let at = |t: &[f64]| {
-            let pt = self.lik.point(t)?;
-            let s2 = pt.sigma2(method, n, p);
-            Some((pt.logdets(method), s2, self.stats.vcov_on_data_scale(&pt.vcov(method, n, p))))
-        };
-        match Asymptotic::new(&self.stats.theta, residual_dof(method, n, p), p, &at) {
+        match asymptotic_of(&self.stats, self.lik.as_ref()) {
             Some(a) => Ok(a),
             None => bail!(
                 "the Hessian of the criterion in the variance parameters is not positive definite at the estimates \

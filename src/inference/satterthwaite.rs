@@ -9,8 +9,13 @@
 //! ```text
 //!   df_j = 2 v² / (gᵀ A g) = v² / (gᵀ H⁻¹ g)
 //! ```
-//! H and g are central differences of D and V (V needs no optimisation, so
-//! its differences are accurate; D is a sum of logarithms known to ~1e-13).
+//! H comes from the criterion profiled over σ, d(θ) (central differences):
+//! with s = σ/σ̂ and D(θ, s) = L(θ) + c ln s² + c r(θ)/s², r = σ̂²(θ)/σ̂², the
+//! s-row of H is exact (H_ss = 4c, H_θs = −2c∇r) and the Hessian of d is the
+//! Schur complement of H_ss, so H⁻¹ is assembled blockwise. Differencing
+//! D(θ, s) itself would not do at large n: its θθ entries are c times the
+//! curvature that matters and cancel against H_θs²/H_ss to a few digits.
+//! g are central differences of V (V needs no optimisation, so they are accurate).
 //!
 //! Scale: with L(θ) the deviance's log-determinant terms (free of y's scale),
 //! D(θ, σ) = L(θ) + c ln(2πσ²) + ρ²(θ)/σ². The differences are taken in
@@ -28,6 +33,8 @@ pub type AtTheta<'a> = dyn Fn(&[f64]) -> Option<(f64, f64, Vec<f64>)> + 'a;
 /// The asymptotic covariance of the variance parameters φ = (θ, s), s = σ/σ̂,
 /// and the derivatives of Cov(β̂) in φ: everything Satterthwaite's df need,
 /// for any contrast.
+const STEP: f64 = 1e-2;
+
 pub struct Asymptotic {
     /// φ at the optimum: θ̂ and s = 1
     pub phi: Vec<f64>,
@@ -45,47 +52,69 @@ impl Asymptotic {
     /// `c` is n − p for REML, n for ML (the weight of log σ² in the criterion).
     pub fn new(theta: &[f64], c: f64, p: usize, at: &AtTheta) -> Option<Asymptotic> {
         let (l0, s2, v0) = at(theta)?;
-        // D(θ, s) − c ln(2πσ̂²) = L(θ) + c ln s² + c (σ̂²(θ)/σ̂²) / s²; V = Cov(β̂)(θ) s² σ̂² / σ̂²(θ).
-        let unprofiled = |phi: &[f64]| -> Option<(f64, Vec<f64>)> {
-            let (k, s) = (phi.len() - 1, phi[phi.len() - 1]);
-            let (lt, s2t, vt) = at(&phi[..k])?;
-            let ratio = s2t / s2;
-            let d = lt + c * (s * s).ln() + c * ratio / (s * s);
-            let v = vt.iter().map(|x| x * (s * s / ratio)).collect();
-            Some((d, v))
+        let k = theta.len();
+        // The profiled criterion (s at its optimum √r), less constants:
+        // d̃(θ) = L(θ) + c ln r(θ), r = σ̂²(θ)/σ̂², and V(θ)/r(θ) (V at s = 1).
+        let profiled = |t: &[f64]| -> Option<(f64, f64, Vec<f64>)> {
+            let (lt, s2t, vt) = at(t)?;
+            let r = s2t / s2;
+            Some((lt + c * r.ln(), r, vt.iter().map(|x| x / r).collect()))
         };
-        let d0 = l0 + c;
-        let mut phi = theta.to_vec();
-        phi.push(1.0);
-        let m = phi.len();
-        let h: Vec<f64> = phi.iter().map(|x| 1e-4 * x.abs().max(1e-2)).collect();
-        let at_step = |steps: &[(usize, f64)]| -> Option<(f64, Vec<f64>)> {
-            let mut x = phi.clone();
+        let d0 = l0;
+        let h: Vec<f64> = theta.iter().map(|x| STEP * x.abs().max(1e-2)).collect();
+        let at_step = |steps: &[(usize, f64)]| {
+            let mut x = theta.to_vec();
             for &(i, s) in steps {
                 x[i] += s * h[i];
             }
-            unprofiled(&x)
+            profiled(&x)
         };
-        let mut hess = vec![0.0; m * m];
-        let mut dv = vec![vec![0.0; p * p]; m];
-        for i in 0..m {
-            let (fp, vp) = at_step(&[(i, 1.0)])?;
-            let (fm, vm) = at_step(&[(i, -1.0)])?;
-            hess[i * m + i] = (fp - 2.0 * d0 + fm) / (h[i] * h[i]);
+        // H_d (k×k) by central differences of d̃, ∇r and ∂(V/r) by central differences.
+        let mut hd = vec![0.0; k * k];
+        let mut grad_r = vec![0.0; k];
+        let mut dv = vec![vec![0.0; p * p]; k + 1];
+        for i in 0..k {
+            let (fp, rp, vp) = at_step(&[(i, 1.0)])?;
+            let (fm, rm, vm) = at_step(&[(i, -1.0)])?;
+            hd[i * k + i] = (fp - 2.0 * d0 + fm) / (h[i] * h[i]);
+            grad_r[i] = (rp - rm) / (2.0 * h[i]);
             for (d, (a, b)) in dv[i].iter_mut().zip(vp.iter().zip(&vm)) {
                 *d = (a - b) / (2.0 * h[i]);
             }
             for l in 0..i {
-                let (fpp, _) = at_step(&[(i, 1.0), (l, 1.0)])?;
-                let (fpm, _) = at_step(&[(i, 1.0), (l, -1.0)])?;
-                let (fmp, _) = at_step(&[(i, -1.0), (l, 1.0)])?;
-                let (fmm, _) = at_step(&[(i, -1.0), (l, -1.0)])?;
+                let (fpp, ..) = at_step(&[(i, 1.0), (l, 1.0)])?;
+                let (fpm, ..) = at_step(&[(i, 1.0), (l, -1.0)])?;
+                let (fmp, ..) = at_step(&[(i, -1.0), (l, 1.0)])?;
+                let (fmm, ..) = at_step(&[(i, -1.0), (l, -1.0)])?;
                 let v = (fpp - fpm - fmp + fmm) / (4.0 * h[i] * h[l]);
-                hess[l * m + i] = v;
-                hess[i * m + l] = v;
+                hd[l * k + i] = v;
+                hd[i * k + l] = v;
             }
         }
-        let hinv = invert_spd(&hess, m)?;
+        // V(θ, s) = s² V(θ)/r(θ): ∂V/∂s = 2V at s = 1.
+        dv[k] = v0.iter().map(|x| 2.0 * x).collect();
+        // D(θ, s) = L + c ln s² + c r/s²: H_ss = 4c, H_θs = −2c ∇r; H_d is the
+        // Schur complement H_θθ − H_θs H_sθ / H_ss, so H⁻¹ follows blockwise
+        // without forming H_θθ (whose entries are c times larger and cancel).
+        let hss = 4.0 * c;
+        let w: Vec<f64> = grad_r.iter().map(|g| -2.0 * c * g / hss).collect();
+        let hd_inv = if k == 0 { Vec::new() } else { invert_spd(&hd, k)? };
+        let m = k + 1;
+        let mut hinv = vec![0.0; m * m];
+        let mut hw = vec![0.0; k];
+        for a in 0..k {
+            hw[a] = (0..k).map(|b| hd_inv[b * k + a] * w[b]).sum();
+            for b in 0..k {
+                hinv[b * m + a] = hd_inv[b * k + a];
+            }
+        }
+        for a in 0..k {
+            hinv[k * m + a] = -hw[a];
+            hinv[a * m + k] = -hw[a];
+        }
+        hinv[k * m + k] = 1.0 / hss + w.iter().zip(&hw).map(|(x, y)| x * y).sum::<f64>();
+        let mut phi = theta.to_vec();
+        phi.push(1.0);
         Some(Asymptotic { phi, hinv, v0, dv, sigma2: s2, p })
     }
 
