@@ -3,10 +3,12 @@
 //! (never from rows).
 //!
 //! - `satterthwaite`: lmerTest's Satterthwaite degrees of freedom.
+//! - `profile`: lme4's profile likelihood and profile confidence intervals.
 //! - `tdist`: the t distribution (regularised incomplete beta).
 
 pub mod likelihood;
 pub mod optimum;
+pub mod profile;
 pub mod satterthwaite;
 pub mod stored;
 pub mod tdist;
