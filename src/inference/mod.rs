@@ -4,6 +4,7 @@
 //!
 //! - `bootstrap`: parametric bootstrap replicates drawn as statistics.
 //! - `satterthwaite`: lmerTest's Satterthwaite degrees of freedom.
+//! - `profile`: lme4's profile likelihood and profile confidence intervals.
 //! - `tdist`: the t distribution (regularised incomplete beta).
 
 pub mod anova;
@@ -16,6 +17,7 @@ pub mod run;
 pub mod table;
 pub mod optimum;
 pub mod bootstrap;
+pub mod profile;
 pub mod satterthwaite;
 pub mod stored;
 pub mod tdist;
