@@ -177,7 +177,13 @@ pub const LMM_BOOTSTRAP_MACRO: &str = inference_macro!(
     "CAST(__r.v0 AS INTEGER) AS replicate, __r.t0 AS effect, __r.t1 AS group_var, __r.t2 AS term, __r.v1 AS estimate"
 );
 
-const MACROS: [Macro; 11] = [
+/// `lmm_profile(model, parameter := NULL)`: the profile's points (lme4's `as.data.frame(profile(fit))`).
+pub const LMM_PROFILE_MACRO: &str = inference_macro!(
+    "lmm_profile", "model, parameter := NULL", "profile", "model", "NULL", options!("parameter"), "NULL",
+    "__r.t0 AS group_var, __r.t1 AS term, __r.v0 AS value, __r.v1 AS zeta, __r.t2 AS parameter"
+);
+
+const MACROS: [Macro; 12] = [
     Macro { name: "lmm_fit", table: true, params: FIT_PARAMS, create: LMM_FIT_MACRO },
     Macro { name: "lmm_model", table: true, params: FIT_PARAMS, create: LMM_MODEL_MACRO },
     Macro { name: "lmm_predict", table: false, params: &[("model", None), ("new_row", None), ("re", Some("true"))], create: LMM_PREDICT_MACRO },
@@ -197,6 +203,7 @@ const MACROS: [Macro; 11] = [
     },
     Macro { name: "lmm_lrt", table: true, params: &[("model0", None), ("model1", None), ("refit", Some("true"))], create: LMM_LRT_MACRO },
     Macro { name: "lmm_anova", table: true, params: &[("model", None), ("type", Some("3")), ("ddf", Some("'Satterthwaite'"))], create: LMM_ANOVA_MACRO },
+    Macro { name: "lmm_profile", table: true, params: &[("model", None), ("parameter", Some("NULL"))], create: LMM_PROFILE_MACRO },
     Macro { name: "lmm_bootstrap", table: true, params: &[("model", None), ("nsim", None), ("seed", Some("0"))], create: LMM_BOOTSTRAP_MACRO },
     Macro { name: "lmm_contrast", table: true, params: &[("model", None), ("L", None), ("ddf", Some("'Satterthwaite'"))], create: LMM_CONTRAST_MACRO },
 ];

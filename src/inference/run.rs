@@ -117,6 +117,18 @@ pub fn run(kind: &str, model: &[u8], other: Option<&[u8]>, options: &str, contra
                 })
                 .collect())
         }
+        "profile" => {
+            let m = load(model, "lmm_profile")?;
+            let pr = super::profile::profile(&m.model, &m.stats, opts.get("parameter").map(String::as_str))?;
+            let mut out = Vec::new();
+            for t in &pr.traces {
+                let p = &t.parameter;
+                for pt in &t.points {
+                    out.push(Row::new(&[p.group_var.as_deref(), Some(&p.term), Some(&p.name)], &[Some(pt.value), Some(pt.zeta)]));
+                }
+            }
+            Ok(out)
+        }
         "bootstrap" => {
             let m = load(model, "lmm_bootstrap")?;
             let (nsim, seed) = (count(&opts, "nsim", 1000)?, count(&opts, "seed", 0)?);
@@ -257,7 +269,19 @@ fn confint(m: &Fitted, opts: &HashMap<String, String>) -> Result<Table> {
             }
             Ok(out)
         }
-        "profile" => bail!("method := '{method}' is not available yet; use 'Wald'"),
+        "profile" => {
+            let pr = super::profile::profile(&m.model, &m.stats, None)?;
+            let est = estimates(m)?;
+            Ok(pr
+                .intervals(level)
+                .iter()
+                .map(|iv| {
+                    let p = &iv.parameter;
+                    let e = est.iter().find(|(g, t, _)| *g == p.group_var && *t == p.term).map(|x| x.2);
+                    Row::new(&[p.group_var.as_deref(), Some(&p.term), Some("profile")], &[e, iv.lower, iv.upper])
+                })
+                .collect())
+        }
         other => bail!("method := '{other}' is not known; use 'profile', 'Wald' or 'boot'"),
     }
 }
