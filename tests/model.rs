@@ -133,7 +133,11 @@ fn serialization_round_trip_is_exact() {
         let bytes = m.to_bytes();
         assert_eq!(&bytes[..8], model::MAGIC);
         assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), FORMAT_VERSION);
-        let back = Model::from_bytes(&bytes).unwrap();
+        let mut back = Model::from_bytes(&bytes).unwrap();
+        // `from_bytes` leaves the statistics unread (prediction never needs them); `stats_of` reads them.
+        assert!(back.stats.is_none());
+        back.stats = model::stats_of(&bytes).unwrap();
+        assert!(back.stats.is_some());
         assert_eq!(back, m, "{formula}");
         // Writing the read model gives the same bytes (identity is stable).
         assert_eq!(back.to_bytes(), bytes);
@@ -430,6 +434,7 @@ fn forged(vars: Vec<model::Var>, fixed: Vec<model::DesignCol>, factors: Vec<mode
         factors,
         head: Vec::new(),
         tail: Vec::new(),
+        stats: None,
     };
     m.to_bytes()
 }

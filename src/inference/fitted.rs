@@ -39,7 +39,8 @@ pub fn asymptotic_of(stats: &Stored, lik: &dyn Likelihood) -> Option<Asymptotic>
         let s2 = pt.sigma2(method, n, p);
         Some((pt.logdets(method), s2, stats.vcov_on_data_scale(&pt.vcov(method, n, p))))
     };
-    Asymptotic::new(&stats.theta, residual_dof(method, n, p), p, &at)
+    let gradient = |t: &[f64]| lik.deviance_and_gradient(t).map(|(_, g)| g);
+    Asymptotic::new(&stats.theta, residual_dof(method, n, p), p, &at, Some(&gradient))
 }
 
 impl Fitted {

@@ -33,7 +33,14 @@ pub type AtTheta<'a> = dyn Fn(&[f64]) -> Option<(f64, f64, Vec<f64>)> + 'a;
 /// The asymptotic covariance of the variance parameters φ = (θ, s), s = σ/σ̂,
 /// and the derivatives of Cov(β̂) in φ: everything Satterthwaite's df need,
 /// for any contrast.
-const STEP: f64 = 1e-2;
+/// Relative steps: for differences of the gradient (accurate to rounding
+/// over the step), and for second differences of the criterion's values,
+/// whose rounding at large n calls for a wide step and Richardson's extrapolation.
+const GRADIENT_STEP: f64 = 1e-4;
+const VALUE_STEP: f64 = 1e-2;
+
+/// The gradient of the profiled criterion in θ, where the likelihood gives it.
+pub type Gradient<'a> = dyn Fn(&[f64]) -> Option<Vec<f64>> + 'a;
 
 pub struct Asymptotic {
     /// φ at the optimum: θ̂ and s = 1
@@ -50,7 +57,7 @@ pub struct Asymptotic {
 impl Asymptotic {
     /// From the criterion at θ (`at`); None where H is not positive definite.
     /// `c` is n − p for REML, n for ML (the weight of log σ² in the criterion).
-    pub fn new(theta: &[f64], c: f64, p: usize, at: &AtTheta) -> Option<Asymptotic> {
+    pub fn new(theta: &[f64], c: f64, p: usize, at: &AtTheta, gradient: Option<&Gradient>) -> Option<Asymptotic> {
         let (l0, s2, v0) = at(theta)?;
         let k = theta.len();
         // The profiled criterion (s at its optimum √r), less constants:
@@ -60,37 +67,32 @@ impl Asymptotic {
             let r = s2t / s2;
             Some((lt + c * r.ln(), r, vt.iter().map(|x| x / r).collect()))
         };
-        let d0 = l0;
-        let h: Vec<f64> = theta.iter().map(|x| STEP * x.abs().max(1e-2)).collect();
-        let at_step = |steps: &[(usize, f64)]| {
+        let step = |x: f64, rel: f64| rel * x.abs().max(1e-2);
+        let shifted = |i: usize, h: f64| {
             let mut x = theta.to_vec();
-            for &(i, s) in steps {
-                x[i] += s * h[i];
-            }
-            profiled(&x)
+            x[i] += h;
+            x
         };
-        // H_d (k×k) by central differences of d̃, ∇r and ∂(V/r) by central differences.
-        let mut hd = vec![0.0; k * k];
+        // ∇r and ∂(V/r) by central differences.
         let mut grad_r = vec![0.0; k];
         let mut dv = vec![vec![0.0; p * p]; k + 1];
         for i in 0..k {
-            let (fp, rp, vp) = at_step(&[(i, 1.0)])?;
-            let (fm, rm, vm) = at_step(&[(i, -1.0)])?;
-            hd[i * k + i] = (fp - 2.0 * d0 + fm) / (h[i] * h[i]);
-            grad_r[i] = (rp - rm) / (2.0 * h[i]);
+            let h = step(theta[i], GRADIENT_STEP);
+            let (_, rp, vp) = profiled(&shifted(i, h))?;
+            let (_, rm, vm) = profiled(&shifted(i, -h))?;
+            grad_r[i] = (rp - rm) / (2.0 * h);
             for (d, (a, b)) in dv[i].iter_mut().zip(vp.iter().zip(&vm)) {
-                *d = (a - b) / (2.0 * h[i]);
-            }
-            for l in 0..i {
-                let (fpp, ..) = at_step(&[(i, 1.0), (l, 1.0)])?;
-                let (fpm, ..) = at_step(&[(i, 1.0), (l, -1.0)])?;
-                let (fmp, ..) = at_step(&[(i, -1.0), (l, 1.0)])?;
-                let (fmm, ..) = at_step(&[(i, -1.0), (l, -1.0)])?;
-                let v = (fpp - fpm - fmp + fmm) / (4.0 * h[i] * h[l]);
-                hd[l * k + i] = v;
-                hd[i * k + l] = v;
+                *d = (a - b) / (2.0 * h);
             }
         }
+        // H_d: central differences of the gradient where it is given, else
+        // Richardson-extrapolated second differences of d̃.
+        let hd = gradient.and_then(|g| hessian_from_gradient(theta, g)).or_else(|| {
+            let value = |t: &[f64]| profiled(t).map(|(d, ..)| d);
+            let coarse = hessian_from_values(theta, l0, &value, VALUE_STEP)?;
+            let fine = hessian_from_values(theta, l0, &value, VALUE_STEP / 2.0)?;
+            Some(fine.iter().zip(&coarse).map(|(f, c)| (4.0 * f - c) / 3.0).collect())
+        })?;
         // V(θ, s) = s² V(θ)/r(θ): ∂V/∂s = 2V at s = 1.
         dv[k] = v0.iter().map(|x| 2.0 * x).collect();
         // D(θ, s) = L + c ln s² + c r/s²: H_ss = 4c, H_θs = −2c ∇r; H_d is the
@@ -145,10 +147,62 @@ impl Asymptotic {
     }
 }
 
+/// H of d̃ by central differences of its gradient, symmetrised.
+fn hessian_from_gradient(theta: &[f64], gradient: &Gradient) -> Option<Vec<f64>> {
+    let k = theta.len();
+    let mut h = vec![0.0; k * k];
+    for i in 0..k {
+        let step = GRADIENT_STEP * theta[i].abs().max(1e-2);
+        let mut up = theta.to_vec();
+        up[i] += step;
+        let mut down = theta.to_vec();
+        down[i] -= step;
+        let (gu, gd) = (gradient(&up)?, gradient(&down)?);
+        if gu.iter().chain(&gd).any(|v| !v.is_finite()) {
+            return None;
+        }
+        for j in 0..k {
+            h[i * k + j] = (gu[j] - gd[j]) / (2.0 * step);
+        }
+    }
+    for i in 0..k {
+        for j in 0..i {
+            let v = (h[i * k + j] + h[j * k + i]) / 2.0;
+            h[i * k + j] = v;
+            h[j * k + i] = v;
+        }
+    }
+    Some(h)
+}
+
+/// H of d̃ by second differences of its values at relative step `rel` (d0 = d̃(θ)).
+fn hessian_from_values(theta: &[f64], d0: f64, value: &dyn Fn(&[f64]) -> Option<f64>, rel: f64) -> Option<Vec<f64>> {
+    let k = theta.len();
+    let h: Vec<f64> = theta.iter().map(|x| rel * x.abs().max(1e-2)).collect();
+    let at = |steps: &[(usize, f64)]| {
+        let mut x = theta.to_vec();
+        for &(i, s) in steps {
+            x[i] += s * h[i];
+        }
+        value(&x)
+    };
+    let mut hd = vec![0.0; k * k];
+    for i in 0..k {
+        hd[i * k + i] = (at(&[(i, 1.0)])? - 2.0 * d0 + at(&[(i, -1.0)])?) / (h[i] * h[i]);
+        for l in 0..i {
+            let v = (at(&[(i, 1.0), (l, 1.0)])? - at(&[(i, 1.0), (l, -1.0)])? - at(&[(i, -1.0), (l, 1.0)])? + at(&[(i, -1.0), (l, -1.0)])?)
+                / (4.0 * h[i] * h[l]);
+            hd[l * k + i] = v;
+            hd[i * k + l] = v;
+        }
+    }
+    Some(hd)
+}
+
 /// df for every fixed effect; None where the Hessian is not positive definite.
 /// `c` is n − p for REML, n for ML (the weight of log σ² in the criterion).
 pub fn dfs(theta: &[f64], c: f64, p: usize, at: &AtTheta) -> Option<Vec<f64>> {
-    let a = Asymptotic::new(theta, c, p, at)?;
+    let a = Asymptotic::new(theta, c, p, at, None)?;
     Some(
         (0..p)
             .map(|j| {

@@ -105,7 +105,12 @@ def assert_close_all(a, b, tol=1e-9):
 
     for k in ea:
         s = natural(k)
-        assert abs(ea[k] - eb[k]) <= tol * max(abs(ea[k]), abs(eb[k]), s, 1e-12), (k, ea[k], eb[k])
+        # The SEs of variance parameters come from a Hessian taken as differences
+        # of the gradient over a relative step of 1e-4: the rounding-level
+        # differences between the statistics of two row orders reach them
+        # magnified about 1e4 times (measured: 2e-9 relative).
+        t = max(tol, 1e-7) if k[0] == "ran_pars" and k[4] == "std_error" else tol
+        assert abs(ea[k] - eb[k]) <= t * max(abs(ea[k]), abs(eb[k]), s, 1e-12), (k, ea[k], eb[k])
 
 
 def test_row_order_and_threads_dietox(con):
