@@ -183,7 +183,11 @@ pub const LMM_PROFILE_MACRO: &str = inference_macro!(
     "__r.t0 AS group_var, __r.t1 AS term, __r.v0 AS value, __r.v1 AS zeta, __r.t2 AS parameter"
 );
 
-const MACROS: [Macro; 12] = [
+/// `lmm_summary(model)`: lme4's `summary()` as text (a scalar macro).
+pub const LMM_SUMMARY_MACRO: &str =
+    "CREATE OR REPLACE MACRO lmm_summary(model) AS (lmm_inference('summary', model, NULL, '', NULL))[1].t0";
+
+const MACROS: [Macro; 13] = [
     Macro { name: "lmm_fit", table: true, params: FIT_PARAMS, create: LMM_FIT_MACRO },
     Macro { name: "lmm_model", table: true, params: FIT_PARAMS, create: LMM_MODEL_MACRO },
     Macro { name: "lmm_predict", table: false, params: &[("model", None), ("new_row", None), ("re", Some("true"))], create: LMM_PREDICT_MACRO },
@@ -203,6 +207,7 @@ const MACROS: [Macro; 12] = [
     },
     Macro { name: "lmm_lrt", table: true, params: &[("model0", None), ("model1", None), ("refit", Some("true"))], create: LMM_LRT_MACRO },
     Macro { name: "lmm_anova", table: true, params: &[("model", None), ("type", Some("3")), ("ddf", Some("'Satterthwaite'"))], create: LMM_ANOVA_MACRO },
+    Macro { name: "lmm_summary", table: false, params: &[("model", None)], create: LMM_SUMMARY_MACRO },
     Macro { name: "lmm_profile", table: true, params: &[("model", None), ("parameter", Some("NULL"))], create: LMM_PROFILE_MACRO },
     Macro { name: "lmm_bootstrap", table: true, params: &[("model", None), ("nsim", None), ("seed", Some("0"))], create: LMM_BOOTSTRAP_MACRO },
     Macro { name: "lmm_contrast", table: true, params: &[("model", None), ("L", None), ("ddf", Some("'Satterthwaite'"))], create: LMM_CONTRAST_MACRO },

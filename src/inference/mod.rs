@@ -20,5 +20,6 @@ pub mod bootstrap;
 pub mod profile;
 pub mod satterthwaite;
 pub mod stored;
+pub mod summary;
 pub mod tdist;
 pub mod varpar;

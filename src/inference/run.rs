@@ -129,6 +129,10 @@ pub fn run(kind: &str, model: &[u8], other: Option<&[u8]>, options: &str, contra
             }
             Ok(out)
         }
+        "summary" => {
+            let m = load(model, "lmm_summary")?;
+            Ok(vec![Row::new(&[Some(&super::summary::summary(&m)?)], &[])])
+        }
         "bootstrap" => {
             let m = load(model, "lmm_bootstrap")?;
             let (nsim, seed) = (count(&opts, "nsim", 1000)?, count(&opts, "seed", 0)?);

@@ -200,3 +200,58 @@ def test_model_without_statistics_is_refused(con):
     assert con.execute("SELECT count(*) FROM lmm_tidy((SELECT model FROM bare))").fetchone()[0] > 0
     msg = error_of(con, "SELECT * FROM lmm_vcov((SELECT model FROM bare))")
     assert "lmm_vcov needs the statistics of the fit" in msg and "refit" in msg, msg
+
+
+PROFILE_MODELS = ["sleepstudy_rs", "pastes_nested", "penicillin_crossed", "dietox_rs_uncorr"]
+
+
+@pytest.mark.parametrize("model", PROFILE_MODELS)
+def test_profile_intervals_through_sql(con, model):
+    # The profile's accuracy model by model is tests/profile.rs; here: the SQL
+    # path, lme4's names and NULLs, both levels, the estimate column.
+    b, r = base(model), ref(model)["lme4"]["REML"]
+    m = model_table(con, "p", b["dataset"]["file"], b["formula_lme4"])
+    # keyed by the grouping factor: broom.mixed calls the second bar of (x || g) 'g.1', lmm keeps 'g'
+    want = {(row["grouping_factor"] or row["group_var"], row["term"]): row for row in r["confint_profile"]["rows"]}
+    for level in ("0.95", "0.99"):
+        got = con.execute(f"SELECT * FROM lmm_confint({m}, level := {level})").fetchall()
+        assert len(got) == len(want)
+        for g, t, est, lo, hi, meth in got:
+            w = want[(g, t)]
+            assert meth == "profile"
+            assert close(est, w["estimate"], 1e-3, 1e-6), (t, est, w["estimate"])
+            for ours, theirs in [(lo, w[f"lower_{level}"]), (hi, w[f"upper_{level}"])]:
+                if theirs is None:
+                    assert ours is None, (t, ours)
+                else:
+                    assert ours is not None and close(ours, theirs, 2e-4, 1e-6), (model, t, level, ours, theirs)
+
+
+def test_profile_points_and_parameter(con):
+    m = model_table(con, "pp", "data/sleepstudy.csv", "Reaction ~ Days + (Days | Subject)")
+    pts = con.execute(f"SELECT group_var, term, value, zeta, parameter FROM lmm_profile({m}) ORDER BY parameter, value").fetchall()
+    params = {p for *_, p in pts}
+    assert params == {"sd_(Intercept)|Subject", "cor_Days.(Intercept)|Subject", "sd_Days|Subject", "sigma", "(Intercept)", "Days"}
+    for name in params:
+        z = [p[3] for p in pts if p[4] == name]
+        assert min(z) < -2.576 and max(z) > 2.576 and all(a <= b + 1e-9 for a, b in zip(z, z[1:])), name
+    one = con.execute(f"SELECT DISTINCT parameter FROM lmm_profile({m}, parameter := 'sigma')").fetchall()
+    assert one == [("sigma",)]
+    msg = error_of(con, f"SELECT * FROM lmm_profile({m}, parameter := 'sd_Dayz|Subject')")
+    assert "sd_Dayz|Subject" in msg and "sd_Days|Subject" in msg, msg
+
+
+def test_summary_reads_like_lme4(con):
+    m = model_table(con, "s", "data/sleepstudy.csv", "Reaction ~ Days + (Days | Subject)")
+    text = con.execute(f"SELECT lmm_summary(model) FROM m_s").fetchone()[0]
+    for needle in ["Linear mixed model fit by REML", "Formula: Reaction ~ Days + (Days | Subject)",
+                   "REML criterion at convergence: 1743.6", "Subject", "612.1", "24.74", "0.07", "Residual",
+                   "Number of obs: 180, groups:  Subject, 18", "Days", "17.00", "6.771", "-0.138", "converged"]:
+        assert needle in text, (needle, text)
+    assert "singular" not in text
+    s = model_table(con, "s2", "data/score_parentedu_byclass.csv", "score ~ edu + (edu | classroom)")
+    text = con.execute("SELECT lmm_summary(model) FROM m_s2").fetchone()[0]
+    assert "boundary (singular) fit" in text and "'classroom'" in text, text
+    d2 = model_table(con, "s3", "data/dyestuff2.csv", base("dyestuff2")["formula_lme4"])
+    text = con.execute("SELECT lmm_summary(model) FROM m_s3").fetchone()[0]
+    assert "boundary (singular) fit: the variance of '(Intercept)' in 'Batch' is 0" in text, text
