@@ -255,3 +255,35 @@ def test_summary_reads_like_lme4(con):
     d2 = model_table(con, "s3", "data/dyestuff2.csv", base("dyestuff2")["formula_lme4"])
     text = con.execute("SELECT lmm_summary(model) FROM m_s3").fetchone()[0]
     assert "boundary (singular) fit: the variance of '(Intercept)' in 'Batch' is 0" in text, text
+
+
+def test_variance_parameter_standard_errors(con):
+    # tests/fixtures/inference/README.md, caveat 7: a numerical Hessian of the
+    # full REML likelihood in (β, σ², τ²) gives 505.8 for sleepstudy_ri's
+    # Subject variance and 0.0612 for sitka_ri's tree variance.
+    for file, formula, group, want in [("data/sleepstudy.csv", "Reaction ~ Days + (1 | Subject)", "Subject", 505.8),
+                                       ("data/sitka.csv", "size ~ Time + (1 | tree)", "tree", 0.0612)]:
+        con.execute(f"CREATE OR REPLACE TABLE v AS SELECT * FROM read_csv('{FIXTURES / file}')")
+        se = con.execute("SELECT std_error FROM lmm_fit('v', ?) WHERE term = 'var__(Intercept)' AND group_var = ?",
+                         [formula, group]).fetchone()[0]
+        assert close(se, want, 1e-3), (formula, se, want)
+        sds = con.execute("SELECT count(*) FROM lmm_fit('v', ?) WHERE term LIKE 'sd__%' AND std_error IS NOT NULL", [formula]).fetchone()[0]
+        assert sds == 0  # only var__/cov__ rows carry one
+
+
+README_SQL = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_inference_examples_run(monkeypatch):
+    import re
+    from conftest import connect
+    con = connect()
+    text = README_SQL.read_text()
+    section = text[text.index("## Inference after the fit"):text.index("## Worked examples")]
+    blocks = re.findall(r"```sql\n(.*?)```", section, re.S)
+    assert len(blocks) >= 3
+    monkeypatch.chdir(README_SQL.parent)
+    for block in blocks:
+        for stmt in [s.strip() for s in block.split(";\n") if s.strip()]:
+            stmt = "\n".join(l.split("--")[0] if "--" in l and "'" not in l.split("--")[1] else l for l in stmt.split("\n"))
+            con.execute(stmt.rstrip(";")).fetchall()
