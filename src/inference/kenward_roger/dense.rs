@@ -10,7 +10,7 @@
 //!   Â₂ = Â − (ZᵀX)ᵀ M B̂,  Â₃ = Â₂ − B̂ᵀ M B̂,   tr H² = n − qt + ‖S⁻¹‖²_F
 //! ```
 //! Cost: a Cholesky, a triangular inverse and three qt×qt products, about
-//! 4·qt³ flops, and five qt×qt matrices (8·qt² bytes each) at the peak; hence
+//! 4·qt³ flops, and at most four qt×qt matrices (8·qt² bytes each) at a time; hence
 //! the bound `MAX_DENSE` on qt.
 
 use super::linalg::{mul, mul_tn, symmetrize};
@@ -20,7 +20,7 @@ use crate::crossed::{Factor, Pair};
 use crate::dense::{cholesky_lower, invert_leading};
 
 /// Largest qt the dense path accepts: at 5,000 columns each dense matrix is
-/// 200 MB (about 1 GB at the peak) and the products take seconds to tens of
+/// 200 MB (800 MB at the peak) and the products take seconds to tens of
 /// seconds; beyond that the caller gets an error.
 pub const MAX_DENSE: usize = 5_000;
 

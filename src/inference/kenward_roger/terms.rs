@@ -88,6 +88,7 @@ impl Sums {
     /// `b2` are B̂ and B̂₂ (rows×p), `c` is Ĉ (rows×rows), `c2(i, j)` gives
     /// Ĉ₂[i, j] (only asked for pairs (a, b) of one term). `y` is scratch of
     /// rows·p.
+    #[allow(clippy::too_many_arguments)]
     pub fn add_block(&mut self, terms: &[Vec<(usize, usize)>], rows: usize, b: &[f64], b2: &[f64], c: &[f64], c2: &dyn Fn(usize, usize) -> f64, y: &mut [f64]) {
         let (p, nr, pp) = (self.p, self.nr, self.p * self.p);
         // u ⊗ v added to an p×p matrix: out[j, i] += f · row_a(B)[i] · row_b(Y)[j] (column-major, (i, j) at j·p + i)
