@@ -54,17 +54,19 @@
 //!   σ⁴P_r  = −B̂ᵀ(I⊗E_r)B̂              σ⁴P_σ  = −Â₂
 //!   σ⁶Q_rs = B̂ᵀ(I⊗E_r)Ĉ(I⊗E_s)B̂       σ⁶Q_rσ = B̂ᵀ(I⊗E_r)B̂₂,   σ⁶Q_σσ = Â₃
 //!   σ⁴K_rs = tr((I⊗E_r)Ĉ(I⊗E_s)Ĉ)     σ⁴K_rσ = tr((I⊗E_r)Ĉ₂),  σ⁴K_σσ = tr H²
-//!   Φ = σ²Â⁻¹,  IE2 = ÎE2/σ⁴,  W = σ⁴Ŵ,  Φ_A = σ²(Φ̂ + 2Φ̂ÛΦ̂)
+//!   Φ = σ²Φ̂, Φ̂ = Â⁻¹,   IE2 = ÎE2/σ⁴,   W = σ⁴Ŵ,   U = Û/σ²,   Φ_A = σ²(Φ̂ + 2Φ̂ÛΦ̂)
 //! ```
+//! (ÎE2, Ŵ, Û: the formulas above with P̂, Q̂, K̂, Φ̂ in place of P, Q, K, Φ.)
 //! (K_rs = tr(Σ⁻¹G_rΣ⁻¹G_s).) The KR test quantities A₁, A₂ are free of σ².
 //! Working in the hats keeps every number O(1) whatever the scale of y.
 //!
 //! With ONE factor, Σ is block diagonal by level and all of this is a sum of
-//! q×q algebra per level (`blocks`): O(levels · (q³ + q²p + n_φ²p²)), 500,000
-//! levels in a fraction of a second. With SEVERAL factors, ZᵀZ is built
-//! densely from the per-level blocks and the pair cells (`dense`): O(qt³)
-//! time and four qt×qt matrices of doubles at the peak, qt = Σ nlev·q, refused above qt = `MAX_DENSE`
-//! (5,000 columns) with an error.
+//! q×q algebra per level (`blocks`): O(levels · (q³ + q²p + n_φ²p²)) time,
+//! O(n_φ²p²) memory, levels split over rayon's threads. With SEVERAL factors,
+//! ZᵀZ is built densely from the per-level blocks and the pair cells
+//! (`dense`): O(qt³) time and at most four qt×qt matrices of doubles at a
+//! time, qt = Σ nlev·q; above qt = `MAX_DENSE` (5,000 columns) it returns an
+//! error.
 //!
 //! Precision: T = I − KM and Ĉ = K − KMK are differences; they lose about
 //! log₁₀‖KΛΛᵀ‖ digits when a level has many rows and a large variance ratio.
@@ -96,6 +98,7 @@ pub struct KrInput<'a> {
     /// per factor: q, nlev, per-level Z_lᵀZ_l and Z_lᵀ[X y] (`off` is not used)
     pub factors: &'a [Factor],
     /// per pair of factors (a < b): the level pairs that occur and their Z_aᵀZ_b blocks
+    /// (every pair of factors must be there; none with one factor)
     pub pairs: &'a [Pair],
     /// [X y]ᵀ[X y], (p+1)×(p+1) column-major
     pub rtr: &'a [f64],
