@@ -475,7 +475,8 @@ fn dense_size_bound() {
 }
 
 /// O(levels): 200,000 levels of one factor (q = 2, p = 3, 800,000 rows),
-/// statistics generated level by level; about 2 s in a debug build.
+/// statistics generated level by level. Measured: 2.0 s debug, 0.05 s
+/// release (500,000 levels: 4.7 s debug, 0.11–0.13 s release).
 #[test]
 fn scale_200k_levels() {
     let nlev = 200_000;
