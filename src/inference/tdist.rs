@@ -1,9 +1,11 @@
 //! Student's t distribution: two-sided tail probabilities and quantiles, for
-//! Satterthwaite tests of the fixed effects.
+//! Satterthwaite tests of the fixed effects; and the upper tail of Fisher's F
+//! (Kenward–Roger F tests).
 //!
-//! P(|T| > t) = I_x(ν/2, 1/2) with x = ν/(ν + t²), I the regularized
-//! incomplete beta function, evaluated by its continued fraction (modified
-//! Lentz), on the side of x where the fraction converges fast.
+//! P(|T| > t) = I_x(ν/2, 1/2) with x = ν/(ν + t²), and P(F > f) =
+//! I_x(ν₂/2, ν₁/2) with x = ν₂/(ν₂ + ν₁f), I the regularized incomplete beta
+//! function, evaluated by its continued fraction (modified Lentz), on the side
+//! of x where the fraction converges fast.
 
 /// I_x(a, b), 0 ≤ x ≤ 1.
 fn incomplete_beta(x: f64, a: f64, b: f64) -> f64 {
@@ -63,6 +65,20 @@ pub fn two_sided_p(t: f64, df: f64) -> f64 {
     incomplete_beta(df / (df + t * t), 0.5 * df, 0.5)
 }
 
+/// P(F > f) for F ~ F(ν₁, ν₂) (R's `pf(f, ν₁, ν₂, lower.tail = FALSE)`).
+pub fn f_upper_p(f: f64, df1: f64, df2: f64) -> f64 {
+    if f.is_nan() || df1.is_nan() || df2.is_nan() {
+        return f64::NAN;
+    }
+    if f <= 0.0 {
+        return 1.0;
+    }
+    if f.is_infinite() {
+        return 0.0;
+    }
+    incomplete_beta(df2 / (df2 + df1 * f), 0.5 * df2, 0.5 * df1)
+}
+
 /// The t with P(|T| > t) = alpha (e.g. alpha = 0.05 for a 95% interval).
 pub fn two_sided_quantile(alpha: f64, df: f64) -> f64 {
     // P(|T| > t) falls from 1 at t = 0; bracket, then bisect.
@@ -103,5 +119,24 @@ mod tests {
         // R: 2 * pt(-6.771481488999181, 16.999983725591733) = 3.2638244699273775e-06 (lmerTest, sleepstudy)
         let p = two_sided_p(6.771481488999181, 16.999983725591733);
         assert!((p / 3.2638244699273775e-06 - 1.0).abs() < 1e-9, "{p}");
+    }
+
+    #[test]
+    fn f_upper_tail() {
+        // F(1, ν) is T(ν)²
+        for (t, nu) in [(0.3, 3.0), (2.1, 17.0), (6.77, 16.99)] {
+            let (a, b) = (f_upper_p(t * t, 1.0, nu), two_sided_p(t, nu));
+            assert!((a / b - 1.0).abs() < 1e-12, "{a} {b}");
+        }
+        // F(2, ν): P(F > f) = (1 + 2f/ν)^(−ν/2)
+        for (f, nu) in [(0.5f64, 4.0f64), (3.0, 11.5), (930.2378416457169, 504.23531104020157)] {
+            let exact = (-0.5 * nu * (1.0 + 2.0 * f / nu).ln()).exp();
+            let got = f_upper_p(f, 2.0, nu);
+            assert!((got / exact - 1.0).abs() < 1e-10, "{got} {exact}");
+        }
+        // I_x(ν₂/2, ν₁/2) by mpmath.betainc (30 digits): P(F(3, 20) > 3.5), P(F(7, 5) > 0.8)
+        assert!((f_upper_p(3.5, 3.0, 20.0) / 0.034_493_103_885_124_39 - 1.0).abs() < 1e-12);
+        assert!((f_upper_p(0.8, 7.0, 5.0) / 0.620_438_882_459_174_9 - 1.0).abs() < 1e-12);
+        assert_eq!(f_upper_p(0.0, 2.0, 5.0), 1.0);
     }
 }
