@@ -16,6 +16,8 @@ pub enum Ddf {
     None,
     /// Satterthwaite's approximation and t tests (lmerTest's default).
     Satterthwaite,
+    /// Kenward–Roger: pbkrtest's adjusted covariance, its df and t tests (REML fits).
+    KenwardRoger,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -73,7 +75,8 @@ impl Options {
                     o.ddf = match v.to_ascii_lowercase().as_str() {
                         "none" => Ddf::None,
                         "satterthwaite" => Ddf::Satterthwaite,
-                        _ => bail!("option ddf: expected 'none' or 'Satterthwaite', got '{v}'"),
+                        "kenward-roger" | "kenward_roger" | "kr" => Ddf::KenwardRoger,
+                        _ => bail!("option ddf: expected 'none', 'Satterthwaite' or 'Kenward-Roger', got '{v}'"),
                     }
                 }
                 "grp" => o.grp = Some(v.clone()),

@@ -5,6 +5,8 @@
 use super::estimates::Estimates;
 use super::setup::{FactorSpec, Setup};
 use crate::accumulator::Accumulator;
+use crate::bail;
+use crate::error::Result;
 use crate::inference::distributions::{t_quantile, t_two_sided, z_two_sided};
 use crate::inference::satterthwaite::Asymptotic;
 use crate::inference::stored::{FactorStats, Stored};
@@ -236,21 +238,42 @@ fn fit_rows(acc: &Accumulator, setup: &Setup, est: &Estimates) -> Vec<TidyRow> {
 }
 
 /// The model value: β and Cov(β̂) on the data scale, the tidy rows, the BLUPs and the statistics.
-pub(super) fn model(acc: &Accumulator, setup: &Setup, mut est: Estimates) -> Model {
+pub(super) fn model(acc: &Accumulator, setup: &Setup, mut est: Estimates) -> Result<Model> {
     let stats = statistics(acc, setup, &mut est);
     let asym = asymptotics(&stats);
     let beta = stats.beta_on_data_scale(&est.beta);
-    let vcov = stats.vcov_on_data_scale(&est.vcov);
-    let df: Option<Vec<f64>> = (acc.options.ddf == Ddf::Satterthwaite)
-        .then(|| asym.as_ref().map(|a| (0..setup.p).map(|j| a.df(&unit(setup.p, j))).collect()))
-        .flatten();
+    let (vcov, df) = match acc.options.ddf {
+        Ddf::None => (stats.vcov_on_data_scale(&est.vcov), None),
+        Ddf::Satterthwaite => {
+            let df = asym.as_ref().map(|a| (0..setup.p).map(|j| a.df(&unit(setup.p, j))).collect::<Vec<f64>>());
+            (stats.vcov_on_data_scale(&est.vcov), df)
+        }
+        Ddf::KenwardRoger => kenward_roger(&stats)?,
+    };
     let mut head = fixed_rows(setup, &beta, &vcov, df.as_deref());
     head.extend(ran_pars_rows(setup, &est, &stats, asym.as_ref()));
     let tail = fit_rows(acc, setup, &est);
     let factors = factor_results(acc, setup, &est);
     let mut model = crate::model::build(acc, &setup.xcols, beta, factors, head, tail);
     model.stats = Some(stats);
-    model
+    Ok(model)
+}
+
+/// pbkrtest's adjusted Cov(β̂) (data scale) and the KR df of each coefficient.
+fn kenward_roger(stats: &Stored) -> Result<(Vec<f64>, Option<Vec<f64>>)> {
+    if stats.method != Method::Reml {
+        bail!("ddf := 'Kenward-Roger' needs a REML fit (pbkrtest defines it for REML); use method := 'REML' or ddf := 'Satterthwaite'");
+    }
+    let lik = stats.likelihood(stats.method);
+    let kr = crate::inference::fitted::kenward_roger_of(stats, lik.as_ref())?;
+    let p = stats.p;
+    let df = (0..p)
+        .map(|j| {
+            let (lc, _) = stats.contrast_on_problem_scale(&unit(p, j));
+            kr.contrast(&lc, &kr.beta).map(|c| c.df)
+        })
+        .collect::<Result<Vec<f64>>>()?;
+    Ok((stats.vcov_on_data_scale(&kr.vcov_adj), Some(df)))
 }
 
 fn unit(p: usize, j: usize) -> Vec<f64> {

@@ -129,6 +129,11 @@ pub struct AnovaRow {
 }
 
 pub fn anova(m: &Fitted, type_: u32, beta: &[f64], a: &Asymptotic) -> Result<Vec<AnovaRow>> {
+    anova_with(m, type_, &|rows: &[Vec<f64>]| Ok(joint_test(rows, beta, a)))
+}
+
+/// The table with each term's hypothesis tested by `test` (Satterthwaite's or Kenward–Roger's).
+pub fn anova_with(m: &Fitted, type_: u32, test: &dyn Fn(&[Vec<f64>]) -> Result<JointTest>) -> Result<Vec<AnovaRow>> {
     let p = m.p();
     let all = terms(m);
     let g = gram(m);
@@ -149,7 +154,7 @@ pub fn anova(m: &Fitted, type_: u32, beta: &[f64], a: &Asymptotic) -> Result<Vec
             }
             t => bail!("type := {t} is not an ANOVA type; use 1, 2 or 3"),
         };
-        out.push(AnovaRow { term: f.name.clone(), test: joint_test(&rows, beta, a) });
+        out.push(AnovaRow { term: f.name.clone(), test: test(&rows)? });
     }
     Ok(out)
 }

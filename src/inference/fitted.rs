@@ -43,6 +43,21 @@ pub fn asymptotic_of(stats: &Stored, lik: &dyn Likelihood) -> Option<Asymptotic>
     Asymptotic::new(&stats.theta, residual_dof(method, n, p), p, &at, Some(&gradient))
 }
 
+/// Kenward–Roger at the stored optimum of `lik` (REML), on the problem's columns.
+pub fn kenward_roger_of(stats: &Stored, lik: &dyn Likelihood) -> Result<super::kenward_roger::KenwardRoger> {
+    use crate::crossed::{Factor, Pair};
+    let factors: Vec<Factor> = stats.factors.iter().map(|f| Factor { q: f.q, nlev: f.nlev, ztz: f.ztz.clone(), ztr: f.ztr.clone(), off: 0 }).collect();
+    let pairs: Vec<Pair> = stats.pairs.iter().map(|p| Pair { a: p.a, b: p.b, cells: p.cells.clone(), blocks: p.blocks.clone() }).collect();
+    let blocks: Vec<Vec<usize>> = stats.factors.iter().map(|f| f.blocks.clone()).collect();
+    let lambdas = lik.lambdas(&stats.theta);
+    let Some(pt) = lik.point(&stats.theta) else {
+        bail!("the model's statistics do not give a positive definite system at its estimates");
+    };
+    let sigma2 = pt.sigma2(lik.method(), stats.n, stats.p);
+    let input = super::kenward_roger::KrInput { n: stats.n, p: stats.p, factors: &factors, pairs: &pairs, rtr: &stats.rtr, lambdas: &lambdas, blocks: &blocks, sigma2 };
+    super::kenward_roger::KenwardRoger::new(&input)
+}
+
 impl Fitted {
     pub fn n(&self) -> f64 {
         self.stats.n
@@ -97,6 +112,24 @@ impl Fitted {
             bail!("the refit by maximum likelihood failed");
         }
         Ok(opt.deviance)
+    }
+
+    /// Kenward–Roger at the fit (REML only, as pbkrtest), on the problem's columns.
+    pub fn kenward_roger(&self) -> Result<super::kenward_roger::KenwardRoger> {
+        if self.method() != Method::Reml {
+            bail!("Kenward-Roger degrees of freedom are defined for REML fits (as pbkrtest computes them); refit with method := 'REML' or use ddf := 'Satterthwaite'");
+        }
+        kenward_roger_of(&self.stats, self.lik.as_ref())
+    }
+
+    /// L (rows on the data scale) on the problem's columns, and β̂ there with
+    /// ȳ on the intercept, so that L_c β = Lβ̂ on the data scale.
+    pub fn on_problem_scale(&self, rows: &[Vec<f64>]) -> Result<(Vec<f64>, Vec<f64>)> {
+        let mut beta = self.point()?.beta;
+        if !beta.is_empty() {
+            beta[0] += self.stats.y_shift;
+        }
+        Ok((rows.iter().flat_map(|l| self.stats.contrast_on_problem_scale(l).0).collect(), beta))
     }
 
     /// A contrast matrix from rows of (coefficient, weight); unknown names are an error listing the known ones.

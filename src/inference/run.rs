@@ -104,11 +104,13 @@ pub fn run(kind: &str, model: &[u8], other: Option<&[u8]>, options: &str, contra
             if type_.fract() != 0.0 {
                 bail!("type := {type_} is not an ANOVA type; use 1, 2 or 3");
             }
-            let a = m.asymptotic()?;
-            if ddf(&opts)? == Ddf::KenwardRoger {
-                bail!("ddf := 'Kenward-Roger' is not available yet for lmm_anova; use 'Satterthwaite'");
-            }
-            let rows = anova(&m, type_ as u32, &m.model.beta, &a)?;
+            let rows = if ddf(&opts)? == Ddf::KenwardRoger {
+                let kr = m.kenward_roger()?;
+                super::anova::anova_with(&m, type_ as u32, &|l: &[Vec<f64>]| kr_joint(&m, &kr, l))?
+            } else {
+                let a = m.asymptotic()?;
+                anova(&m, type_ as u32, &m.model.beta, &a)?
+            };
             Ok(rows
                 .iter()
                 .map(|r| {
@@ -153,10 +155,10 @@ pub fn run(kind: &str, model: &[u8], other: Option<&[u8]>, options: &str, contra
         }
         "contrast" => {
             let m = load(model, "lmm_contrast")?;
-            if ddf(&opts)? == Ddf::KenwardRoger {
-                bail!("ddf := 'Kenward-Roger' is not available yet for lmm_contrast; use 'Satterthwaite'");
-            }
             let rows = m.contrast_matrix(&parse_contrast(contrast.unwrap_or(""))?)?;
+            if ddf(&opts)? == Ddf::KenwardRoger {
+                return kr_contrast_table(&m, &rows);
+            }
             let a = m.asymptotic()?;
             let beta = &m.model.beta;
             let mut out = Vec::new();
@@ -178,6 +180,42 @@ pub fn run(kind: &str, model: &[u8], other: Option<&[u8]>, options: &str, contra
         }
         _ => bail!("unknown inference function '{kind}'"),
     }
+}
+
+/// The Kenward–Roger F test of L β = 0 (rows on the data scale).
+fn kr_joint(m: &Fitted, kr: &super::kenward_roger::KenwardRoger, rows: &[Vec<f64>]) -> Result<super::contrast::JointTest> {
+    let (lc, beta) = m.on_problem_scale(rows)?;
+    let t = kr.test(&lc, rows.len(), &beta)?;
+    let mean_sq = t.f_unscaled * kr.sigma2;
+    Ok(super::contrast::JointTest {
+        sum_sq: mean_sq * t.num_df as f64,
+        mean_sq,
+        num_df: t.num_df as f64,
+        den_df: t.den_df,
+        f_value: t.f_value,
+        p_value: t.p_value,
+    })
+}
+
+/// `lmm_contrast` with Kenward–Roger: the joint F test and a t test per row (95% interval).
+fn kr_contrast_table(m: &Fitted, rows: &[Vec<f64>]) -> Result<Table> {
+    let kr = m.kenward_roger()?;
+    let j = kr_joint(m, &kr, rows)?;
+    let mut out = vec![Row::new(
+        &[Some("joint")],
+        &[None, None, None, None, None, None, Some(j.p_value), Some(j.sum_sq), Some(j.mean_sq), Some(j.num_df), Some(j.den_df), Some(j.f_value)],
+    )];
+    for (i, l) in rows.iter().enumerate() {
+        let (lc, beta) = m.on_problem_scale(std::slice::from_ref(l))?;
+        let c = kr.contrast(&lc, &beta)?;
+        let crit = super::distributions::t_quantile(0.975, c.df);
+        let name = format!("{}", i + 1);
+        out.push(Row::new(
+            &[Some("row"), Some(&name)],
+            &[Some(c.estimate), Some(c.std_error), Some(c.df), Some(c.t_value), Some(c.estimate - crit * c.std_error), Some(c.estimate + crit * c.std_error), Some(c.p_value)],
+        ));
+    }
+    Ok(out)
 }
 
 /// A non-negative integer option.
@@ -226,10 +264,10 @@ fn quantile(sorted: &[f64], prob: f64) -> Option<f64> {
 
 /// Rows `term1, term2, covariance` of Cov(β̂).
 fn vcov(m: &Fitted, opts: &HashMap<String, String>) -> Result<Table> {
-    if ddf(opts)? == Ddf::KenwardRoger {
-        bail!("ddf := 'Kenward-Roger' is not available yet for lmm_vcov");
-    }
-    let v = m.vcov()?;
+    let v = match opts.get("ddf") {
+        Some(_) if ddf(opts)? == Ddf::KenwardRoger => m.stats.vcov_on_data_scale(&m.kenward_roger()?.vcov_adj),
+        _ => m.vcov()?,
+    };
     let names = m.coef_names();
     let p = names.len();
     let mut out = Vec::with_capacity(p * p);

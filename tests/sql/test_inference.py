@@ -96,13 +96,17 @@ def test_vcov_and_wald(con, model):
             assert abs(rows[name][0] - lo) <= tol and abs(rows[name][1] - hi) <= tol, (name, rows[name], lo, hi)
 
 
+DDF = {"satterthwaite": "Satterthwaite", "kenward_roger": "Kenward-Roger"}
+
+
+@pytest.mark.parametrize("ddf", sorted(DDF))
 @pytest.mark.parametrize("type_", [1, 2, 3])
 @pytest.mark.parametrize("model", [m for m in MODELS if m not in ("dyestuff", "dyestuff2", "penicillin_crossed", "pastes_nested")])
-def test_anova_satterthwaite(con, model, type_):
+def test_anova(con, model, type_, ddf):
     b, r = base(model), ref(model)["lme4"]["REML"]
-    want = r["anova_terms"][f"type{type_}_satterthwaite"]
+    want = r["anova_terms"][f"type{type_}_{ddf}"]
     m = model_table(con, "a", b["dataset"]["file"], b["formula_lme4"])
-    got = {row[0]: row for row in con.execute(f"SELECT * FROM lmm_anova({m}, type := {type_})").fetchall()}
+    got = {row[0]: row for row in con.execute(f"SELECT * FROM lmm_anova({m}, type := {type_}, ddf := '{DDF[ddf]}')").fetchall()}
     assert sorted(got) == sorted(want["terms"])
     tol = DF_TOL.get(model, 1e-3)
     for i, term in enumerate(want["terms"]):
@@ -114,6 +118,37 @@ def test_anova_satterthwaite(con, model, type_):
         assert close(ss, want["sum_sq"][i], 1e-3) and close(ms, want["mean_sq"][i], 1e-3)
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_kenward_roger_coefficients_and_vcov_adj(con, model):
+    b, r = base(model), ref(model)["lme4"]["REML"]
+    tol = DF_TOL.get(model, 1e-3)
+    con.execute(f"CREATE OR REPLACE TABLE kr AS SELECT * FROM read_csv('{FIXTURES / b['dataset']['file']}')")
+    res = con.execute("SELECT term, estimate, std_error, statistic, df, p_value, conf_low, conf_high FROM lmm_fit('kr', ?, ddf := 'Kenward-Roger') WHERE effect = 'fixed'",
+                      [b["formula_lme4"]]).fetchall()
+    got = {row[0]: row for row in res}
+    w = r["coef_tests"]["kenward_roger"]
+    for i, name in enumerate(w["names"]):
+        _, est, se, t, df, p, lo, hi = got[name]
+        assert close(se, w["std_error"][i], 1e-3), (name, se, w["std_error"][i])
+        assert close(df, w["df"][i], tol), (name, df, w["df"][i])
+        assert close(t, w["t_value"][i], 2e-3, 1e-3), (name, t, w["t_value"][i])
+        assert close(p, w["p_value"][i], max(tol, 1e-3) * 10, 1e-8), (name, p, w["p_value"][i])
+        assert lo < est < hi
+    m = model_table(con, "kv", b["dataset"]["file"], b["formula_lme4"])
+    adj = {(a, c): v for a, c, v in con.execute(f"SELECT * FROM lmm_vcov({m}, ddf := 'Kenward-Roger')").fetchall()}
+    want = r["coef_tests"]["vcov_kr"]
+    for i, a in enumerate(want["names"]):
+        for j, c in enumerate(want["names"]):
+            scale = math.sqrt(want["matrix"][i][i] * want["matrix"][j][j])
+            assert abs(adj[(a, c)] - want["matrix"][i][j]) <= 1e-3 * scale, (a, c, adj[(a, c)], want["matrix"][i][j])
+
+
+def test_kenward_roger_needs_reml(con):
+    con.execute(f"CREATE OR REPLACE TABLE krm AS SELECT * FROM read_csv('{FIXTURES / 'data/sleepstudy.csv'}')")
+    msg = error_of(con, "SELECT * FROM lmm_fit('krm', 'Reaction ~ Days + (Days | Subject)', method := 'ML', ddf := 'Kenward-Roger')")
+    assert "REML" in msg and "Kenward-Roger" in msg, msg
+
+
 def contrast_sql(columns, L):
     rows = []
     for row in L:
@@ -122,14 +157,15 @@ def contrast_sql(columns, L):
     return "[" + ", ".join(rows) + "]"
 
 
+@pytest.mark.parametrize("ddf", sorted(DDF))
 @pytest.mark.parametrize("model", [m for m in MODELS if ref(m)["lme4"]["REML"].get("contrasts")])
-def test_contrast_satterthwaite(con, model):
+def test_contrast(con, model, ddf):
     b, r = base(model), ref(model)["lme4"]["REML"]
     m = model_table(con, "c", b["dataset"]["file"], b["formula_lme4"])
     tol = DF_TOL.get(model, 1e-3)
     for c in r["contrasts"]:
-        want = c["satterthwaite"]
-        res = con.execute(f"SELECT * FROM lmm_contrast({m}, {contrast_sql(c['columns'], c['L'])})").fetchall()
+        want = c[ddf]
+        res = con.execute(f"SELECT * FROM lmm_contrast({m}, {contrast_sql(c['columns'], c['L'])}, ddf := '{DDF[ddf]}')").fetchall()
         joint = res[0]
         assert joint[0] == "joint"
         wj = want["joint"]
