@@ -1,9 +1,11 @@
 """Fit a linear mixed model with lmm from Python duckdb, take its tidy table
 into pandas, print the fixed effects and draw a caterpillar plot of the
 BLUPs (one panel per random-effect term, groups sorted by their BLUP, bars
-of +-1.96 conditional SD).
+of +-1.96 conditional SD), and next to it the profile of every parameter
+(lmm_profile: zeta against the parameter, with the 95% profile interval of
+lmm_confint), as lme4's xyplot(profile(fit)).
 
-    .venv/bin/python examples/python/caterpillar.py [--out docs/caterpillar.png]
+    .venv/bin/python examples/python/caterpillar.py [--out docs/caterpillar.png] [--profile-out docs/profile.png]
 
 Needs the built extension (bash scripts/build.sh) and
 examples/python/requirements.txt (pandas, matplotlib; in .venv already).
@@ -34,6 +36,49 @@ def fit_tidy(formula=FORMULA, data=DATA):
         return con.execute("SELECT * FROM lmm_fit('sleepstudy', ?)", [formula]).df()
     finally:
         con.close()
+
+
+def fit_profile(formula=FORMULA, data=DATA):
+    """The model's profile (lmm_profile) and its 95% profile intervals (lmm_confint) as DataFrames."""
+    con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+    try:
+        con.execute("LOAD " + quote(EXTENSION))
+        con.execute("CREATE TABLE sleepstudy AS SELECT * FROM read_csv(" + quote(str(data)) + ")")
+        con.execute("CREATE TABLE m AS SELECT lmm_model_agg(t, ?) AS model FROM sleepstudy t", [formula])
+        points = con.execute("SELECT * FROM lmm_profile((SELECT model FROM m)) ORDER BY parameter, value").df()
+        limits = con.execute("SELECT * FROM lmm_confint((SELECT model FROM m))").df()
+        return points, limits
+    finally:
+        con.close()
+
+
+def profile_plot(points, limits, out, title):
+    """One panel per parameter: zeta against its value, the 95% limits marked."""
+    params = list(dict.fromkeys(points["parameter"]))
+    cols = 3
+    rows = (len(params) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, params):
+        panel = points[points["parameter"] == name]
+        ax.plot(panel["value"], panel["zeta"], "-", color="tab:blue", linewidth=1.6)
+        ax.axhline(0.0, color="0.55", linewidth=0.8)
+        for z in (-Z95, Z95):
+            ax.axhline(z, color="0.75", linewidth=0.8, linestyle="--")
+        term, group = panel["term"].iloc[0], panel["group_var"].iloc[0]
+        row = limits[(limits["term"] == term) & ((limits["group_var"] == group) | (limits["group_var"].isna() & panel["group_var"].isna().iloc[0]))]
+        for x in (row["conf_low"].tolist() + row["conf_high"].tolist()):
+            if x == x:  # not NULL
+                ax.axvline(x, color="tab:red", linewidth=1.0)
+        ax.set_title(name, fontsize=11)
+        ax.set_xlabel("value")
+        ax.set_ylabel("ζ")
+        ax.grid(color="0.93")
+    for ax in list(axes.flat)[len(params):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=13)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
 
 
 def quote(text):
@@ -69,6 +114,7 @@ def caterpillar(tidy, out, title):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "caterpillar.png"), help="PNG to write")
+    parser.add_argument("--profile-out", default=None, help="PNG of the profiles (default: profile.png beside --out)")
     args = parser.parse_args()
     tidy = fit_tidy()
     fixed = tidy[tidy["effect"] == "fixed"][["term", "estimate", "std_error", "statistic", "p_value"]]
@@ -77,6 +123,12 @@ def main():
     n_groups = tidy[tidy["effect"] == "ran_vals"]["level"].nunique()
     caterpillar(tidy, args.out,
                 f"sleepstudy: {FORMULA}, REML\nBLUPs of the {n_groups} subjects, ±1.96 conditional SD")
+    profile_out = args.profile_out or str(pathlib.Path(args.out).with_name("profile.png"))
+    points, limits = fit_profile()
+    print("95% profile intervals (ML profile, as lme4's confint):")
+    print(limits[["group_var", "term", "conf_low", "conf_high"]].to_string(index=False))
+    profile_plot(points, limits, profile_out, f"sleepstudy: {FORMULA}\nprofile ζ of every parameter, 95% limits in red")
+    print(f"wrote {profile_out}")
     print(f"wrote {args.out}")
 
 

@@ -24,6 +24,9 @@ def test_script_writes_png_and_prints_fixed_effects(tmp_path):
     out = tmp_path / "caterpillar.png"
     run = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], capture_output=True, text=True,
                          timeout=300)
+    profile = tmp_path / "profile.png"
+    assert profile.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {profile}" in run.stdout
     assert run.returncode == 0, run.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     height, width, _ = matplotlib.image.imread(out).shape
@@ -50,3 +53,12 @@ def test_dataframe_is_the_tidy_table():
     assert list(fixed.index) == ref["fixed_effects"]["names"]
     for name, value in zip(ref["fixed_effects"]["names"], ref["fixed_effects"]["estimate"]):
         assert abs(fixed[name] - value) <= 1e-4 * abs(value)
+
+
+def test_profile_frames():
+    points, limits = load_example().fit_profile()
+    assert set(points["parameter"]) == {"sd_(Intercept)|Subject", "cor_Days.(Intercept)|Subject", "sd_Days|Subject",
+                                        "sigma", "(Intercept)", "Days"}
+    days = limits[limits["term"] == "Days"].iloc[0]
+    # lme4's confint(fm1): Days [7.3587, 13.5759]
+    assert abs(days["conf_low"] - 7.3587) < 1e-3 and abs(days["conf_high"] - 13.5759) < 1e-3
