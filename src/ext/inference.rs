@@ -14,7 +14,7 @@ use super::vectors::{string_at, Validity};
 use crate::error::{LmmError, Result};
 use crate::inference::table::{Table, NUMS, TEXTS};
 
-unsafe fn result_type() -> LogicalType {
+pub unsafe fn result_type() -> LogicalType {
     unsafe {
         let mut members = Vec::new();
         let mut names = Vec::new();
@@ -63,7 +63,7 @@ unsafe fn set_validity(v: ffi::duckdb_vector, row: usize, valid: bool) -> Result
     Ok(())
 }
 
-unsafe fn write_table(result: ffi::duckdb_vector, row: usize, table: &Table) -> Result<()> {
+pub unsafe fn write_table(result: ffi::duckdb_vector, row: usize, table: &Table) -> Result<()> {
     unsafe {
         let start = ffi::duckdb_list_vector_get_size(result) as usize;
         let end = start + table.len();
@@ -122,6 +122,36 @@ unsafe fn inference_impl(input: ffi::duckdb_data_chunk, result: ffi::duckdb_vect
     }
 }
 
+/// `lmm_inference_start(...)`: the same arguments, deposited as a job (see `jobs`); its handle.
+unsafe fn start_impl(input: ffi::duckdb_data_chunk, result: ffi::duckdb_vector) -> Result<()> {
+    unsafe {
+        let n = ffi::duckdb_data_chunk_get_size(input) as usize;
+        let args: Vec<Arg> = (0..5).map(|i| Arg::of(input, i)).collect();
+        for r in 0..n {
+            let (Some(kind), Some(model)) = (args[0].get(r), args[1].get(r)) else {
+                set_validity(result, r, false)?;
+                continue;
+            };
+            let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+            let call = super::jobs::InferenceCall {
+                kind: String::from_utf8_lossy(kind).into_owned(),
+                model: model.to_vec(),
+                other: args[2].get(r).map(<[u8]>::to_vec),
+                options: text(args[3].get(r)).unwrap_or_default(),
+                contrast: text(args[4].get(r)),
+            };
+            super::output::write_blob(result, r, &super::jobs::deposit_inference(call))?;
+        }
+        Ok(())
+    }
+}
+
+unsafe extern "C" fn start_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+    if let Err(e) = guard(|| unsafe { start_impl(input, output) }) {
+        checked::set_error(info, &c_message(&e.to_string()), true);
+    }
+}
+
 unsafe extern "C" fn inference_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
     if let Err(e) = guard(|| unsafe { inference_impl(input, output) }) {
         checked::set_error(info, &c_message(&e.to_string()), true);
@@ -130,27 +160,35 @@ unsafe extern "C" fn inference_fn(info: ffi::duckdb_function_info, input: ffi::d
 
 pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
     unsafe {
+        register_scalar(con, c"lmm_inference", result_type(), inference_fn)?;
+        register_scalar(con, c"lmm_inference_start", LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB), start_fn)
+    }
+}
+
+type Callback = unsafe extern "C" fn(ffi::duckdb_function_info, ffi::duckdb_data_chunk, ffi::duckdb_vector);
+
+unsafe fn register_scalar(con: ffi::duckdb_connection, name: &std::ffi::CStr, returns: LogicalType, callback: Callback) -> Result<()> {
+    unsafe {
         let varchar = LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR);
         let blob = LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB);
         let mut f = ffi::duckdb_create_scalar_function();
         if f.is_null() {
-            return Err(LmmError::new("could not create the scalar function lmm_inference"));
+            return Err(LmmError::new(format!("could not create the scalar function {}", name.to_string_lossy())));
         }
-        ffi::duckdb_scalar_function_set_name(f, c"lmm_inference".as_ptr());
+        ffi::duckdb_scalar_function_set_name(f, name.as_ptr());
         for t in [&varchar, &blob, &blob, &varchar, &varchar] {
             ffi::duckdb_scalar_function_add_parameter(f, t.0);
         }
-        let list = result_type();
-        ffi::duckdb_scalar_function_set_return_type(f, list.0);
+        ffi::duckdb_scalar_function_set_return_type(f, returns.0);
         ffi::duckdb_scalar_function_set_special_handling(f);
         ffi::duckdb_scalar_function_set_volatile(f);
-        ffi::duckdb_scalar_function_set_function(f, Some(inference_fn));
+        ffi::duckdb_scalar_function_set_function(f, Some(callback));
         let ok = ffi::duckdb_register_scalar_function(con, f) == ffi::DuckDBSuccess;
         ffi::duckdb_destroy_scalar_function(&mut f);
         if ok {
             Ok(())
         } else {
-            Err(LmmError::new("could not register the scalar function lmm_inference"))
+            Err(LmmError::new(format!("could not register the scalar function {}", name.to_string_lossy())))
         }
     }
 }

@@ -76,6 +76,10 @@ unsafe extern "C" fn poll_fn(info: ffi::duckdb_function_info, input: ffi::duckdb
     report(info, guard(|| unsafe { poll_impl(info, input, output, jobs::Product::Table) }));
 }
 
+unsafe extern "C" fn inference_poll_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+    report(info, guard(|| unsafe { poll_impl(info, input, output, jobs::Product::Inference) }));
+}
+
 unsafe extern "C" fn model_poll_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
     report(info, guard(|| unsafe { poll_impl(info, input, output, jobs::Product::Model) }));
 }
@@ -98,7 +102,7 @@ unsafe fn results(
 unsafe extern "C" fn result_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
     let each = |i, done| match done {
         jobs::Finished::Table(t) => unsafe { output::write_rows(output, i, &t) },
-        jobs::Finished::Model(_) => Err(LmmError::new("internal error: a model job read as a table")),
+        _ => Err(LmmError::new("internal error: another job read as a table")),
     };
     report(info, guard(|| unsafe { results(input, |i| output::write_null(output, i), each) }));
 }
@@ -106,9 +110,17 @@ unsafe extern "C" fn result_fn(info: ffi::duckdb_function_info, input: ffi::duck
 unsafe extern "C" fn model_result_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
     let each = |i, done| match done {
         jobs::Finished::Model(bytes) => unsafe { output::write_blob(output, i, &bytes) },
-        jobs::Finished::Table(_) => Err(LmmError::new("internal error: a table job read as a model")),
+        _ => Err(LmmError::new("internal error: another job read as a model")),
     };
     report(info, guard(|| unsafe { results(input, |i| output::write_null_scalar(output, i), each) }));
+}
+
+unsafe extern "C" fn inference_result_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+    let each = |i, done| match done {
+        jobs::Finished::Inference(t) => unsafe { super::inference::write_table(output, i, &t) },
+        _ => Err(LmmError::new("internal error: another job read as an inference table")),
+    };
+    report(info, guard(|| unsafe { results(input, |i| output::write_null(output, i), each) }));
 }
 
 type Callback = unsafe extern "C" fn(ffi::duckdb_function_info, ffi::duckdb_data_chunk, ffi::duckdb_vector);
@@ -152,6 +164,8 @@ pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
         register_one(con, c"lmm_fit_result", output::result_type(), result_fn, None)?;
         let boolean = LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN);
         register_one(con, c"lmm_model_poll", boolean, model_poll_fn, Some(poll_bind))?;
-        register_one(con, c"lmm_model_result", LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB), model_result_fn, None)
+        register_one(con, c"lmm_model_result", LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB), model_result_fn, None)?;
+        register_one(con, c"lmm_inference_poll", LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN), inference_poll_fn, Some(poll_bind))?;
+        register_one(con, c"lmm_inference_result", super::inference::result_type(), inference_result_fn, None)
     }
 }

@@ -35,17 +35,35 @@ use crate::cancel::{self, Control};
 use crate::error::{LmmError, Result};
 use crate::tidy::Tidy;
 
-/// What a job makes of the accumulation: `lmm_fit`'s table or `lmm_model`'s value.
+/// What a job makes of the accumulation: `lmm_fit`'s table or `lmm_model`'s
+/// value; or the table of an inference function (`lmm_confint`, …).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Product {
     Table,
     Model,
+    Inference,
 }
 
 /// A finished job.
 pub enum Finished {
     Table(Tidy),
     Model(Vec<u8>),
+    Inference(crate::inference::table::Table),
+}
+
+/// An inference call waiting to run: `inference::run`'s arguments.
+pub struct InferenceCall {
+    pub kind: String,
+    pub model: Vec<u8>,
+    pub other: Option<Vec<u8>>,
+    pub options: String,
+    pub contrast: Option<String>,
+}
+
+/// The work a job does.
+enum Work {
+    Fit(Accumulator),
+    Inference(InferenceCall),
 }
 
 const MAGIC: &[u8; 8] = b"LMMJOB01";
@@ -58,8 +76,8 @@ const POLL: Duration = Duration::from_millis(100);
 const PATIENCE: Duration = Duration::from_secs(3);
 
 enum State {
-    /// Accumulated, not yet started.
-    Waiting(Accumulator),
+    /// Accumulated (or called), not yet started.
+    Waiting(Work),
     /// Fitting on a worker thread.
     Running(Receiver<Result<Finished>>),
     /// Finished, waiting to be taken.
@@ -102,10 +120,19 @@ fn registry() -> std::sync::MutexGuard<'static, Vec<Entry>> {
 
 /// Keep `acc` for a fit and return the handle of the job.
 pub fn deposit(acc: Accumulator) -> Vec<u8> {
+    deposit_work(Work::Fit(acc))
+}
+
+/// Keep an inference call for a worker and return the handle of the job.
+pub fn deposit_inference(call: InferenceCall) -> Vec<u8> {
+    deposit_work(Work::Inference(call))
+}
+
+fn deposit_work(work: Work) -> Vec<u8> {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let nonce = nonce(id);
     let control = Arc::new(Control::watched(now_ms, PATIENCE.as_millis() as u64));
-    let state = Arc::new(Mutex::new(State::Waiting(acc)));
+    let state = Arc::new(Mutex::new(State::Waiting(work)));
     let mut jobs = registry();
     // A job nobody polled for `PATIENCE` belongs to a query that stopped.
     jobs.retain(|e| !e.control.is_cancelled());
@@ -154,8 +181,8 @@ pub fn poll(handle: &[u8], product: Product, memory_limit: Option<u64>) -> Resul
     let (control, state) = find(handle, "lmm_fit_poll")?;
     let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
     if let State::Waiting(_) = *state {
-        let State::Waiting(acc) = std::mem::replace(&mut *state, State::Gone) else { unreachable!() };
-        *state = State::Running(start(acc, product, control, memory_limit)?);
+        let State::Waiting(work) = std::mem::replace(&mut *state, State::Gone) else { unreachable!() };
+        *state = State::Running(start(work, product, control, memory_limit)?);
     }
     let outcome = match &*state {
         State::Running(rx) => match rx.recv_timeout(POLL) {
@@ -193,7 +220,7 @@ pub fn take_result(handle: &[u8]) -> Result<Finished> {
 /// The fit of `acc` on a new thread, cancelled through `control`, its large
 /// buffers held to `memory_limit` (see `crate::budget`).
 fn start(
-    acc: Accumulator,
+    work: Work,
     product: Product,
     control: Arc<Control>,
     memory_limit: Option<u64>,
@@ -203,9 +230,13 @@ fn start(
         .name("lmm-fit".into())
         .spawn(move || {
             let fit = || {
-                super::guard::guard(|| match product {
-                    Product::Table => acc.finish_tidy().map(Finished::Table),
-                    Product::Model => acc.finish_model().map(|m| Finished::Model(m.to_bytes())),
+                super::guard::guard(|| match (&work, product) {
+                    (Work::Fit(acc), Product::Table) => acc.finish_tidy().map(Finished::Table),
+                    (Work::Fit(acc), Product::Model) => acc.finish_model().map(|m| Finished::Model(m.to_bytes())),
+                    (Work::Inference(c), Product::Inference) => {
+                        crate::inference::run::run(&c.kind, &c.model, c.other.as_deref(), &c.options, c.contrast.as_deref()).map(Finished::Inference)
+                    }
+                    _ => Err(LmmError::new("internal error: a job polled as another kind of job")),
                 })
             };
             let budgeted = || match memory_limit {
@@ -214,7 +245,7 @@ fn start(
             };
             let outcome = match cancel::run_cancellable(control, budgeted) {
                 Ok(r) => r,
-                Err(cancel::Interrupted) => Err(LmmError::new("the fit was abandoned (its query stopped)")),
+                Err(cancel::Interrupted) => Err(LmmError::new("the computation was abandoned (its query stopped)")),
             };
             // Nobody listens if the query is gone.
             let _ = send.send(outcome);

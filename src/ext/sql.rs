@@ -129,12 +129,20 @@ macro_rules! options {
     };
 }
 
-/// An inference table macro: `lmm_inference(kind, ...)` unnested, its generic columns named.
+/// An inference table macro, interruptible as `lmm_fit` is (see `jobs`): the
+/// call is deposited (`lmm_inference_start`), polled on a worker thread for at
+/// most 100 ms per step, and its table (`inference::run`) unnested with its
+/// generic columns named.
 macro_rules! inference_macro {
     ($name:literal, $params:literal, $kind:literal, $model:literal, $other:literal, $options:expr, $contrast:literal, $columns:literal) => {
         concat!(
-            "CREATE OR REPLACE MACRO ", $name, "(", $params, ") AS TABLE\nSELECT ", $columns,
-            " FROM (SELECT unnest(lmm_inference('", $kind, "', ", $model, ", ", $other, ", ", $options, ", ", $contrast, ")) AS __r)"
+            "CREATE OR REPLACE MACRO ", $name, "(", $params, ") AS TABLE
+WITH RECURSIVE __lmm_steps(__lmm_job, __lmm_running) AS (
+    SELECT lmm_inference_start('", $kind, "', ", $model, ", ", $other, ", ", $options, ", ", $contrast, "), true
+    UNION ALL
+    SELECT __lmm_job, lmm_inference_poll(__lmm_job) FROM __lmm_steps WHERE __lmm_running
+)
+SELECT ", $columns, " FROM (SELECT unnest(lmm_inference_result(__lmm_job)) AS __r FROM __lmm_steps WHERE NOT __lmm_running)"
         )
     };
 }

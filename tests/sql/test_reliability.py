@@ -120,7 +120,7 @@ def test_macro_bodies_live_in_an_in_memory_catalog(tmp_path):
         "AND function_name LIKE 'lmm%' AND database_name = current_database() ORDER BY 1"
     ).fetchall()
     assert [r[0] for r in stored] == sorted(["lmm_anova", "lmm_bootstrap", "lmm_confint", "lmm_contrast", "lmm_fit", "lmm_lrt", "lmm_model",
-                                             "lmm_predict", "lmm_profile", "lmm_score", "lmm_tidy", "lmm_vcov"])
+                                             "lmm_predict", "lmm_profile", "lmm_score", "lmm_summary", "lmm_tidy", "lmm_vcov"])
     # Only forwarders are kept in the file, no logic of lmm's own.
     assert all("lmm_ext.main." in r[1] for r in stored), stored
     # Opened without lmm, the call says that lmm's catalog is missing.
@@ -326,3 +326,24 @@ def test_interrupt_stops_a_long_prediction(con):
     elapsed = time.monotonic() - start
     timer.join()
     assert elapsed < 1.5, elapsed
+
+
+def test_interrupt_stops_a_long_bootstrap_and_profile(con):
+    # The inference functions run as jobs polled from SQL (as lmm_fit): an
+    # interrupt stops a bootstrap of 10⁶ replicates, or a profile, within a second.
+    import threading
+    import time
+
+    con.execute("CREATE TABLE mb AS SELECT lmm_model_agg(t, 'Reaction ~ Days + (Days | Subject)') AS model FROM sleepstudy t")
+    for sql in ["SELECT count(*) FROM lmm_bootstrap((SELECT model FROM mb), 1000000)",
+                "SELECT count(*) FROM lmm_confint((SELECT model FROM mb), method := 'boot', nsim := 1000000)"]:
+        timer = threading.Timer(0.5, con.interrupt)
+        start = time.monotonic()
+        timer.start()
+        with pytest.raises(duckdb.InterruptException):
+            con.execute(sql).fetchall()
+        elapsed = time.monotonic() - start
+        timer.join()
+        assert elapsed < 1.5, (sql, elapsed)
+    # The connection is usable at once, and a short bootstrap still runs.
+    assert con.execute("SELECT count(*) FROM lmm_bootstrap((SELECT model FROM mb), 10)").fetchone()[0] == 60
