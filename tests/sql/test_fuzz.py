@@ -637,7 +637,7 @@ BASE_MODELS = [
 ]
 
 
-def base_models():
+def base_models(keep_statistics=False):
     """Fit the base models in a child; their values (bytes) by name."""
     code = (
         "import base64\n"
@@ -648,6 +648,8 @@ def base_models():
     )
     res = crash.run_snippet(code, setup=SETUP, timeout=60)
     crash.assert_clean(res, error=False)
+    if keep_statistics:
+        return {k: base64.b64decode(v) for k, v in res.value.items()}
     # The model part only (resealed without statistics): what prediction reads.
     return {k: seal(model_part(base64.b64decode(v))) for k, v in res.value.items()}
 
@@ -917,4 +919,80 @@ def test_fuzz_model_values():
     # Most damaged values must be refused: a fuzzer whose mutations all pass
     # (say, because the checksum were wrong) would test nothing.
     assert errors >= len(cases) // 2, f"only {errors} of {len(cases)} damaged values gave an error"
+    assert not failures, f"{sum(l.startswith('*') for l in failures)} failure class(es) in {spent:.1f} s:\n" + "\n".join(failures)
+
+
+# ---------------------------------------------------------------------------
+# The statistics section: damaged bodies (checksums fixed, so they are parsed)
+# given to every inference function
+# ---------------------------------------------------------------------------
+
+STATS_CASES = int(os.environ.get("LMM_FUZZ_STATS_CASES", "120"))
+
+
+def reseal_statistics(blob, body):
+    """`blob` with its statistics body replaced (section checksum, trailer and header length fixed)."""
+    payload = blob[32:]
+    n, = struct.unpack_from("<Q", payload, len(payload) - 8)
+    model = payload[:len(payload) - 8 - n]
+    section = struct.pack("<Q", model_checksum(body)) + body
+    payload = model + section + struct.pack("<Q", len(section))
+    flags, = struct.unpack_from("<I", blob, 12)
+    return seal(model, version=2, flags=flags)[:32 - 8] + struct.pack("<Q", len(payload)) + payload
+
+
+def mutate_statistics(r, blobs):
+    name = r.choice(sorted(blobs))
+    blob = blobs[name]
+    payload = blob[32:]
+    n, = struct.unpack_from("<Q", payload, len(payload) - 8)
+    body = bytearray(payload[len(payload) - 8 - n + 8:len(payload) - 8])
+    desc = [name]
+    for _ in range(r.choice([1, 1, 2, 3])):
+        op = r.randrange(5)
+        i = r.randrange(len(body))
+        if op == 0:
+            body[i] ^= 1 << r.randrange(8)
+            desc.append(f"bit flip at {i}")
+        elif op == 1 and i + 8 <= len(body):
+            struct.pack_into("<d", body, i // 8 * 8 if i // 8 * 8 + 8 <= len(body) else i, r.choice(SPECIAL_F64))
+            desc.append(f"special double near {i}")
+        elif op == 2 and i + 8 <= len(body):
+            struct.pack_into("<Q", body, i, r.choice(HUGE64))
+            desc.append(f"u64 at {i}")
+        elif op == 3 and i + 4 <= len(body):
+            struct.pack_into("<I", body, i, r.choice(HUGE32))
+            desc.append(f"u32 at {i}")
+        else:
+            del body[i:i + r.randint(1, 16)]
+            desc.append(f"deleted bytes at {i}")
+    return reseal_statistics(blob, bytes(body)), "; ".join(desc)
+
+
+def test_fuzz_statistics_sections():
+    t0 = time.monotonic()
+    blobs = base_models(keep_statistics=True)
+    cases = []
+    for i in range(STATS_CASES):
+        r = random.Random(f"{SEED}:stats:{i}")
+        value, desc = mutate_statistics(r, blobs)
+        p = crash.b64(value)
+        base = crash.b64(blobs[desc.split(";")[0]])
+        cases.append({"label": f"statistics case {i}: {desc}", "value_len": len(value), "keep_going": True, "sql": [
+            ["SELECT * FROM lmm_vcov(?::BLOB)", [p]],
+            ["SELECT * FROM lmm_confint(?::BLOB, method := 'Wald')", [p]],
+            ["SELECT * FROM lmm_anova(?::BLOB)", [p]],
+            ["SELECT * FROM lmm_lrt(?::BLOB, ?::BLOB, refit := false)", [p, base]],
+            ["SELECT * FROM lmm_bootstrap(?::BLOB, 3)", [p]],
+            ["SELECT * FROM lmm_confint(?::BLOB)", [p]],
+            ["SELECT lmm_summary(?::BLOB)", [p]],
+            ["SELECT * FROM lmm_tidy(?::BLOB)", [p]],
+        ]})
+    outcomes, exits = run_sharded(cases)
+    failures = report(cases, outcomes, exits, "test_fuzz_statistics_sections")
+    spent = time.monotonic() - t0
+    # lmm_vcov reads the whole section: most damage must be refused there
+    errors = sum(1 for o in outcomes if o is not None and o.completed and o.steps and not o.steps[0].ok)
+    print(f"{len(cases)} damaged statistics in {spent:.1f} s; lmm_vcov refused {errors}")
+    assert errors >= len(cases) // 4, f"only {errors} of {len(cases)} damaged statistics gave an error"
     assert not failures, f"{sum(l.startswith('*') for l in failures)} failure class(es) in {spent:.1f} s:\n" + "\n".join(failures)

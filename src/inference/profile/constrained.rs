@@ -57,7 +57,14 @@ pub struct Frame {
     shift: (Vec<f64>, f64),
     /// per parameter: a correlation's free variables where its constraint is void
     void_cache: Vec<std::cell::OnceCell<Vec<Vec<f64>>>>,
+    /// criterion evaluations so far (bounded by `MAX_EVALUATIONS`)
+    pub evaluations: std::cell::Cell<u64>,
 }
+
+/// The most criterion evaluations one parameter's profile may take: a
+/// regular profile takes a few thousand; an ill-behaved likelihood (or
+/// damaged statistics) is stopped here rather than searched for minutes.
+pub const MAX_EVALUATIONS: u64 = 200_000;
 
 impl Frame {
     /// Refit by ML from the stored θ̂ (lme4's `refitML`) and name the parameters.
@@ -96,6 +103,7 @@ impl Frame {
             se,
             shift: (stored.intercept_shift.clone(), stored.y_shift),
             void_cache: Vec::new(),
+            evaluations: std::cell::Cell::new(0),
         };
         frame.void_cache = (0..frame.params.len()).map(|_| std::cell::OnceCell::new()).collect();
         frame.estimates = frame.all_parameters(&frame.theta.clone(), sigma, &pt.beta);
@@ -191,6 +199,11 @@ impl Frame {
 
     /// The ML deviance at the value v of the parameter and the free variables x.
     pub fn objective(&self, kind: Kind, v: f64, x: &[f64]) -> f64 {
+        let count = self.evaluations.get() + 1;
+        self.evaluations.set(count);
+        if count > MAX_EVALUATIONS {
+            return f64::NAN;
+        }
         let (theta, sigma) = self.theta_sigma(kind, v, x);
         if let Kind::Cor { .. } = kind {
             return self.lik.deviance(&theta);

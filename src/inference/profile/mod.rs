@@ -89,7 +89,23 @@ pub fn profile(model: &Model, stored: &Stored, parameter: Option<&str>) -> Resul
         Some(name) => vec![pr.find(name)?],
         None => (0..pr.frame.params.len()).collect(),
     };
-    pr.traces = which.into_iter().map(|k| trace::trace(&pr.frame, k, cutoff)).collect();
+    for k in which {
+        pr.frame.evaluations.set(0);
+        let t = trace::trace(&pr.frame, k, cutoff);
+        let used = pr.frame.evaluations.get();
+        if std::env::var_os("LMM_TRACE").is_some() {
+            eprintln!("lmm: profile of {} ({} points, {used} evaluations)", t.parameter.name, t.points.len());
+        }
+        if used > constrained::MAX_EVALUATIONS {
+            crate::bail!(
+                "the profile of '{}' did not settle within {} evaluations of the likelihood (it is ill-behaved there); \
+                 use method := 'Wald' or 'boot' for its interval",
+                t.parameter.name,
+                constrained::MAX_EVALUATIONS
+            );
+        }
+        pr.traces.push(t);
+    }
     Ok(pr)
 }
 
