@@ -1,6 +1,6 @@
--- lmm_dietox_model holds exactly one model, a model value of format version 1
+-- lmm_dietox_model holds exactly one model, a model value of format version 2
 -- (docs/model-format.md): it starts with the magic LMMMODEL and the version as
--- a little-endian u32 (hex 4C4D4D4D4F44454C 01000000), and is as long as its
+-- a little-endian u32 (hex 4C4D4D4D4F44454C 02000000), and is as long as its
 -- header says (32 + the little-endian u64 payload length at byte offset 24,
 -- hex digits 49-64; NULL for a value shorter than its header). Fails once per
 -- model row that is not, and once if the table has no row or more than one.
@@ -25,7 +25,7 @@ select model_id, n_bytes, magic_and_version, payload_length
 from parsed
 where n_bytes is null
    or n_bytes < 32
-   or magic_and_version is distinct from '4C4D4D4D4F44454C01000000'
+   or magic_and_version is distinct from '4C4D4D4D4F44454C02000000'
    or n_bytes is distinct from 32 + payload_length
 union all
 select null, null, null, null
