@@ -11,7 +11,9 @@ on the file (medians of --runs):
   - profile:  lmm_confint(model) (profile intervals of every parameter, no rows read)
   - boot:     lmm_bootstrap(model, 1000)
   - lme4:     lmer(formula) in R with OpenBLAS, the same rows (read time excluded), --lme4
-Run: .venv/bin/python bench/bench_inference.py [--sizes 1000000,10000000] [--runs 3] [--lme4]
+--crossed adds bench_crossed.py's InstEval-shaped problem (73,421 rows, 2,972 x 1,128
+levels, y ~ service + (1 | s) + (1 | d) + (1 | dept:service)), with --crossed-nsim replicates.
+Run: .venv/bin/python bench/bench_inference.py [--sizes 1000000,10000000] [--runs 3] [--lme4] [--crossed]
 """
 import argparse
 import json
@@ -30,9 +32,10 @@ GROUPS = {1_000_000: 50_000, 10_000_000: 500_000}
 
 CHILD = r"""
 import duckdb, json, sys, time
-path, ext, formula, what = sys.argv[1:5]
+path, ext, formula, what, nsim = sys.argv[1:6]
 con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
 con.execute(f"LOAD '{ext}'")
+con.execute("SET enable_progress_bar = false")
 con.execute(f"ATTACH '{path}' AS bench (READ_ONLY)")
 src = "bench.main.bench"
 def timed(sql):
@@ -46,7 +49,7 @@ if what == "kr":
 elif what == "profile":
     out["profile"] = timed("SELECT count(*) FROM lmm_confint((SELECT model FROM m))")
 elif what == "boot":
-    out["boot"] = timed("SELECT count(*) FROM lmm_bootstrap((SELECT model FROM m), 1000, seed := 1)")
+    out["boot"] = timed(f"SELECT count(*) FROM lmm_bootstrap((SELECT model FROM m), {nsim}, seed := 1)")
 print(json.dumps(out))
 """
 
@@ -59,9 +62,9 @@ cat(sprintf('{"lme4": %.3f, "REMLcrit": %.10g}\n', t, REMLcrit(m)))
 """
 
 
-def child(path, what, trace=True):
+def child(path, what, trace=True, formula=FORMULA, nsim=1000):
     env = dict(os.environ, LMM_TRACE="1") if trace else dict(os.environ)
-    p = subprocess.run([sys.executable, "-c", CHILD, str(path), str(EXT), FORMULA, what], env=env, capture_output=True, text=True, timeout=7200)
+    p = subprocess.run([sys.executable, "-c", CHILD, str(path), str(EXT), formula, what, str(nsim)], env=env, capture_output=True, text=True, timeout=7200)
     if p.returncode != 0:
         raise RuntimeError(p.stderr[-2000:])
     res = json.loads(p.stdout.strip().splitlines()[-1])
@@ -74,8 +77,8 @@ def child(path, what, trace=True):
     return res
 
 
-def median_of(runs, path, what):
-    results = [child(path, what) for _ in range(runs)]
+def median_of(runs, path, what, **kw):
+    results = [child(path, what, **kw) for _ in range(runs)]
     return {k: statistics.median(r[k] for r in results) for k in results[0]}
 
 
@@ -97,8 +100,26 @@ def main():
     ap.add_argument("--sizes", default="1000000,10000000")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--lme4", action="store_true")
+    ap.add_argument("--crossed", action="store_true")
+    ap.add_argument("--crossed-nsim", type=int, default=100)
     args = ap.parse_args()
-    for n in [int(s) for s in args.sizes.split(",")]:
+    if args.crossed:
+        from bench_crossed import PROBLEMS, generate as generate_crossed
+        cfg = PROBLEMS["instevalish"]
+        path, _ = generate_crossed("instevalish", cfg)
+        f = cfg["formula"]
+        kr = median_of(args.runs, path, "kr", formula=f)
+        prof = median_of(args.runs, path, "profile", formula=f)
+        boot = median_of(1, path, "boot", formula=f, nsim=args.crossed_nsim)
+        print(json.dumps({
+            "problem": "instevalish", "fit_s": round(kr["fit"], 3), "optimizer_s": round(kr.get("optimizer", float("nan")), 3),
+            "evaluations": kr.get("evaluations"), "kr_fit_s": round(kr["kr_fit"], 3), "plain_fit_s": round(kr["plain_fit"], 3),
+            "kr_anova_s": round(kr["anova"], 3),
+            "kr_and_anova_over_fit": round((kr["kr_fit"] - kr["plain_fit"] + kr["anova"]) / kr["plain_fit"] + 1, 2),
+            "profile_s": round(prof["profile"], 3), "profile_over_optimizer": round(prof["profile"] / prof.get("optimizer", float("nan")), 1),
+            f"boot{args.crossed_nsim}_s": round(boot["boot"], 3),
+        }), flush=True)
+    for n in [int(s) for s in args.sizes.split(",") if s]:
         g = GROUPS.get(n, n // 20)
         path = OUT / f"bench_{n}_{g}.duckdb"
         generate(path, n, g)

@@ -75,7 +75,7 @@ impl Options {
                     o.ddf = match v.to_ascii_lowercase().as_str() {
                         "none" => Ddf::None,
                         "satterthwaite" => Ddf::Satterthwaite,
-                        "kenward-roger" | "kenward_roger" | "kr" => Ddf::KenwardRoger,
+                        "kenward-roger" | "kenward_roger" => Ddf::KenwardRoger,
                         _ => bail!("option ddf: expected 'none', 'Satterthwaite' or 'Kenward-Roger', got '{v}'"),
                     }
                 }

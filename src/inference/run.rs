@@ -40,7 +40,7 @@ fn level(opts: &HashMap<String, String>) -> Result<f64> {
 fn ddf(opts: &HashMap<String, String>) -> Result<Ddf> {
     match opts.get("ddf").map(|s| s.to_ascii_lowercase()).as_deref() {
         None | Some("satterthwaite") => Ok(Ddf::Satterthwaite),
-        Some("kenward-roger") | Some("kr") => Ok(Ddf::KenwardRoger),
+        Some("kenward-roger") | Some("kenward_roger") => Ok(Ddf::KenwardRoger),
         Some(other) => bail!("ddf := '{other}' is not known; use 'Satterthwaite' or 'Kenward-Roger'"),
     }
 }

@@ -66,5 +66,5 @@ def test_crossed_satterthwaite(con):
 
 def test_bad_ddf_option(con):
     import duckdb
-    with pytest.raises(duckdb.Error, match="option ddf: expected 'none' or 'Satterthwaite', got 'KR'"):
+    with pytest.raises(duckdb.Error, match="option ddf: expected 'none', 'Satterthwaite' or 'Kenward-Roger', got 'KR'"):
         con.execute("SELECT * FROM lmm_fit('sleepstudy', 'Reaction ~ Days + (1 | Subject)', ddf := 'KR')").fetchall()
