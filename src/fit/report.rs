@@ -52,10 +52,14 @@ pub(super) fn statistics(acc: &Accumulator, setup: &Setup, est: &mut Estimates) 
     }
 }
 
-/// The asymptotic covariance of (θ, σ) at the optimum, from the stored statistics.
-pub(super) fn asymptotics(stats: &Stored) -> Option<Asymptotic> {
+/// The asymptotic covariance of (θ, σ) at the optimum, from the stored
+/// statistics. For the variance parameters' SEs alone (`satterthwaite`
+/// false) only where the likelihood gives the gradient (a few evaluations);
+/// Satterthwaite's df also take second differences of values (a singular
+/// block of a crossed model), up to `MAX_VALUE_HESSIAN` θ entries.
+pub(super) fn asymptotics(stats: &Stored, satterthwaite: bool) -> Option<Asymptotic> {
     let lik = stats.likelihood(stats.method);
-    crate::inference::fitted::asymptotic_of(stats, lik.as_ref())
+    crate::inference::fitted::asymptotic_of(stats, lik.as_ref(), satterthwaite)
 }
 
 /// The delta-method SE of the var/cov entries of Var(b) of factor `f` (stats
@@ -240,7 +244,7 @@ fn fit_rows(acc: &Accumulator, setup: &Setup, est: &Estimates) -> Vec<TidyRow> {
 /// The model value: β and Cov(β̂) on the data scale, the tidy rows, the BLUPs and the statistics.
 pub(super) fn model(acc: &Accumulator, setup: &Setup, mut est: Estimates) -> Result<Model> {
     let stats = statistics(acc, setup, &mut est);
-    let asym = asymptotics(&stats);
+    let asym = asymptotics(&stats, acc.options.ddf == Ddf::Satterthwaite);
     let beta = stats.beta_on_data_scale(&est.beta);
     let (vcov, df) = match acc.options.ddf {
         Ddf::None => (stats.vcov_on_data_scale(&est.vcov), None),

@@ -32,7 +32,7 @@ pub fn load(bytes: &[u8], what: &str) -> Result<Fitted> {
 }
 
 /// The asymptotics at the stored optimum of `lik` (the stored problem under its criterion).
-pub fn asymptotic_of(stats: &Stored, lik: &dyn Likelihood) -> Option<Asymptotic> {
+pub fn asymptotic_of(stats: &Stored, lik: &dyn Likelihood, values_allowed: bool) -> Option<Asymptotic> {
     let (method, n, p) = (lik.method(), stats.n, stats.p);
     let at = |t: &[f64]| {
         let pt = lik.point(t)?;
@@ -40,7 +40,7 @@ pub fn asymptotic_of(stats: &Stored, lik: &dyn Likelihood) -> Option<Asymptotic>
         Some((pt.logdets(method), s2, stats.vcov_on_data_scale(&pt.vcov(method, n, p))))
     };
     let gradient = |t: &[f64]| lik.deviance_and_gradient(t).map(|(_, g)| g);
-    Asymptotic::new(&stats.theta, residual_dof(method, n, p), p, &at, Some(&gradient))
+    Asymptotic::new(&stats.theta, residual_dof(method, n, p), p, &at, Some(&gradient), values_allowed)
 }
 
 /// Kenward–Roger at the stored optimum of `lik` (REML), on the problem's columns.
@@ -91,7 +91,7 @@ impl Fitted {
 
     /// The asymptotic covariance of (θ, σ) and the derivatives of Cov(β̂) (data scale).
     pub fn asymptotic(&self) -> Result<Asymptotic> {
-        match asymptotic_of(&self.stats, self.lik.as_ref()) {
+        match asymptotic_of(&self.stats, self.lik.as_ref(), true) {
             Some(a) => Ok(a),
             None => bail!(
                 "the Hessian of the criterion in the variance parameters is not positive definite at the estimates \

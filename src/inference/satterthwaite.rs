@@ -34,10 +34,15 @@ pub type AtTheta<'a> = dyn Fn(&[f64]) -> Option<(f64, f64, Vec<f64>)> + 'a;
 /// and the derivatives of Cov(β̂) in φ: everything Satterthwaite's df need,
 /// for any contrast.
 /// Relative steps: for differences of the gradient (accurate to rounding
-/// over the step), and for second differences of the criterion's values,
-/// whose rounding at large n calls for a wide step and Richardson's extrapolation.
+/// over the step), and for second differences of the criterion's values
+/// (where the likelihood gives no gradient), whose rounding at large n calls
+/// for a wider step.
 const GRADIENT_STEP: f64 = 1e-4;
-const VALUE_STEP: f64 = 1e-2;
+const VALUE_STEP: f64 = 1e-3;
+
+/// The most θ entries whose Hessian is taken from second differences of
+/// values (2k + 2k(k − 1) evaluations): beyond, the asymptotics are refused.
+pub const MAX_VALUE_HESSIAN: usize = 30;
 
 /// The gradient of the profiled criterion in θ, where the likelihood gives it.
 pub type Gradient<'a> = dyn Fn(&[f64]) -> Option<Vec<f64>> + 'a;
@@ -57,7 +62,9 @@ pub struct Asymptotic {
 impl Asymptotic {
     /// From the criterion at θ (`at`); None where H is not positive definite.
     /// `c` is n − p for REML, n for ML (the weight of log σ² in the criterion).
-    pub fn new(theta: &[f64], c: f64, p: usize, at: &AtTheta, gradient: Option<&Gradient>) -> Option<Asymptotic> {
+    /// Without `values_allowed`, only the gradient route is taken (None where
+    /// the likelihood gives no gradient): the cheap default of a fit.
+    pub fn new(theta: &[f64], c: f64, p: usize, at: &AtTheta, gradient: Option<&Gradient>, values_allowed: bool) -> Option<Asymptotic> {
         let (l0, s2, v0) = at(theta)?;
         let k = theta.len();
         // The profiled criterion (s at its optimum √r), less constants:
@@ -88,10 +95,11 @@ impl Asymptotic {
         // H_d: central differences of the gradient where it is given, else
         // Richardson-extrapolated second differences of d̃.
         let hd = gradient.and_then(|g| hessian_from_gradient(theta, g)).or_else(|| {
+            if k > MAX_VALUE_HESSIAN || !values_allowed {
+                return None;
+            }
             let value = |t: &[f64]| profiled(t).map(|(d, ..)| d);
-            let coarse = hessian_from_values(theta, l0, &value, VALUE_STEP)?;
-            let fine = hessian_from_values(theta, l0, &value, VALUE_STEP / 2.0)?;
-            Some(fine.iter().zip(&coarse).map(|(f, c)| (4.0 * f - c) / 3.0).collect())
+            hessian_from_values(theta, l0, &value, VALUE_STEP)
         })?;
         // V(θ, s) = s² V(θ)/r(θ): ∂V/∂s = 2V at s = 1.
         dv[k] = v0.iter().map(|x| 2.0 * x).collect();
@@ -202,7 +210,7 @@ fn hessian_from_values(theta: &[f64], d0: f64, value: &dyn Fn(&[f64]) -> Option<
 /// df for every fixed effect; None where the Hessian is not positive definite.
 /// `c` is n − p for REML, n for ML (the weight of log σ² in the criterion).
 pub fn dfs(theta: &[f64], c: f64, p: usize, at: &AtTheta) -> Option<Vec<f64>> {
-    let a = Asymptotic::new(theta, c, p, at, None)?;
+    let a = Asymptotic::new(theta, c, p, at, None, true)?;
     Some(
         (0..p)
             .map(|j| {
