@@ -221,6 +221,21 @@ fn projected_gradient(x: &[f64], g: &[f64], lower: &[f64]) -> f64 {
 /// finite-difference gradients carry more noise and need a larger one, and
 /// for them a step is never accepted on the gradient alone.
 pub fn minimize_bfgs(fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>, x0: &[f64], lower: &[f64], max_iter: usize, newton_start: bool, gtol: f64) -> Outcome {
+    minimize_bfgs_from(fg, x0, lower, max_iter, newton_start, None, gtol)
+}
+
+/// `minimize_bfgs` started from a given inverse Hessian (n×n), e.g. one taken
+/// at a nearby optimum for many nearby problems (the bootstrap's replicates):
+/// no difference Hessian is taken then.
+pub fn minimize_bfgs_from(
+    fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>,
+    x0: &[f64],
+    lower: &[f64],
+    max_iter: usize,
+    newton_start: bool,
+    inverse_hessian: Option<&[f64]>,
+    gtol: f64,
+) -> Outcome {
     let n = x0.len();
     let project = |x: &mut [f64]| {
         for (v, &l) in x.iter_mut().zip(lower) {
@@ -253,7 +268,10 @@ pub fn minimize_bfgs(fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>, x0: 
     };
     reset(&mut h, 1.0);
     let mut first = true;
-    if newton_start {
+    if let Some(inv) = inverse_hessian.filter(|h0| h0.len() == n * n) {
+        h = inv.to_vec();
+        first = false;
+    } else if newton_start {
         let mut hess = vec![0.0; n * n];
         let mut ok = true;
         for j in 0..n {

@@ -16,6 +16,39 @@ pub struct Optimum {
 
 /// Minimise over θ from `start`.
 pub fn optimize(lik: &dyn Likelihood, start: &[f64]) -> Optimum {
+    optimize_from(lik, start, None)
+}
+
+/// The inverse Hessian of the criterion at `theta` from differences of its
+/// gradient (None where the gradient is not given or H is not positive definite).
+pub fn inverse_hessian(lik: &dyn Likelihood, theta: &[f64]) -> Option<Vec<f64>> {
+    let n = theta.len();
+    let (_, g0) = lik.deviance_and_gradient(theta)?;
+    let mut h = vec![0.0; n * n];
+    for j in 0..n {
+        let step = 1e-5 * theta[j].abs().max(1e-2);
+        let mut t = theta.to_vec();
+        t[j] += step;
+        let (_, gj) = lik.deviance_and_gradient(&t)?;
+        for i in 0..n {
+            h[j * n + i] = (gj[i] - g0[i]) / step;
+        }
+    }
+    if h.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    for j in 0..n {
+        for i in 0..j {
+            let m = 0.5 * (h[j * n + i] + h[i * n + j]);
+            h[j * n + i] = m;
+            h[i * n + j] = m;
+        }
+    }
+    crate::dense::invert_spd(&h, n)
+}
+
+/// `optimize` with a given starting inverse Hessian (see `optimizer::minimize_bfgs_from`).
+pub fn optimize_from(lik: &dyn Likelihood, start: &[f64], inverse_hessian: Option<&[f64]>) -> Optimum {
     let lower = lik.lower();
     let diagonal = lik.diagonal();
     let evals = std::cell::Cell::new(0usize);
@@ -46,7 +79,7 @@ pub fn optimize(lik: &dyn Likelihood, start: &[f64]) -> Optimum {
         }
         Some((f0, g))
     };
-    let mut outcome = optimizer::minimize_bfgs(&mut fg, start, &lower, 500, true, 1e-10);
+    let mut outcome = optimizer::minimize_bfgs_from(&mut fg, start, &lower, 500, true, inverse_hessian, 1e-10);
     if !outcome.converged || !outcome.f.is_finite() {
         let mut d = |t: &[f64]| dev(t);
         let from = if outcome.f.is_finite() { outcome.x.clone() } else { start.to_vec() };

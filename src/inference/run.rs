@@ -314,13 +314,19 @@ fn confint(m: &Fitted, opts: &HashMap<String, String>) -> Result<Table> {
         "profile" => {
             let pr = super::profile::profile(&m.model, &m.stats, None)?;
             let est = estimates(m)?;
+            // A correlation estimated at ±1 (a singular fit inside a block): the
+            // variance parameters sit on the boundary of their space, where ζ has
+            // no regular profile; lme4 gives NA for all of them (score_rs), so do we.
+            let degenerate = est.iter().any(|(_, t, v)| t.starts_with("cor__") && v.abs() > 1.0 - 1e-6);
             Ok(pr
                 .intervals(level)
                 .iter()
                 .map(|iv| {
                     let p = &iv.parameter;
                     let e = est.iter().find(|(g, t, _)| *g == p.group_var && *t == p.term).map(|x| x.2);
-                    Row::new(&[p.group_var.as_deref(), Some(&p.term), Some("profile")], &[e, iv.lower, iv.upper])
+                    let variance = !matches!(p.kind, super::profile::Kind::Fixed { .. });
+                    let (lo, hi) = if degenerate && variance { (None, None) } else { (iv.lower, iv.upper) };
+                    Row::new(&[p.group_var.as_deref(), Some(&p.term), Some("profile")], &[e, lo, hi])
                 })
                 .collect())
         }

@@ -95,6 +95,20 @@ impl Stored {
         Box::new(Crossed::new(CrossedProblem::new(self.n, self.p, method, factors, pairs, self.rtr.clone()), layouts))
     }
 
+    /// `likelihood`, taking the statistics instead of copying them.
+    pub fn into_likelihood(self, method: Method) -> Box<dyn Likelihood> {
+        let layouts = self.layouts();
+        let (n, p) = (self.n, self.p);
+        if self.factors.len() == 1 {
+            let f = self.factors.into_iter().next().unwrap();
+            let problem = Problem { n, p, q: f.q, groups: f.nlev, ztz: f.ztz, ztr: f.ztr, rtr: self.rtr, method };
+            return Box::new(OneFactor::new(problem, layouts.into_iter().next().unwrap()));
+        }
+        let factors = self.factors.into_iter().map(|f| Factor { q: f.q, nlev: f.nlev, ztz: f.ztz, ztr: f.ztr, off: 0 }).collect();
+        let pairs = self.pairs.into_iter().map(|p| Pair { a: p.a, b: p.b, cells: p.cells, blocks: p.blocks }).collect();
+        Box::new(Crossed::new(CrossedProblem::new(n, p, method, factors, pairs, self.rtr), layouts))
+    }
+
     /// β on the data scale from β on the problem's columns.
     pub fn beta_on_data_scale(&self, beta_c: &[f64]) -> Vec<f64> {
         let mut beta = beta_c.to_vec();

@@ -263,6 +263,18 @@ def test_profile_intervals_through_sql(con, model):
                     assert ours is not None and close(ours, theirs, 2e-4, 1e-6), (model, t, level, ours, theirs)
 
 
+def test_profile_limits_null_where_lme4_has_na(con):
+    # score_rs: the correlation is estimated at -1 (singular); lme4 gives NA for every
+    # variance-parameter limit, and so does lmm; the fixed effects have limits.
+    b = base("score_rs")
+    m = model_table(con, "na", b["dataset"]["file"], b["formula_lme4"])
+    for g, t, est, lo, hi, meth in con.execute(f"SELECT * FROM lmm_confint({m})").fetchall():
+        if g is None:
+            assert lo is not None and hi is not None and lo < est < hi, (t, lo, hi)
+        else:
+            assert lo is None and hi is None, (g, t, lo, hi)
+
+
 def test_profile_points_and_parameter(con):
     m = model_table(con, "pp", "data/sleepstudy.csv", "Reaction ~ Days + (Days | Subject)")
     pts = con.execute(f"SELECT group_var, term, value, zeta, parameter FROM lmm_profile({m}) ORDER BY parameter, value").fetchall()

@@ -12,7 +12,7 @@ use crate::cancel;
 use crate::crossed::{Factor, Pair};
 use crate::error::Result;
 use crate::inference::fitted::Fitted;
-use crate::inference::optimum::optimize;
+use crate::inference::optimum::{inverse_hessian, optimize_from};
 use crate::inference::stored::Stored;
 use crate::inference::varpar::sdcor;
 
@@ -62,20 +62,28 @@ pub fn bootstrap(m: &Fitted, nsim: u64, seed: u64) -> Result<Vec<Replicate>> {
     let point = m.point()?;
     let sigma = point.sigma2(m.method(), m.n(), m.p()).sqrt();
     let lambdas = m.lik.lambdas(theta);
+    // The curvature at θ̂ starts every replicate's quasi-Newton search (the
+    // replicates' optima lie near θ̂, their curvatures near this one).
+    let h0 = inverse_hessian(m.lik.as_ref(), theta);
     let control = cancel::current();
     let (stored, model, method, n, p) = (&m.stats, &m.model, m.method(), m.n(), m.p());
     let one = |i: u64| -> Result<Replicate> {
         cancel::checkpoint();
         let response = sim.replicate(seed, i, &point.beta, &lambdas, sigma);
         let stats = with_response(stored, &response);
-        let lik = stats.likelihood(method);
-        let opt = optimize(lik.as_ref(), theta);
+        let (intercept_shift, y_shift) = (stats.intercept_shift.clone(), stats.y_shift);
+        let lik = stats.into_likelihood(method);
+        let opt = optimize_from(lik.as_ref(), theta, h0.as_deref());
         let Some(pt) = lik.point(&opt.theta) else {
             bail!("bootstrap replicate {} could not be refitted", i + 1);
         };
         let s2 = pt.sigma2(method, n, p);
         let varpar = sdcor(stored, model, &lik.lambdas(&opt.theta), s2).into_iter().map(|v| v.value).collect();
-        Ok(Replicate { beta: stats.beta_on_data_scale(&pt.beta), varpar, converged: opt.converged })
+        let mut beta = pt.beta.clone();
+        if !beta.is_empty() {
+            beta[0] += intercept_shift.iter().zip(&pt.beta).map(|(a, b)| a * b).sum::<f64>() + y_shift;
+        }
+        Ok(Replicate { beta, varpar, converged: opt.converged })
     };
     (0..nsim).into_par_iter().map(|i| cancel::with(control.clone(), || one(i))).collect()
 }
