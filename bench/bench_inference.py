@@ -138,6 +138,7 @@ def main():
             "boot1000_s": round(boot["boot"], 3),
         }
         if args.lme4:
+            print(json.dumps(row), flush=True)  # lmm's figures first: lme4 may take long
             row.update(lme4(path, n))
             if "lme4" in row:
                 row["boot1000_over_lme4"] = round(row["boot1000_s"] / row["lme4"], 3)

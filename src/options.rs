@@ -42,7 +42,7 @@ impl Default for Options {
     }
 }
 
-const KNOWN: &str = "method ('REML' or 'ML'), ranef (true/false), ddf ('none' or 'Satterthwaite'), \
+const KNOWN: &str = "method ('REML' or 'ML'), ranef (true/false), ddf ('none', 'Satterthwaite' or 'Kenward-Roger'), \
                      grp (a grouping column), re (columns with random slopes per grp), \
                      on_error ('stop' or 'null')";
 

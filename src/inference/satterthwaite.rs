@@ -206,18 +206,3 @@ fn hessian_from_values(theta: &[f64], d0: f64, value: &dyn Fn(&[f64]) -> Option<
     }
     Some(hd)
 }
-
-/// df for every fixed effect; None where the Hessian is not positive definite.
-/// `c` is n − p for REML, n for ML (the weight of log σ² in the criterion).
-pub fn dfs(theta: &[f64], c: f64, p: usize, at: &AtTheta) -> Option<Vec<f64>> {
-    let a = Asymptotic::new(theta, c, p, at, None, true)?;
-    Some(
-        (0..p)
-            .map(|j| {
-                let mut l = vec![0.0; p];
-                l[j] = 1.0;
-                a.df(&l)
-            })
-            .collect(),
-    )
-}
