@@ -1,6 +1,8 @@
 """The main job: load lmm into an in-memory DuckDB, fit the dietox,
 sleepstudy, penicillin (crossed) and pastes (nested) models on the bundled
-sample data, store one fit and predict with it, and print the results.
+sample data, store one fit and predict with it, test and bound its
+parameters from the stored model (LRT, profile intervals, Kenward-Roger
+ANOVA), and print the results.
 Extra arguments are SQL queries to run instead of the built-in ones."""
 import pathlib
 import sys
@@ -38,6 +40,13 @@ queries = sys.argv[1:] or [
     """SELECT n.Pig, n.Time, round(lmm_predict(m.model, n), 4) AS conditional,
               round(lmm_predict(m.model, n, re := false), 4) AS population
        FROM (VALUES (4601, 13), (4602, 13), (9999, 13)) n(Pig, Time), pig_model m""",
+    # inference from the stored model, no second pass over the rows: is the
+    # intercept-slope correlation needed (lme4's anova(m0, m))? profile
+    # intervals (lme4's confint), a Kenward-Roger ANOVA (lmerTest's anova)
+    "CREATE TABLE pig_model0 AS SELECT lmm_model_agg(t, 'Weight ~ Time + (Time || Pig)') AS model FROM dietox t",
+    "SELECT * FROM lmm_lrt((SELECT model FROM pig_model0), (SELECT model FROM pig_model))",
+    "SELECT * FROM lmm_confint((SELECT model FROM pig_model))",
+    "SELECT * FROM lmm_anova((SELECT model FROM pig_model), type := 3, ddf := 'Kenward-Roger')",
 ]
 for q in queries:
     print(q.strip())
