@@ -241,3 +241,51 @@ pub fn dense_cholesky(a: &mut [f64], n: usize) -> bool {
     true
 }
 
+/// Eigenvalues and eigenvectors (columns) of a symmetric n×n matrix, by
+/// cyclic Jacobi rotations (for small n: variance parameters, contrast rows).
+/// Eigenvector m is column m (entries m·n..(m+1)·n).
+pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut m = a.to_vec();
+    let mut v = vec![0.0; n * n];
+    for i in 0..n {
+        v[i * n + i] = 1.0;
+    }
+    let norm: f64 = m.iter().map(|x| x * x).sum::<f64>().sqrt();
+    for _sweep in 0..100 {
+        let off: f64 = (0..n).flat_map(|c| (0..n).filter(move |&r| r != c).map(move |r| (r, c))).map(|(r, c)| m[c * n + r] * m[c * n + r]).sum::<f64>().sqrt();
+        if off <= 1e-17 * norm || off == 0.0 {
+            break;
+        }
+        for pi in 0..n {
+            for qi in pi + 1..n {
+                let apq = m[qi * n + pi];
+                if apq == 0.0 {
+                    continue;
+                }
+                let (app, aqq) = (m[pi * n + pi], m[qi * n + qi]);
+                // The rotation that zeroes m[p, q]: t = tan φ, the smaller root of t² + 2τt − 1 = 0.
+                let tau = (aqq - app) / (2.0 * apq);
+                let t = if tau == 0.0 { 1.0 } else { tau.signum() / (tau.abs() + (1.0 + tau * tau).sqrt()) };
+                let c = 1.0 / (1.0 + t * t).sqrt();
+                let s = t * c;
+                for k in 0..n {
+                    let (mkp, mkq) = (m[pi * n + k], m[qi * n + k]);
+                    m[pi * n + k] = c * mkp - s * mkq;
+                    m[qi * n + k] = s * mkp + c * mkq;
+                }
+                for k in 0..n {
+                    let (mpk, mqk) = (m[k * n + pi], m[k * n + qi]);
+                    m[k * n + pi] = c * mpk - s * mqk;
+                    m[k * n + qi] = s * mpk + c * mqk;
+                }
+                for k in 0..n {
+                    let (vkp, vkq) = (v[pi * n + k], v[qi * n + k]);
+                    v[pi * n + k] = c * vkp - s * vkq;
+                    v[qi * n + k] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    ((0..n).map(|i| m[i * n + i]).collect(), v)
+}
+

@@ -10,6 +10,7 @@
 
 use super::distributions::{f_upper, t_quantile, t_two_sided};
 use super::satterthwaite::Asymptotic;
+use crate::dense::symmetric_eigen;
 
 pub struct RowTest {
     pub estimate: f64,
@@ -89,51 +90,6 @@ fn f_ddf(nu: &[f64]) -> f64 {
     }
     let e: f64 = nu.iter().map(|v| v / (v - 2.0)).sum();
     2.0 * e / (e - nu.len() as f64)
-}
-
-/// Eigenvalues and eigenvectors (column m at m·n) of a small symmetric matrix (cyclic Jacobi).
-pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut m = a.to_vec();
-    let mut v = vec![0.0; n * n];
-    for i in 0..n {
-        v[i * n + i] = 1.0;
-    }
-    for _sweep in 0..100 {
-        let off: f64 = (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| m[j * n + i].powi(2)).sum();
-        let diag: f64 = (0..n).map(|i| m[i * n + i].powi(2)).sum();
-        if off <= 1e-30 * diag.max(f64::MIN_POSITIVE) {
-            break;
-        }
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = m[q * n + p];
-                if apq == 0.0 {
-                    continue;
-                }
-                let theta = (m[q * n + q] - m[p * n + p]) / (2.0 * apq);
-                let sign = if theta >= 0.0 { 1.0 } else { -1.0 };
-                let t = sign / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..n {
-                    let (mkp, mkq) = (m[p * n + k], m[q * n + k]);
-                    m[p * n + k] = c * mkp - s * mkq;
-                    m[q * n + k] = s * mkp + c * mkq;
-                }
-                for k in 0..n {
-                    let (mpk, mqk) = (m[k * n + p], m[k * n + q]);
-                    m[k * n + p] = c * mpk - s * mqk;
-                    m[k * n + q] = s * mpk + c * mqk;
-                }
-                for k in 0..n {
-                    let (vkp, vkq) = (v[p * n + k], v[q * n + k]);
-                    v[p * n + k] = c * vkp - s * vkq;
-                    v[q * n + k] = s * vkp + c * vkq;
-                }
-            }
-        }
-    }
-    ((0..n).map(|i| m[i * n + i]).collect(), v)
 }
 
 #[cfg(test)]
