@@ -7,43 +7,15 @@
 //! rows, written to a model value, and profiled from the value's statistics.
 
 use lmm::inference::profile::{self, Profile};
-use lmm::input::{Chunk, Column, ColumnData};
+use lmm::input::Chunk;
 use lmm::model::{self, Model};
 use lmm::{Accumulator, Options};
 use serde_json::Value;
 
-struct Table {
-    names: Vec<String>,
-    cells: Vec<Vec<String>>, // column-major
-}
+mod common;
+use common::{column, read_csv};
 
-fn read_csv(path: &str) -> Table {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut lines = text.lines();
-    let names: Vec<String> = lines.next().unwrap().split(',').map(|s| s.to_string()).collect();
-    let mut cells = vec![Vec::new(); names.len()];
-    for line in lines.filter(|l| !l.is_empty()) {
-        for (i, f) in line.split(',').enumerate() {
-            cells[i].push(f.to_string());
-        }
-    }
-    Table { names, cells }
-}
 
-/// A column as the DuckDB layer delivers it: integers as Int, other numbers as Float, text as Text.
-fn column<'a>(t: &'a Table, name: &str) -> Column<'a> {
-    let i = t.names.iter().position(|n| n == name).unwrap_or_else(|| panic!("no column {name}"));
-    let cells = &t.cells[i];
-    let valid: Vec<bool> = cells.iter().map(|c| !c.is_empty()).collect();
-    let (data, type_name) = if cells.iter().all(|c| c.is_empty() || c.parse::<i64>().is_ok()) {
-        (ColumnData::Int(cells.iter().map(|c| c.parse().unwrap_or(0)).collect()), "BIGINT")
-    } else if cells.iter().all(|c| c.is_empty() || c.parse::<f64>().is_ok()) {
-        (ColumnData::Float(cells.iter().map(|c| c.parse().unwrap_or(0.0)).collect()), "DOUBLE")
-    } else {
-        (ColumnData::Text(cells.iter().map(|c| c.as_bytes()).collect()), "VARCHAR")
-    };
-    Column { name: name.into(), type_name: type_name.into(), data, valid }
-}
 
 fn json(path: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()

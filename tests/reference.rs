@@ -4,47 +4,13 @@
 //! would deliver them (integers as Int, other numbers as Float, text as Text),
 //! fed in several chunks to separate states and merged, then fitted.
 
-use lmm::input::{Chunk, Column, ColumnData};
+use lmm::input::Chunk;
 use lmm::{Accumulator, Options, TidyRow};
 use serde_json::Value;
 use std::collections::HashMap;
 
-struct Table {
-    names: Vec<String>,
-    cells: Vec<Vec<String>>, // column-major
-}
-
-fn read_csv(path: &str) -> Table {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut lines = text.lines();
-    let names: Vec<String> = lines.next().unwrap().split(',').map(|s| s.to_string()).collect();
-    let mut cells = vec![Vec::new(); names.len()];
-    for line in lines {
-        if line.is_empty() {
-            continue;
-        }
-        for (i, f) in line.split(',').enumerate() {
-            cells[i].push(f.to_string());
-        }
-    }
-    Table { names, cells }
-}
-
-fn column<'a>(t: &'a Table, name: &str, rows: std::ops::Range<usize>) -> Column<'a> {
-    let i = t.names.iter().position(|n| n == name).unwrap_or_else(|| panic!("no column {name}"));
-    let cells = &t.cells[i];
-    let valid: Vec<bool> = cells[rows.clone()].iter().map(|c| !c.is_empty()).collect();
-    let all_int = cells.iter().all(|c| c.is_empty() || c.parse::<i64>().is_ok());
-    let all_num = cells.iter().all(|c| c.is_empty() || c.parse::<f64>().is_ok());
-    let (data, type_name) = if all_int {
-        (ColumnData::Int(cells[rows].iter().map(|c| c.parse().unwrap_or(0)).collect()), "BIGINT")
-    } else if all_num {
-        (ColumnData::Float(cells[rows].iter().map(|c| c.parse().unwrap_or(0.0)).collect()), "DOUBLE")
-    } else {
-        (ColumnData::Text(cells[rows].iter().map(|c| c.as_bytes()).collect()), "VARCHAR")
-    };
-    Column { name: name.into(), type_name: type_name.into(), data, valid }
-}
+mod common;
+use common::{column_rows as column, read_csv};
 
 pub fn fit_csv(csv: &str, formula: &str, options: Options, chunk_rows: usize) -> Result<Vec<TidyRow>, lmm::LmmError> {
     let t = read_csv(csv);
