@@ -122,14 +122,14 @@ impl Fitted {
         kenward_roger_of(&self.stats, self.lik.as_ref())
     }
 
-    /// L (rows on the data scale) on the problem's columns, and β̂ there with
-    /// ȳ on the intercept, so that L_c β = Lβ̂ on the data scale.
-    pub fn on_problem_scale(&self, rows: &[Vec<f64>]) -> Result<(Vec<f64>, Vec<f64>)> {
-        let mut beta = self.point()?.beta;
+    /// L (rows on the data scale) on the problem's columns, row-major, and
+    /// `beta_c` (β̂ there) with ȳ on the intercept, so that L_c β = Lβ̂ on the data scale.
+    pub fn on_problem_scale(&self, rows: &[Vec<f64>], beta_c: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let mut beta = beta_c.to_vec();
         if !beta.is_empty() {
             beta[0] += self.stats.y_shift;
         }
-        Ok((rows.iter().flat_map(|l| self.stats.contrast_on_problem_scale(l).0).collect(), beta))
+        (rows.iter().flat_map(|l| self.stats.contrast_on_problem_scale(l).0).collect(), beta)
     }
 
     /// A contrast matrix from rows of (coefficient, weight); unknown names are an error listing the known ones.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::anova::anova;
 use super::contrast::{joint_test, row_test};
-use super::distributions::{z_quantile, z_two_sided};
+use super::distributions::z_quantile;
 use super::fitted::{load, Fitted};
 use super::lrt::lrt;
 use super::table::{Row, Table};
@@ -184,7 +184,8 @@ pub fn run(kind: &str, model: &[u8], other: Option<&[u8]>, options: &str, contra
 
 /// The Kenward–Roger F test of L β = 0 (rows on the data scale).
 fn kr_joint(m: &Fitted, kr: &super::kenward_roger::KenwardRoger, rows: &[Vec<f64>]) -> Result<super::contrast::JointTest> {
-    let (lc, beta) = m.on_problem_scale(rows)?;
+    // KR's own β̂ (GLS at θ̂): no evaluation of the likelihood per test.
+    let (lc, beta) = m.on_problem_scale(rows, &kr.beta);
     let t = kr.test(&lc, rows.len(), &beta)?;
     let mean_sq = t.f_unscaled * kr.sigma2;
     Ok(super::contrast::JointTest {
@@ -206,7 +207,7 @@ fn kr_contrast_table(m: &Fitted, rows: &[Vec<f64>]) -> Result<Table> {
         &[None, None, None, None, None, None, Some(j.p_value), Some(j.sum_sq), Some(j.mean_sq), Some(j.num_df), Some(j.den_df), Some(j.f_value)],
     )];
     for (i, l) in rows.iter().enumerate() {
-        let (lc, beta) = m.on_problem_scale(std::slice::from_ref(l))?;
+        let (lc, beta) = m.on_problem_scale(std::slice::from_ref(l), &kr.beta);
         let c = kr.contrast(&lc, &beta)?;
         let crit = super::distributions::t_quantile(0.975, c.df);
         let name = format!("{}", i + 1);
@@ -288,7 +289,6 @@ fn confint(m: &Fitted, opts: &HashMap<String, String>) -> Result<Table> {
             let v = m.vcov()?;
             let p = m.p();
             let z = z_quantile(0.5 + level / 2.0);
-            let _ = z_two_sided;
             Ok(m.coef_names()
                 .iter()
                 .enumerate()
