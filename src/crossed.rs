@@ -371,6 +371,23 @@ impl CrossedProblem {
         x
     }
 
+    /// The dense factors' modes at a fixed β (`x` as `dense_modes`, its X part β):
+    /// L_DDᵀ x_D = l_yD − L_XDᵀ β, the minimiser over x_D with β held.
+    fn dense_modes_at(&self, ls: &[f64], beta: &[f64]) -> Vec<f64> {
+        let dim = self.m + self.k();
+        let t = self.m + self.p;
+        let mut x = vec![0.0; t];
+        x[self.m..].copy_from_slice(beta);
+        for j in (0..self.m).rev() {
+            let mut v = ls[j * dim + t];
+            for r in j + 1..t {
+                v -= ls[j * dim + r] * x[r];
+            }
+            x[j] = v / ls[j * dim + j];
+        }
+        x
+    }
+
     /// The first factor's spherical modes: L_iᵀ u_i = c_{i,y} − C_{i,[D X]} x.
     fn first_factor_modes(&self, e: &Eval, x: &[f64]) -> Vec<f64> {
         let q0 = self.factors[0].q;
@@ -410,6 +427,22 @@ impl CrossedProblem {
     /// dense factors they are blocks of S⁻¹; for level i of the first factor
     /// P_ii = L_i⁻ᵀ(I + C_i S⁻¹ C_iᵀ)L_i⁻¹, its S⁻¹ entries on C_i's support.
     pub fn deviance_and_gradient(&self, lambdas: &[Vec<f64>], positions: &[Vec<(usize, usize)>]) -> Option<(f64, Vec<f64>)> {
+        let g = self.gradients(lambdas, positions, &|pt| pt.beta.clone())?;
+        let c = self.residual_dof();
+        let grad = g.logdets.iter().zip(&g.pwrss).map(|(a, b)| a + c * b / g.point.pwrss).collect();
+        Some((g.point.deviance, grad))
+    }
+
+    /// The point and the gradients of its two parts (`inference::likelihood::Gradients`):
+    /// ∂ of the log-determinants as above, and ∂ρ²(θ, β) = −2 u_βᵀ Λ⁻¹E_j u_β at the
+    /// fixed β that `beta` picks, u_β the modes given that β (the same
+    /// envelope argument: ρ²(θ, β) is a minimum over u alone).
+    pub fn gradients(
+        &self,
+        lambdas: &[Vec<f64>],
+        positions: &[Vec<(usize, usize)>],
+        beta: &dyn Fn(&crate::inference::likelihood::Point) -> Vec<f64>,
+    ) -> Option<crate::inference::likelihood::Gradients> {
         use rayon::prelude::*;
         // A factor whose Λ_f is singular: with one term its variance is on the
         // bound θ_f = 0, where the deviance is even in θ_f and the derivative
@@ -425,7 +458,17 @@ impl CrossedProblem {
         let mut e = self.evaluate(lambdas)?;
         let (m, p, k) = (self.m, self.p, self.k());
         let dim = m + k;
-        let x = self.dense_modes(&e.ls);
+        let modes = self.dense_modes(&e.ls);
+        let point = crate::inference::likelihood::Point {
+            deviance: e.deviance,
+            logdet_l: e.logdet_l,
+            logdet_rx: e.logdet_rx,
+            pwrss: e.pwrss,
+            beta: modes[m..].to_vec(),
+            xtvx_inv: self.beta_covariance(&e.ls, dim, 1.0),
+        };
+        let chosen = beta(&point);
+        let x = if chosen == point.beta { modes } else { self.dense_modes_at(&e.ls, &chosen) };
         let u0 = self.first_factor_modes(&e, &x);
         let nsub = match self.method {
             Method::Ml => m,
@@ -509,24 +552,24 @@ impl CrossedProblem {
         for (v, w) in pf[0].iter_mut().zip(&quad) {
             *v += w;
         }
-        let c_rho = self.residual_dof();
-        let mut grad = Vec::new();
+        let (mut logdets, mut pwrss) = (Vec::new(), Vec::new());
         for (fi, f) in self.factors.iter().enumerate() {
             let Some(li) = &inv_lambdas[fi] else {
                 let v = if unknown[fi] { f64::NAN } else { 0.0 };
-                grad.extend(positions[fi].iter().map(|_| v));
+                logdets.extend(positions[fi].iter().map(|_| v));
+                pwrss.extend(positions[fi].iter().map(|_| v));
                 continue;
             };
             let q = f.q;
             // (M Λ⁻¹)[c, r] = Σ_t M[c, t] Λ⁻¹[t, r]
             let times_inv = |mat: &[f64], r: usize, c: usize| -> f64 { (0..q).map(|t| mat[t * q + c] * li[r * q + t]).sum() };
             for &(r, c) in &positions[fi] {
-                let g = 2.0 * (f.nlev as f64 * li[r * q + c] - times_inv(&pf[fi], r, c)) - 2.0 * c_rho * times_inv(&uf[fi], r, c) / e.pwrss;
-                grad.push(g);
+                logdets.push(2.0 * (f.nlev as f64 * li[r * q + c] - times_inv(&pf[fi], r, c)));
+                pwrss.push(-2.0 * times_inv(&uf[fi], r, c));
             }
         }
         self.recycle(e.ls);
-        Some((e.deviance, grad))
+        Some(crate::inference::likelihood::Gradients { point, beta: chosen, logdets, pwrss })
     }
 
     /// Keep S's storage for the next evaluation.

@@ -353,54 +353,64 @@ impl Problem {
         self.evaluate_impl(lambda, None).map(|(e, _)| e)
     }
 
-    /// The deviance and its gradient in θ (positions of θ's entries in Λ).
+    /// The deviance and its gradient in θ (positions of θ's entries in Λ):
+    /// `gradients` at β̂, combined as `d = logdets + c log ρ² + const`.
+    pub fn deviance_and_gradient(&self, lambda: &[f64], pos: &[(usize, usize)]) -> Option<(f64, Vec<f64>)> {
+        let g = self.gradients(lambda, pos, &|pt| pt.beta.clone())?;
+        let c = crate::inference::likelihood::residual_dof(self.method, self.n, self.p);
+        let grad = g.logdets.iter().zip(&g.pwrss).map(|(a, b)| a + c * b / g.point.pwrss).collect();
+        Some((g.point.deviance, grad))
+    }
+
+    /// The criterion's pieces at Λ and the gradients in θ of its log-determinant
+    /// terms and of ρ²(θ, β) = min_u ‖y − Xβ − ZΛu‖² + ‖u‖² at the fixed β that
+    /// `beta` chooses from the point (β̂ itself, or a constrained β).
     ///
     /// With E_j = ∂Λ/∂θ_j = e_r e_cᵀ, M_i = ΛᵀA_iΛ + I, P_i = M_i⁻¹ΛᵀB_i and
     /// Q_i = B_i − A_iΛP_i (A_i = Z_iᵀZ_i, B_i = Z_iᵀ[X y]):
     /// ∂log|M_i| = 2 (M_i⁻¹ΛᵀA_i)[c, r] and ∂S = −(T_j + T_jᵀ) with
-    /// T_j = Σ_i Q_i[r,:]ᵀ P_i[c,:]. For v = [−β̂; 1] the Schur complement gives
-    /// ∂ρ² = vᵀ∂S v = −2 vᵀT_j v, and ∂log|S_XX| = −2 tr(S_XX⁻¹ T_j[X,X]).
-    pub fn deviance_and_gradient(&self, lambda: &[f64], pos: &[(usize, usize)]) -> Option<(f64, Vec<f64>)> {
-        let (e, parts) = self.evaluate_impl(lambda, Some(pos))?;
+    /// T_j = Σ_i Q_i[r,:]ᵀ P_i[c,:]. ρ²(θ, β) = wᵀ S w for w = [−β; 1] (the
+    /// Schur complement S of [X y]), so ∂ρ² = −2 wᵀT_j w at any fixed β, and
+    /// ∂log|S_XX| = −2 tr(S_XX⁻¹ T_j[X,X]).
+    pub fn gradients(
+        &self,
+        lambda: &[f64],
+        pos: &[(usize, usize)],
+        beta: &dyn Fn(&crate::inference::likelihood::Point) -> Vec<f64>,
+    ) -> Option<crate::inference::likelihood::Gradients> {
+        let (e, (g1, t)) = self.evaluate_impl(lambda, Some(pos))?;
         let (p, k) = (self.p, self.k());
-        let u = &e.u;
-        let mut v = vec![0.0; k];
-        v[p] = 1.0;
-        for j in (0..p).rev() {
-            let mut s = u[p * k + j];
-            for t in j + 1..p {
-                s -= u[t * k + j] * (-v[t]);
-            }
-            v[j] = -(s / u[j * k + j]);
-        }
-        // S_XX⁻¹ = R_X⁻¹ R_X⁻ᵀ
-        let sinv = upper_gram_inverse(u, k, p);
-        let (g1, t) = parts;
-        let mut grad = Vec::with_capacity(pos.len());
+        let point = self.point_of(e);
+        let b = beta(&point);
+        let mut w: Vec<f64> = b.iter().map(|v| -v).collect();
+        w.push(1.0);
+        // S_XX⁻¹ = R_X⁻¹ R_X⁻ᵀ = (R_XᵀR_X)⁻¹
+        let sinv = &point.xtvx_inv;
+        let mut logdets = Vec::with_capacity(pos.len());
+        let mut pwrss = Vec::with_capacity(pos.len());
         for j in 0..pos.len() {
             let tj = &t[j * k * k..(j + 1) * k * k];
-            let mut vtv = 0.0;
-            for b in 0..k {
+            let mut wtw = 0.0;
+            for c in 0..k {
                 for a in 0..k {
-                    vtv += v[a] * tj[b * k + a] * v[b];
+                    wtw += w[a] * tj[c * k + a] * w[c];
                 }
             }
-            let drho2 = -2.0 * vtv;
-            let g = match self.method {
-                Method::Ml => g1[j] + self.n * drho2 / e.pwrss,
+            pwrss.push(-2.0 * wtw);
+            logdets.push(match self.method {
+                Method::Ml => g1[j],
                 Method::Reml => {
                     let mut tr = 0.0;
                     for a in 0..p {
-                        for b in 0..p {
-                            tr += sinv[b * p + a] * tj[a * k + b];
+                        for c in 0..p {
+                            tr += sinv[c * p + a] * tj[a * k + c];
                         }
                     }
-                    g1[j] - 2.0 * tr + (self.n - p as f64) * drho2 / e.pwrss
+                    g1[j] - 2.0 * tr
                 }
-            };
-            grad.push(g);
+            });
         }
-        Some((e.deviance, grad))
+        Some(crate::inference::likelihood::Gradients { point, beta: b, logdets, pwrss })
     }
 
     #[allow(clippy::type_complexity)]
@@ -483,18 +493,21 @@ impl Problem {
 
     /// The criterion's pieces, β̂ and (R_XᵀR_X)⁻¹ at Λ (see `inference::likelihood::Point`).
     pub fn point(&self, lambda: &[f64]) -> Option<crate::inference::likelihood::Point> {
-        let e = self.evaluate(lambda)?;
+        self.evaluate(lambda).map(|e| self.point_of(e))
+    }
+
+    fn point_of(&self, e: Evaluation) -> crate::inference::likelihood::Point {
         let (p, k) = (self.p, self.k());
         let beta = upper_solve(&e.u, k, p);
         let xtvx_inv = upper_gram_inverse(&e.u, k, p);
-        Some(crate::inference::likelihood::Point {
+        crate::inference::likelihood::Point {
             deviance: e.deviance,
             logdet_l: e.logdet_l,
             logdet_rx: e.logdet_rx,
             pwrss: e.pwrss,
             beta,
             xtvx_inv,
-        })
+        }
     }
 
     /// β̂ (on the problem's columns), σ̂², the covariance of β̂, and per group the

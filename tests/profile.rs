@@ -85,6 +85,32 @@ fn check(name: &str, fixed_only: bool, tol_limit: f64, tol_zeta: f64) -> Worst {
     let ci95 = pr.intervals(0.95);
     let ci99 = pr.intervals(0.99);
     let elapsed_ci = t1.elapsed().as_secs_f64();
+    // lmm_confint's direct search (no trace) finds the same crossings as the search on the traces
+    let t2 = std::time::Instant::now();
+    for (level, on_traces) in [(0.95, &ci95), (0.99, &ci99)] {
+        let direct = profile::confint(&m, &stored, level).unwrap();
+        for (a, b) in direct.iter().zip(on_traces.iter()) {
+            assert_eq!(a.index, b.index);
+            for (side, x, y) in [("lower", a.lower, b.lower), ("upper", a.upper, b.upper)] {
+                match (x, y) {
+                    (None, None) => {}
+                    (Some(x), Some(y)) => {
+                        // equal, or (where the constrained criterion has several local
+                        // minima, as score_rs's) the direct search found the lower
+                        // branch: its limit lies farther out than the trace's
+                        let d = (x - y).abs() / y.abs().max(1e-3);
+                        let farther = (x - a.estimate).abs() > (y - a.estimate).abs();
+                        assert!(d <= 1e-7 || farther, "{name} {} {side} {level}: direct {x} vs on the trace {y} (rel {d:.2e})", a.parameter.name);
+                        if d > 1e-7 {
+                            eprintln!("{name} {} {side} {level}: direct {x} farther out than on the trace {y} (rel {d:.2e})", a.parameter.name);
+                        }
+                    }
+                    _ => panic!("{name} {} {side} {level}: direct {x:?} vs on the trace {y:?}", a.parameter.name),
+                }
+            }
+        }
+    }
+    let elapsed_direct = t2.elapsed().as_secs_f64();
     for row in block["confint_profile"]["rows"].as_array().unwrap() {
         let lme4_name = row["name"].as_str().unwrap();
         let k = pr.find(lme4_name).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -174,7 +200,7 @@ fn check(name: &str, fixed_only: bool, tol_limit: f64, tol_zeta: f64) -> Worst {
         }
     }
     let npoints: usize = pr.traces.iter().map(|t| t.points.len()).sum();
-    eprintln!("{name}: profile {elapsed:.3} s ({npoints} points, cutoff {:.3}), intervals at 2 levels {elapsed_ci:.3} s; {worst:?}", pr.cutoff);
+    eprintln!("{name}: profile {elapsed:.3} s ({npoints} points, cutoff {:.3}), intervals at 2 levels {elapsed_ci:.3} s (direct {elapsed_direct:.3} s); {worst:?}", pr.cutoff);
     assert!(failures.is_empty(), "{name}:\n  {}", failures.join("\n  "));
     worst
 }

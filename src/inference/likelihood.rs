@@ -34,6 +34,21 @@ pub struct Point {
     pub xtvx_inv: Vec<f64>,
 }
 
+/// The criterion's pieces at one θ and the gradients in θ of its two parts,
+/// at a fixed β of the caller's choice: what a constrained minimisation
+/// (a profile point) assembles its own criterion's gradient from.
+#[derive(Debug, Clone)]
+pub struct Gradients {
+    pub point: Point,
+    /// the β (problem's columns) at which ρ² is taken
+    pub beta: Vec<f64>,
+    /// ∂/∂θ of the criterion's log-determinant terms (ML: log|L|²; REML: + log|R_X|²)
+    pub logdets: Vec<f64>,
+    /// ∂/∂θ of ρ²(θ, β) = min_u ‖y − Xβ − ZΛu‖² + ‖u‖² at that fixed β; at β̂
+    /// it is the derivative of ρ²(θ) (envelope)
+    pub pwrss: Vec<f64>,
+}
+
 /// c: n − p for REML, n for ML (the divisor of ρ² in σ̂², the weight of log σ²).
 pub fn residual_dof(method: Method, n: f64, p: usize) -> f64 {
     match method {
@@ -88,6 +103,9 @@ pub trait Likelihood {
     /// The criterion and its gradient in θ; entries it cannot give are NaN.
     fn deviance_and_gradient(&self, theta: &[f64]) -> Option<(f64, Vec<f64>)>;
     fn point(&self, theta: &[f64]) -> Option<Point>;
+    /// The point and the gradients of its parts at the β that `beta` picks
+    /// from it (entries the formulas cannot give are NaN).
+    fn gradients(&self, theta: &[f64], beta: &dyn Fn(&Point) -> Vec<f64>) -> Option<Gradients>;
 }
 
 /// One grouping factor: per-group blocks (`reml::Problem`).
@@ -134,6 +152,9 @@ impl Likelihood for OneFactor {
     }
     fn point(&self, theta: &[f64]) -> Option<Point> {
         self.problem.point(&self.layout.lambda(theta))
+    }
+    fn gradients(&self, theta: &[f64], beta: &dyn Fn(&Point) -> Vec<f64>) -> Option<Gradients> {
+        self.problem.gradients(&self.layout.lambda(theta), &self.positions, beta)
     }
 }
 
@@ -193,5 +214,8 @@ impl Likelihood for Crossed {
     }
     fn point(&self, theta: &[f64]) -> Option<Point> {
         self.problem.point(&self.lambdas(theta))
+    }
+    fn gradients(&self, theta: &[f64], beta: &dyn Fn(&Point) -> Vec<f64>) -> Option<Gradients> {
+        self.problem.gradients(&self.lambdas(theta), &self.positions, beta)
     }
 }

@@ -312,14 +312,13 @@ fn confint(m: &Fitted, opts: &HashMap<String, String>) -> Result<Table> {
             Ok(out)
         }
         "profile" => {
-            let pr = super::profile::profile(&m.model, &m.stats, None)?;
+            let limits = super::profile::confint(&m.model, &m.stats, level)?;
             let est = estimates(m)?;
             // A correlation estimated at ±1 (a singular fit inside a block): the
             // variance parameters sit on the boundary of their space, where ζ has
             // no regular profile; lme4 gives NA for all of them (score_rs), so do we.
             let degenerate = est.iter().any(|(_, t, v)| t.starts_with("cor__") && v.abs() > 1.0 - 1e-6);
-            Ok(pr
-                .intervals(level)
+            Ok(limits
                 .iter()
                 .map(|iv| {
                     let p = &iv.parameter;

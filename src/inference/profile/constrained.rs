@@ -24,8 +24,9 @@
 //!   m (r, √(1−r²)), so the correlation is r whatever C₀₀ and m ≥ 0; x = the
 //!   other blocks' θ, C₀₀, m and C's remaining rows; σ is profiled.
 //!
-//! The minimiser is projected BFGS on central-difference gradients (one-sided
-//! at a bound), with bounded Nelder–Mead where it stops short.
+//! The minimiser is projected BFGS on the exact gradients (`gradient`),
+//! started from the inverse Hessian at the estimate (`local`), with bounded
+//! Nelder–Mead where it stops short.
 
 use super::parameters::{variance_parameters, Block, Kind, Parameter};
 use crate::error::Result;
@@ -57,6 +58,11 @@ pub struct Frame {
     shift: (Vec<f64>, f64),
     /// per parameter: a correlation's free variables where its constraint is void
     void_cache: Vec<std::cell::OnceCell<Vec<Vec<f64>>>>,
+    /// the last `slope`: (kind, v, x, ∂D/∂v), for the profile's slope at an optimum just found
+    pub(super) last_slope: std::cell::RefCell<Option<(Kind, f64, Vec<f64>, f64)>>,
+    /// per parameter: the quadratic approximation at the estimate
+    local_cache: Vec<std::cell::OnceCell<super::local::Local>>,
+    shared: std::cell::OnceCell<Option<super::local::Shared>>,
     /// criterion evaluations so far (bounded by `MAX_EVALUATIONS`)
     pub evaluations: std::cell::Cell<u64>,
 }
@@ -103,9 +109,13 @@ impl Frame {
             se,
             shift: (stored.intercept_shift.clone(), stored.y_shift),
             void_cache: Vec::new(),
+            local_cache: Vec::new(),
+            last_slope: std::cell::RefCell::new(None),
+            shared: std::cell::OnceCell::new(),
             evaluations: std::cell::Cell::new(0),
         };
         frame.void_cache = (0..frame.params.len()).map(|_| std::cell::OnceCell::new()).collect();
+        frame.local_cache = (0..frame.params.len()).map(|_| std::cell::OnceCell::new()).collect();
         frame.estimates = frame.all_parameters(&frame.theta.clone(), sigma, &pt.beta);
         Ok(frame)
     }
@@ -199,9 +209,7 @@ impl Frame {
 
     /// The ML deviance at the value v of the parameter and the free variables x.
     pub fn objective(&self, kind: Kind, v: f64, x: &[f64]) -> f64 {
-        let count = self.evaluations.get() + 1;
-        self.evaluations.set(count);
-        if count > MAX_EVALUATIONS {
+        if !self.count_evaluation() {
             return f64::NAN;
         }
         let (theta, sigma) = self.theta_sigma(kind, v, x);
@@ -221,9 +229,29 @@ impl Frame {
         }
     }
 
+    /// Count one criterion evaluation; false once `MAX_EVALUATIONS` are spent.
+    pub(super) fn count_evaluation(&self) -> bool {
+        let count = self.evaluations.get() + 1;
+        self.evaluations.set(count);
+        count <= MAX_EVALUATIONS
+    }
+
+    /// The quadratic approximation at the estimate of the parameter of `kind` (cached).
+    pub(super) fn local(&self, kind: Kind) -> &super::local::Local {
+        let index = self.params.iter().position(|p| p.kind == kind).expect("a parameter of the model");
+        self.local_cache[index].get_or_init(|| match kind {
+            Kind::Sigma | Kind::Fixed { .. } => match self.shared.get_or_init(|| super::local::Shared::at_estimate(self)) {
+                Some(shared) => super::local::Local::from_shared(self, shared, index),
+                None => super::local::Local::at_estimate(self, index),
+            },
+            _ => super::local::Local::at_estimate(self, index),
+        })
+    }
+
     /// For lᵀβ = b: the rise (b − lᵀβ̂)²/(l_cᵀ A l_c) of ρ², and the constrained β_c
-    /// = β̂ + A l_c (b − lᵀβ̂)/(l_cᵀ A l_c), A = (R_XᵀR_X)⁻¹.
-    fn fixed_excess(&self, j: usize, b: f64, pt: &Point) -> (f64, Vec<f64>) {
+    /// = β̂ + A l_c (b − lᵀβ̂)/(l_cᵀ A l_c), A = (R_XᵀR_X)⁻¹, and the rise's
+    /// derivative in b.
+    pub(super) fn fixed_excess(&self, j: usize, b: f64, pt: &Point) -> (f64, Vec<f64>, f64) {
         let (lc, shift) = &self.contrasts[j];
         let est = lc.iter().zip(&pt.beta).map(|(a, b)| a * b).sum::<f64>() + shift;
         let a = &pt.xtvx_inv;
@@ -232,7 +260,7 @@ impl Frame {
         let v = lc.iter().zip(&al).map(|(x, y)| x * y).sum::<f64>();
         let d = b - est;
         let beta = pt.beta.iter().zip(&al).map(|(bb, a)| bb + a * d / v).collect();
-        (d * d / v, beta)
+        (d * d / v, beta, 2.0 * d / v)
     }
 
     /// Every parameter at a point of the profile (the conditional optimum).
@@ -240,7 +268,7 @@ impl Frame {
         let (theta, sigma) = self.theta_sigma(kind, v, x);
         let pt = self.lik.point(&theta)?;
         if let Kind::Fixed { j } = kind {
-            let (excess, beta) = self.fixed_excess(j, v, &pt);
+            let (excess, beta, _) = self.fixed_excess(j, v, &pt);
             let sigma = ((pt.pwrss + excess) / self.n).sqrt();
             return Some(self.all_parameters(&theta, sigma, &beta));
         }
@@ -306,10 +334,47 @@ impl Frame {
         for from in [start.to_vec(), self.start(kind)] {
             best = self.away_from_bounds(kind, v, &from, &lower, best);
         }
+        self.off_bounds(kind, v, &lower, best)
+    }
+
+    /// A minimum on (or next to) a bound x_i = 0 where the criterion, even in x_i, falls
+    /// inward only at second order (a variance at 0 that the constraint
+    /// makes worth raising): the derivative there is 0 and a descent started
+    /// on the bound stays on it. So each such coordinate is tried at 0.05 and 0.5 (on
+    /// the problem's scale, where θ is O(1)); where that is lower, the
+    /// descent restarts from there and the lower minimum is kept.
+    fn off_bounds(&self, kind: Kind, v: f64, lower: &[f64], best: (Vec<f64>, f64)) -> (Vec<f64>, f64) {
+        let mut best = best;
+        for i in 0..lower.len() {
+            // on the bound, or crawled a rounding step off it (the slope is O(x_i) there)
+            if !(lower[i] == 0.0 && best.0[i] <= 1e-4) {
+                continue;
+            }
+            for step in [0.05, 0.5] {
+                let mut y = best.0.clone();
+                y[i] = step;
+                if self.objective(kind, v, &y) < best.1 - 1e-12 * best.1.abs() {
+                    let other = self.minimise_within(kind, v, &y, lower);
+                    if other.1 < best.1 {
+                        best = other;
+                        break;
+                    }
+                }
+            }
+        }
         best
     }
 
     fn minimise_within(&self, kind: Kind, v: f64, start: &[f64], lower: &[f64]) -> (Vec<f64>, f64) {
+        if start.is_empty() {
+            return (Vec::new(), self.objective(kind, v, start));
+        }
+        let mut fg = |x: &[f64]| self.slope(kind, v, x).map(|s| (s.deviance, s.dx));
+        let h0 = self.local(kind).inverse_hessian.as_deref();
+        let out = optimizer::minimize_bfgs_from(&mut fg, start, lower, 400, h0.is_none(), h0, 1e-9);
+        if out.converged && out.f.is_finite() {
+            return (out.x, out.f);
+        }
         let f = |x: &[f64]| {
             let d = self.objective(kind, v, x);
             if d.is_nan() {
@@ -318,7 +383,15 @@ impl Frame {
                 d
             }
         };
-        minimise(&f, start, lower)
+        let from = if out.f.is_finite() { out.x.clone() } else { start.to_vec() };
+        let diagonal: Vec<usize> = (0..lower.len()).filter(|&i| lower[i] == 0.0).collect();
+        let mut g = |x: &[f64]| f(x);
+        let nm = optimizer::minimize(&mut g, &from, lower, &diagonal, &Settings { ftol_abs: 1e-12, xtol_abs: 1e-9, max_evaluations: 20_000 });
+        if nm.f < out.f || !out.f.is_finite() {
+            (nm.x, nm.f)
+        } else {
+            (out.x, out.f)
+        }
     }
 
     /// The descent from `from` kept off the bounds `best` landed on.
@@ -373,7 +446,13 @@ impl Frame {
                     .iter()
                     .filter_map(|&t| {
                         let sd = Kind::Sd { block, i: t };
-                        let (x, d) = self.minimise(sd, 0.0, &self.start(sd));
+                        // from the estimate moved along the conditional optimum's path to 0
+                        let path = &self.local(sd).path;
+                        let index = self.params.iter().position(|p| p.kind == sd).unwrap();
+                        let dv = -self.estimates[index];
+                        let lower = self.lower(sd);
+                        let start: Vec<f64> = self.start(sd).iter().zip(path).zip(&lower).map(|((x, p), l)| (x + p * dv).max(*l)).collect();
+                        let (x, d) = self.minimise(sd, 0.0, &start);
                         let (theta, sigma) = self.theta_sigma(sd, 0.0, &x);
                         d.is_finite().then(|| self.free_at(kind, &theta, sigma.unwrap()))
                     })
@@ -493,48 +572,4 @@ fn cor_factor(r: f64, c00: f64, m: f64, rest: &[f64], s: usize) -> Vec<f64> {
 fn quad(a: &[f64], x: &[f64]) -> f64 {
     let p = x.len();
     (0..p).map(|c| (0..p).map(|r| x[r] * a[c * p + r]).sum::<f64>() * x[c]).sum()
-}
-
-/// Central differences (forward at a bound): the gradient of f at x.
-fn numeric_gradient(f: &dyn Fn(&[f64]) -> f64, x: &[f64], fx: f64, lower: &[f64]) -> Vec<f64> {
-    let mut g = vec![0.0; x.len()];
-    let mut y = x.to_vec();
-    for i in 0..x.len() {
-        let h = 1e-5 * x[i].abs().max(0.1);
-        y[i] = x[i] + h;
-        let fp = f(&y);
-        if x[i] - h >= lower[i] {
-            y[i] = x[i] - h;
-            g[i] = (fp - f(&y)) / (2.0 * h);
-        } else {
-            g[i] = (fp - fx) / h;
-        }
-        y[i] = x[i];
-    }
-    g
-}
-
-/// Minimise f subject to x ≥ lower from x0: BFGS on numeric gradients, then
-/// Nelder–Mead from there if BFGS did not converge.
-pub fn minimise(f: &dyn Fn(&[f64]) -> f64, x0: &[f64], lower: &[f64]) -> (Vec<f64>, f64) {
-    if x0.is_empty() {
-        return (Vec::new(), f(x0));
-    }
-    let mut fg = |x: &[f64]| -> Option<(f64, Vec<f64>)> {
-        let fx = f(x);
-        fx.is_finite().then(|| (fx, numeric_gradient(f, x, fx, lower)))
-    };
-    let out = optimizer::minimize_bfgs(&mut fg, x0, lower, 400, true, 1e-9);
-    if out.converged && out.f.is_finite() {
-        return (out.x, out.f);
-    }
-    let from = if out.f.is_finite() { out.x.clone() } else { x0.to_vec() };
-    let diagonal: Vec<usize> = (0..lower.len()).filter(|&i| lower[i] == 0.0).collect();
-    let mut g = |x: &[f64]| f(x);
-    let nm = optimizer::minimize(&mut g, &from, lower, &diagonal, &Settings { ftol_abs: 1e-12, xtol_abs: 1e-9, max_evaluations: 20_000 });
-    if nm.f < out.f || !out.f.is_finite() {
-        (nm.x, nm.f)
-    } else {
-        (out.x, out.f)
-    }
 }

@@ -40,7 +40,7 @@ pub fn interval(frame: &Frame, trace: &Trace, level: f64) -> Interval {
 }
 
 /// Where ζ crosses `target` on its side of the estimate.
-fn limit(frame: &Frame, trace: &Trace, target: f64) -> Option<f64> {
+pub(super) fn limit(frame: &Frame, trace: &Trace, target: f64) -> Option<f64> {
     let dir = target.signum();
     let centre = trace.points.iter().position(|p| p.value == trace.estimate)?;
     let side: Vec<&TracePoint> = if dir > 0.0 { trace.points[centre..].iter().collect() } else { trace.points[..=centre].iter().rev().collect() };
@@ -72,7 +72,7 @@ fn crossing(frame: &Frame, index: usize, inner: &TracePoint, outer: &TracePoint,
             return c;
         };
         let fc = pt.zeta - target;
-        if fc.abs() <= 1e-10 || (b - a).abs() <= 1e-12 * b.abs().max(a.abs()) {
+        if fc.abs() <= super::search::tolerance(frame, target) || (b - a).abs() <= 1e-12 * b.abs().max(a.abs()) {
             return c;
         }
         if fc * fb < 0.0 {

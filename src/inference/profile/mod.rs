@@ -38,7 +38,7 @@
 //!   evaluating lme4's own conditional optimum, which lme4 stores, under this
 //!   likelihood: it is worth exactly lme4's ζ, and the minimum here is lower).
 //! - lme4's limits interpolate a spline through its points; here the limit is
-//!   the exact crossing (|ζ(limit) ∓ z| ≤ 1e-10), so the two differ by the
+//!   the exact crossing (|ζ(limit) ∓ z| ≤ 1e-10, or ζ's rounding level at large n), so the two differ by the
 //!   spline's error (up to 2.4e-4 relative in the fixtures).
 //! - A correlation whose profile does not reach ±z has the limit −1 or 1, an
 //!   SD whose profile reaches 0 first has the lower limit 0, as lme4 reports
@@ -51,8 +51,11 @@
 //!   at |ζ| = 1.42 by the slope SD at 0, so its limits are −1 and 1 (lme4's).
 
 mod constrained;
+mod gradient;
 mod interval;
+mod local;
 mod parameters;
+mod search;
 #[cfg(test)]
 mod tests;
 mod trace;
@@ -107,6 +110,33 @@ pub fn profile(model: &Model, stored: &Stored, parameter: Option<&str>) -> Resul
         pr.traces.push(t);
     }
     Ok(pr)
+}
+
+/// The profile intervals at `level` of every parameter, found directly
+/// (`search`: no trace, each limit a few constrained minimisations), as
+/// `intervals(&profile(..)?, level)` finds them on the traces.
+pub fn confint(model: &Model, stored: &Stored, level: f64) -> Result<Vec<Interval>> {
+    let frame = Frame::new(model, stored)?;
+    let z = normal_quantile(0.5 * (1.0 + level));
+    let mut out = Vec::with_capacity(frame.params.len());
+    for (index, parameter) in frame.params.iter().enumerate() {
+        frame.evaluations.set(0);
+        let (lower, upper) = if z.is_finite() { (search::limit(&frame, index, -z), search::limit(&frame, index, z)) } else { (None, None) };
+        let used = frame.evaluations.get();
+        if std::env::var_os("LMM_TRACE").is_some() {
+            eprintln!("lmm: profile limits of {} ({used} evaluations)", parameter.name);
+        }
+        if used > constrained::MAX_EVALUATIONS {
+            crate::bail!(
+                "the profile of '{}' did not settle within {} evaluations of the likelihood (it is ill-behaved there); \
+                 use method := 'Wald' or 'boot' for its interval",
+                parameter.name,
+                constrained::MAX_EVALUATIONS
+            );
+        }
+        out.push(Interval { parameter: parameter.clone(), index, estimate: frame.estimates[index], level, lower, upper });
+    }
+    Ok(out)
 }
 
 /// The profile intervals at `level` of every trace of `profile`.

@@ -122,3 +122,48 @@ fn a_reml_and_an_ml_fit_have_one_profile() {
     assert!((ia.lower.unwrap() - ib.lower.unwrap()).abs() < 1e-6 * ib.lower.unwrap());
     assert!((ia.upper.unwrap() - ib.upper.unwrap()).abs() < 1e-6 * ib.upper.unwrap());
 }
+
+#[test]
+fn slopes_are_the_criteria_derivatives() {
+    // `slope` (exact gradients through the likelihood's parts) against central
+    // differences of `objective`, for every kind, away from the estimate.
+    let (model, stored) = simulated();
+    let pr = profile(&model, &stored, Some("sigma")).unwrap();
+    let frame = &pr.frame;
+    for (k, par) in frame.params.iter().enumerate() {
+        let kind = par.kind;
+        let step = match kind {
+            Kind::Cor { .. } => 0.1,
+            _ => 0.05 * frame.estimates[k].abs().max(0.1),
+        };
+        let v = frame.estimates[k] + step;
+        let x: Vec<f64> = frame.start(kind).iter().enumerate().map(|(i, a)| a * (1.0 + 0.03 * (i as f64 + 1.0)) + 0.01).collect();
+        let s = frame.slope(kind, v, &x).unwrap();
+        assert!((s.deviance - frame.objective(kind, v, &x)).abs() < 1e-9 * s.deviance.abs(), "{}", par.name);
+        let h = 1e-5;
+        let dv = (frame.objective(kind, v + h, &x) - frame.objective(kind, v - h, &x)) / (2.0 * h);
+        assert!((s.dv - dv).abs() < 1e-5 * dv.abs().max(1.0), "{} dv: {} vs {dv}", par.name, s.dv);
+        for i in 0..x.len() {
+            let (mut up, mut dn) = (x.clone(), x.clone());
+            up[i] += h;
+            dn[i] -= h;
+            let d = (frame.objective(kind, v, &up) - frame.objective(kind, v, &dn)) / (2.0 * h);
+            assert!((s.dx[i] - d).abs() < 1e-5 * d.abs().max(1.0), "{} dx[{i}]: {} vs {d}", par.name, s.dx[i]);
+        }
+    }
+}
+
+#[test]
+fn direct_limits_are_the_trace_limits() {
+    // lmm_confint's search without a trace lands on the same crossings.
+    let (model, stored) = simulated();
+    let pr = profile(&model, &stored, None).unwrap();
+    for level in [0.95, 0.99] {
+        let direct = confint(&model, &stored, level).unwrap();
+        for (a, b) in direct.iter().zip(intervals(&pr, level)) {
+            for (x, y) in [(a.lower.unwrap(), b.lower.unwrap()), (a.upper.unwrap(), b.upper.unwrap())] {
+                assert!((x - y).abs() < 1e-8 * y.abs().max(1.0), "{} at {level}: {x} vs {y}", a.parameter.name);
+            }
+        }
+    }
+}

@@ -75,7 +75,7 @@ pub fn trace(frame: &Frame, index: usize, cutoff: f64) -> Trace {
 }
 
 /// The first step from the estimate: small against the parameter's scale.
-fn first_step(frame: &Frame, index: usize, delta: f64) -> f64 {
+pub(super) fn first_step(frame: &Frame, index: usize, delta: f64) -> f64 {
     let p_hat = frame.estimates[index];
     match frame.params[index].kind {
         Kind::Fixed { j } => delta * frame.se[j],
