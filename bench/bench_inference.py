@@ -95,6 +95,30 @@ def lme4(path, n):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def measure(row, args, path, formula, nsim):
+    """The measurements asked for (--what), each the median of --runs fresh processes."""
+    what = set(args.what.split(","))
+    if "kr" in what:
+        kr = median_of(args.runs, path, "kr", formula=formula)
+        row.update({
+            "fit_s": round(kr["fit"], 3), "optimizer_s": round(kr.get("optimizer", float("nan")), 3),
+            "evaluations": kr.get("evaluations"),
+            "kr_fit_s": round(kr["kr_fit"], 3), "plain_fit_s": round(kr["plain_fit"], 3),
+            "kr_anova_s": round(kr["anova"], 3),
+            "kr_and_anova_over_fit": round((kr["kr_fit"] - kr["plain_fit"] + kr["anova"]) / kr["plain_fit"] + 1, 2),
+        })
+    if "profile" in what:
+        prof = median_of(args.runs, path, "profile", formula=formula)
+        row.update({
+            "profile_fit_s": round(prof["fit"], 3), "profile_optimizer_s": round(prof.get("optimizer", float("nan")), 3),
+            "profile_s": round(prof["profile"], 3),
+            "profile_over_optimizer": round(prof["profile"] / prof.get("optimizer", float("nan")), 1),
+        })
+    if "boot" in what:
+        boot = median_of(args.runs, path, "boot", formula=formula, nsim=nsim)
+        row[f"boot{nsim}_s"] = round(boot["boot"], 3)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1000000,10000000")
@@ -102,45 +126,26 @@ def main():
     ap.add_argument("--lme4", action="store_true")
     ap.add_argument("--crossed", action="store_true")
     ap.add_argument("--crossed-nsim", type=int, default=100)
+    ap.add_argument("--what", default="kr,profile,boot", help="which measurements: kr, profile, boot (comma-separated)")
     args = ap.parse_args()
     if args.crossed:
         from bench_crossed import PROBLEMS, generate as generate_crossed
         cfg = PROBLEMS["instevalish"]
         path, _ = generate_crossed("instevalish", cfg)
         f = cfg["formula"]
-        kr = median_of(args.runs, path, "kr", formula=f)
-        prof = median_of(args.runs, path, "profile", formula=f)
-        boot = median_of(1, path, "boot", formula=f, nsim=args.crossed_nsim)
-        print(json.dumps({
-            "problem": "instevalish", "fit_s": round(kr["fit"], 3), "optimizer_s": round(kr.get("optimizer", float("nan")), 3),
-            "evaluations": kr.get("evaluations"), "kr_fit_s": round(kr["kr_fit"], 3), "plain_fit_s": round(kr["plain_fit"], 3),
-            "kr_anova_s": round(kr["anova"], 3),
-            "kr_and_anova_over_fit": round((kr["kr_fit"] - kr["plain_fit"] + kr["anova"]) / kr["plain_fit"] + 1, 2),
-            "profile_s": round(prof["profile"], 3), "profile_over_optimizer": round(prof["profile"] / prof.get("optimizer", float("nan")), 1),
-            f"boot{args.crossed_nsim}_s": round(boot["boot"], 3),
-        }), flush=True)
+        row = {"problem": "instevalish"}
+        measure(row, args, path, f, args.crossed_nsim)
+        print(json.dumps(row), flush=True)
     for n in [int(s) for s in args.sizes.split(",") if s]:
         g = GROUPS.get(n, n // 20)
         path = OUT / f"bench_{n}_{g}.duckdb"
         generate(path, n, g)
-        kr = median_of(args.runs, path, "kr")
-        prof = median_of(args.runs, path, "profile")
-        boot = median_of(args.runs, path, "boot")
-        row = {
-            "rows": n, "groups": g,
-            "fit_s": round(kr["fit"], 3), "optimizer_s": round(kr.get("optimizer", float("nan")), 3),
-            "evaluations": kr.get("evaluations"),
-            "kr_fit_s": round(kr["kr_fit"], 3), "plain_fit_s": round(kr["plain_fit"], 3),
-            "kr_anova_s": round(kr["anova"], 3),
-            "kr_and_anova_over_fit": round((kr["kr_fit"] - kr["plain_fit"] + kr["anova"]) / kr["plain_fit"] + 1, 2),
-            "profile_s": round(prof["profile"], 3),
-            "profile_over_optimizer": round(prof["profile"] / prof.get("optimizer", float("nan")), 1),
-            "boot1000_s": round(boot["boot"], 3),
-        }
+        row = {"rows": n, "groups": g}
+        measure(row, args, path, FORMULA, 1000)
         if args.lme4:
             print(json.dumps(row), flush=True)  # lmm's figures first: lme4 may take long
             row.update(lme4(path, n))
-            if "lme4" in row:
+            if "lme4" in row and "boot1000_s" in row:
                 row["boot1000_over_lme4"] = round(row["boot1000_s"] / row["lme4"], 3)
         print(json.dumps(row), flush=True)
 

@@ -308,7 +308,8 @@ impl Accumulator {
         }
     }
 
-    fn new_ext(&mut self, term: usize, lv: Vec<u32>, shift: f64) -> Result<usize> {
+    /// Register the design column of `term` at the levels `lv`, its means relative to `shift`.
+    pub(crate) fn new_ext(&mut self, term: usize, lv: Vec<u32>, shift: f64) -> Result<usize> {
         let c = self.ext.len();
         // Column 0 is the response.
         if c > crate::design::MAX_DESIGN_COLUMNS {

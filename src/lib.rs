@@ -22,6 +22,8 @@ pub mod optimizer;
 pub mod reml;
 pub mod start;
 pub mod stats;
+pub mod statistics;
+pub mod codec;
 pub mod theta;
 
 pub mod ext;

@@ -471,6 +471,18 @@ impl GroupStore {
         let _ = g;
     }
 
+    /// Set group g's count, means (`d` of them) and co-moment rows (`q` rows
+    /// of `d`), as `group` reads them back. Call `ensure(d, q)` first.
+    pub fn set_group(&mut self, g: usize, n: f64, means: &[f64], comoments: &[f64]) {
+        let (d, cd, s) = (self.d, self.cd, self.stride());
+        let b = &mut self.data[g * s..(g + 1) * s];
+        b[0] = n;
+        b[1..1 + d].copy_from_slice(&means[..d]);
+        for (zi, row) in comoments.chunks_exact(d.max(1)).take(self.q).enumerate() {
+            b[1 + cd + zi * cd..1 + cd + zi * cd + d].copy_from_slice(&row[..d]);
+        }
+    }
+
     /// Append an empty group; returns its index.
     pub fn add_group(&mut self) -> usize {
         let s = self.stride();

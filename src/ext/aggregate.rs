@@ -22,6 +22,7 @@ use crate::options::Options;
 pub const FUNCTION_NAME: &std::ffi::CStr = c"lmm_fit_agg";
 pub const MODEL_FUNCTION_NAME: &std::ffi::CStr = c"lmm_model_agg";
 pub const ACCUMULATE_FUNCTION_NAME: &std::ffi::CStr = c"lmm_accumulate_agg";
+pub const STATS_FUNCTION_NAME: &std::ffi::CStr = c"lmm_stats_agg";
 
 /// What a state block points to.
 struct State {
@@ -457,6 +458,27 @@ unsafe fn finalize_accumulation_impl(
     }
 }
 
+unsafe extern "C" fn finalize_stats(
+    info: ffi::duckdb_function_info,
+    source: *mut ffi::duckdb_aggregate_state,
+    result: ffi::duckdb_vector,
+    count: ffi::idx_t,
+    offset: ffi::idx_t,
+) {
+    report(
+        info,
+        guard(|| unsafe {
+            for_each_state(
+                source,
+                count as usize,
+                offset as usize,
+                |row| output::write_null_scalar(result, row),
+                |row, state| output::write_blob(result, row, &crate::statistics::encode(&state.acc)),
+            )
+        }),
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Registration
 // ---------------------------------------------------------------------------
@@ -469,7 +491,9 @@ pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
         let blob = super::types::LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB);
         register_set(con, MODEL_FUNCTION_NAME, blob, finalize_model)?;
         let blob = super::types::LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB);
-        register_set(con, ACCUMULATE_FUNCTION_NAME, blob, finalize_accumulation)
+        register_set(con, ACCUMULATE_FUNCTION_NAME, blob, finalize_accumulation)?;
+        let blob = super::types::LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB);
+        register_set(con, STATS_FUNCTION_NAME, blob, finalize_stats)
     }
 }
 

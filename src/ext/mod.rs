@@ -16,6 +16,7 @@ mod hash;
 mod inference;
 mod output;
 mod scalar;
+mod statistics;
 mod sql;
 mod types;
 mod vectors;
@@ -94,7 +95,8 @@ unsafe fn init(
         let registered = aggregate::register(con)
             .and_then(|_| scalar::register(con))
             .and_then(|_| job_functions::register(con))
-            .and_then(|_| inference::register(con));
+            .and_then(|_| inference::register(con))
+            .and_then(|_| statistics::register(con));
         // Macros: see `sql::create_macros`; only a planted macro on a database
         // lmm cannot write fails the LOAD.
         let macros = if registered.is_ok() { sql::create_macros(con).map_err(|e| LmmError::new(e.trim_start_matches("Invalid Input Error: "))) } else { Ok(()) };

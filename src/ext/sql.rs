@@ -195,7 +195,29 @@ pub const LMM_PROFILE_MACRO: &str = inference_macro!(
 pub const LMM_SUMMARY_MACRO: &str =
     "CREATE OR REPLACE MACRO lmm_summary(model) AS (lmm_inference('summary', model, NULL, '', NULL))[1].t0";
 
-const MACROS: [Macro; 13] = [
+/// `lmm_fit_stats(stats, method := 'REML', ranef := true, ddf := 'none')`: the
+/// tidy table of a statistics value (`lmm_stats_agg`, `lmm_stats_merge`),
+/// interruptible as `lmm_fit` (the fit runs as a job polled by `lmm_fit_poll`).
+pub const LMM_FIT_STATS_MACRO: &str = concat!(
+    "CREATE OR REPLACE MACRO lmm_fit_stats(stats, method := 'REML', ranef := true, ddf := 'none') AS TABLE
+WITH RECURSIVE __lmm_steps(__lmm_job, __lmm_running) AS (
+    SELECT lmm_stats_start(stats, ", options!("method", "ranef", "ddf"), "), true
+    UNION ALL
+    SELECT __lmm_job, lmm_fit_poll(__lmm_job) FROM __lmm_steps WHERE __lmm_running
+)
+SELECT unnest(lmm_fit_result(__lmm_job), recursive := true) FROM __lmm_steps WHERE NOT __lmm_running"
+);
+
+/// `lmm_model_stats(stats, method := 'REML', ranef := true, ddf := 'none')`: the model value of a statistics value.
+pub const LMM_MODEL_STATS_MACRO: &str = concat!(
+    "CREATE OR REPLACE MACRO lmm_model_stats(stats, method := 'REML', ranef := true, ddf := 'none') AS lmm_model_stats_impl(stats, ",
+    options!("method", "ranef", "ddf"),
+    ")"
+);
+
+const STATS_PARAMS: &[(&str, Option<&str>)] = &[("stats", None), ("method", Some("'REML'")), ("ranef", Some("true")), ("ddf", Some("'none'"))];
+
+const MACROS: [Macro; 15] = [
     Macro { name: "lmm_fit", table: true, params: FIT_PARAMS, create: LMM_FIT_MACRO },
     Macro { name: "lmm_model", table: true, params: FIT_PARAMS, create: LMM_MODEL_MACRO },
     Macro { name: "lmm_predict", table: false, params: &[("model", None), ("new_row", None), ("re", Some("true"))], create: LMM_PREDICT_MACRO },
@@ -219,6 +241,8 @@ const MACROS: [Macro; 13] = [
     Macro { name: "lmm_profile", table: true, params: &[("model", None), ("parameter", Some("NULL"))], create: LMM_PROFILE_MACRO },
     Macro { name: "lmm_bootstrap", table: true, params: &[("model", None), ("nsim", None), ("seed", Some("0"))], create: LMM_BOOTSTRAP_MACRO },
     Macro { name: "lmm_contrast", table: true, params: &[("model", None), ("L", None), ("ddf", Some("'Satterthwaite'"))], create: LMM_CONTRAST_MACRO },
+    Macro { name: "lmm_fit_stats", table: true, params: STATS_PARAMS, create: LMM_FIT_STATS_MACRO },
+    Macro { name: "lmm_model_stats", table: false, params: STATS_PARAMS, create: LMM_MODEL_STATS_MACRO },
 ];
 
 impl Macro {

@@ -327,7 +327,7 @@ def test_readme_inference_examples_run(monkeypatch):
     from conftest import connect
     con = connect()
     text = README_SQL.read_text()
-    section = text[text.index("## Inference after the fit"):text.index("## Worked examples")]
+    section = text[text.index("## Inference after the fit"):text.index("## Scale out")]
     blocks = re.findall(r"```sql\n(.*?)```", section, re.S)
     assert len(blocks) >= 3
     monkeypatch.chdir(README_SQL.parent)

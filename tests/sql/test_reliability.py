@@ -119,7 +119,7 @@ def test_macro_bodies_live_in_an_in_memory_catalog(tmp_path):
         "SELECT function_name, macro_definition FROM duckdb_functions() WHERE function_type LIKE '%macro' "
         "AND function_name LIKE 'lmm%' AND database_name = current_database() ORDER BY 1"
     ).fetchall()
-    assert [r[0] for r in stored] == sorted(["lmm_anova", "lmm_bootstrap", "lmm_confint", "lmm_contrast", "lmm_fit", "lmm_lrt", "lmm_model",
+    assert [r[0] for r in stored] == sorted(["lmm_anova", "lmm_bootstrap", "lmm_confint", "lmm_contrast", "lmm_fit", "lmm_fit_stats", "lmm_lrt", "lmm_model", "lmm_model_stats",
                                              "lmm_predict", "lmm_profile", "lmm_score", "lmm_summary", "lmm_tidy", "lmm_vcov"])
     # Only forwarders are kept in the file, no logic of lmm's own.
     assert all("lmm_ext.main." in r[1] for r in stored), stored
