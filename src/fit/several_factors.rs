@@ -15,7 +15,7 @@ use crate::theta::ThetaLayout;
 /// Several grouping factors: the blocked likelihood of `crossed`, optimised
 /// without derivatives (bounded Nelder–Mead with restarts, as lme4's own
 /// derivative-free optimizers do).
-pub(super) fn estimate(acc: &Accumulator, setup: &Setup) -> Result<Estimates> {
+pub(super) fn estimate(acc: &Accumulator, setup: &Setup, trace: &dyn Fn(&str)) -> Result<Estimates> {
     let (n, p, specs) = (setup.n, setup.p, &setup.specs[..]);
     let rtr = setup.rtr.clone();
     // Elimination order: most levels first.
@@ -72,6 +72,7 @@ pub(super) fn estimate(acc: &Accumulator, setup: &Setup) -> Result<Estimates> {
         })
         .collect();
     let mut problem = crossed::CrossedProblem::new(n, p, acc.options.method, factors, pairs, rtr);
+    trace(&format!("setup ({} factors, {} dense columns)", specs.len(), problem.m));
     // θ: the factors' layouts concatenated in elimination order.
     let layouts: Vec<&ThetaLayout> = elim.iter().map(|&si| &specs[si].layout).collect();
     let mut lower = Vec::new();

@@ -1,0 +1,125 @@
+"""lmm.spark (issue 12): exact fits of Spark DataFrames through per-partition
+statistics merged by a tree reduction, against lmm_fit on the same rows.
+
+Master: local-cluster[2,1,1024] — a standalone master with two worker JVMs,
+each its own executor with its own Python workers: the rows really are split
+between processes that share nothing but what Spark moves, as on a cluster
+(plain local[n] runs every task in the driver's JVM). spark.task.maxFailures
+is 2 so that a task failing once is retried, as a cluster would."""
+import os
+import pathlib
+import sys
+
+import pandas as pd
+import pytest
+
+pyspark = pytest.importorskip("pyspark")
+from pyspark.sql import SparkSession  # noqa: E402
+
+import lmm  # noqa: E402
+import lmm.spark  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "fixtures" / "data"
+
+
+@pytest.fixture(scope="module")
+def spark():
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    s = (
+        SparkSession.builder.master("local-cluster[2,1,1024]")
+        .appName("lmm-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.task.maxFailures", "2")
+        .config("spark.sql.shuffle.partitions", "4")
+        .getOrCreate()
+    )
+    s.sparkContext.setLogLevel("ERROR")
+    yield s
+    s.stop()
+
+
+def reference(table, formula, **options):
+    con = lmm.connect()
+    con.execute(f"CREATE TABLE t AS SELECT * FROM read_csv('{DATA / table}.csv')")
+    return lmm.fit("t", formula, con=con, **options), con.execute("SELECT * FROM t").df()
+
+
+def key(r):
+    return (r["effect"], r["group_var"], r["level"], r["term"])
+
+
+def assert_same(whole, spark_table, what):
+    """As tests/sql/test_stats.py: 1e-9 relative, 1e-8 for what a difference Hessian gives."""
+    b = {key(r): r for r in spark_table.toPandas().to_dict("records")}
+    a = whole.to_dict("records")
+    assert len(a) == len(b), what
+    for r in a:
+        o = b[key(r)]
+        for c in ("estimate", "std_error", "statistic", "df", "p_value", "conf_low", "conf_high"):
+            x, y = r[c], o[c]
+            if pd.isna(x) or pd.isna(y):
+                assert pd.isna(x) and pd.isna(y), (what, key(r), c, x, y)
+                continue
+            tol = 1e-8 if c == "df" or (r["effect"] == "ran_pars" and c in ("std_error", "statistic", "p_value")) else 1e-9
+            assert abs(x - y) <= tol * max(abs(x), 1e-3), (what, key(r), c, x, y)
+
+
+MODELS = [
+    ("dietox", "Weight ~ Time + (Time | Pig)", "Pig"),
+    ("penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", "plate"),
+    ("pastes", "strength ~ 1 + (1 | batch/cask)", "batch"),
+]
+
+
+@pytest.mark.parametrize("table,formula,group", MODELS)
+def test_partitions_give_lmm_fits_table(spark, table, formula, group):
+    whole, rows = reference(table, formula)
+    df = spark.createDataFrame(rows)
+    empty = spark.createDataFrame([], df.schema)
+    cases = {
+        "rows spread over 5 partitions (groups split)": df.repartition(5),
+        "by group (each level in one partition)": df.repartition(3, group),
+        "with empty partitions": df.repartition(2).union(empty.repartition(3)),
+    }
+    for what, d in cases.items():
+        assert_same(whole, lmm.spark.fit(d, formula), f"{table}: {what}")
+
+
+def test_one_row_partitions_and_options(spark):
+    whole, rows = reference("dyestuff", "Yield ~ 1 + (1 | Batch)", method="ML")
+    df = spark.createDataFrame(rows).repartition(len(rows))
+    assert_same(whole, lmm.spark.fit(df, "Yield ~ 1 + (1 | Batch)", method="ML"), "one row per partition, ML")
+    whole, rows = reference("dietox", "Weight ~ Time", grp="Pig", re=["Time"], ddf="Satterthwaite")
+    df = spark.createDataFrame(rows).repartition(4)
+    assert_same(whole, lmm.spark.fit(df, "Weight ~ Time", grp="Pig", re=["Time"], ddf="Satterthwaite"), "grp/re, Satterthwaite")
+
+
+def test_a_task_that_fails_once_is_retried(spark, tmp_path):
+    whole, rows = reference("sleepstudy", "Reaction ~ Days + (Days | Subject)")
+    marker = str(tmp_path / "failed-once")
+
+    def fail_once(batches):
+        # the first attempt of the partition holding row 0 fails; its retry runs
+        for b in batches:
+            if not os.path.exists(marker) and 0 in b.column("rid").to_pylist():
+                open(marker, "w").close()
+                raise RuntimeError("injected failure")
+            yield b
+
+    rows = rows.assign(rid=range(len(rows)))
+    df = spark.createDataFrame(rows).repartition(4)
+    flaky = df.mapInArrow(fail_once, df.schema)
+    result = lmm.spark.fit(flaky, "Reaction ~ Days + (Days | Subject)")
+    assert os.path.exists(marker)
+    assert_same(whole, result, "after a retried task")
+
+
+def test_errors_reach_the_driver_with_lmms_message(spark):
+    df = spark.createDataFrame(pd.read_csv(DATA / "sleepstudy.csv")).repartition(2)
+    with pytest.raises(lmm.spark.LmmError, match="lmm: .*Nope"):
+        lmm.spark.fit(df, "Reaction ~ Nope + (1 | Subject)")
+    with pytest.raises(lmm.spark.LmmError, match="lmm: .*random-effects term"):
+        lmm.spark.fit(df, "Reaction ~ Days")
+    with pytest.raises(lmm.spark.LmmError, match="no rows"):
+        lmm.spark.fit(df.filter("Days < 0"), "Reaction ~ Days + (1 | Subject)")
