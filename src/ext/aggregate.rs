@@ -4,13 +4,12 @@
 //! the block holds only a pointer to a heap `State` (null until the state sees
 //! its first chunk). Every callback runs inside `guard`.
 
-use std::ptr;
 use std::slice;
 
 use libduckdb_sys as ffi;
 
-use super::checked;
-use super::guard::{c_message, guard};
+use super::boxed::{self, report};
+use super::guard::guard;
 use super::jobs;
 use super::hash::IntMap;
 use super::output;
@@ -62,32 +61,12 @@ type Block = *mut State;
 
 #[inline]
 unsafe fn block(s: ffi::duckdb_aggregate_state) -> *mut Block {
-    s as *mut Block
-}
-
-fn report(info: ffi::duckdb_function_info, r: Result<()>) {
-    if let Err(e) = r {
-        checked::set_error(info, &c_message(&e.to_string()), false);
-    }
+    unsafe { boxed::block::<State>(s) }
 }
 
 // ---------------------------------------------------------------------------
 // Callbacks
 // ---------------------------------------------------------------------------
-
-unsafe extern "C" fn state_size(_info: ffi::duckdb_function_info) -> ffi::idx_t {
-    std::mem::size_of::<Block>() as ffi::idx_t
-}
-
-unsafe extern "C" fn state_init(info: ffi::duckdb_function_info, state: ffi::duckdb_aggregate_state) {
-    report(
-        info,
-        guard(|| {
-            unsafe { block(state).write_unaligned(ptr::null_mut()) };
-            Ok(())
-        }),
-    );
-}
 
 unsafe extern "C" fn update(
     info: ffi::duckdb_function_info,
@@ -114,23 +93,6 @@ unsafe extern "C" fn finalize(
     offset: ffi::idx_t,
 ) {
     report(info, guard(|| unsafe { finalize_impl(source, result, count as usize, offset as usize) }));
-}
-
-unsafe extern "C" fn destroy(states: *mut ffi::duckdb_aggregate_state, count: ffi::idx_t) {
-    // No way to report an error here: just never unwind into DuckDB.
-    for i in 0..count as usize {
-        let _ = guard(|| {
-            unsafe {
-                let b = block(*states.add(i));
-                let p = b.read_unaligned();
-                if !p.is_null() {
-                    b.write_unaligned(ptr::null_mut());
-                    drop(Box::from_raw(p));
-                }
-            }
-            Ok(())
-        });
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -536,13 +498,13 @@ unsafe fn register_set(
             ffi::duckdb_aggregate_function_set_return_type(f, return_type.0);
             ffi::duckdb_aggregate_function_set_functions(
                 f,
-                Some(state_size),
-                Some(state_init),
+                Some(boxed::state_size::<State>),
+                Some(boxed::state_init::<State>),
                 Some(update),
                 Some(combine),
                 Some(finalize),
             );
-            ffi::duckdb_aggregate_function_set_destructor(f, Some(destroy));
+            ffi::duckdb_aggregate_function_set_destructor(f, Some(boxed::destroy::<State>));
             ok &= ffi::duckdb_add_aggregate_function_to_set(set, f) == ffi::DuckDBSuccess;
             ffi::duckdb_destroy_aggregate_function(&mut f);
         }

@@ -11,7 +11,7 @@ use super::checked;
 use super::guard::{c_message, guard};
 use super::types::LogicalType;
 use super::vectors::{string_at, Validity};
-use crate::error::{LmmError, Result};
+use crate::error::Result;
 use crate::inference::table::{Table, NUMS, TEXTS};
 
 pub unsafe fn result_type() -> LogicalType {
@@ -160,35 +160,9 @@ unsafe extern "C" fn inference_fn(info: ffi::duckdb_function_info, input: ffi::d
 
 pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
     unsafe {
-        register_scalar(con, c"lmm_inference", result_type(), inference_fn)?;
-        register_scalar(con, c"lmm_inference_start", LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB), start_fn)
-    }
-}
-
-type Callback = unsafe extern "C" fn(ffi::duckdb_function_info, ffi::duckdb_data_chunk, ffi::duckdb_vector);
-
-unsafe fn register_scalar(con: ffi::duckdb_connection, name: &std::ffi::CStr, returns: LogicalType, callback: Callback) -> Result<()> {
-    unsafe {
-        let varchar = LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR);
-        let blob = LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB);
-        let mut f = ffi::duckdb_create_scalar_function();
-        if f.is_null() {
-            return Err(LmmError::new(format!("could not create the scalar function {}", name.to_string_lossy())));
-        }
-        ffi::duckdb_scalar_function_set_name(f, name.as_ptr());
-        for t in [&varchar, &blob, &blob, &varchar, &varchar] {
-            ffi::duckdb_scalar_function_add_parameter(f, t.0);
-        }
-        ffi::duckdb_scalar_function_set_return_type(f, returns.0);
-        ffi::duckdb_scalar_function_set_special_handling(f);
-        ffi::duckdb_scalar_function_set_volatile(f);
-        ffi::duckdb_scalar_function_set_function(f, Some(callback));
-        let ok = ffi::duckdb_register_scalar_function(con, f) == ffi::DuckDBSuccess;
-        ffi::duckdb_destroy_scalar_function(&mut f);
-        if ok {
-            Ok(())
-        } else {
-            Err(LmmError::new(format!("could not register the scalar function {}", name.to_string_lossy())))
-        }
+        let (varchar, blob) = (ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR, ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB);
+        let params = [varchar, blob, blob, varchar, varchar];
+        super::boxed::register_scalar(con, c"lmm_inference", &params, result_type(), inference_fn)?;
+        super::boxed::register_scalar(con, c"lmm_inference_start", &params, LogicalType::new(blob), start_fn)
     }
 }

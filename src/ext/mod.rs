@@ -7,6 +7,7 @@
 //! `input::Chunk`s and returns `tidy::TidyRow`s.
 
 mod aggregate;
+mod boxed;
 mod checked;
 mod guard;
 mod job_functions;

@@ -10,10 +10,9 @@
 //!
 //! `lmm_stats_agg` itself is `aggregate`'s accumulation with another finalize.
 
-use std::ptr;
-
 use libduckdb_sys as ffi;
 
+use super::boxed::{self, report};
 use super::checked;
 use super::guard::{c_message, guard};
 use super::types::LogicalType;
@@ -25,13 +24,7 @@ use crate::options::Options;
 type Block = *mut Accumulator;
 
 unsafe fn block(s: ffi::duckdb_aggregate_state) -> *mut Block {
-    s as *mut Block
-}
-
-fn report(info: ffi::duckdb_function_info, r: Result<()>) {
-    if let Err(e) = r {
-        checked::set_error(info, &c_message(&e.to_string()), false);
-    }
+    unsafe { boxed::block::<Accumulator>(s) }
 }
 
 /// Merge `other` into the state `b` (which it becomes if empty).
@@ -56,20 +49,6 @@ fn same_model(a: &Accumulator, b: &Accumulator) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-unsafe extern "C" fn state_size(_info: ffi::duckdb_function_info) -> ffi::idx_t {
-    std::mem::size_of::<Block>() as ffi::idx_t
-}
-
-unsafe extern "C" fn state_init(info: ffi::duckdb_function_info, state: ffi::duckdb_aggregate_state) {
-    report(
-        info,
-        guard(|| {
-            unsafe { block(state).write_unaligned(ptr::null_mut()) };
-            Ok(())
-        }),
-    );
 }
 
 unsafe extern "C" fn update(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, states: *mut ffi::duckdb_aggregate_state) {
@@ -135,22 +114,6 @@ unsafe extern "C" fn finalize(
     );
 }
 
-unsafe extern "C" fn destroy(states: *mut ffi::duckdb_aggregate_state, count: ffi::idx_t) {
-    for i in 0..count as usize {
-        let _ = guard(|| {
-            unsafe {
-                let b = block(*states.add(i));
-                let p = b.read_unaligned();
-                if !p.is_null() {
-                    b.write_unaligned(ptr::null_mut());
-                    drop(Box::from_raw(p));
-                }
-            }
-            Ok(())
-        });
-    }
-}
-
 /// The accumulation of a statistics value with the fit's options
 /// (`method`, `ranef`, `ddf` as `key␟value␞…`; the formula's `grp` and `re`
 /// were given to `lmm_stats_agg`).
@@ -204,8 +167,9 @@ unsafe extern "C" fn model_fn(info: ffi::duckdb_function_info, input: ffi::duckd
 pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
     unsafe {
         register_merge(con)?;
-        register_scalar(con, c"lmm_stats_start", start_fn)?;
-        register_scalar(con, c"lmm_model_stats_impl", model_fn)
+        let (blob, varchar) = (ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB, ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR);
+        boxed::register_scalar(con, c"lmm_stats_start", &[blob, varchar], LogicalType::new(blob), start_fn)?;
+        boxed::register_scalar(con, c"lmm_model_stats_impl", &[blob, varchar], LogicalType::new(blob), model_fn)
     }
 }
 
@@ -219,41 +183,14 @@ unsafe fn register_merge(con: ffi::duckdb_connection) -> Result<()> {
         ffi::duckdb_aggregate_function_set_name(f, c"lmm_stats_merge".as_ptr());
         ffi::duckdb_aggregate_function_add_parameter(f, blob.0);
         ffi::duckdb_aggregate_function_set_return_type(f, blob.0);
-        ffi::duckdb_aggregate_function_set_functions(f, Some(state_size), Some(state_init), Some(update), Some(combine), Some(finalize));
-        ffi::duckdb_aggregate_function_set_destructor(f, Some(destroy));
+        ffi::duckdb_aggregate_function_set_functions(f, Some(boxed::state_size::<Accumulator>), Some(boxed::state_init::<Accumulator>), Some(update), Some(combine), Some(finalize));
+        ffi::duckdb_aggregate_function_set_destructor(f, Some(boxed::destroy::<Accumulator>));
         let ok = ffi::duckdb_register_aggregate_function(con, f) == ffi::DuckDBSuccess;
         ffi::duckdb_destroy_aggregate_function(&mut f);
         if ok {
             Ok(())
         } else {
             Err(LmmError::new("could not register the aggregate function lmm_stats_merge"))
-        }
-    }
-}
-
-type Callback = unsafe extern "C" fn(ffi::duckdb_function_info, ffi::duckdb_data_chunk, ffi::duckdb_vector);
-
-unsafe fn register_scalar(con: ffi::duckdb_connection, name: &std::ffi::CStr, callback: Callback) -> Result<()> {
-    unsafe {
-        let varchar = LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR);
-        let blob = LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB);
-        let mut f = ffi::duckdb_create_scalar_function();
-        if f.is_null() {
-            return Err(LmmError::new(format!("could not create the scalar function {}", name.to_string_lossy())));
-        }
-        ffi::duckdb_scalar_function_set_name(f, name.as_ptr());
-        ffi::duckdb_scalar_function_add_parameter(f, blob.0);
-        ffi::duckdb_scalar_function_add_parameter(f, varchar.0);
-        ffi::duckdb_scalar_function_set_return_type(f, blob.0);
-        ffi::duckdb_scalar_function_set_special_handling(f);
-        ffi::duckdb_scalar_function_set_volatile(f);
-        ffi::duckdb_scalar_function_set_function(f, Some(callback));
-        let ok = ffi::duckdb_register_scalar_function(con, f) == ffi::DuckDBSuccess;
-        ffi::duckdb_destroy_scalar_function(&mut f);
-        if ok {
-            Ok(())
-        } else {
-            Err(LmmError::new(format!("could not register the scalar function {}", name.to_string_lossy())))
         }
     }
 }

@@ -17,7 +17,10 @@
 //! iterate's optimum moved along the path x*(v) (the last two iterates'
 //! secant, or H_xx⁻¹H_xv at the start). The result is the crossing to
 //! |ζ − target| ≤ 1e-10 or ζ's rounding level if coarser (`tolerance`), as
-//! `interval`'s search on the trace.
+//! `interval`'s search on the trace: either a probe that close, or a last
+//! Newton step whose own error, ½|ζ''|δ² (ζ'' from the last two slopes, the
+//! first being 1/scale at the estimate; taken 4x for safety), is within it —
+//! the step is then taken unprobed.
 //!
 //! The side's bound is the limit where ζ does not reach the target there
 //! (0 for an SD, ±1 for a correlation), or where the estimate lies on it;
@@ -93,6 +96,8 @@ fn newton(frame: &Frame, index: usize, target: f64) -> Option<f64> {
     let mut inside = centre;
     let mut outside: Option<Probe> = None;
     let mut previous: Option<(f64, Vec<f64>)> = None;
+    // ζ' at the estimate is 1/scale (`local`)
+    let mut slope_before: Option<(f64, f64)> = local.scale.map(|s| (est, 1.0 / s));
     for _ in 0..MAX_STEPS {
         let Some(pt) = probe(frame, index, v, &start) else {
             // the deviance cannot be evaluated here: back off toward the inside once
@@ -108,6 +113,18 @@ fn newton(frame: &Frame, index: usize, target: f64) -> Option<f64> {
             return Some(pt.v);
         }
         let newton = pt.v - gap / pt.dzeta;
+        // Converged without another probe: the Newton step's own error,
+        // ½|ζ''|δ² with ζ'' from the last two slopes (4x for safety), is
+        // within the tolerance.
+        if let Some((pv, pd)) = slope_before {
+            let curvature = ((pt.dzeta - pd) / (pt.v - pv)).abs();
+            let step = newton - pt.v;
+            let inside_range = newton >= par.lower && newton <= par.upper;
+            if inside_range && curvature.is_finite() && 2.0 * curvature * step * step <= tolerance(frame, target) {
+                return Some(newton);
+            }
+        }
+        slope_before = pt.dzeta.is_finite().then_some((pt.v, pt.dzeta));
         let last = (pt.v, pt.free.clone());
         let next = if dir * gap > 0.0 {
             outside = Some(pt);
