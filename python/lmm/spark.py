@@ -131,10 +131,18 @@ def _lmm_message(e: Exception) -> str | None:
     return None
 
 
-def stats(df, formula: str, *, grp=None, re=None, depth: int = 2) -> bytes:
-    """The merged statistics value of a Spark DataFrame's rows (see the module doc)."""
+def stats(df, formula: str, *, grp=None, re=None, depth: int = 2, partitions: int | None = None) -> bytes:
+    """The merged statistics value of a Spark DataFrame's rows (see the module doc).
+
+    Each task makes one statistics value, whose size follows the groups it
+    saw, not its rows; with rows spread over the groups every value is about
+    as large as the merged one, so the partitions are first coalesced (no
+    shuffle) to `partitions`, by default twice the cluster's parallelism."""
     spark = df.sparkSession
     sc = spark.sparkContext
+    target = partitions or 2 * sc.defaultParallelism
+    if df.rdd.getNumPartitions() > target:
+        df = df.coalesce(target)
     if _FILE not in {os.path.basename(p) for p in getattr(sc, "_lmm_files", set())}:
         sc.addFile(lmm.extension_path())
         sc._lmm_files = getattr(sc, "_lmm_files", set()) | {_FILE}
@@ -152,22 +160,22 @@ def stats(df, formula: str, *, grp=None, re=None, depth: int = 2) -> bytes:
         raise LmmError(message) from None
 
 
-def fit(df, formula: str, *, method="REML", ranef=True, ddf="none", grp=None, re=None):
-    """The tidy table of `formula` fitted to a Spark DataFrame, as a Spark DataFrame."""
-    value = stats(df, formula, grp=grp, re=re)
+def fit(df, formula: str, *, method="REML", ranef=True, ddf="none", grp=None, re=None, partitions: int | None = None):
+    """The tidy table of `formula` fitted to a Spark DataFrame, as a Spark DataFrame
+    (`partitions`: see `stats`)."""
+    value = stats(df, formula, grp=grp, re=re, partitions=partitions)
     try:
         tidy = lmm.fit_stats(value, method=method, ranef=ranef, ddf=ddf)
     except Exception as e:
         message = _lmm_message(e) or str(e)
         raise LmmError(message) from None
-    names = [n for n, _ in _TIDY]
-    rows = [tuple(None if _missing(v) else v for v in r) for r in tidy[names].itertuples(index=False, name=None)]
-    schema = ", ".join(f"{n} {t}" for n, t in _TIDY)
-    return df.sparkSession.createDataFrame(rows, schema)
-
-
-def _missing(v) -> bool:
+    # the table (a row per BLUP: as many rows as levels) goes to Spark as Arrow
+    spark = df.sparkSession
+    key = "spark.sql.execution.arrow.pyspark.enabled"
+    before = spark.conf.get(key, "false")
+    spark.conf.set(key, "true")
     try:
-        return v is None or v != v
-    except Exception:
-        return False
+        schema = ", ".join(f"{n} {t}" for n, t in _TIDY)
+        return spark.createDataFrame(tidy[[n for n, _ in _TIDY]], schema)
+    finally:
+        spark.conf.set(key, before)

@@ -83,13 +83,17 @@ def test_partitions_give_lmm_fits_table(spark, table, formula, group):
         "with empty partitions": df.repartition(2).union(empty.repartition(3)),
     }
     for what, d in cases.items():
-        assert_same(whole, lmm.spark.fit(d, formula), f"{table}: {what}")
+        # partitions: keep every partition its own task (no coalescing)
+        assert_same(whole, lmm.spark.fit(d, formula, partitions=10_000), f"{table}: {what}")
+    # and coalesced, as by default, to twice the parallelism
+    assert_same(whole, lmm.spark.fit(df.repartition(7), formula), f"{table}: coalesced")
 
 
 def test_one_row_partitions_and_options(spark):
     whole, rows = reference("dyestuff", "Yield ~ 1 + (1 | Batch)", method="ML")
     df = spark.createDataFrame(rows).repartition(len(rows))
-    assert_same(whole, lmm.spark.fit(df, "Yield ~ 1 + (1 | Batch)", method="ML"), "one row per partition, ML")
+    assert df.rdd.getNumPartitions() == len(rows)
+    assert_same(whole, lmm.spark.fit(df, "Yield ~ 1 + (1 | Batch)", method="ML", partitions=10_000), "one row per partition, ML")
     whole, rows = reference("dietox", "Weight ~ Time", grp="Pig", re=["Time"], ddf="Satterthwaite")
     df = spark.createDataFrame(rows).repartition(4)
     assert_same(whole, lmm.spark.fit(df, "Weight ~ Time", grp="Pig", re=["Time"], ddf="Satterthwaite"), "grp/re, Satterthwaite")

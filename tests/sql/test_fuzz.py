@@ -996,3 +996,73 @@ def test_fuzz_statistics_sections():
     print(f"{len(cases)} damaged statistics in {spent:.1f} s; lmm_vcov refused {errors}")
     assert errors >= len(cases) // 4, f"only {errors} of {len(cases)} damaged statistics gave an error"
     assert not failures, f"{sum(l.startswith('*') for l in failures)} failure class(es) in {spent:.1f} s:\n" + "\n".join(failures)
+
+
+# ---------------------------------------------------------------------------
+# Statistics values (docs/stats-format.md): damaged payloads (checksum fixed,
+# so they are parsed) given to lmm_fit_stats, lmm_model_stats, lmm_stats_merge
+# ---------------------------------------------------------------------------
+
+STATS_VALUE_CASES = int(os.environ.get("LMM_FUZZ_STATS_VALUE_CASES", "150"))
+
+
+def base_statistics():
+    """lmm_stats_agg of the base models' formulas in a child; the values by name."""
+    code = (
+        "import base64\n"
+        f"models = {BASE_MODELS!r}\n"
+        "result = {name: base64.b64encode(con.execute(\n"
+        "    f'SELECT lmm_stats_agg(t, ?, {opts}) FROM t', [formula]).fetchone()[0]).decode()\n"
+        "    for name, formula, opts in models}\n"
+    )
+    res = crash.run_snippet(code, setup=SETUP, timeout=60)
+    crash.assert_clean(res, error=False)
+    return {k: base64.b64decode(v) for k, v in res.value.items()}
+
+
+def seal_statistics(payload):
+    return b"LMMSTATS" + struct.pack("<IIQQ", 1, 0, model_checksum(payload), len(payload)) + payload
+
+
+def test_fuzz_statistics_values():
+    t0 = time.monotonic()
+    values = base_statistics()
+    for name, v in values.items():
+        assert seal_statistics(v[32:]) == v, name  # our checksum is lmm's
+    cases = []
+    for i in range(STATS_VALUE_CASES):
+        r = random.Random(f"{SEED}:stats-values:{i}")
+        name = r.choice(sorted(values))
+        body = bytearray(values[name][32:])
+        desc = [name]
+        for _ in range(r.choice([1, 1, 2, 3])):
+            op, at = r.randrange(5), r.randrange(len(body))
+            if op == 0:
+                body[at] ^= 1 << r.randrange(8)
+                desc.append(f"bit flip at {at}")
+            elif op == 1 and at + 8 <= len(body):
+                struct.pack_into("<d", body, at, r.choice(SPECIAL_F64))
+                desc.append(f"special double at {at}")
+            elif op == 2 and at + 8 <= len(body):
+                struct.pack_into("<Q", body, at, r.choice(HUGE64))
+                desc.append(f"u64 at {at}")
+            elif op == 3 and at + 4 <= len(body):
+                struct.pack_into("<I", body, at, r.choice(HUGE32))
+                desc.append(f"u32 at {at}")
+            else:
+                del body[at:at + r.randint(1, 16)]
+                desc.append(f"deleted bytes at {at}")
+        value = seal_statistics(bytes(body))
+        p, base = crash.b64(value), crash.b64(values[name])
+        cases.append({"label": f"statistics value case {i}: {'; '.join(desc)}", "value_len": len(value), "keep_going": True, "sql": [
+            ["SELECT * FROM lmm_fit_stats(?::BLOB)", [p]],
+            ["SELECT octet_length(lmm_model_stats(?::BLOB, method := 'ML'))", [p]],
+            ["SELECT octet_length(lmm_stats_merge(s)) FROM (VALUES (?::BLOB), (?::BLOB)) v(s)", [p, base]],
+        ]})
+    outcomes, exits = run_sharded(cases)
+    failures = report(cases, outcomes, exits, "test_fuzz_statistics_values")
+    spent = time.monotonic() - t0
+    errors = sum(1 for o in outcomes if o is not None and o.completed and o.steps and not o.steps[0].ok)
+    print(f"{len(cases)} damaged statistics values in {spent:.1f} s; lmm_fit_stats refused {errors}")
+    assert errors >= len(cases) // 4, f"only {errors} of {len(cases)} damaged values gave an error"
+    assert not failures, f"{sum(l.startswith('*') for l in failures)} failure class(es) in {spent:.1f} s:\n" + "\n".join(failures)
