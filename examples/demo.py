@@ -2,7 +2,8 @@
 sleepstudy, penicillin (crossed) and pastes (nested) models on the bundled
 sample data, store one fit and predict with it, test and bound its
 parameters from the stored model (LRT, profile intervals, Kenward-Roger
-ANOVA), and print the results.
+ANOVA), fit the dietox model again from statistics computed per shard and
+merged, and print the results.
 Extra arguments are SQL queries to run instead of the built-in ones."""
 import pathlib
 import sys
@@ -47,6 +48,12 @@ queries = sys.argv[1:] or [
     "SELECT * FROM lmm_lrt((SELECT model FROM pig_model0), (SELECT model FROM pig_model))",
     "SELECT * FROM lmm_confint((SELECT model FROM pig_model))",
     "SELECT * FROM lmm_anova((SELECT model FROM pig_model), type := 3, ddf := 'Kenward-Roger')",
+    # statistics as values: one per shard (the shards split the pigs' rows),
+    # merged exactly and fitted: the fixed effects of the first query again
+    """CREATE TABLE shards AS SELECT hash(Time) % 3 AS shard,
+              lmm_stats_agg(t, 'Weight ~ Time + (1 + Time | Pig)') AS stats FROM dietox t GROUP BY shard""",
+    "SELECT shard, octet_length(stats) AS bytes FROM shards ORDER BY shard",
+    COMPACT + "lmm_fit_stats((SELECT lmm_stats_merge(stats) FROM shards), ranef := false) WHERE effect = 'fixed'",
 ]
 for q in queries:
     print(q.strip())
