@@ -947,7 +947,14 @@ def mutate_statistics(r, blobs):
     payload = blob[32:]
     n, = struct.unpack_from("<Q", payload, len(payload) - 8)
     body = bytearray(payload[len(payload) - 8 - n + 8:len(payload) - 8])
-    desc = [name]
+    desc = [name] + damage(r, body)
+    return reseal_statistics(blob, bytes(body)), "; ".join(desc)
+
+
+def damage(r, body):
+    """One to three random damages to `body` (in place): flipped bits, special
+    doubles, huge counts, deleted bytes; their descriptions."""
+    desc = []
     for _ in range(r.choice([1, 1, 2, 3])):
         op = r.randrange(5)
         i = r.randrange(len(body))
@@ -966,7 +973,7 @@ def mutate_statistics(r, blobs):
         else:
             del body[i:i + r.randint(1, 16)]
             desc.append(f"deleted bytes at {i}")
-    return reseal_statistics(blob, bytes(body)), "; ".join(desc)
+    return desc
 
 
 def test_fuzz_statistics_sections():
@@ -1034,24 +1041,7 @@ def test_fuzz_statistics_values():
         r = random.Random(f"{SEED}:stats-values:{i}")
         name = r.choice(sorted(values))
         body = bytearray(values[name][32:])
-        desc = [name]
-        for _ in range(r.choice([1, 1, 2, 3])):
-            op, at = r.randrange(5), r.randrange(len(body))
-            if op == 0:
-                body[at] ^= 1 << r.randrange(8)
-                desc.append(f"bit flip at {at}")
-            elif op == 1 and at + 8 <= len(body):
-                struct.pack_into("<d", body, at, r.choice(SPECIAL_F64))
-                desc.append(f"special double at {at}")
-            elif op == 2 and at + 8 <= len(body):
-                struct.pack_into("<Q", body, at, r.choice(HUGE64))
-                desc.append(f"u64 at {at}")
-            elif op == 3 and at + 4 <= len(body):
-                struct.pack_into("<I", body, at, r.choice(HUGE32))
-                desc.append(f"u32 at {at}")
-            else:
-                del body[at:at + r.randint(1, 16)]
-                desc.append(f"deleted bytes at {at}")
+        desc = [name] + damage(r, body)
         value = seal_statistics(bytes(body))
         p, base = crash.b64(value), crash.b64(values[name])
         cases.append({"label": f"statistics value case {i}: {'; '.join(desc)}", "value_len": len(value), "keep_going": True, "sql": [
