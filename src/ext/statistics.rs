@@ -130,8 +130,9 @@ fn for_fit(stats: &[u8], options: &str) -> Result<Accumulator> {
     Ok(acc)
 }
 
-/// Row by row: (stats, options) → `make`'s BLOB, NULL for a NULL value.
-unsafe fn blob_each(input: ffi::duckdb_data_chunk, result: ffi::duckdb_vector, make: impl Fn(Accumulator) -> Result<Vec<u8>>) -> Result<()> {
+/// Row by row: (stats, options) → `make`'s BLOB; a NULL value gives NULL, or
+/// the error `null` where there is one.
+unsafe fn blob_each(input: ffi::duckdb_data_chunk, result: ffi::duckdb_vector, null: Option<&str>, make: impl Fn(Accumulator) -> Result<Vec<u8>>) -> Result<()> {
     unsafe {
         let n = ffi::duckdb_data_chunk_get_size(input) as usize;
         let arg = |i: usize| {
@@ -141,6 +142,9 @@ unsafe fn blob_each(input: ffi::duckdb_data_chunk, result: ffi::duckdb_vector, m
         let ((sv, sd), (ov, od)) = (arg(0), arg(1));
         for r in 0..n {
             if !sv.is_valid(r) {
+                if let Some(message) = null {
+                    return Err(LmmError::new(message));
+                }
                 super::output::write_null_scalar(result, r)?;
                 continue;
             }
@@ -152,14 +156,16 @@ unsafe fn blob_each(input: ffi::duckdb_data_chunk, result: ffi::duckdb_vector, m
     }
 }
 
+const NULL_STATS: &str = "lmm_fit_stats: the statistics value is NULL (lmm_stats_agg saw no rows, or every shard was empty)";
+
 unsafe extern "C" fn start_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
-    if let Err(e) = guard(|| unsafe { blob_each(input, output, |acc| Ok(super::jobs::deposit(acc))) }) {
+    if let Err(e) = guard(|| unsafe { blob_each(input, output, Some(NULL_STATS), |acc| Ok(super::jobs::deposit(acc))) }) {
         checked::set_error(info, &c_message(&e.to_string()), true);
     }
 }
 
 unsafe extern "C" fn model_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
-    if let Err(e) = guard(|| unsafe { blob_each(input, output, |acc| Ok(acc.finish_model()?.to_bytes())) }) {
+    if let Err(e) = guard(|| unsafe { blob_each(input, output, None, |acc| Ok(acc.finish_model()?.to_bytes())) }) {
         checked::set_error(info, &c_message(&e.to_string()), true);
     }
 }

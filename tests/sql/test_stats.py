@@ -115,6 +115,9 @@ def test_errors_name_the_culprit(con):
     damaged = damaged[:-1] + bytes([damaged[-1] ^ 1])
     with pytest.raises(duckdb.Error, match="checksum"):
         con.execute("SELECT * FROM lmm_fit_stats(?)", [damaged]).fetchall()
+    with pytest.raises(duckdb.Error, match="statistics value is NULL"):
+        con.execute("SELECT * FROM lmm_fit_stats((SELECT lmm_stats_agg(t, 'Reaction ~ Days + (1 | Subject)') FROM sleepstudy t WHERE false))").fetchall()
+    assert con.execute("SELECT lmm_model_stats(NULL::BLOB)").fetchall() == [(None,)]
     with pytest.raises(duckdb.Error, match="method: expected 'REML' or 'ML'"):
         con.execute("SELECT * FROM lmm_fit_stats((SELECT stats FROM a), method := 'XX')").fetchall()
     # a column whose type differs between shards
