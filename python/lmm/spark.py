@@ -143,9 +143,9 @@ def stats(df, formula: str, *, grp=None, re=None, depth: int = 2, partitions: in
     target = partitions or 2 * sc.defaultParallelism
     if df.rdd.getNumPartitions() > target:
         df = df.coalesce(target)
-    if _FILE not in {os.path.basename(p) for p in getattr(sc, "_lmm_files", set())}:
+    if not getattr(sc, "_lmm_extension_shipped", False):
         sc.addFile(lmm.extension_path())
-        sc._lmm_files = getattr(sc, "_lmm_files", set()) | {_FILE}
+        sc._lmm_extension_shipped = True
     parts = df.mapInArrow(_partition_stats(formula, _stats_options(grp, re)), "stats binary")
     try:
         return parts.rdd.map(lambda r: bytes(r.stats)).treeReduce(_merge_two, depth=depth)

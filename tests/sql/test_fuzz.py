@@ -637,21 +637,27 @@ BASE_MODELS = [
 ]
 
 
-def base_models(keep_statistics=False):
-    """Fit the base models in a child; their values (bytes) by name."""
+def aggregate_base_models(aggregate):
+    """`aggregate` (lmm_model_agg, lmm_stats_agg) of each base model in a child; the values (bytes) by name."""
     code = (
         "import base64\n"
         f"models = {BASE_MODELS!r}\n"
         "result = {name: base64.b64encode(con.execute(\n"
-        "    f'SELECT lmm_model_agg(t, ?, {opts}) FROM t', [formula]).fetchone()[0]).decode()\n"
+        f"    f'SELECT {aggregate}(t, ?, {{opts}}) FROM t', [formula]).fetchone()[0]).decode()\n"
         "    for name, formula, opts in models}\n"
     )
     res = crash.run_snippet(code, setup=SETUP, timeout=60)
     crash.assert_clean(res, error=False)
+    return {k: base64.b64decode(v) for k, v in res.value.items()}
+
+
+def base_models(keep_statistics=False):
+    """Fit the base models in a child; their values (bytes) by name."""
+    values = aggregate_base_models("lmm_model_agg")
     if keep_statistics:
-        return {k: base64.b64decode(v) for k, v in res.value.items()}
+        return values
     # The model part only (resealed without statistics): what prediction reads.
-    return {k: seal(model_part(base64.b64decode(v))) for k, v in res.value.items()}
+    return {k: seal(model_part(v)) for k, v in values.items()}
 
 
 HUGE32 = [0, 1, 2, 0xFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF, 0x1000_0000, 0x0100_0000]
@@ -1013,27 +1019,13 @@ def test_fuzz_statistics_sections():
 STATS_VALUE_CASES = int(os.environ.get("LMM_FUZZ_STATS_VALUE_CASES", "150"))
 
 
-def base_statistics():
-    """lmm_stats_agg of the base models' formulas in a child; the values by name."""
-    code = (
-        "import base64\n"
-        f"models = {BASE_MODELS!r}\n"
-        "result = {name: base64.b64encode(con.execute(\n"
-        "    f'SELECT lmm_stats_agg(t, ?, {opts}) FROM t', [formula]).fetchone()[0]).decode()\n"
-        "    for name, formula, opts in models}\n"
-    )
-    res = crash.run_snippet(code, setup=SETUP, timeout=60)
-    crash.assert_clean(res, error=False)
-    return {k: base64.b64decode(v) for k, v in res.value.items()}
-
-
 def seal_statistics(payload):
     return b"LMMSTATS" + struct.pack("<IIQQ", 1, 0, model_checksum(payload), len(payload)) + payload
 
 
 def test_fuzz_statistics_values():
     t0 = time.monotonic()
-    values = base_statistics()
+    values = aggregate_base_models("lmm_stats_agg")
     for name, v in values.items():
         assert seal_statistics(v[32:]) == v, name  # our checksum is lmm's
     cases = []
