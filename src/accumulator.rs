@@ -561,7 +561,9 @@ impl Accumulator {
                 _ => {}
             }
         }
-        if other.factors[0].store.is_empty() {
+        // A state that saw no rows adds nothing (a header, `distributed::header`,
+        // saw rows but keeps no groups: its all-rows moments are merged).
+        if other.factors[0].store.is_empty() && other.global.n == 0 {
             return Ok(());
         }
         // A state that saw no rows adopts the other's shifts, so its means carry over

@@ -23,6 +23,7 @@ pub mod reml;
 pub mod start;
 pub mod stats;
 pub mod statistics;
+pub mod distributed;
 pub mod codec;
 pub mod theta;
 

@@ -22,6 +22,16 @@ pub use crate::dense::cholesky_lower;
 use crate::dense::{dense_cholesky, upper_gram_inverse, FAER_FROM};
 use crate::options::Method;
 
+/// The groups of a distributed fit, held elsewhere (`crate::distributed`):
+/// each call is one round trip to every shard, whose answers are summed in
+/// shard order. A `Problem` with shards holds no groups itself (`groups` 0).
+pub trait Shards: Send + Sync {
+    /// Σ over every shard's groups of the partial sums at Λ (`Problem::partial_sum`).
+    fn partial(&self, lambda: &[f64], pos: Option<&[(usize, usize)]>) -> Option<Partial>;
+    /// Σ over every shard's groups of the moment-start sums at the OLS β (`crate::start::MomentSums`).
+    fn moments(&self, beta: &[f64]) -> Option<crate::start::MomentSums>;
+}
+
 #[derive(Clone)]
 pub struct Problem {
     pub n: f64,
@@ -35,6 +45,8 @@ pub struct Problem {
     /// [X y]ᵀ[X y], k×k column-major.
     pub rtr: Vec<f64>,
     pub method: Method,
+    /// the groups, when they are held by shards elsewhere (then `groups` is 0)
+    pub shards: Option<std::sync::Arc<dyn Shards>>,
 }
 
 /// Per-group work space and results.
@@ -97,11 +109,51 @@ impl RowBatch {
     }
 }
 
-struct Partial {
-    s: Vec<f64>,
-    logdet: f64,
-    g1: Vec<f64>,
-    t: Vec<f64>,
+/// Sums over a set of groups: S's part Σ C_iᵀC_i (upper triangle of k×k),
+/// Σ log|L_i|², and with θ's positions the gradient pieces g1 (one per θ
+/// entry) and T_j (k×k each). Adding the partials of disjoint sets of groups
+/// gives the partial of their union: what a shard sends back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Partial {
+    pub s: Vec<f64>,
+    pub logdet: f64,
+    pub g1: Vec<f64>,
+    pub t: Vec<f64>,
+}
+
+impl Partial {
+    pub fn zero(k: usize, nth: usize) -> Partial {
+        Partial { s: vec![0.0; k * k], logdet: 0.0, g1: vec![0.0; nth], t: vec![0.0; nth * k * k] }
+    }
+
+    pub fn add(&mut self, other: &Partial) {
+        self.logdet += other.logdet;
+        for (a, b) in [(&mut self.s, &other.s), (&mut self.g1, &other.g1), (&mut self.t, &other.t)] {
+            for (x, y) in a.iter_mut().zip(b.iter()) {
+                *x += y;
+            }
+        }
+    }
+
+    /// As numbers: logdet, then s, g1, t.
+    pub fn to_values(&self) -> Vec<f64> {
+        let mut v = Vec::with_capacity(1 + self.s.len() + self.g1.len() + self.t.len());
+        v.push(self.logdet);
+        v.extend_from_slice(&self.s);
+        v.extend_from_slice(&self.g1);
+        v.extend_from_slice(&self.t);
+        v
+    }
+
+    /// `to_values` read back for k columns and nth θ entries; None if the count is wrong.
+    pub fn from_values(v: &[f64], k: usize, nth: usize) -> Option<Partial> {
+        if v.len() != 1 + k * k + nth + nth * k * k {
+            return None;
+        }
+        let (s, rest) = v[1..].split_at(k * k);
+        let (g1, t) = rest.split_at(nth);
+        Some(Partial { s: s.to_vec(), logdet: v[0], g1: g1.to_vec(), t: t.to_vec() })
+    }
 }
 
 pub struct Evaluation {
@@ -219,7 +271,7 @@ impl Problem {
         let k = self.k();
         let mut w = GroupFactor::new(q, k);
         let nth = pos.map_or(0, |p| p.len());
-        let mut out = Partial { s: vec![0.0; k * k], logdet: 0.0, g1: vec![0.0; nth], t: vec![0.0; nth * k * k] };
+        let mut out = Partial::zero(k, nth);
         let mut pm = vec![0.0; q * k];
         let mut lp = vec![0.0; q * k];
         let mut qm = vec![0.0; q * k];
@@ -413,32 +465,49 @@ impl Problem {
         Some(crate::inference::likelihood::Gradients { point, beta: b, logdets, pwrss })
     }
 
+    /// The partials of this problem's own groups: a fixed number of parts
+    /// (deterministic sums, whatever the machine), run on up to that many threads.
+    fn local_parts(&self, lambda: &[f64], pos: Option<&[(usize, usize)]>) -> Vec<Option<Partial>> {
+        const PARTS: usize = 8;
+        if self.groups < 4096 {
+            return vec![self.partial(lambda, 0..self.groups, pos)];
+        }
+        let chunk = self.groups.div_ceil(PARTS);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, PARTS);
+        let ranges: Vec<_> = (0..PARTS).map(|t| (t * chunk).min(self.groups)..((t + 1) * chunk).min(self.groups)).collect();
+        let mut results: Vec<Option<Partial>> = (0..PARTS).map(|_| None).collect();
+        std::thread::scope(|sc| {
+            let per = PARTS.div_ceil(threads);
+            for (rs, out) in ranges.chunks(per).zip(results.chunks_mut(per)) {
+                sc.spawn(move || {
+                    for (r, o) in rs.iter().zip(out.iter_mut()) {
+                        *o = self.partial(lambda, r.clone(), pos);
+                    }
+                });
+            }
+        });
+        results
+    }
+
+    /// The partial of all this problem's own groups (what a shard answers),
+    /// or None where a group's system is not positive definite.
+    pub fn partial_sum(&self, lambda: &[f64], pos: Option<&[(usize, usize)]>) -> Option<Partial> {
+        crate::cancel::checkpoint();
+        let mut total = Partial::zero(self.k(), pos.map_or(0, |p| p.len()));
+        for part in self.local_parts(lambda, pos) {
+            total.add(&part?);
+        }
+        Some(total)
+    }
+
     #[allow(clippy::type_complexity)]
     fn evaluate_impl(&self, lambda: &[f64], pos: Option<&[(usize, usize)]>) -> Option<(Evaluation, (Vec<f64>, Vec<f64>))> {
         crate::cancel::checkpoint();
         let k = self.k();
         let nth = pos.map_or(0, |p| p.len());
-        // Large problems are split into a fixed number of parts (deterministic sums,
-        // whatever the machine), run on up to that many threads.
-        const PARTS: usize = 8;
-        let parts: Vec<Option<Partial>> = if self.groups >= 4096 {
-            let chunk = self.groups.div_ceil(PARTS);
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, PARTS);
-            let ranges: Vec<_> = (0..PARTS).map(|t| (t * chunk).min(self.groups)..((t + 1) * chunk).min(self.groups)).collect();
-            let mut results: Vec<Option<Partial>> = (0..PARTS).map(|_| None).collect();
-            std::thread::scope(|sc| {
-                let per = PARTS.div_ceil(threads);
-                for (rs, out) in ranges.chunks(per).zip(results.chunks_mut(per)) {
-                    sc.spawn(move || {
-                        for (r, o) in rs.iter().zip(out.iter_mut()) {
-                            *o = self.partial(lambda, r.clone(), pos);
-                        }
-                    });
-                }
-            });
-            results
-        } else {
-            vec![self.partial(lambda, 0..self.groups, pos)]
+        let parts = match &self.shards {
+            Some(shards) => vec![shards.partial(lambda, pos)],
+            None => self.local_parts(lambda, pos),
         };
         let mut u = self.rtr.clone();
         let mut logdet_l = 0.0;
@@ -514,7 +583,7 @@ impl Problem {
     /// conditional modes b_i = Λ u_i and conditional covariances σ² Λ (L_iL_iᵀ)⁻¹ Λᵀ.
     pub fn solution(&self, lambda: &[f64]) -> Option<Solution> {
         let e = self.evaluate(lambda)?;
-        let (p, q, k) = (self.p, self.q, self.k());
+        let (p, k) = (self.p, self.k());
         let u = &e.u;
         let beta = upper_solve(u, k, p);
         let sigma2 = match self.method {
@@ -523,6 +592,18 @@ impl Problem {
         };
         // vcov = σ² R_X⁻¹ R_X⁻ᵀ
         let vcov: Vec<f64> = upper_gram_inverse(u, k, p).into_iter().map(|v| sigma2 * v).collect();
+        let (blups, cond_cov) = self.modes(lambda, &beta, sigma2)?;
+        let logdets = e.logdet_l + if self.method == Method::Reml { e.logdet_rx } else { 0.0 };
+        Some(Solution { deviance: e.deviance, logdets, beta, sigma2, vcov, blups, cond_cov })
+    }
+}
+
+impl Problem {
+    /// Per group of this problem's own, at Λ and the given β̂, σ̂²: the
+    /// conditional modes b_i = Λ u_i, u_i = L_i⁻ᵀ(c_iy − C_iX β̂), and the
+    /// conditional covariances σ² Λ (L_iL_iᵀ)⁻¹ Λᵀ (groups × q and groups × q×q).
+    pub fn modes(&self, lambda: &[f64], beta: &[f64], sigma2: f64) -> Option<(Vec<f64>, Vec<f64>)> {
+        let (p, q, k) = (self.p, self.q, self.k());
         let mut w = GroupFactor::new(q, k);
         let mut blups = vec![0.0; self.groups * q];
         let mut cond_cov = vec![0.0; self.groups * q * q];
@@ -575,8 +656,7 @@ impl Problem {
                 }
             }
         }
-        let logdets = e.logdet_l + if self.method == Method::Reml { e.logdet_rx } else { 0.0 };
-        Some(Solution { deviance: e.deviance, logdets, beta, sigma2, vcov, blups, cond_cov })
+        Some((blups, cond_cov))
     }
 }
 
@@ -701,7 +781,7 @@ mod tests {
                 n += 1.0;
             }
         }
-        Problem { n, p, q, groups, ztz, ztr, rtr, method }
+        Problem { n, p, q, groups, ztz, ztr, rtr, method, shards: None }
     }
 
     #[test]

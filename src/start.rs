@@ -30,44 +30,12 @@ pub fn moment_theta_and_sigma2(pr: &Problem, layout: &ThetaLayout) -> Option<(Ve
     }
     let beta = if p > 0 { solve_spd(&xx, &xy, p)? } else { Vec::new() };
     let rss_ols = pr.rtr[p * k + p] - beta.iter().zip(&xy).map(|(b, v)| b * v).sum::<f64>();
-    let mut used = 0usize;
-    let mut explained = 0.0;
-    let mut sum_b = vec![0.0; q];
-    let mut sum_bb = vec![0.0; q * q];
-    let mut sum_inv = vec![0.0; q * q];
-    let mut r = vec![0.0; q];
-    for i in 0..pr.groups {
-        let ztz = &pr.ztz[i * q * q..(i + 1) * q * q];
-        let ztr = &pr.ztr[i * q * k..(i + 1) * q * k];
-        for a in 0..q {
-            r[a] = ztr[p * q + a] - (0..p).map(|j| ztr[j * q + a] * beta[j]).sum::<f64>();
-        }
-        // Skip groups whose own fit is not identified (too few or collinear rows).
-        let trace: f64 = (0..q).map(|a| ztz[a * q + a]).sum();
-        let Some(b) = solve_spd(ztz, &r, q) else { continue };
-        let mut inv = vec![0.0; q * q];
-        let mut ok = true;
-        for c in 0..q {
-            let mut e = vec![0.0; q];
-            e[c] = 1.0;
-            match solve_spd(ztz, &e, q) {
-                Some(col) => inv[c * q..(c + 1) * q].copy_from_slice(&col),
-                None => ok = false,
-            }
-        }
-        if !ok || (0..q).any(|a| inv[a * q + a] * trace > 1e8) {
-            continue;
-        }
-        used += 1;
-        explained += r.iter().zip(&b).map(|(x, y)| x * y).sum::<f64>();
-        for a in 0..q {
-            sum_b[a] += b[a];
-            for c in 0..q {
-                sum_bb[c * q + a] += b[a] * b[c];
-                sum_inv[c * q + a] += inv[c * q + a];
-            }
-        }
-    }
+    let sums = match &pr.shards {
+        Some(shards) => shards.moments(&beta)?,
+        None => moment_sums(pr, &beta),
+    };
+    let MomentSums { used, explained, sum_b, sum_bb, sum_inv } = sums;
+    let used = used as usize;
     if used < 2 {
         return None;
     }
@@ -109,6 +77,92 @@ pub fn moment_theta_and_sigma2(pr: &Problem, layout: &ThetaLayout) -> Option<(Ve
         }
     }
     theta.iter().all(|t| t.is_finite()).then_some((theta, sigma2))
+}
+
+/// The sums over groups the moment estimate needs, at the OLS β: how many
+/// groups have an identified fit of their own, Σ r_iᵀb̂_i, Σ b̂_i, Σ b̂_ib̂_iᵀ
+/// and Σ (Z_iᵀZ_i)⁻¹ over them. Sums over disjoint sets of groups add up.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MomentSums {
+    pub used: f64,
+    pub explained: f64,
+    pub sum_b: Vec<f64>,
+    pub sum_bb: Vec<f64>,
+    pub sum_inv: Vec<f64>,
+}
+
+impl MomentSums {
+    pub fn zero(q: usize) -> MomentSums {
+        MomentSums { used: 0.0, explained: 0.0, sum_b: vec![0.0; q], sum_bb: vec![0.0; q * q], sum_inv: vec![0.0; q * q] }
+    }
+
+    pub fn add(&mut self, o: &MomentSums) {
+        self.used += o.used;
+        self.explained += o.explained;
+        for (a, b) in [(&mut self.sum_b, &o.sum_b), (&mut self.sum_bb, &o.sum_bb), (&mut self.sum_inv, &o.sum_inv)] {
+            for (x, y) in a.iter_mut().zip(b.iter()) {
+                *x += y;
+            }
+        }
+    }
+
+    /// As numbers: used, explained, then Σ b̂, Σ b̂b̂ᵀ, Σ (ZᵀZ)⁻¹.
+    pub fn to_values(&self) -> Vec<f64> {
+        let mut v = vec![self.used, self.explained];
+        v.extend_from_slice(&self.sum_b);
+        v.extend_from_slice(&self.sum_bb);
+        v.extend_from_slice(&self.sum_inv);
+        v
+    }
+
+    pub fn from_values(v: &[f64], q: usize) -> Option<MomentSums> {
+        if v.len() != 2 + q + 2 * q * q {
+            return None;
+        }
+        let (b, rest) = v[2..].split_at(q);
+        let (bb, inv) = rest.split_at(q * q);
+        Some(MomentSums { used: v[0], explained: v[1], sum_b: b.to_vec(), sum_bb: bb.to_vec(), sum_inv: inv.to_vec() })
+    }
+}
+
+/// `MomentSums` over the problem's own groups.
+pub fn moment_sums(pr: &Problem, beta: &[f64]) -> MomentSums {
+    let (p, q, k) = (pr.p, pr.q, pr.k());
+    let mut out = MomentSums::zero(q);
+    let mut r = vec![0.0; q];
+    for i in 0..pr.groups {
+        let ztz = &pr.ztz[i * q * q..(i + 1) * q * q];
+        let ztr = &pr.ztr[i * q * k..(i + 1) * q * k];
+        for a in 0..q {
+            r[a] = ztr[p * q + a] - (0..p).map(|j| ztr[j * q + a] * beta[j]).sum::<f64>();
+        }
+        // Skip groups whose own fit is not identified (too few or collinear rows).
+        let trace: f64 = (0..q).map(|a| ztz[a * q + a]).sum();
+        let Some(b) = solve_spd(ztz, &r, q) else { continue };
+        let mut inv = vec![0.0; q * q];
+        let mut ok = true;
+        for c in 0..q {
+            let mut e = vec![0.0; q];
+            e[c] = 1.0;
+            match solve_spd(ztz, &e, q) {
+                Some(col) => inv[c * q..(c + 1) * q].copy_from_slice(&col),
+                None => ok = false,
+            }
+        }
+        if !ok || (0..q).any(|a| inv[a * q + a] * trace > 1e8) {
+            continue;
+        }
+        out.used += 1.0;
+        out.explained += r.iter().zip(&b).map(|(x, y)| x * y).sum::<f64>();
+        for a in 0..q {
+            out.sum_b[a] += b[a];
+            for c in 0..q {
+                out.sum_bb[c * q + a] += b[a] * b[c];
+                out.sum_inv[c * q + a] += inv[c * q + a];
+            }
+        }
+    }
+    out
 }
 
 /// Several factors, each estimated on its own: factor f's within-level

@@ -6,7 +6,7 @@ use crate::stats::{GroupView, Moments};
 
 /// A model column re-expressed as w = (v − centre) / scale, centre relative to the state's shift.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Col {
+pub(crate) struct Col {
     pub source: Source,
     pub centre: f64,
     pub scale: f64,

@@ -1,7 +1,7 @@
 //! What either likelihood (one factor, or several) gives back at the optimum.
 
 /// What either likelihood (one factor, or several) gives back at the optimum.
-pub(super) struct Estimates {
+pub(crate) struct Estimates {
     pub deviance: f64,
     pub beta: Vec<f64>,
     pub sigma2: f64,

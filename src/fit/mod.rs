@@ -22,6 +22,10 @@ mod report;
 mod setup;
 mod several_factors;
 
+pub(crate) use one_factor::optimize as optimize_one_factor;
+pub(crate) use report::{statistics, table};
+pub(crate) use setup::prepare_with;
+
 use crate::accumulator::Accumulator;
 use crate::error::Result;
 use crate::model::Model;

@@ -16,9 +16,13 @@ pub(super) fn estimate(acc: &Accumulator, setup: &Setup, trace: &dyn Fn(&str)) -
     let spec = &specs[0];
     let q = spec.zcols.len();
     let (ztz, ztr) = setup.level_blocks(acc, spec);
-    let problem = Problem { n, p, q, groups: spec.nlev, ztz, ztr, rtr, method: acc.options.method };
+    let problem = Problem { n, p, q, groups: spec.nlev, ztz, ztr, rtr, method: acc.options.method, shards: None };
     trace(&format!("setup ({} groups)", spec.nlev));
-    let layout = &spec.layout;
+    optimize(problem, &spec.layout)
+}
+
+/// The optimum of `problem` (its groups here or on shards) for θ laid out as `layout`.
+pub(crate) fn optimize(problem: Problem, layout: &crate::theta::ThetaLayout) -> Result<Estimates> {
     let lower = layout.lower();
     let pos = layout.positions();
     let mut objective = |theta: &[f64]| problem.deviance_and_gradient(&layout.lambda(theta), &pos);

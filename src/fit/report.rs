@@ -8,6 +8,7 @@ use crate::accumulator::Accumulator;
 use crate::bail;
 use crate::error::Result;
 use crate::inference::distributions::{t_quantile, t_two_sided, z_two_sided};
+use crate::inference::likelihood::Likelihood;
 use crate::inference::satterthwaite::Asymptotic;
 use crate::inference::stored::{FactorStats, Stored};
 use crate::model::{FactorResult, Model};
@@ -25,7 +26,7 @@ pub(super) fn out_order(specs: &[FactorSpec]) -> Vec<usize> {
 }
 
 /// The statistics the model value keeps (the problem's blocks, moved out of `est`).
-pub(super) fn statistics(acc: &Accumulator, setup: &Setup, est: &mut Estimates) -> Stored {
+pub(crate) fn statistics(acc: &Accumulator, setup: &Setup, est: &mut Estimates) -> Stored {
     let specs = &setup.specs;
     let blocks = std::mem::take(&mut est.blocks);
     Stored {
@@ -50,16 +51,6 @@ pub(super) fn statistics(acc: &Accumulator, setup: &Setup, est: &mut Estimates) 
         intercept_shift: setup.intercept_shift.clone(),
         y_shift: if setup.uncentre { setup.y_mean } else { 0.0 },
     }
-}
-
-/// The asymptotic covariance of (θ, σ) at the optimum, from the stored
-/// statistics. For the variance parameters' SEs alone (`satterthwaite`
-/// false) only where the likelihood gives the gradient (a few evaluations);
-/// Satterthwaite's df also take second differences of values (a singular
-/// block of a crossed model), up to `MAX_VALUE_HESSIAN` θ entries.
-pub(super) fn asymptotics(stats: &Stored, satterthwaite: bool) -> Option<Asymptotic> {
-    let lik = stats.likelihood(stats.method);
-    crate::inference::fitted::asymptotic_of(stats, lik.as_ref(), satterthwaite)
 }
 
 /// The delta-method SE of the var/cov entries of Var(b) of factor `f` (stats
@@ -244,7 +235,19 @@ fn fit_rows(acc: &Accumulator, setup: &Setup, est: &Estimates) -> Vec<TidyRow> {
 /// The model value: β and Cov(β̂) on the data scale, the tidy rows, the BLUPs and the statistics.
 pub(super) fn model(acc: &Accumulator, setup: &Setup, mut est: Estimates) -> Result<Model> {
     let stats = statistics(acc, setup, &mut est);
-    let asym = asymptotics(&stats, acc.options.ddf == Ddf::Satterthwaite);
+    let lik = stats.likelihood(stats.method);
+    let (beta, head, tail) = table(acc, setup, &est, &stats, lik.as_ref())?;
+    let factors = factor_results(acc, setup, &est);
+    let mut model = crate::model::build(acc, &setup.xcols, beta, factors, head, tail);
+    model.stats = Some(stats);
+    Ok(model)
+}
+
+/// β on the data scale and the tidy rows before the BLUPs (fixed, ran_pars)
+/// and after them (fit), with the df `acc`'s options ask for, the
+/// asymptotics taken on `lik` (the stored problem, or its shards).
+pub(crate) fn table(acc: &Accumulator, setup: &Setup, est: &Estimates, stats: &Stored, lik: &dyn Likelihood) -> Result<(Vec<f64>, Vec<TidyRow>, Vec<TidyRow>)> {
+    let asym = crate::inference::fitted::asymptotic_of(stats, lik, acc.options.ddf == Ddf::Satterthwaite);
     let beta = stats.beta_on_data_scale(&est.beta);
     let (vcov, df) = match acc.options.ddf {
         Ddf::None => (stats.vcov_on_data_scale(&est.vcov), None),
@@ -252,24 +255,20 @@ pub(super) fn model(acc: &Accumulator, setup: &Setup, mut est: Estimates) -> Res
             let df = asym.as_ref().map(|a| (0..setup.p).map(|j| a.df(&unit(setup.p, j))).collect::<Vec<f64>>());
             (stats.vcov_on_data_scale(&est.vcov), df)
         }
-        Ddf::KenwardRoger => kenward_roger(&stats)?,
+        Ddf::KenwardRoger => kenward_roger(stats, lik)?,
     };
     let mut head = fixed_rows(setup, &beta, &vcov, df.as_deref());
-    head.extend(ran_pars_rows(setup, &est, &stats, asym.as_ref()));
-    let tail = fit_rows(acc, setup, &est);
-    let factors = factor_results(acc, setup, &est);
-    let mut model = crate::model::build(acc, &setup.xcols, beta, factors, head, tail);
-    model.stats = Some(stats);
-    Ok(model)
+    head.extend(ran_pars_rows(setup, est, stats, asym.as_ref()));
+    let tail = fit_rows(acc, setup, est);
+    Ok((beta, head, tail))
 }
 
 /// pbkrtest's adjusted Cov(β̂) (data scale) and the KR df of each coefficient.
-fn kenward_roger(stats: &Stored) -> Result<(Vec<f64>, Option<Vec<f64>>)> {
+fn kenward_roger(stats: &Stored, lik: &dyn Likelihood) -> Result<(Vec<f64>, Option<Vec<f64>>)> {
     if stats.method != Method::Reml {
         bail!("ddf := 'Kenward-Roger' needs a REML fit (pbkrtest defines it for REML); use method := 'REML' or ddf := 'Satterthwaite'");
     }
-    let lik = stats.likelihood(stats.method);
-    let kr = crate::inference::fitted::kenward_roger_of(stats, lik.as_ref())?;
+    let kr = crate::inference::fitted::kenward_roger_of(stats, lik)?;
     let p = stats.p;
     let df = (0..p)
         .map(|j| {

@@ -11,7 +11,7 @@ use crate::theta::ThetaLayout;
 
 /// One grouping factor's part of the model: its random-effect columns
 /// (re-expressed), θ layout, and the map b = T b_c back to the data scale.
-pub(super) struct FactorSpec {
+pub(crate) struct FactorSpec {
     /// index into `acc.factors`
     pub index: usize,
     /// lme4's name: the grouping columns joined by ':'
@@ -26,7 +26,7 @@ pub(super) struct FactorSpec {
 
 
 /// The fit's columns and cross-products, ready for the optimizer.
-pub(super) struct Setup {
+pub(crate) struct Setup {
     pub n: f64,
     pub p: usize,
     pub k: usize,
@@ -43,13 +43,15 @@ pub(super) struct Setup {
 }
 
 impl Setup {
-    /// Per-level Z_lᵀZ_l and Z_lᵀ[X y] of the re-expressed columns of one factor.
+    /// Per-level Z_lᵀZ_l and Z_lᵀ[X y] of the re-expressed columns of one
+    /// factor, for the levels `acc` holds (all of them, or a shard's).
     pub fn level_blocks(&self, acc: &Accumulator, spec: &FactorSpec) -> (Vec<f64>, Vec<f64>) {
         let (q, k, rcols) = (spec.zcols.len(), self.k, &self.rcols);
         let store = &acc.factors[spec.index].store;
-        let mut ztz = vec![0.0; spec.nlev * q * q];
-        let mut ztr = vec![0.0; spec.nlev * q * k];
-        for i in 0..spec.nlev {
+        let nlev = store.len();
+        let mut ztz = vec![0.0; nlev * q * q];
+        let mut ztr = vec![0.0; nlev * q * k];
+        for i in 0..nlev {
             let m = &store.group(i);
             for a in 0..q {
                 for b in 0..q {
@@ -66,8 +68,16 @@ impl Setup {
 
 /// Re-express, check and cross the columns of the model.
 pub(super) fn prepare(acc: &Accumulator) -> Result<Setup> {
+    prepare_with(acc, None)
+}
+
+/// `prepare`, with each factor's number of levels given (`levels`) where the
+/// levels are held elsewhere (a distributed fit: `acc` holds no groups, and
+/// the driver's memory is not what their statistics need).
+pub(crate) fn prepare_with(acc: &Accumulator, levels: Option<&[usize]>) -> Result<Setup> {
     let f = &acc.formula;
-    let n_obs = acc.n_obs();
+    // A header (`distributed`) keeps no groups: its rows are the all-rows moments'.
+    let n_obs = if levels.is_some() { acc.global.n } else { acc.n_obs() };
     if n_obs == 0 {
         bail!(
             "no rows left to fit after dropping {} row(s) with NULL or non-finite values in the model's columns ({})",
@@ -126,7 +136,7 @@ pub(super) fn prepare(acc: &Accumulator) -> Result<Setup> {
     for (fi, factor) in acc.factors.iter().enumerate() {
         let group_vars: Vec<String> = factor.vars.iter().map(|&v| acc.vars[v].name.clone()).collect();
         let name = group_vars.join(":");
-        let nlev = factor.store.len();
+        let nlev = levels.map_or(factor.store.len(), |l| l[fi]);
         if nlev < 2 {
             bail!("grouping factor '{name}' has {nlev} level(s); at least 2 are needed to estimate its variance");
         }
@@ -185,7 +195,9 @@ pub(super) fn prepare(acc: &Accumulator) -> Result<Setup> {
     if (n_obs as usize) <= p {
         bail!("number of observations ({n_obs}) must exceed the number of fixed-effect columns ({p})");
     }
-    check_memory(&specs, k)?;
+    if levels.is_none() {
+        check_memory(&specs, k)?;
+    }
 
     let mut rtr = vec![0.0; k * k];
     for a in 0..k {

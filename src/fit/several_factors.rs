@@ -67,6 +67,7 @@ pub(super) fn estimate(acc: &Accumulator, setup: &Setup, trace: &dyn Fn(&str)) -
                 ztr: fac.ztr.clone(),
                 rtr: rtr.clone(),
                 method: acc.options.method,
+                shards: None,
             };
             crate::start::moment_theta_and_sigma2(&single, &specs[si].layout)
         })

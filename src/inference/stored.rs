@@ -83,6 +83,7 @@ impl Stored {
                 ztr: f.ztr.clone(),
                 rtr: self.rtr.clone(),
                 method,
+                shards: None,
             };
             return Box::new(OneFactor::new(problem, layouts.into_iter().next().unwrap()));
         }
@@ -101,7 +102,7 @@ impl Stored {
         let (n, p) = (self.n, self.p);
         if self.factors.len() == 1 {
             let f = self.factors.into_iter().next().unwrap();
-            let problem = Problem { n, p, q: f.q, groups: f.nlev, ztz: f.ztz, ztr: f.ztr, rtr: self.rtr, method };
+            let problem = Problem { n, p, q: f.q, groups: f.nlev, ztz: f.ztz, ztr: f.ztr, rtr: self.rtr, method, shards: None };
             return Box::new(OneFactor::new(problem, layouts.into_iter().next().unwrap()));
         }
         let factors = self.factors.into_iter().map(|f| Factor { q: f.q, nlev: f.nlev, ztz: f.ztz, ztr: f.ztr, off: 0 }).collect();

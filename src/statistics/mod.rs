@@ -32,4 +32,4 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 32;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

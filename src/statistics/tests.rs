@@ -8,16 +8,16 @@ use crate::input::{Chunk, Column, ColumnData};
 use crate::tidy::TidyRow;
 use crate::{Accumulator, Options};
 
-struct Data {
-    g: Vec<String>,
-    h: Vec<String>,
-    c: Vec<String>,
-    x: Vec<f64>,
-    y: Vec<f64>,
+pub(crate) struct Data {
+    pub g: Vec<String>,
+    pub h: Vec<String>,
+    pub c: Vec<String>,
+    pub x: Vec<f64>,
+    pub y: Vec<f64>,
 }
 
 /// 40 groups g of unequal size crossed with 7 levels h, a 3-level factor c, rows shuffled.
-fn data() -> Data {
+pub(crate) fn data() -> Data {
     let mut state: u64 = 7;
     let mut uniform = || {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -60,7 +60,7 @@ fn chunk<'a>(acc: &Accumulator, d: &'a Data, rows: &[usize]) -> Chunk<'a> {
     Chunk { columns, len: n }
 }
 
-fn accumulate(formula: &str, d: &Data, rows: &[usize]) -> Accumulator {
+pub(crate) fn accumulate(formula: &str, d: &Data, rows: &[usize]) -> Accumulator {
     let mut acc = Accumulator::new(formula, Options::default()).unwrap();
     for part in rows.chunks(97) {
         let ch = chunk(&acc, d, part);
@@ -70,7 +70,7 @@ fn accumulate(formula: &str, d: &Data, rows: &[usize]) -> Accumulator {
     acc
 }
 
-fn key(r: &TidyRow) -> String {
+pub(crate) fn key(r: &TidyRow) -> String {
     format!("{} {:?} {:?} {:?}", r.effect, r.group_var, r.level, r.term)
 }
 
