@@ -12,6 +12,10 @@ medians of --runs:
                   each), wall time including the driver's fit; peak RSS of the
                   driver (Python) and, from Spark's executor metrics, of each
                   executor's JVM and Python workers
+  - spark_dist:   lmm.spark.fit(mode="distributed") on the same cluster: rows
+                  repartitioned by g into --dist-partitions, statistics kept
+                  on the executors, one Spark job per evaluation (also
+                  reported: the number of evaluations and their median time)
   - spark_floor:  Spark's own groupBy(g) computing the same per-group
                   cross-products a fit needs (Z_g'[X y] for Z = [1, x1]),
                   materialised by a count: what any Spark job over these rows
@@ -106,14 +110,32 @@ def spark_session(executor_mib):
     )
 
 
-def child_spark(directory, which, executor_mib):
+def child_spark(directory, which, executor_mib, dist_partitions=0):
     spark = spark_session(executor_mib)
     spark.sparkContext.setLogLevel("ERROR")
     df = spark.read.parquet(str(directory))
+    extra = {}
     t0 = time.perf_counter()
     if which == "spark_lmm":
         import lmm.spark
         n = lmm.spark.fit(df, FORMULA).count()
+    elif which == "spark_dist":
+        import lmm.distributed
+        import lmm.spark
+        asked = []
+        drive = lmm.distributed.drive
+
+        def timed_drive(con, header, levels, ask, **options):
+            def timed(request):
+                t = time.perf_counter()
+                answer = ask(request)
+                asked.append(time.perf_counter() - t)
+                return answer
+            return drive(con, header, levels, timed, **options)
+
+        lmm.distributed.drive = timed_drive
+        n = lmm.spark.fit(df, FORMULA, mode="distributed", partitions=dist_partitions or None).count()
+        extra = {"evaluations": len(asked), "evaluation_median_s": round(statistics.median(asked), 3), "evaluations_s": round(sum(asked), 2)}
     else:
         from pyspark.sql import functions as F
         d = df.withColumn("cb", (F.col("cat") == "b").cast("int")).withColumn("cc", (F.col("cat") == "c").cast("int")).withColumn(
@@ -123,7 +145,7 @@ def child_spark(directory, which, executor_mib):
     dt = time.perf_counter() - t0
     time.sleep(3)  # one more heartbeat carries the executors' peaks
     out = {"seconds": dt, "driver_python_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-           "executors": executor_peaks(spark), "rows_out": n}
+           "executors": executor_peaks(spark), "rows_out": n, **extra}
     spark.stop()
     return out
 
@@ -142,12 +164,13 @@ def main():
     ap.add_argument("--files", type=int, default=16)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--executor-mib", type=int, default=4096)
-    ap.add_argument("--what", default="duckdb,spark_lmm,spark_floor")
+    ap.add_argument("--what", default="duckdb,spark_lmm,spark_dist,spark_floor")
+    ap.add_argument("--dist-partitions", type=int, default=0, help="partitions of the distributed mode (0: its default)")
     ap.add_argument("--child", nargs="+")
     a = ap.parse_args()
     if a.child:
         directory, which = pathlib.Path(a.child[0]), a.child[1]
-        res = child_duckdb(directory) if which == "duckdb" else child_spark(directory, which, int(a.child[2]))
+        res = child_duckdb(directory) if which == "duckdb" else child_spark(directory, which, int(a.child[2]), int(a.child[3]))
         print(json.dumps(res))
         return
     for n in [int(s) for s in a.sizes.split(",")]:
@@ -157,12 +180,14 @@ def main():
         generate(directory, n, g, a.files)
         row = {"rows": n, "groups": g, "files": a.files, "generate_s": round(time.perf_counter() - t0, 1)}
         for which in a.what.split(","):
-            runs = [run_child(directory, which, a.executor_mib) for _ in range(a.runs)]
+            runs = [run_child(directory, which, a.executor_mib, a.dist_partitions) for _ in range(a.runs)]
             row[which] = {"seconds": round(statistics.median(r["seconds"] for r in runs), 2), "runs": [round(r["seconds"], 2) for r in runs]}
             last = runs[-1]
             row[which].update({k: v for k, v in last.items() if k not in ("seconds",)})
         if "duckdb" in row and "spark_lmm" in row:
             row["spark_lmm_over_duckdb"] = round(row["spark_lmm"]["seconds"] / row["duckdb"]["seconds"], 2)
+        if "spark_dist" in row and "spark_lmm" in row:
+            row["spark_dist_over_spark_lmm"] = round(row["spark_dist"]["seconds"] / row["spark_lmm"]["seconds"], 2)
         if "spark_floor" in row and "spark_lmm" in row:
             row["spark_lmm_over_floor"] = round(row["spark_lmm"]["seconds"] / row["spark_floor"]["seconds"], 2)
         print(json.dumps(row), flush=True)

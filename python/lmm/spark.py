@@ -22,7 +22,7 @@ import os
 
 import lmm
 
-__all__ = ["fit", "stats", "LmmError"]
+__all__ = ["fit", "fit_distributed", "stats", "LmmError"]
 
 _FILE = "lmm.duckdb_extension"
 
@@ -74,31 +74,39 @@ def _worker_connection():
     return _con
 
 
+def _stats_of(batches, formula: str, options: dict):
+    """The statistics value of a partition's Arrow batches (None for none)."""
+    import pyarrow as pa
+
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        return None
+    con = _worker_connection()
+    reader = pa.RecordBatchReader.from_batches(first.schema, _chain(first, batches))
+    name = f"__lmm_part_{os.getpid()}"
+    con.register(name, reader)
+    try:
+        opts = ""
+        if options:
+            opts = ", {" + ", ".join(f"'{k}': {lmm._literal(v)}" for k, v in options.items()) + "}"
+        value = con.execute(
+            f"SELECT lmm_stats_agg(__lmm_row, '{lmm._quote(formula)}'{opts}) FROM query_table('{name}') AS __lmm_row"
+        ).fetchall()[0][0]
+    finally:
+        con.unregister(name)
+    return None if value is None else bytes(value)
+
+
 def _partition_stats(formula: str, options: dict):
     """The mapInArrow function: a partition's batches -> at most one statistics value."""
 
     def run(batches):
         import pyarrow as pa
 
-        batches = iter(batches)
-        first = next(batches, None)
-        if first is None:
-            return
-        con = _worker_connection()
-        reader = pa.RecordBatchReader.from_batches(first.schema, _chain(first, batches))
-        name = f"__lmm_part_{os.getpid()}"
-        con.register(name, reader)
-        try:
-            opts = ""
-            if options:
-                opts = ", {" + ", ".join(f"'{k}': {lmm._literal(v)}" for k, v in options.items()) + "}"
-            value = con.execute(
-                f"SELECT lmm_stats_agg(__lmm_row, '{lmm._quote(formula)}'{opts}) FROM query_table('{name}') AS __lmm_row"
-            ).fetchall()[0][0]
-        finally:
-            con.unregister(name)
+        value = _stats_of(batches, formula, options)
         if value is not None:
-            yield pa.RecordBatch.from_pydict({"stats": [bytes(value)]}, schema=pa.schema([("stats", pa.binary())]))
+            yield pa.RecordBatch.from_pydict({"stats": [value]}, schema=pa.schema([("stats", pa.binary())]))
 
     return run
 
@@ -143,9 +151,7 @@ def stats(df, formula: str, *, grp=None, re=None, depth: int = 2, partitions: in
     target = partitions or 2 * sc.defaultParallelism
     if df.rdd.getNumPartitions() > target:
         df = df.coalesce(target)
-    if not getattr(sc, "_lmm_extension_shipped", False):
-        sc.addFile(lmm.extension_path())
-        sc._lmm_extension_shipped = True
+    _ship(sc)
     parts = df.mapInArrow(_partition_stats(formula, _stats_options(grp, re)), "stats binary")
     try:
         return parts.rdd.map(lambda r: bytes(r.stats)).treeReduce(_merge_two, depth=depth)
@@ -160,9 +166,40 @@ def stats(df, formula: str, *, grp=None, re=None, depth: int = 2, partitions: in
         raise LmmError(message) from None
 
 
-def fit(df, formula: str, *, method="REML", ranef=True, ddf="none", grp=None, re=None, partitions: int | None = None):
-    """The tidy table of `formula` fitted to a Spark DataFrame, as a Spark DataFrame
-    (`partitions`: see `stats`)."""
+def _ship(sc):
+    """The extension file to the executors, once per SparkContext."""
+    if not getattr(sc, "_lmm_extension_shipped", False):
+        sc.addFile(lmm.extension_path())
+        sc._lmm_extension_shipped = True
+
+
+def _as_spark(spark, tidy):
+    """A pandas tidy table as a Spark DataFrame (through Arrow)."""
+    key = "spark.sql.execution.arrow.pyspark.enabled"
+    before = spark.conf.get(key, "false")
+    spark.conf.set(key, "true")
+    try:
+        return spark.createDataFrame(tidy[[n for n, _ in _TIDY]], _SCHEMA)
+    finally:
+        spark.conf.set(key, before)
+
+
+_SCHEMA = ", ".join(f"{n} {t}" for n, t in _TIDY)
+
+
+def fit(df, formula: str, *, mode="merged", method="REML", ranef=True, ddf="none", grp=None, re=None, partitions: int | None = None):
+    """The tidy table of `formula` fitted to a Spark DataFrame, as a Spark DataFrame.
+
+    mode="merged" (any model): the partitions' statistics merged and fitted
+    on the driver (`partitions`: see `stats`). mode="distributed" (one
+    grouping factor): the rows are repartitioned by group into `partitions`
+    (default twice the parallelism), the statistics stay cached on the
+    executors, and each evaluation of the optimizer is one Spark job (see
+    `fit_distributed`)."""
+    if mode == "distributed":
+        return fit_distributed(df, formula, method=method, ranef=ranef, ddf=ddf, grp=grp, re=re, partitions=partitions)
+    if mode != "merged":
+        raise ValueError(f"lmm: mode must be 'merged' or 'distributed', not {mode!r}")
     value = stats(df, formula, grp=grp, re=re, partitions=partitions)
     try:
         tidy = lmm.fit_stats(value, method=method, ranef=ranef, ddf=ddf)
@@ -170,12 +207,166 @@ def fit(df, formula: str, *, method="REML", ranef=True, ddf="none", grp=None, re
         message = _lmm_message(e) or str(e)
         raise LmmError(message) from None
     # the table (a row per BLUP: as many rows as levels) goes to Spark as Arrow
-    spark = df.sparkSession
-    key = "spark.sql.execution.arrow.pyspark.enabled"
-    before = spark.conf.get(key, "false")
-    spark.conf.set(key, "true")
+    return _as_spark(df.sparkSession, tidy)
+
+
+# ---------------------------------------------------------------- distributed
+
+_SHARD = "part int, header binary, levels long, stats binary"
+
+
+def _partition_shard(formula: str, options: dict):
+    """The mapInArrow function: a partition's rows -> its shard (statistics, header, number of groups)."""
+
+    def run(batches):
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        value = _stats_of(batches, formula, options)
+        if value is None:
+            return
+        header, levels = _worker_connection().execute("SELECT lmm_shard_header(?), lmm_shard_levels(?)", [value, value]).fetchall()[0]
+        yield pa.RecordBatch.from_pydict(
+            {"part": [TaskContext.get().partitionId()], "header": [bytes(header)], "levels": [int(levels)], "stats": [value]},
+            schema=pa.schema([("part", pa.int32()), ("header", pa.binary()), ("levels", pa.int64()), ("stats", pa.binary())]),
+        )
+
+    return run
+
+
+# A test's hook: a task property naming a file; the first request task to
+# find it missing creates it and fails (Spark retries the task).
+_FAIL_ONCE = "lmm.test.fail_once"
+
+
+def _fail_once():
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    path = ctx.getLocalProperty(_FAIL_ONCE) if ctx else None
+    if path and not os.path.exists(path):
+        open(path, "w").close()
+        raise RuntimeError("injected failure of a request task")
+
+
+def _shard_rows(batches):
+    for b in batches:
+        cols = b.to_pydict()
+        for part, stats in zip(cols["part"], cols["stats"]):
+            yield part, stats
+
+
+def _answers(header: bytes, levels: int, request: bytes):
+    """The mapInArrow function of one request: each shard's answer."""
+
+    def run(batches):
+        import pyarrow as pa
+
+        _fail_once()
+        con = _worker_connection()
+        parts, answers = [], []
+        for part, value in _shard_rows(batches):
+            a = con.execute("SELECT lmm_shard_answer(?, ?, ?, ?)", [header, levels, value, request]).fetchall()[0][0]
+            parts.append(part)
+            answers.append(bytes(a))
+        yield pa.RecordBatch.from_pydict({"part": parts, "answer": answers}, schema=pa.schema([("part", pa.int32()), ("answer", pa.binary())]))
+
+    return run
+
+
+def _blup_rows(header: bytes, levels: int, request: bytes):
+    """The mapInArrow function of the BLUPs: each shard's ran_vals rows."""
+
+    def run(batches):
+        con = _worker_connection()
+        for _, value in _shard_rows(batches):
+            table = con.execute(
+                "SELECT " + ", ".join(n for n, _ in _TIDY) + " FROM (SELECT unnest(lmm_shard_blups(?, ?, ?, ?), recursive := true))",
+                [header, levels, value, request],
+            ).to_arrow_table()
+            yield from table.to_batches()
+
+    return run
+
+
+def _spark_call(f):
+    """Run `f`; a failure carrying lmm's message becomes LmmError."""
     try:
-        schema = ", ".join(f"{n} {t}" for n, t in _TIDY)
-        return spark.createDataFrame(tidy[[n for n, _ in _TIDY]], schema)
+        return f()
+    except LmmError:
+        raise
+    except Exception as e:
+        message = _lmm_message(e)
+        if message is None:
+            raise
+        raise LmmError(message) from None
+
+
+def fit_distributed(df, formula: str, *, method="REML", ranef=True, ddf="none", grp=None, re=None, partitions: int | None = None):
+    """A one-factor model fitted with its groups left on the executors.
+
+    1. the rows are repartitioned by the grouping columns (`partitions`
+       partitions, default twice the parallelism); each partition's
+       statistics (a shard: its groups, whole) are computed once and cached;
+    2. the driver merges the shards' headers (no groups: a few kB) and runs
+       the optimizer; each evaluation of the criterion (and of its gradient)
+       is one Spark job whose tasks answer with a few numbers per shard
+       (`lmm.distributed`);
+    3. the BLUP rows are computed on the executors from the cached shards.
+
+    The result: the tidy table as a Spark DataFrame (the fixed effects,
+    variance parameters and fit rows, then each shard's BLUP rows; its
+    BLUP rows are cached on the executors). Crossed and nested models,
+    and ddf="Kenward-Roger", take the merged route (`fit`)."""
+    import duckdb
+    from pyspark import StorageLevel
+
+    from lmm import distributed
+
+    spark = df.sparkSession
+    sc = spark.sparkContext
+    _ship(sc)
+    con = lmm.connect()
+    try:
+        columns = distributed.grouping_columns(formula, con=con, grp=grp, re=re)
+    except duckdb.Error as e:
+        raise LmmError(_lmm_message(e) or str(e)) from None
+    if str(ddf).lower().replace("_", "-") in ("kenward-roger", "kr"):
+        raise LmmError("lmm: ddf='Kenward-Roger' needs every group at once; use mode='merged'")
+    for c in columns:
+        if c not in df.columns:
+            raise LmmError(f"lmm: the grouping column '{c}' is not a column of the DataFrame (its columns: {', '.join(df.columns)})")
+    n = partitions or 2 * sc.defaultParallelism
+    shards = df.repartition(n, *[df[c] for c in columns]).mapInArrow(_partition_shard(formula, _stats_options(grp, re)), _SHARD)
+    shards = shards.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        meta = _spark_call(lambda: shards.select("part", "header", "levels").collect())
+        if not meta:
+            raise LmmError("lmm: the DataFrame has no rows (no partition gave statistics)")
+        header, levels = distributed.merged_header(con, [bytes(r.header) for r in meta], [r.levels for r in meta])
+        expected = sorted(r.part for r in meta)
+        # one task per core answers for several shards (a job of many tiny
+        # tasks costs more in scheduling than the answers); coalescing keeps
+        # each shard's cached block where it is when it can
+        answering = shards.coalesce(max(1, min(len(meta), sc.defaultParallelism)))
+
+        def ask(request: bytes) -> bytes:
+            rows = _spark_call(lambda: answering.mapInArrow(_answers(header, levels, request), "part int, answer binary").collect())
+            rows.sort(key=lambda r: r.part)
+            if [r.part for r in rows] != expected:
+                raise LmmError("lmm: a request was answered by other shards than those of the fit (a partition lost or duplicated)")
+            return b"".join(bytes(r.answer) for r in rows)
+
+        try:
+            tidy, blups = distributed.drive(con, header, levels, ask, method=method, ranef=ranef, ddf=ddf)
+        except duckdb.Error as e:
+            raise LmmError(_lmm_message(e) or str(e)) from None
+        # lmm_fit's order: fixed and ran_pars rows, the BLUPs, the fit rows
+        result = _as_spark(spark, tidy[tidy["effect"] != "fit"])
+        if blups is not None:
+            rows = shards.mapInArrow(_blup_rows(header, levels, blups), _SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
+            _spark_call(rows.count)
+            result = result.unionByName(rows)
+        return result.unionByName(_as_spark(spark, tidy[tidy["effect"] == "fit"]))
     finally:
-        spark.conf.set(key, before)
+        shards.unpersist()

@@ -48,11 +48,15 @@
 //! Crossed and nested models do not split this way (the levels of one
 //! factor couple those of another) and take the merged route.
 
+pub mod cache;
 pub mod driver;
+pub mod exchange;
 pub mod header;
 pub mod protocol;
 pub mod shard;
 
+#[cfg(test)]
+mod exchange_tests;
 #[cfg(test)]
 mod tests;
 
@@ -65,4 +69,12 @@ fn one_factor(acc: &crate::accumulator::Accumulator) -> crate::error::Result<()>
         );
     }
     Ok(())
+}
+
+/// The columns whose values make the groups of `formula`'s one grouping
+/// factor (with `options`' `grp` and `re`): what to partition the rows by.
+pub fn grouping_columns(formula: &str, options: crate::options::Options) -> crate::error::Result<Vec<String>> {
+    let acc = crate::accumulator::Accumulator::new(formula, options)?;
+    one_factor(&acc)?;
+    Ok(acc.factors[0].vars.iter().map(|&v| acc.vars[v].name.clone()).collect())
 }

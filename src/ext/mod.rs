@@ -9,6 +9,7 @@
 mod aggregate;
 mod boxed;
 mod checked;
+mod distributed;
 mod guard;
 mod job_functions;
 mod jobs;
@@ -97,7 +98,8 @@ unsafe fn init(
             .and_then(|_| scalar::register(con))
             .and_then(|_| job_functions::register(con))
             .and_then(|_| inference::register(con))
-            .and_then(|_| statistics::register(con));
+            .and_then(|_| statistics::register(con))
+            .and_then(|_| distributed::register(con));
         // Macros: see `sql::create_macros`; only a planted macro on a database
         // lmm cannot write fails the LOAD.
         let macros = if registered.is_ok() { sql::create_macros(con).map_err(|e| LmmError::new(e.trim_start_matches("Invalid Input Error: "))) } else { Ok(()) };

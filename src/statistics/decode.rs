@@ -95,6 +95,13 @@ pub fn decode(data: &[u8]) -> Result<Accumulator> {
     Ok(acc)
 }
 
+/// What tells two statistics values apart: the checksum of the payload
+/// (checked against the value's content) and its length.
+pub fn identity(data: &[u8]) -> Result<(u64, usize)> {
+    let payload = payload(data)?;
+    Ok((u64::from_le_bytes(data[16..24].try_into().unwrap()), payload.len()))
+}
+
 /// The header checked (magic, version, length, checksum); the payload.
 fn payload(data: &[u8]) -> Result<&[u8]> {
     if data.len() < HEADER_LEN || &data[..8] != MAGIC {

@@ -24,7 +24,7 @@
 mod decode;
 mod encode;
 
-pub use decode::decode;
+pub use decode::{decode, identity};
 pub use encode::encode;
 
 pub const MAGIC: &[u8; 8] = b"LMMSTATS";

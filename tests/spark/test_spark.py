@@ -127,3 +127,63 @@ def test_errors_reach_the_driver_with_lmms_message(spark):
         lmm.spark.fit(df, "Reaction ~ Days")
     with pytest.raises(lmm.spark.LmmError, match="no rows"):
         lmm.spark.fit(df.filter("Days < 0"), "Reaction ~ Days + (1 | Subject)")
+
+
+# ------------------------------------------------------------ distributed mode
+
+DISTRIBUTED = [
+    ("sleepstudy", "Reaction ~ Days + (Days | Subject)", {}),
+    ("dietox", "Weight ~ Time + (Time | Pig)", {"ddf": "Satterthwaite"}),
+    ("dyestuff", "Yield ~ 1 + (1 | Batch)", {"method": "ML"}),
+]
+
+ORDER = {"fixed": 0, "ran_pars": 1, "ran_vals": 2, "fit": 3}
+
+
+@pytest.mark.parametrize("table,formula,options", DISTRIBUTED)
+def test_distributed_mode_gives_lmm_fits_table(spark, table, formula, options):
+    whole, rows = reference(table, formula, **options)
+    df = spark.createDataFrame(rows).repartition(5)
+    # 3 partitions; more partitions than some models have groups (empty ones); the default
+    for partitions in (3, 12, None):
+        result = lmm.spark.fit(df, formula, mode="distributed", partitions=partitions, **options)
+        assert_same(whole, result, f"{table} distributed, {partitions} partitions")
+        effects = [ORDER[r.effect] for r in result.select("effect").collect()]
+        assert effects == sorted(effects), "lmm_fit's row order: fixed, ran_pars, ran_vals, fit"
+
+
+def test_distributed_grp_re_and_no_blups(spark):
+    whole, rows = reference("dietox", "Weight ~ Time", grp="Pig", re=["Time"], ranef=False)
+    df = spark.createDataFrame(rows)
+    result = lmm.spark.fit(df, "Weight ~ Time", mode="distributed", grp="Pig", re=["Time"], ranef=False, partitions=4)
+    assert_same(whole, result, "distributed grp/re, ranef off")
+
+
+def test_distributed_request_task_that_fails_once_is_retried(spark, tmp_path):
+    whole, rows = reference("sleepstudy", "Reaction ~ Days + (Days | Subject)")
+    df = spark.createDataFrame(rows)
+    marker = str(tmp_path / "request-failed-once")
+    sc = spark.sparkContext
+    sc.setLocalProperty(lmm.spark._FAIL_ONCE, marker)
+    try:
+        result = lmm.spark.fit(df, "Reaction ~ Days + (Days | Subject)", mode="distributed", partitions=3)
+    finally:
+        sc.setLocalProperty(lmm.spark._FAIL_ONCE, None)
+    assert os.path.exists(marker)
+    assert_same(whole, result, "distributed, after a retried request task")
+
+
+def test_distributed_refusals_reach_the_driver(spark):
+    df = spark.createDataFrame(pd.read_csv(DATA / "sleepstudy.csv")).repartition(2)
+    with pytest.raises(lmm.spark.LmmError, match="one grouping factor.*merged"):
+        lmm.spark.fit(df, "Reaction ~ Days + (1 | Subject) + (1 | Days)", mode="distributed")
+    with pytest.raises(lmm.spark.LmmError, match="Kenward-Roger"):
+        lmm.spark.fit(df, "Reaction ~ Days + (1 | Subject)", mode="distributed", ddf="Kenward-Roger")
+    with pytest.raises(lmm.spark.LmmError, match="grouping column 'Nobody'"):
+        lmm.spark.fit(df, "Reaction ~ Days + (1 | Nobody)", mode="distributed")
+    with pytest.raises(lmm.spark.LmmError, match="lmm: .*Nope"):
+        lmm.spark.fit(df, "Reaction ~ Nope + (1 | Subject)", mode="distributed")
+    with pytest.raises(lmm.spark.LmmError, match="no rows"):
+        lmm.spark.fit(df.filter("Days < 0"), "Reaction ~ Days + (1 | Subject)", mode="distributed")
+    with pytest.raises(ValueError, match="mode"):
+        lmm.spark.fit(df, "Reaction ~ Days + (1 | Subject)", mode="sideways")
