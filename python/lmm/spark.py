@@ -117,8 +117,7 @@ def _chain(first, rest):
 
 
 def _merge_two(a: bytes, b: bytes) -> bytes:
-    con = _worker_connection()
-    return bytes(con.execute("SELECT lmm_stats_merge(s) FROM (VALUES (?::BLOB), (?::BLOB)) t(s)", [a, b]).fetchall()[0][0])
+    return lmm.merge_stats([a, b], con=_worker_connection())
 
 
 def _stats_options(grp, re) -> dict:
@@ -225,7 +224,9 @@ def _partition_shard(formula: str, options: dict):
         value = _stats_of(batches, formula, options)
         if value is None:
             return
-        header, levels = _worker_connection().execute("SELECT lmm_shard_header(?), lmm_shard_levels(?)", [value, value]).fetchall()[0]
+        con = _worker_connection()
+        with lmm._Blobs(con, [value]) as t:
+            header, levels = con.execute(f"SELECT lmm_shard_header(v), lmm_shard_levels(v) FROM {t}").fetchall()[0]
         yield pa.RecordBatch.from_pydict(
             {"part": [TaskContext.get().partitionId()], "header": [bytes(header)], "levels": [int(levels)], "stats": [value]},
             schema=pa.schema([("part", pa.int32()), ("header", pa.binary()), ("levels", pa.int64()), ("stats", pa.binary())]),
@@ -249,27 +250,31 @@ def _fail_once():
         raise RuntimeError("injected failure of a request task")
 
 
-def _shard_rows(batches):
+def _over_shards(batches, sql: str, params: list):
+    """`sql` over each Arrow batch of shards (columns part, stats, ...; read
+    as the view __lmm_shards, never as parameters: see lmm._Blobs)."""
+    import pyarrow as pa
+
+    con = _worker_connection()
+    name = f"__lmm_shards_{os.getpid()}"
     for b in batches:
-        cols = b.to_pydict()
-        for part, stats in zip(cols["part"], cols["stats"]):
-            yield part, stats
+        if b.num_rows == 0:
+            continue
+        con.register(name, pa.Table.from_batches([b]))
+        try:
+            yield con.execute(sql.format(shards=name), params).to_arrow_table()
+        finally:
+            con.unregister(name)
 
 
 def _answers(header: bytes, levels: int, request: bytes):
     """The mapInArrow function of one request: each shard's answer."""
 
     def run(batches):
-        import pyarrow as pa
-
         _fail_once()
-        con = _worker_connection()
-        parts, answers = [], []
-        for part, value in _shard_rows(batches):
-            a = con.execute("SELECT lmm_shard_answer(?, ?, ?, ?)", [header, levels, value, request]).fetchall()[0][0]
-            parts.append(part)
-            answers.append(bytes(a))
-        yield pa.RecordBatch.from_pydict({"part": parts, "answer": answers}, schema=pa.schema([("part", pa.int32()), ("answer", pa.binary())]))
+        sql = "SELECT part, lmm_shard_answer(?, ?, stats, ?) AS answer FROM {shards}"
+        for table in _over_shards(batches, sql, [header, levels, request]):
+            yield from table.to_batches()
 
     return run
 
@@ -278,12 +283,9 @@ def _blup_rows(header: bytes, levels: int, request: bytes):
     """The mapInArrow function of the BLUPs: each shard's ran_vals rows."""
 
     def run(batches):
-        con = _worker_connection()
-        for _, value in _shard_rows(batches):
-            table = con.execute(
-                "SELECT " + ", ".join(n for n, _ in _TIDY) + " FROM (SELECT unnest(lmm_shard_blups(?, ?, ?, ?), recursive := true))",
-                [header, levels, value, request],
-            ).to_arrow_table()
+        columns = ", ".join(n for n, _ in _TIDY)
+        sql = f"SELECT {columns} FROM (SELECT unnest(lmm_shard_blups(?, ?, stats, ?), recursive := true) FROM {{shards}})"
+        for table in _over_shards(batches, sql, [header, levels, request]):
             yield from table.to_batches()
 
     return run
