@@ -53,7 +53,7 @@ pub fn moments(n: f64, p: usize, factors: &[Factor], pairs: &[Pair], lambdas: &[
     let el = Elimination::new(&cols);
     let m_times = |v: &[f64], c: usize| {
         let lv = cols.lambda_times(v, c, true);
-        cols.lambda_times(&el.s_solve(&cols, &lv, c), c, false)
+        cols.lambda_times(&el.s_solve(&lv, c), c, false)
     };
     let minus = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x - y).collect() };
     // [X y]ᵀH[X y], B̂, B̂₂, Â₂, Â₃
@@ -89,17 +89,20 @@ pub fn moments(n: f64, p: usize, factors: &[Factor], pairs: &[Pair], lambdas: &[
     let nr = params.len();
     let mut sums = Sums::new(nr, p);
     sums.add_linear(&terms, qt, &b, &b2);
+    // Y_s = ĈE_sB̂ for every s at once (columns s·p … s·p + p − 1)
+    let mut v = vec![0.0; qt * p * nr];
     for s in 0..nr {
-        let mut v = vec![0.0; qt * p];
         for &(c, d) in &terms[s] {
             for j in 0..p {
-                v[j * qt + c] += b[j * qt + d];
+                v[(s * p + j) * qt + c] += b[j * qt + d];
             }
         }
-        let kv = cols.k_times(&v, p);
-        let y = minus(&kv, &cols.k_times(&m_times(&kv, p), p));
+    }
+    let kv = cols.k_times(&v, p * nr);
+    let y = minus(&kv, &cols.k_times(&m_times(&kv, p * nr), p * nr));
+    for s in 0..nr {
         for r in 0..=s {
-            sums.add_quadratic(r, s, &terms[r], qt, &b, &y);
+            sums.add_quadratic(r, s, &terms[r], qt, &b, &y[s * p * qt..(s + 1) * p * qt]);
         }
     }
     // K̂_rs, K̂_rσ, tr H²

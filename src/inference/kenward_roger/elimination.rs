@@ -28,16 +28,15 @@
 use super::columns::{lambda_block, Columns};
 use crate::dense::{cholesky_lower, solve_lower, solve_lower_transposed};
 
-/// A level pair of the first factor with another one.
+/// A level pair of the first factor with another one; its blocks (q₀ × q,
+/// column-major) sit at `at` in `Elimination`'s flat arrays.
 pub struct Cell {
-    /// the other factor, its level and q
+    /// the other factor and its q
     pub factor: usize,
     pub q: usize,
     /// first column of that level among the rest's m columns
     pub col: usize,
-    /// Z_lᵀZ_c (q₀ × q) and N₁₂'s block, column-major
-    pub k: Vec<f64>,
-    pub n: Vec<f64>,
+    pub at: usize,
 }
 
 pub struct Elimination {
@@ -49,10 +48,16 @@ pub struct Elimination {
     /// per level of the first factor: L_l and N₁₁'s block (q₀×q₀ each)
     pub chol: Vec<f64>,
     pub n11: Vec<f64>,
-    /// per level of the first factor, its cells
-    pub cells: Vec<Vec<Cell>>,
-    /// N₂₂ and L_c (m×m, column-major; L_c's upper triangle is zero)
+    /// the cells, level by level of the first factor (level l: cell_ptr[l]..cell_ptr[l+1])
+    pub cells: Vec<Cell>,
+    pub cell_ptr: Vec<usize>,
+    /// per cell: K_lc = Z_lᵀZ_c, B_lc = Λ₀ᵀK_lcΛ_c and N₁₂'s block
+    pub cell_k: Vec<f64>,
+    pub cell_b: Vec<f64>,
+    pub cell_n: Vec<f64>,
+    /// N₂₂, Λ₂ᵀN₂₂ and L_c (m×m, column-major; L_c's upper triangle is zero)
     pub n22: Vec<f64>,
+    pub lt_n22: Vec<f64>,
     pub sc: Vec<f64>,
     /// the rest's column blocks: (first column among the m, q, factor)
     pub rest_blocks: Vec<(usize, usize, usize)>,
@@ -65,28 +70,67 @@ impl Elimination {
         let (q0, n0) = (f0.q, f0.nlev);
         let r0 = n0 * q0;
         let m = cols.qt - r0;
-        let lam0 = &lambdas[0];
-        let mut cells: Vec<Vec<Cell>> = (0..n0).map(|_| Vec::new()).collect();
-        for pr in cols.pairs.iter().filter(|pr| pr.a == 0) {
-            let qb = factors[pr.b].q;
-            for (ci, &(la, lb)) in pr.cells.iter().enumerate() {
-                let k = pr.blocks[ci * q0 * qb..(ci + 1) * q0 * qb].to_vec();
-                cells[la as usize].push(Cell { factor: pr.b, q: qb, col: cols.column(pr.b, lb as usize) - r0, n: vec![0.0; k.len()], k });
+        // cells by level of the first factor (counting sort), blocks copied in that order
+        let first_pairs: Vec<&crate::crossed::Pair> = cols.pairs.iter().filter(|pr| pr.a == 0).collect();
+        let mut cell_ptr = vec![0usize; n0 + 1];
+        for pr in &first_pairs {
+            for &(la, _) in &pr.cells {
+                cell_ptr[la as usize + 1] += 1;
             }
         }
-        let n22 = rest_ztz(cols, r0, m);
-        let mut e = Elimination { q0, n0, m, r0, chol: vec![0.0; n0 * q0 * q0], n11: vec![0.0; n0 * q0 * q0], cells, n22, sc: Vec::new(), rest_blocks: Vec::new() };
+        for l in 0..n0 {
+            cell_ptr[l + 1] += cell_ptr[l];
+        }
+        let mut fill = cell_ptr.clone();
+        let mut slots: Vec<(usize, usize)> = vec![(0, 0); cell_ptr[n0]];
+        for (pi, pr) in first_pairs.iter().enumerate() {
+            for (ci, &(la, _)) in pr.cells.iter().enumerate() {
+                slots[fill[la as usize]] = (pi, ci);
+                fill[la as usize] += 1;
+            }
+        }
+        let mut cells = Vec::with_capacity(slots.len());
+        let mut cell_k = Vec::new();
+        for &(pi, ci) in &slots {
+            let pr = first_pairs[pi];
+            let qb = factors[pr.b].q;
+            cells.push(Cell { factor: pr.b, q: qb, col: cols.column(pr.b, pr.cells[ci].1 as usize) - r0, at: cell_k.len() });
+            cell_k.extend_from_slice(&pr.blocks[ci * q0 * qb..(ci + 1) * q0 * qb]);
+        }
+        let size = cell_k.len();
+        let mut e = Elimination {
+            q0,
+            n0,
+            m,
+            r0,
+            chol: vec![0.0; n0 * q0 * q0],
+            n11: vec![0.0; n0 * q0 * q0],
+            cells,
+            cell_ptr,
+            cell_k,
+            cell_b: vec![0.0; size],
+            cell_n: vec![0.0; size],
+            n22: rest_ztz(cols, r0, m),
+            lt_n22: Vec::new(),
+            sc: Vec::new(),
+            rest_blocks: Vec::new(),
+        };
         for fi in 1..factors.len() {
             for l in 0..factors[fi].nlev {
                 e.rest_blocks.push((cols.column(fi, l) - r0, factors[fi].q, fi));
             }
         }
         for l in 0..n0 {
-            e.eliminate_level(l, &f0.ztz[l * q0 * q0..(l + 1) * q0 * q0], lam0);
+            e.eliminate_level(l, &f0.ztz[l * q0 * q0..(l + 1) * q0 * q0], lambdas);
         }
-        // S_c = I + Λ₂ᵀN₂₂Λ₂ = L_cL_cᵀ
-        let lt_n = e.rest_lambda_t(&e.n22, m, lambdas);
-        let mut sc = e.rest_lambda_t(&transpose(&lt_n, m, m), m, lambdas);
+        for c in 0..m {
+            for r in c + 1..m {
+                e.n22[r * m + c] = e.n22[c * m + r];
+            }
+        }
+        // S_c = I + (Λ₂ᵀN₂₂)Λ₂ = L_cL_cᵀ
+        e.lt_n22 = e.rest_lambda_t(&e.n22, m, lambdas);
+        let mut sc = e.rest_times_lambda(&e.lt_n22, lambdas);
         for i in 0..m {
             sc[i * m + i] += 1.0;
         }
@@ -101,10 +145,21 @@ impl Elimination {
         e
     }
 
-    /// L_l, W_l, N₁₁'s block, the G_lc and N₁₂'s blocks of level l; N₂₂ −= G_lᵀG_l.
-    fn eliminate_level(&mut self, l: usize, kl: &[f64], lam0: &[f64]) {
+    /// The cells of the first factor's level l.
+    pub fn level_cells(&self, l: usize) -> &[Cell] {
+        &self.cells[self.cell_ptr[l]..self.cell_ptr[l + 1]]
+    }
+
+    /// N₁₂'s block of a cell (q₀ × cell.q).
+    pub fn n_block(&self, cell: &Cell) -> &[f64] {
+        &self.cell_n[cell.at..cell.at + self.q0 * cell.q]
+    }
+
+    /// L_l, W_l, N₁₁'s block, the G_lc, B_lc and N₁₂'s blocks of level l; N₂₂ −= G_lᵀG_l.
+    fn eliminate_level(&mut self, l: usize, kl: &[f64], lambdas: &[Vec<f64>]) {
         let q0 = self.q0;
         let qq = q0 * q0;
+        let lam0 = &lambdas[0];
         // A = Λ₀ᵀKΛ₀ + I: column c is Λ₀ᵀ(K Λ₀[:, c])
         let mut a = vec![0.0; qq];
         let mut tmp = vec![0.0; q0];
@@ -117,40 +172,54 @@ impl Elimination {
         }
         let ok = cholesky_lower(&mut a, q0);
         debug_assert!(ok, "A_l ≥ I is positive definite");
-        // x ↦ L⁻¹Λ₀ᵀx on each column
-        let lt_solve = |x: &[f64], out: &mut [f64]| {
-            lambda_block(lam0, q0, x, out, true);
-            solve_lower(&a, q0, out);
-        };
-        let cols_of = |x: &[f64], ncol: usize| -> Vec<f64> {
-            let mut out = vec![0.0; q0 * ncol];
+        // x ↦ L⁻¹Λ₀ᵀx on each of ncol columns
+        let lt_solve = |x: &[f64], ncol: usize, out: &mut [f64]| {
             for j in 0..ncol {
-                lt_solve(&x[j * q0..(j + 1) * q0], &mut out[j * q0..(j + 1) * q0]);
+                let o = &mut out[j * q0..(j + 1) * q0];
+                lambda_block(lam0, q0, &x[j * q0..(j + 1) * q0], o, true);
+                solve_lower(&a, q0, o);
             }
-            out
         };
-        let w = cols_of(kl, q0);
+        let mut w = vec![0.0; qq];
+        lt_solve(kl, q0, &mut w);
         let n11 = &mut self.n11[l * qq..(l + 1) * qq];
         for c in 0..q0 {
             for r in 0..q0 {
                 n11[c * q0 + r] = kl[c * q0 + r] - (0..q0).map(|t| w[r * q0 + t] * w[c * q0 + t]).sum::<f64>();
             }
         }
-        let g: Vec<Vec<f64>> = self.cells[l].iter().map(|cell| cols_of(&cell.k, cell.q)).collect();
-        for (cell, gc) in self.cells[l].iter_mut().zip(&g) {
-            for c in 0..cell.q {
+        // G_l = [G_lc]_c (q₀ × Σq), N₁₂ = K_lc − W_lᵀG_lc, B_lc = Λ₀ᵀK_lcΛ_c
+        let (lo, hi) = (self.cell_ptr[l], self.cell_ptr[l + 1]);
+        let (start, end) = if lo < hi { (self.cells[lo].at, self.cells[hi - 1].at + q0 * self.cells[hi - 1].q) } else { (0, 0) };
+        let ncols = (end - start) / q0.max(1);
+        let mut g = vec![0.0; end - start];
+        lt_solve(&self.cell_k[start..end], ncols, &mut g);
+        for i in start..end {
+            let (c, r) = ((i - start) / q0, (i - start) % q0);
+            self.cell_n[i] = self.cell_k[i] - (0..q0).map(|t| w[r * q0 + t] * g[c * q0 + t]).sum::<f64>();
+        }
+        let mut col = vec![0.0; q0];
+        for cell in &self.cells[lo..hi] {
+            let lam = &lambdas[cell.factor];
+            let (qc, at) = (cell.q, cell.at);
+            // K_lcΛ_c by columns, then Λ₀ᵀ on each
+            for c in 0..qc {
                 for r in 0..q0 {
-                    cell.n[c * q0 + r] = cell.k[c * q0 + r] - (0..q0).map(|t| w[r * q0 + t] * gc[c * q0 + t]).sum::<f64>();
+                    col[r] = (c..qc).map(|t| self.cell_k[at + t * q0 + r] * lam[c * qc + t]).sum();
                 }
+                lambda_block(lam0, q0, &col, &mut self.cell_b[at + c * q0..at + (c + 1) * q0], true);
             }
         }
+        // lower triangle only (mirrored once all levels are in)
         let m = self.m;
-        for (ca, ga) in self.cells[l].iter().zip(&g) {
-            for (cb, gb) in self.cells[l].iter().zip(&g) {
+        for cb in &self.cells[lo..hi] {
+            let gb = &g[cb.at - start..cb.at - start + q0 * cb.q];
+            for ca in self.cells[lo..hi].iter().filter(|ca| ca.col >= cb.col) {
+                let ga = &g[ca.at - start..ca.at - start + q0 * ca.q];
                 for j in 0..cb.q {
-                    for i in 0..ca.q {
-                        let v: f64 = (0..q0).map(|t| ga[i * q0 + t] * gb[j * q0 + t]).sum();
-                        self.n22[(cb.col + j) * m + ca.col + i] -= v;
+                    let dst = &mut self.n22[(cb.col + j) * m + ca.col..(cb.col + j) * m + ca.col + ca.q];
+                    for (i, d) in dst.iter_mut().enumerate() {
+                        *d -= (0..q0).map(|t| ga[i * q0 + t] * gb[j * q0 + t]).sum::<f64>();
                     }
                 }
             }
@@ -162,10 +231,30 @@ impl Elimination {
     pub fn rest_lambda_t(&self, v: &[f64], cols: usize, lambdas: &[Vec<f64>]) -> Vec<f64> {
         let m = self.m;
         let mut out = vec![0.0; m * cols];
+        for j in 0..cols {
+            for &(o, q, fi) in &self.rest_blocks {
+                lambda_block(&lambdas[fi], q, &v[j * m + o..j * m + o + q], &mut out[j * m + o..j * m + o + q], true);
+            }
+        }
+        out
+    }
+
+    /// VΛ₂ for V m×m: column o+c of a block is Σ_{t ≥ c} V[:, o+t] Λ[t, c].
+    fn rest_times_lambda(&self, v: &[f64], lambdas: &[Vec<f64>]) -> Vec<f64> {
+        let m = self.m;
+        let mut out = vec![0.0; m * m];
         for &(o, q, fi) in &self.rest_blocks {
             let lam = &lambdas[fi];
-            for j in 0..cols {
-                lambda_block(lam, q, &v[j * m + o..j * m + o + q], &mut out[j * m + o..j * m + o + q], true);
+            for c in 0..q {
+                let dst = &mut out[(o + c) * m..(o + c + 1) * m];
+                for t in c..q {
+                    let f = lam[c * q + t];
+                    if f != 0.0 {
+                        for (d, x) in dst.iter_mut().zip(&v[(o + t) * m..(o + t + 1) * m]) {
+                            *d += x * f;
+                        }
+                    }
+                }
             }
         }
         out
@@ -177,24 +266,22 @@ impl Elimination {
         let qt = r0 + m;
         let mut x = vec![0.0; m * qt];
         // the first factor's columns: N₂₁ is N₁₂ᵀ at the cells
-        let mut seg = vec![0.0; 8];
-        for (l, cells) in self.cells.iter().enumerate() {
-            for cell in cells {
-                let lam = &lambdas[cell.factor];
-                seg.resize(cell.q, 0.0);
-                let mut nrow = vec![0.0; cell.q];
+        let qmax = self.rest_blocks.iter().map(|b| b.1).max().unwrap_or(1);
+        let (mut row, mut seg) = (vec![0.0; qmax], vec![0.0; qmax]);
+        for l in 0..self.n0 {
+            for cell in self.level_cells(l) {
+                let (q, nb) = (cell.q, self.n_block(cell));
                 for a in 0..q0 {
-                    for (c, v) in nrow.iter_mut().enumerate() {
-                        *v = cell.n[c * q0 + a];
+                    for c in 0..q {
+                        row[c] = nb[c * q0 + a];
                     }
-                    lambda_block(lam, cell.q, &nrow, &mut seg, true);
+                    lambda_block(&lambdas[cell.factor], q, &row[..q], &mut seg[..q], true);
                     let col = (l * q0 + a) * m + cell.col;
-                    x[col..col + cell.q].copy_from_slice(&seg);
+                    x[col..col + q].copy_from_slice(&seg[..q]);
                 }
             }
         }
-        let rest = self.rest_lambda_t(&self.n22, m, lambdas);
-        x[r0 * m..].copy_from_slice(&rest);
+        x[r0 * m..].copy_from_slice(&self.lt_n22);
         let par = faer::get_global_parallelism();
         let lc = faer::MatRef::from_column_major_slice(&self.sc, m, m);
         let xm = faer::MatMut::from_column_major_slice_mut(&mut x, m, qt);
@@ -202,59 +289,60 @@ impl Elimination {
         x
     }
 
-    /// S⁻¹V for V with qt rows and `cols` columns (S = ΛᵀKΛ + I).
-    pub fn s_solve(&self, cols: &Columns, v: &[f64], ncol: usize) -> Vec<f64> {
+    /// S⁻¹V for V with qt rows and `ncol` columns (S = ΛᵀKΛ + I).
+    pub fn s_solve(&self, v: &[f64], ncol: usize) -> Vec<f64> {
         let (q0, m, r0) = (self.q0, self.m, self.r0);
         let qt = r0 + m;
-        let lam0 = &cols.lambdas[0];
         let qq = q0 * q0;
-        let a_solve = |l: usize, x: &mut [f64]| {
-            let lc = &self.chol[l * qq..(l + 1) * qq];
-            solve_lower(lc, q0, x);
-            solve_lower_transposed(lc, q0, x);
-        };
         let mut out = v.to_vec();
-        let mut t0 = vec![0.0; q0];
-        let mut t1 = vec![0.0; q0];
-        for j in 0..ncol {
-            let col = &mut out[j * qt..(j + 1) * qt];
-            let (x1, x2) = col.split_at_mut(r0);
-            // y₁ = A⁻¹x₁ (kept aside), x₂ − Bᵀy₁ with Bᵀ = Λ₂ᵀK₂₁Λ₀
-            let mut y1 = x1.to_vec();
-            for l in 0..self.n0 {
-                a_solve(l, &mut y1[l * q0..(l + 1) * q0]);
-                lambda_block(lam0, q0, &y1[l * q0..(l + 1) * q0], &mut t0, false);
-                for cell in &self.cells[l] {
-                    let mut u = vec![0.0; cell.q];
-                    for (c, uv) in u.iter_mut().enumerate() {
-                        *uv = (0..q0).map(|r| cell.k[c * q0 + r] * t0[r]).sum();
-                    }
-                    let mut w = vec![0.0; cell.q];
-                    lambda_block(&cols.lambdas[cell.factor], cell.q, &u, &mut w, true);
-                    for (c, wv) in w.iter().enumerate() {
-                        x2[cell.col + c] -= wv;
+        let mut t = vec![0.0; q0];
+        // y₁ = A⁻¹x₁ (kept aside), then x₂ −= Bᵀy₁
+        let mut y1 = vec![0.0; r0 * ncol];
+        for l in 0..self.n0 {
+            let lc = &self.chol[l * qq..(l + 1) * qq];
+            for j in 0..ncol {
+                let yl = &mut y1[j * r0 + l * q0..j * r0 + (l + 1) * q0];
+                yl.copy_from_slice(&out[j * qt + l * q0..j * qt + (l + 1) * q0]);
+                solve_lower(lc, q0, yl);
+                solve_lower_transposed(lc, q0, yl);
+            }
+            for cell in self.level_cells(l) {
+                let b = &self.cell_b[cell.at..cell.at + q0 * cell.q];
+                for j in 0..ncol {
+                    let yl = &y1[j * r0 + l * q0..j * r0 + (l + 1) * q0];
+                    for c in 0..cell.q {
+                        out[j * qt + r0 + cell.col + c] -= (0..q0).map(|r| b[c * q0 + r] * yl[r]).sum::<f64>();
                     }
                 }
             }
-            // z₂ = S_c⁻¹(…)
-            solve_lower(&self.sc, m, x2);
-            solve_lower_transposed(&self.sc, m, x2);
-            // z₁ = A⁻¹(x₁ − Bz₂), B = Λ₀ᵀK₁₂Λ₂
-            for l in 0..self.n0 {
-                t1.iter_mut().for_each(|v| *v = 0.0);
-                for cell in &self.cells[l] {
-                    let mut w = vec![0.0; cell.q];
-                    lambda_block(&cols.lambdas[cell.factor], cell.q, &x2[cell.col..cell.col + cell.q], &mut w, false);
-                    for r in 0..q0 {
-                        t1[r] += (0..cell.q).map(|c| cell.k[c * q0 + r] * w[c]).sum::<f64>();
+        }
+        // z₂ = S_c⁻¹(x₂ − Bᵀy₁), all columns at once
+        {
+            let par = faer::get_global_parallelism();
+            let lc = faer::MatRef::from_column_major_slice(&self.sc, m, m);
+            let mut z2 = faer::MatMut::from_column_major_slice_with_stride_mut(&mut out[r0..], m, ncol, qt);
+            faer::linalg::triangular_solve::solve_lower_triangular_in_place(lc, z2.as_mut(), par);
+            faer::linalg::triangular_solve::solve_upper_triangular_in_place(lc.transpose(), z2, par);
+        }
+        // z₁ = A⁻¹(x₁ − Bz₂) = y₁ − A⁻¹Bz₂
+        for l in 0..self.n0 {
+            let lc = &self.chol[l * qq..(l + 1) * qq];
+            for j in 0..ncol {
+                t.iter_mut().for_each(|v| *v = 0.0);
+                for cell in self.level_cells(l) {
+                    let b = &self.cell_b[cell.at..cell.at + q0 * cell.q];
+                    let z = &out[j * qt + r0 + cell.col..j * qt + r0 + cell.col + cell.q];
+                    for (c, zc) in z.iter().enumerate() {
+                        for r in 0..q0 {
+                            t[r] += b[c * q0 + r] * zc;
+                        }
                     }
                 }
-                lambda_block(lam0, q0, &t1, &mut t0, true);
-                let x1l = &mut x1[l * q0..(l + 1) * q0];
+                solve_lower(lc, q0, &mut t);
+                solve_lower_transposed(lc, q0, &mut t);
                 for r in 0..q0 {
-                    x1l[r] -= t0[r];
+                    out[j * qt + l * q0 + r] = y1[j * r0 + l * q0 + r] - t[r];
                 }
-                a_solve(l, x1l);
             }
         }
         out
@@ -289,14 +377,4 @@ fn rest_ztz(cols: &Columns, r0: usize, m: usize) -> Vec<f64> {
         }
     }
     k
-}
-
-fn transpose(a: &[f64], rows: usize, cols: usize) -> Vec<f64> {
-    let mut out = vec![0.0; rows * cols];
-    for c in 0..cols {
-        for r in 0..rows {
-            out[r * cols + c] = a[c * rows + r];
-        }
-    }
-    out
 }

@@ -27,14 +27,26 @@ pub struct Traces {
     pub kappa: Vec<f64>,
 }
 
-/// Column i of X dotted with its column j.
+/// Column i of X dotted with its column j (four partial sums, so that the
+/// compiler can vectorise).
 fn dot(x: &[f64], m: usize, i: usize, j: usize) -> f64 {
-    x[i * m..(i + 1) * m].iter().zip(&x[j * m..(j + 1) * m]).map(|(a, b)| a * b).sum()
+    let (u, v) = (&x[i * m..(i + 1) * m], &x[j * m..(j + 1) * m]);
+    let mut acc = [0.0; 4];
+    let (uc, vc) = (u.chunks_exact(4), v.chunks_exact(4));
+    let tail: f64 = uc.remainder().iter().zip(vc.remainder()).map(|(a, b)| a * b).sum();
+    for (a, b) in uc.zip(vc) {
+        for t in 0..4 {
+            acc[t] += a[t] * b[t];
+        }
+    }
+    acc[0] + acc[1] + acc[2] + acc[3] + tail
 }
 
-/// Γ = X E Xᵀ = Σ_{(a,b)} X_a X_bᵀ over E's local terms, X_a = X's columns of
-/// component a at every level of the factor.
-fn gamma(cols: &Columns, x: &[f64], m: usize, pr: &Param) -> Vec<f64> {
+/// The lower triangle of Γ = X E Xᵀ = Σ_{(a,b)} X_a X_bᵀ over E's local
+/// terms, X_a = X's columns of component a at every level of the factor
+/// (E symmetric, so Γ is; the upper triangle is left zero).
+fn gamma_lower(cols: &Columns, x: &[f64], m: usize, pr: &Param) -> Vec<f64> {
+    use faer::linalg::matmul::triangular::{matmul, BlockStructure};
     let f = &cols.factors[pr.factor];
     let (q, nlev, off) = (f.q, f.nlev, cols.off[pr.factor]);
     let par = faer::get_global_parallelism();
@@ -45,109 +57,164 @@ fn gamma(cols: &Columns, x: &[f64], m: usize, pr: &Param) -> Vec<f64> {
     };
     for (a, b) in pr.local_terms() {
         let dst = faer::MatMut::from_column_major_slice_mut(&mut out, m, m);
-        faer::linalg::matmul::matmul(dst, faer::Accum::Add, component(a), component(b).transpose(), 1.0, par);
+        matmul(dst, BlockStructure::TriangularLower, faer::Accum::Add, component(a), BlockStructure::Rectangular, component(b).transpose(), BlockStructure::Rectangular, 1.0, par);
     }
     out
 }
 
-pub fn traces(cols: &Columns, el: &Elimination, x: &[f64], params: &[Param]) -> Traces {
-    let nr = params.len();
-    let (m, r0, q0) = (el.m, el.r0, el.q0);
-    let qq = q0 * q0;
-    let terms: Vec<Vec<(usize, usize)>> = params.iter().map(|p| p.local_terms()).collect();
-    // Ĉ₂₂ = N₂₂ − X₂ᵀX₂
+/// ⟨Γ, Γ'⟩ = tr(ΓΓ') for symmetric m×m matrices given by their lower triangles.
+fn inner_lower(g: &[f64], h: &[f64], m: usize) -> f64 {
+    let all: f64 = g.iter().zip(h).map(|(a, b)| a * b).sum();
+    let diag: f64 = (0..m).map(|i| g[i * m + i] * h[i * m + i]).sum();
+    2.0 * all - diag
+}
+
+/// What the traces are read from.
+struct Parts<'a> {
+    cols: &'a Columns<'a>,
+    el: &'a Elimination,
+    x: &'a [f64],
+    params: &'a [Param],
+    terms: Vec<Vec<(usize, usize)>>,
+    /// Ĉ₂₂, m×m (both triangles)
+    c22: Vec<f64>,
+    /// ⟨Γ_r, Γ_s⟩ where r or s is on the first factor, nr×nr
+    gram: Vec<f64>,
+}
+
+/// Ĉ₂₂ = N₂₂ − X₂ᵀX₂ (lower triangle by faer, then mirrored).
+fn rest_block(el: &Elimination, x: &[f64]) -> Vec<f64> {
+    use faer::linalg::matmul::triangular::{matmul, BlockStructure};
+    let (m, r0) = (el.m, el.r0);
     let mut c22 = el.n22.clone();
-    if m > 0 {
-        let par = faer::get_global_parallelism();
-        let x2 = faer::MatRef::from_column_major_slice(&x[r0 * m..], m, m);
-        let dst = faer::MatMut::from_column_major_slice_mut(&mut c22, m, m);
-        faer::linalg::matmul::matmul(dst, faer::Accum::Add, x2.transpose(), x2, -1.0, par);
+    let par = faer::get_global_parallelism();
+    let x2 = faer::MatRef::from_column_major_slice(&x[r0 * m..], m, m);
+    let dst = faer::MatMut::from_column_major_slice_mut(&mut c22, m, m);
+    matmul(dst, BlockStructure::TriangularLower, faer::Accum::Add, x2.transpose(), BlockStructure::Rectangular, x2, BlockStructure::Rectangular, -1.0, par);
+    for c in 0..m {
+        for r in c + 1..m {
+            c22[r * m + c] = c22[c * m + r];
+        }
     }
-    // ⟨Γ_r, Γ_s⟩ for r on the first factor (their Γ kept), s any
+    c22
+}
+
+/// ⟨Γ_r, Γ_s⟩ for r on the first factor (their Γ kept) and every s (one Γ_s at a time).
+fn gamma_products(cols: &Columns, x: &[f64], m: usize, params: &[Param]) -> Vec<f64> {
+    let nr = params.len();
     let first: Vec<usize> = (0..nr).filter(|&r| params[r].factor == 0).collect();
-    let gammas0: Vec<Vec<f64>> = first.iter().map(|&r| gamma(cols, x, m, &params[r])).collect();
+    let kept: Vec<Vec<f64>> = first.iter().map(|&r| gamma_lower(cols, x, m, &params[r])).collect();
     let mut gram = vec![0.0; nr * nr];
     for s in 0..nr {
         let own;
         let gs = match first.iter().position(|&r| r == s) {
-            Some(i) => &gammas0[i],
+            Some(i) => &kept[i],
             None => {
-                own = gamma(cols, x, m, &params[s]);
+                own = gamma_lower(cols, x, m, &params[s]);
                 &own
             }
         };
         for (i, &r) in first.iter().enumerate() {
-            let v: f64 = gammas0[i].iter().zip(gs).map(|(a, b)| a * b).sum();
+            let v = inner_lower(&kept[i], gs, m);
             gram[s * nr + r] = v;
             gram[r * nr + s] = v;
         }
     }
-    let rest_start = |f: usize, l: usize| cols.column(f, l) - r0;
-    // K̂_rs for parameter r on factor fr ≤ fs, parameter s's factor
-    let pair_trace = |r: usize, s: usize| -> f64 {
-        let (fr, fs) = (params[r].factor, params[s].factor);
-        let (tr_, ts) = (&terms[r], &terms[s]);
-        if fr > 0 {
-            // both on the rest: Ĉ₂₂ directly
-            let mut v = 0.0;
-            for l in 0..cols.factors[fr].nlev {
-                let o = rest_start(fr, l);
-                for l2 in 0..cols.factors[fs].nlev {
-                    let o2 = rest_start(fs, l2);
-                    for &(a, b) in tr_ {
-                        for &(c, d) in ts {
-                            v += c22[(o2 + c) * m + o + b] * c22[(o + a) * m + o2 + d];
-                        }
+    gram
+}
+
+impl Parts<'_> {
+    /// First column of factor f's level l among the rest's m.
+    fn rest_start(&self, f: usize, l: usize) -> usize {
+        self.cols.column(f, l) - self.el.r0
+    }
+
+    /// K̂_rs, both parameters on the rest: Σ Ĉ₂₂[(l,b),(l',c)]·Ĉ₂₂[(l',d),(l,a)]
+    /// over the levels l of r's factor and l' of s's, read down columns of l'.
+    fn both_rest(&self, r: usize, s: usize) -> f64 {
+        let (fr, fs, m) = (self.params[r].factor, self.params[s].factor, self.el.m);
+        let c22 = &self.c22;
+        let mut v = 0.0;
+        for l2 in 0..self.cols.factors[fs].nlev {
+            let o2 = self.rest_start(fs, l2);
+            for l in 0..self.cols.factors[fr].nlev {
+                let o = self.rest_start(fr, l);
+                for &(a, b) in &self.terms[r] {
+                    for &(c, d) in &self.terms[s] {
+                        v += c22[(o2 + c) * m + o + b] * c22[(o2 + d) * m + o + a];
                     }
                 }
             }
-            return v;
         }
+        v
+    }
+
+    /// K̂_rs, r on the first factor: tr(E_rNE_sN) − 2 tr(E_rNE_sR) + ⟨Γ_r, Γ_s⟩,
+    /// N and R visited at N's nonzero blocks only (level blocks when s is on
+    /// the first factor too, else the cells with s's factor).
+    fn first(&self, r: usize, s: usize) -> f64 {
+        let (el, x) = (self.el, self.x);
+        let (m, r0, q0, fs) = (el.m, el.r0, el.q0, self.params[s].factor);
+        let (tr_, ts) = (&self.terms[r], &self.terms[s]);
         let (mut t1, mut t2) = (0.0, 0.0);
         for l in 0..el.n0 {
             if fs == 0 {
-                let n11 = &el.n11[l * qq..(l + 1) * qq];
+                let n11 = &el.n11[l * q0 * q0..(l + 1) * q0 * q0];
                 for &(a, b) in tr_ {
                     for &(c, d) in ts {
                         t1 += n11[c * q0 + b] * n11[a * q0 + d];
                         t2 += n11[c * q0 + b] * dot(x, m, l * q0 + d, l * q0 + a);
                     }
                 }
-            } else {
-                for cell in el.cells[l].iter().filter(|c| c.factor == fs) {
-                    for &(a, b) in tr_ {
-                        for &(c, d) in ts {
-                            // N[(l,b),(l',c)] = N₁₂[b, c], N[(l',d),(l,a)] = N₁₂[a, d]
-                            t1 += cell.n[c * q0 + b] * cell.n[d * q0 + a];
-                            t2 += cell.n[c * q0 + b] * dot(x, m, r0 + cell.col + d, l * q0 + a);
-                        }
+                continue;
+            }
+            for cell in el.level_cells(l).iter().filter(|c| c.factor == fs) {
+                let nb = el.n_block(cell);
+                for &(a, b) in tr_ {
+                    for &(c, d) in ts {
+                        // N[(l,b),(l',c)] = N₁₂[b, c], N[(l',d),(l,a)] = N₁₂[a, d]
+                        t1 += nb[c * q0 + b] * nb[d * q0 + a];
+                        t2 += nb[c * q0 + b] * dot(x, m, r0 + cell.col + d, l * q0 + a);
                     }
                 }
             }
         }
-        t1 - 2.0 * t2 + gram[s * nr + r]
-    };
+        t1 - 2.0 * t2 + self.gram[s * self.params.len() + r]
+    }
+
+    /// κ_r = Σ over r's levels and terms of Ĉ[(l,b),(l,a)].
+    fn kappa(&self, r: usize) -> f64 {
+        let (el, f) = (self.el, self.params[r].factor);
+        let (m, q0) = (el.m, el.q0);
+        let mut v = 0.0;
+        for l in 0..self.cols.factors[f].nlev {
+            for &(a, b) in &self.terms[r] {
+                v += if f == 0 {
+                    el.n11[l * q0 * q0 + a * q0 + b] - dot(self.x, m, l * q0 + b, l * q0 + a)
+                } else {
+                    let o = self.rest_start(f, l);
+                    self.c22[(o + a) * m + o + b]
+                };
+            }
+        }
+        v
+    }
+}
+
+pub fn traces(cols: &Columns, el: &Elimination, x: &[f64], params: &[Param]) -> Traces {
+    let nr = params.len();
+    let terms = params.iter().map(|p| p.local_terms()).collect();
+    let parts = Parts { cols, el, x, params, terms, c22: rest_block(el, x), gram: gamma_products(cols, x, el.m, params) };
     let mut k = vec![0.0; nr * nr];
     for s in 0..nr {
         for r in 0..=s {
-            let v = if params[r].factor <= params[s].factor { pair_trace(r, s) } else { pair_trace(s, r) };
+            // params come factor by factor: r's factor ≤ s's
+            let (lo, hi) = if params[r].factor <= params[s].factor { (r, s) } else { (s, r) };
+            let v = if params[lo].factor > 0 { parts.both_rest(lo, hi) } else { parts.first(lo, hi) };
             k[s * nr + r] = v;
             k[r * nr + s] = v;
         }
     }
-    let kappa = params
-        .iter()
-        .zip(&terms)
-        .map(|(pr, tm)| {
-            let f = pr.factor;
-            let mut v = 0.0;
-            for l in 0..cols.factors[f].nlev {
-                for &(a, b) in tm {
-                    v += if f == 0 { el.n11[l * qq + a * q0 + b] - dot(x, m, l * q0 + b, l * q0 + a) } else { c22[(rest_start(f, l) + a) * m + rest_start(f, l) + b] };
-                }
-            }
-            v
-        })
-        .collect();
+    let kappa = (0..nr).map(|r| parts.kappa(r)).collect();
     Traces { k, kappa }
 }
