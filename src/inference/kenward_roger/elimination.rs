@@ -55,6 +55,8 @@ pub struct Elimination {
     pub cell_k: Vec<f64>,
     pub cell_b: Vec<f64>,
     pub cell_n: Vec<f64>,
+    /// G_lc while N₂₂ is formed
+    cell_g: Vec<f64>,
     /// N₂₂, Λ₂ᵀN₂₂ and L_c (m×m, column-major; L_c's upper triangle is zero)
     pub n22: Vec<f64>,
     pub lt_n22: Vec<f64>,
@@ -110,6 +112,7 @@ impl Elimination {
             cell_k,
             cell_b: vec![0.0; size],
             cell_n: vec![0.0; size],
+            cell_g: vec![0.0; size],
             n22: rest_ztz(cols, r0, m),
             lt_n22: Vec::new(),
             sc: Vec::new(),
@@ -123,11 +126,8 @@ impl Elimination {
         for l in 0..n0 {
             e.eliminate_level(l, &f0.ztz[l * q0 * q0..(l + 1) * q0 * q0], lambdas);
         }
-        for c in 0..m {
-            for r in c + 1..m {
-                e.n22[r * m + c] = e.n22[c * m + r];
-            }
-        }
+        e.subtract_first_factor();
+        e.cell_g = Vec::new();
         // S_c = I + (Λ₂ᵀN₂₂)Λ₂ = L_cL_cᵀ
         e.lt_n22 = e.rest_lambda_t(&e.n22, m, lambdas);
         let mut sc = e.rest_times_lambda(&e.lt_n22, lambdas);
@@ -155,7 +155,7 @@ impl Elimination {
         &self.cell_n[cell.at..cell.at + self.q0 * cell.q]
     }
 
-    /// L_l, W_l, N₁₁'s block, the G_lc, B_lc and N₁₂'s blocks of level l; N₂₂ −= G_lᵀG_l.
+    /// L_l, W_l, N₁₁'s block, the G_lc, B_lc and N₁₂'s blocks of level l.
     fn eliminate_level(&mut self, l: usize, kl: &[f64], lambdas: &[Vec<f64>]) {
         let q0 = self.q0;
         let qq = q0 * q0;
@@ -210,21 +210,41 @@ impl Elimination {
                 lambda_block(lam0, q0, &col, &mut self.cell_b[at + c * q0..at + (c + 1) * q0], true);
             }
         }
-        // lower triangle only (mirrored once all levels are in)
-        let m = self.m;
-        for cb in &self.cells[lo..hi] {
-            let gb = &g[cb.at - start..cb.at - start + q0 * cb.q];
-            for ca in self.cells[lo..hi].iter().filter(|ca| ca.col >= cb.col) {
-                let ga = &g[ca.at - start..ca.at - start + q0 * ca.q];
-                for j in 0..cb.q {
-                    let dst = &mut self.n22[(cb.col + j) * m + ca.col..(cb.col + j) * m + ca.col + ca.q];
-                    for (i, d) in dst.iter_mut().enumerate() {
-                        *d -= (0..q0).map(|t| ga[i * q0 + t] * gb[j * q0 + t]).sum::<f64>();
+        self.cell_g[start..end].copy_from_slice(&g);
+        self.chol[l * qq..(l + 1) * qq].copy_from_slice(&a);
+    }
+
+    /// N₂₂ −= Σ_l G_lᵀG_l, lower triangle (mirrored once all levels are in).
+    /// Threads own bands of columns and visit the levels in order, so the
+    /// result does not depend on their number.
+    fn subtract_first_factor(&mut self) {
+        use rayon::prelude::*;
+        const BAND: usize = 64;
+        let (m, q0) = (self.m, self.q0);
+        let (cells, ptr, g) = (&self.cells, &self.cell_ptr, &self.cell_g);
+        self.n22.par_chunks_mut(BAND * m).enumerate().for_each(|(bi, band)| {
+            let (c0, c1) = (bi * BAND, (bi * BAND + band.len() / m).min(m));
+            for l in 0..self.n0 {
+                let level = &cells[ptr[l]..ptr[l + 1]];
+                for cb in level.iter().filter(|cb| cb.col < c1 && cb.col + cb.q > c0) {
+                    let gb = &g[cb.at..cb.at + q0 * cb.q];
+                    for j in (0..cb.q).filter(|&j| (c0..c1).contains(&(cb.col + j))) {
+                        let column = &mut band[(cb.col + j - c0) * m..(cb.col + j - c0 + 1) * m];
+                        for ca in level.iter().filter(|ca| ca.col >= cb.col) {
+                            let ga = &g[ca.at..ca.at + q0 * ca.q];
+                            for (i, d) in column[ca.col..ca.col + ca.q].iter_mut().enumerate() {
+                                *d -= (0..q0).map(|t| ga[i * q0 + t] * gb[j * q0 + t]).sum::<f64>();
+                            }
+                        }
                     }
                 }
             }
+        });
+        for c in 0..m {
+            for r in c + 1..m {
+                self.n22[r * m + c] = self.n22[c * m + r];
+            }
         }
-        self.chol[l * qq..(l + 1) * qq].copy_from_slice(&a);
     }
 
     /// Λ₂ᵀV for V with the rest's m rows.

@@ -478,12 +478,12 @@ fn dense_size_bound() {
     assert!(run(&[f(5_000), f(1)]).is_ok());
 }
 
-/// Crossed, nested and random-slope factors: factor 0 (1 + x1 | g0), 40
+/// Crossed, nested and random-slope factors: factor 0 (1 + x1 | g0), n0
 /// levels, nested in factor 3 (1 | g3); factor 1 (1 + x1 | g1) or
 /// (1 + x1 || g1) crossed with g0; factor 2 (1 | g2) nested in g1.
-fn crossed_nested_slopes(seed: u64) -> Rows {
+fn crossed_nested_slopes(seed: u64, n0: usize, n1: usize) -> Rows {
     let mut rng = Rng(seed);
-    let nlev = vec![40, 8, 24, 5];
+    let nlev = vec![n0, n1, 3 * n1, 5];
     let q = [2, 2, 1, 1];
     let mut rows = Rows { p: 3, x: vec![], y: vec![], nlev: nlev.clone(), level: vec![vec![]; 4], z: vec![vec![]; 4] };
     let effects: Vec<Vec<f64>> = (0..4).map(|f| (0..nlev[f] * q[f]).map(|_| rng.normal()).collect()).collect();
@@ -510,10 +510,11 @@ fn crossed_nested_slopes(seed: u64) -> Rows {
 #[test]
 fn crossed_path_equals_dense_path() {
     // factor 1 uncorrelated (two variances), then correlated (a covariance on the rest too)
-    for (seed, bars1, lam1) in [(31, vec![1, 1], vec![0.8, 0.0, 0.0, 0.25]), (32, vec![2], vec![0.8, -0.2, 0.0, 0.25])] {
+    // (600, 60): several chunks of levels and bands of N₂₂'s columns (m = 305)
+    for (seed, bars1, lam1, n0, n1) in [(31, vec![1, 1], vec![0.8, 0.0, 0.0, 0.25], 40, 8), (32, vec![2], vec![0.8, -0.2, 0.0, 0.25], 40, 8), (33, vec![2], vec![0.8, -0.2, 0.0, 0.25], 600, 60)] {
         let lam = vec![vec![1.1, 0.3, 0.0, 0.4], lam1, vec![0.6], vec![0.9]];
         let bl = vec![vec![2], bars1, vec![1], vec![1]];
-        let rows = crossed_nested_slopes(seed);
+        let rows = crossed_nested_slopes(seed, n0, n1);
         let (factors, pairs, rtr) = statistics(&rows);
         let params = terms::parameters(&bl);
         let n = rows.n() as f64;
@@ -542,7 +543,9 @@ fn crossed_path_equals_dense_path() {
         let dv = rel_diff(&kf.vcov_adj, &kd.vcov_adj).max(rel_diff(&kf.w, &kd.w));
         eprintln!("crossed vs dense (seed {seed}): moments {worst:e}, tr H² {d:e}, vcov_adj and W {dv:e}");
         assert!(dv < 1e-10);
-        agree(&rows, &lam, &bl, 0.9);
+        if n0 < 100 {
+            agree(&rows, &lam, &bl, 0.9);
+        }
     }
 }
 

@@ -153,11 +153,21 @@ impl Parts<'_> {
     /// N and R visited at N's nonzero blocks only (level blocks when s is on
     /// the first factor too, else the cells with s's factor).
     fn first(&self, r: usize, s: usize) -> f64 {
+        use rayon::prelude::*;
+        const CHUNK: usize = 256;
+        let n0 = self.el.n0;
+        let partial: Vec<(f64, f64)> = (0..n0.div_ceil(CHUNK)).into_par_iter().map(|ci| self.first_levels(r, s, ci * CHUNK..((ci + 1) * CHUNK).min(n0))).collect();
+        let (t1, t2) = partial.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+        t1 - 2.0 * t2 + self.gram[s * self.params.len() + r]
+    }
+
+    /// (tr(E_rNE_sN), tr(E_rNE_sR)) over some levels of the first factor.
+    fn first_levels(&self, r: usize, s: usize, levels: std::ops::Range<usize>) -> (f64, f64) {
         let (el, x) = (self.el, self.x);
         let (m, r0, q0, fs) = (el.m, el.r0, el.q0, self.params[s].factor);
         let (tr_, ts) = (&self.terms[r], &self.terms[s]);
         let (mut t1, mut t2) = (0.0, 0.0);
-        for l in 0..el.n0 {
+        for l in levels {
             if fs == 0 {
                 let n11 = &el.n11[l * q0 * q0..(l + 1) * q0 * q0];
                 for &(a, b) in tr_ {
@@ -179,7 +189,7 @@ impl Parts<'_> {
                 }
             }
         }
-        t1 - 2.0 * t2 + self.gram[s * self.params.len() + r]
+        (t1, t2)
     }
 
     /// κ_r = Σ over r's levels and terms of Ĉ[(l,b),(l,a)].
