@@ -1,9 +1,10 @@
 //! The first grouping factor eliminated level by level, the others kept as
 //! one dense block (the same split as the crossed fit, `crate::crossed`).
 //!
-//! Split the random-effect columns into the first factor's (1: n₀ levels of
-//! q₀ columns) and the rest (2: m columns). K₁₁ is block diagonal, so with
-//! H₁ = I − Z₁Λ₁(Λ₁ᵀK₁₁Λ₁ + I)⁻¹Λ₁ᵀZ₁ᵀ (the residual operator of the first
+//! Split the random-effect columns into the first factor's (block 1: n₀
+//! levels of q₀ columns, Λ₁ = I ⊗ Λ₀) and the rest (block 2: m columns, Λ₂).
+//! K₁₁ is block diagonal (K_l per level), so with
+//! H₁ = (I + Z₁Λ₁Λ₁ᵀZ₁ᵀ)⁻¹ = I − Z₁Λ₁(Λ₁ᵀK₁₁Λ₁ + I)⁻¹Λ₁ᵀZ₁ᵀ (the first
 //! factor alone, one level at a time) and N = ZᵀH₁Z:
 //!
 //! ```text
@@ -12,18 +13,20 @@
 //!   N₁₂ at the cells: K_lc − W_lᵀG_lc        (zero elsewhere)
 //!   N₂₂ = K₂₂ − Σ_l G_lᵀG_l                   (dense m×m, G_l = [G_lc]_c)
 //! ```
-//! Woodbury on the rest: H = H₁ − H₁Z₂Λ₂ S_c⁻¹ Λ₂ᵀZ₂ᵀH₁ with
-//! S_c = I + Λ₂ᵀN₂₂Λ₂ = L_cL_cᵀ, which is also the Schur complement of A in
-//! S = ΛᵀKΛ + I = [A B; Bᵀ D] (B = Λ₁ᵀK₁₂Λ₂, D = Λ₂ᵀK₂₂Λ₂ + I). Hence
+//! H = (H₁⁻¹ + Z₂Λ₂Λ₂ᵀZ₂ᵀ)⁻¹, and by Woodbury H = H₁ − H₁Z₂Λ₂S_c⁻¹Λ₂ᵀZ₂ᵀH₁
+//! with S_c = I + Λ₂ᵀN₂₂Λ₂ = L_cL_cᵀ, which is also the Schur complement of
+//! A in S = ΛᵀKΛ + I = [A B; Bᵀ D] (B = Λ₁ᵀK₁₂Λ₂, D = Λ₂ᵀK₂₂Λ₂ + I). Hence,
+//! with N₂ = [N₂₁ N₂₂] (N's rows of the rest):
 //!
 //! ```text
-//!   Ĉ = ZᵀHZ = N − ΨΨᵀ,   Ψᵀ = X = L_c⁻¹Λ₂ᵀN₂.   (m × qt, dense; N₂ = N's rows of the rest)
+//!   Ĉ = ZᵀHZ = N − N₂ᵀΛ₂S_c⁻¹Λ₂ᵀN₂ = N − ΨΨᵀ,   X = Ψᵀ = L_c⁻¹Λ₂ᵀN₂   (m × qt, dense)
 //! ```
 //! and S⁻¹ (for M = ΛS⁻¹Λᵀ) is applied by block elimination: y₁ = A⁻¹x₁,
 //! z₂ = S_c⁻¹(x₂ − Bᵀy₁), z₁ = A⁻¹(x₁ − Bz₂).
 //!
-//! Cost: Σ_l (cells of l)²·q₀ for N₂₂, m³/3 for L_c, m²·qt for X; memory
-//! m·qt (X) and two m×m (N₂₂, L_c) doubles.
+//! Cost: Σ_l (cells of l)²·q₀ for N₂₂ (bands of its columns on rayon's
+//! threads), m³/3 for L_c, m²·qt for X; memory m·qt (X) and three m×m
+//! (N₂₂, Λ₂ᵀN₂₂, L_c) doubles.
 
 use super::columns::{lambda_block, Columns};
 use crate::dense::{cholesky_lower, solve_lower, solve_lower_transposed};
