@@ -75,33 +75,7 @@ impl Elimination {
         let (q0, n0) = (f0.q, f0.nlev);
         let r0 = n0 * q0;
         let m = cols.qt - r0;
-        // cells by level of the first factor (counting sort), blocks copied in that order
-        let first_pairs: Vec<&crate::crossed::Pair> = cols.pairs.iter().filter(|pr| pr.a == 0).collect();
-        let mut cell_ptr = vec![0usize; n0 + 1];
-        for pr in &first_pairs {
-            for &(la, _) in &pr.cells {
-                cell_ptr[la as usize + 1] += 1;
-            }
-        }
-        for l in 0..n0 {
-            cell_ptr[l + 1] += cell_ptr[l];
-        }
-        let mut fill = cell_ptr.clone();
-        let mut slots: Vec<(usize, usize)> = vec![(0, 0); cell_ptr[n0]];
-        for (pi, pr) in first_pairs.iter().enumerate() {
-            for (ci, &(la, _)) in pr.cells.iter().enumerate() {
-                slots[fill[la as usize]] = (pi, ci);
-                fill[la as usize] += 1;
-            }
-        }
-        let mut cells = Vec::with_capacity(slots.len());
-        let mut cell_k = Vec::new();
-        for &(pi, ci) in &slots {
-            let pr = first_pairs[pi];
-            let qb = factors[pr.b].q;
-            cells.push(Cell { factor: pr.b, q: qb, col: cols.column(pr.b, pr.cells[ci].1 as usize) - r0, at: cell_k.len() });
-            cell_k.extend_from_slice(&pr.blocks[ci * q0 * qb..(ci + 1) * q0 * qb]);
-        }
+        let (cells, cell_ptr, cell_k) = cells_by_level(cols, r0);
         let size = cell_k.len();
         let mut e = Elimination {
             q0,
@@ -131,9 +105,15 @@ impl Elimination {
         }
         e.subtract_first_factor();
         e.cell_g = Vec::new();
-        // S_c = I + (Λ₂ᵀN₂₂)Λ₂ = L_cL_cᵀ
-        e.lt_n22 = e.rest_lambda_t(&e.n22, m, lambdas);
-        let mut sc = e.rest_times_lambda(&e.lt_n22, lambdas);
+        e.factor_rest(lambdas);
+        e
+    }
+
+    /// Λ₂ᵀN₂₂ and L_c with L_cL_cᵀ = S_c = I + (Λ₂ᵀN₂₂)Λ₂.
+    fn factor_rest(&mut self, lambdas: &[Vec<f64>]) {
+        let m = self.m;
+        self.lt_n22 = self.rest_lambda_t(&self.n22, m, lambdas);
+        let mut sc = self.rest_times_lambda(&self.lt_n22, lambdas);
         for i in 0..m {
             sc[i * m + i] += 1.0;
         }
@@ -144,8 +124,7 @@ impl Elimination {
                 sc[c * m + r] = 0.0;
             }
         }
-        e.sc = sc;
-        e
+        self.sc = sc;
     }
 
     /// The cells of the first factor's level l.
@@ -370,6 +349,39 @@ impl Elimination {
         }
         out
     }
+}
+
+/// The first factor's cells, level by level (a counting sort of the pairs'
+/// cells), with level pointers and their Z_lᵀZ_c blocks copied in that order.
+fn cells_by_level(cols: &Columns, r0: usize) -> (Vec<Cell>, Vec<usize>, Vec<f64>) {
+    let (q0, n0) = (cols.factors[0].q, cols.factors[0].nlev);
+    let first_pairs: Vec<&crate::crossed::Pair> = cols.pairs.iter().filter(|pr| pr.a == 0).collect();
+    let mut ptr = vec![0usize; n0 + 1];
+    for pr in &first_pairs {
+        for &(la, _) in &pr.cells {
+            ptr[la as usize + 1] += 1;
+        }
+    }
+    for l in 0..n0 {
+        ptr[l + 1] += ptr[l];
+    }
+    let mut fill = ptr.clone();
+    let mut slots: Vec<(usize, usize)> = vec![(0, 0); ptr[n0]];
+    for (pi, pr) in first_pairs.iter().enumerate() {
+        for (ci, &(la, _)) in pr.cells.iter().enumerate() {
+            slots[fill[la as usize]] = (pi, ci);
+            fill[la as usize] += 1;
+        }
+    }
+    let mut cells = Vec::with_capacity(slots.len());
+    let mut blocks = Vec::new();
+    for &(pi, ci) in &slots {
+        let pr = first_pairs[pi];
+        let qb = cols.factors[pr.b].q;
+        cells.push(Cell { factor: pr.b, q: qb, col: cols.column(pr.b, pr.cells[ci].1 as usize) - r0, at: blocks.len() });
+        blocks.extend_from_slice(&pr.blocks[ci * q0 * qb..(ci + 1) * q0 * qb]);
+    }
+    (cells, ptr, blocks)
 }
 
 /// K₂₂: the rest's block of ZᵀZ, dense m×m.
