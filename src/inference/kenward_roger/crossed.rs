@@ -51,7 +51,7 @@ pub fn moments(n: f64, p: usize, factors: &[Factor], pairs: &[Pair], lambdas: &[
     let k = p + 1;
     let cols = Columns::new(factors, pairs, lambdas);
     let qt = cols.qt;
-    let el = Elimination::new(&cols);
+    let mut el = Elimination::new(&cols);
     let m_times = |v: &[f64], c: usize| {
         let lv = cols.lambda_times(v, c, true);
         cols.lambda_times(&el.s_solve(&lv, c), c, false)
@@ -108,7 +108,8 @@ pub fn moments(n: f64, p: usize, factors: &[Factor], pairs: &[Pair], lambdas: &[
     }
     // K̂_rs, K̂_rσ, tr H²
     let x = el.psi_t(lambdas);
-    let tr = traces(&cols, &el, &x, params);
+    let n22 = std::mem::take(&mut el.n22);
+    let tr = traces(&cols, &el, n22, &x, params);
     drop(x);
     let d: Vec<f64> = params
         .iter()

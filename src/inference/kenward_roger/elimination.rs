@@ -60,7 +60,8 @@ pub struct Elimination {
     pub cell_n: Vec<f64>,
     /// G_lc while N₂₂ is formed
     cell_g: Vec<f64>,
-    /// N₂₂, Λ₂ᵀN₂₂ and L_c (m×m, column-major; L_c's upper triangle is zero)
+    /// N₂₂ (until `traces` takes it over for Ĉ₂₂), Λ₂ᵀN₂₂ and L_c (m×m,
+    /// column-major; L_c's upper triangle is zero)
     pub n22: Vec<f64>,
     pub lt_n22: Vec<f64>,
     pub sc: Vec<f64>,

@@ -45,21 +45,20 @@ fn dot(x: &[f64], m: usize, i: usize, j: usize) -> f64 {
 /// The lower triangle of Γ = X E Xᵀ = Σ_{(a,b)} X_a X_bᵀ over E's local
 /// terms, X_a = X's columns of component a at every level of the factor
 /// (E symmetric, so Γ is; the upper triangle is left zero).
-fn gamma_lower(cols: &Columns, x: &[f64], m: usize, pr: &Param) -> Vec<f64> {
+fn gamma_lower(cols: &Columns, x: &[f64], m: usize, pr: &Param, out: &mut [f64]) {
     use faer::linalg::matmul::triangular::{matmul, BlockStructure};
     let f = &cols.factors[pr.factor];
     let (q, nlev, off) = (f.q, f.nlev, cols.off[pr.factor]);
     let par = faer::get_global_parallelism();
-    let mut out = vec![0.0; m * m];
+    out.iter_mut().for_each(|v| *v = 0.0);
     let component = |a: usize| {
         let start = (off + a) * m;
         faer::MatRef::from_column_major_slice_with_stride(&x[start..start + (nlev - 1) * q * m + m], m, nlev, q * m)
     };
     for (a, b) in pr.local_terms() {
-        let dst = faer::MatMut::from_column_major_slice_mut(&mut out, m, m);
+        let dst = faer::MatMut::from_column_major_slice_mut(out, m, m);
         matmul(dst, BlockStructure::TriangularLower, faer::Accum::Add, component(a), BlockStructure::Rectangular, component(b).transpose(), BlockStructure::Rectangular, 1.0, par);
     }
-    out
 }
 
 /// ⟨Γ, Γ'⟩ = tr(ΓΓ') for symmetric m×m matrices given by their lower triangles.
@@ -82,11 +81,10 @@ struct Parts<'a> {
     gram: Vec<f64>,
 }
 
-/// Ĉ₂₂ = N₂₂ − X₂ᵀX₂ (lower triangle by faer, then mirrored).
-fn rest_block(el: &Elimination, x: &[f64]) -> Vec<f64> {
+/// Ĉ₂₂ = N₂₂ − X₂ᵀX₂ in N₂₂'s place (lower triangle by faer, then mirrored).
+fn rest_block(n22: Vec<f64>, m: usize, r0: usize, x: &[f64]) -> Vec<f64> {
     use faer::linalg::matmul::triangular::{matmul, BlockStructure};
-    let (m, r0) = (el.m, el.r0);
-    let mut c22 = el.n22.clone();
+    let mut c22 = n22;
     let par = faer::get_global_parallelism();
     let x2 = faer::MatRef::from_column_major_slice(&x[r0 * m..], m, m);
     let dst = faer::MatMut::from_column_major_slice_mut(&mut c22, m, m);
@@ -99,18 +97,27 @@ fn rest_block(el: &Elimination, x: &[f64]) -> Vec<f64> {
     c22
 }
 
-/// ⟨Γ_r, Γ_s⟩ for r on the first factor (their Γ kept) and every s (one Γ_s at a time).
+/// ⟨Γ_r, Γ_s⟩ for r on the first factor (their Γ kept) and every s (the
+/// others one at a time, in one buffer).
 fn gamma_products(cols: &Columns, x: &[f64], m: usize, params: &[Param]) -> Vec<f64> {
     let nr = params.len();
     let first: Vec<usize> = (0..nr).filter(|&r| params[r].factor == 0).collect();
-    let kept: Vec<Vec<f64>> = first.iter().map(|&r| gamma_lower(cols, x, m, &params[r])).collect();
+    let kept: Vec<Vec<f64>> = first
+        .iter()
+        .map(|&r| {
+            let mut g = vec![0.0; m * m];
+            gamma_lower(cols, x, m, &params[r], &mut g);
+            g
+        })
+        .collect();
+    let mut own = Vec::new();
     let mut gram = vec![0.0; nr * nr];
     for s in 0..nr {
-        let own;
         let gs = match first.iter().position(|&r| r == s) {
             Some(i) => &kept[i],
             None => {
-                own = gamma_lower(cols, x, m, &params[s]);
+                own.resize(m * m, 0.0);
+                gamma_lower(cols, x, m, &params[s], &mut own);
                 &own
             }
         };
@@ -211,10 +218,11 @@ impl Parts<'_> {
     }
 }
 
-pub fn traces(cols: &Columns, el: &Elimination, x: &[f64], params: &[Param]) -> Traces {
+/// K̂ and κ; `n22` is the elimination's N₂₂, taken over for Ĉ₂₂.
+pub fn traces(cols: &Columns, el: &Elimination, n22: Vec<f64>, x: &[f64], params: &[Param]) -> Traces {
     let nr = params.len();
     let terms = params.iter().map(|p| p.local_terms()).collect();
-    let parts = Parts { cols, el, x, params, terms, c22: rest_block(el, x), gram: gamma_products(cols, x, el.m, params) };
+    let parts = Parts { cols, el, x, params, terms, c22: rest_block(n22, el.m, el.r0, x), gram: gamma_products(cols, x, el.m, params) };
     let mut k = vec![0.0; nr * nr];
     for s in 0..nr {
         for r in 0..=s {
