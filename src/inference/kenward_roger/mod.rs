@@ -62,27 +62,34 @@
 //!
 //! With ONE factor, Σ is block diagonal by level and all of this is a sum of
 //! q×q algebra per level (`blocks`): O(levels · (q³ + q²p + n_φ²p²)) time,
-//! O(n_φ²p²) memory, levels split over rayon's threads. With SEVERAL factors,
-//! ZᵀZ is built densely from the per-level blocks and the pair cells
-//! (`dense`): O(qt³) time and at most four qt×qt matrices of doubles at a
-//! time, qt = Σ nlev·q; above qt = `MAX_DENSE` (5,000 columns) it returns an
-//! error.
+//! O(n_φ²p²) memory, levels split over rayon's threads. With SEVERAL factors
+//! (`crossed`), the first factor (most levels) is eliminated level by level
+//! and the others form one dense block of m columns (`elimination`); thin
+//! products go through K = ZᵀZ and M as operators (`columns`), and the traces
+//! through an m×qt matrix (`traces`): O(m²·qt) time and O(m·qt) memory,
+//! qt = Σ nlev·q; above m·qt = `MAX_DENSE`² it returns an error. (`dense`,
+//! the same algebra on qt×qt matrices in O(qt³), is kept for the tests.)
 //!
 //! Precision: T = I − KM and Ĉ = K − KMK are differences; they lose about
 //! log₁₀‖KΛΛᵀ‖ digits when a level has many rows and a large variance ratio.
 
 mod blocks;
+mod columns;
+mod crossed;
+#[cfg(test)]
 mod dense;
+mod elimination;
 mod ftest;
 mod linalg;
 mod terms;
+mod traces;
 
 #[cfg(test)]
 mod reference_tests;
 #[cfg(test)]
 mod tests;
 
-pub use dense::MAX_DENSE;
+pub use crossed::MAX_DENSE;
 
 use crate::crossed::{Factor, Pair};
 use crate::dense::invert_spd;
@@ -233,7 +240,7 @@ fn check(input: &KrInput) -> Result<()> {
 
 impl KenwardRoger {
     /// Φ, Φ_A and W at the given estimates; an error if the input is
-    /// inconsistent, XᵀΣ⁻¹X is singular, or (several factors) qt > `MAX_DENSE`.
+    /// inconsistent, XᵀΣ⁻¹X is singular, or (several factors) m·qt > `MAX_DENSE`².
     pub fn new(input: &KrInput) -> Result<KenwardRoger> {
         check(input)?;
         let (p, k) = (input.p, input.p + 1);
@@ -241,13 +248,14 @@ impl KenwardRoger {
         let mo = if input.factors.len() == 1 {
             blocks::moments(input.n, p, &input.factors[0], &input.lambdas[0], &params, input.rtr)
         } else {
-            let qt: usize = input.factors.iter().map(|f| f.nlev * f.q).sum();
-            if qt > MAX_DENSE {
+            let (m, qt) = crossed::sizes(input.factors);
+            if m * qt > MAX_DENSE * MAX_DENSE {
                 return Err(LmmError::new(format!(
-                    "Kenward-Roger with several grouping factors works on dense ZᵀZ and is limited to {MAX_DENSE} random-effect columns; this model has {qt}"
+                    "Kenward-Roger with several grouping factors holds a dense matrix of (columns of the factors after the first) × (all random-effect columns) and is limited to {} entries; this model has {m} × {qt}",
+                    MAX_DENSE * MAX_DENSE
                 )));
             }
-            dense::moments(input.n, p, input.factors, input.pairs, input.lambdas, &params, input.rtr)
+            crossed::moments(input.n, p, input.factors, input.pairs, input.lambdas, &params, input.rtr)
         };
         Self::assemble(p, k, input.sigma2, mo)
     }

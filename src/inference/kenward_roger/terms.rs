@@ -83,6 +83,26 @@ impl Sums {
         }
     }
 
+    /// P̂_r −= B̂ᵀE_rB̂ and Q̂_rσ += B̂ᵀE_rB̂₂ for one block of `rows` rows.
+    pub fn add_linear(&mut self, terms: &[Vec<(usize, usize)>], rows: usize, b: &[f64], b2: &[f64]) {
+        let pp = self.p * self.p;
+        for (r, tr) in terms.iter().enumerate() {
+            for &(a, bb) in tr {
+                outer(&mut self.p_mats[r * pp..(r + 1) * pp], self.p, rows, b, a, b, bb, -1.0);
+                outer(&mut self.q_sigma[r * pp..(r + 1) * pp], self.p, rows, b, a, b2, bb, 1.0);
+            }
+        }
+    }
+
+    /// Q̂_rs += B̂ᵀE_rY_s (r ≤ s) given Y_s = ĈE_sB̂ (rows×p).
+    pub fn add_quadratic(&mut self, r: usize, s: usize, terms_r: &[(usize, usize)], rows: usize, b: &[f64], y: &[f64]) {
+        let (nr, pp) = (self.nr, self.p * self.p);
+        let q_rs = &mut self.q_mats[(s * nr + r) * pp..(s * nr + r + 1) * pp];
+        for &(a, bb) in terms_r {
+            outer(q_rs, self.p, rows, b, a, y, bb, 1.0);
+        }
+    }
+
     /// Add one block's contributions. `terms[r]` are parameter r's (a, b) on
     /// this block's `rows` rows (an empty list: r does not act here); `b` and
     /// `b2` are B̂ and B̂₂ (rows×p), `c` is Ĉ (rows×rows), `c2(i, j)` gives
@@ -90,22 +110,10 @@ impl Sums {
     /// rows·p.
     #[allow(clippy::too_many_arguments)]
     pub fn add_block(&mut self, terms: &[Vec<(usize, usize)>], rows: usize, b: &[f64], b2: &[f64], c: &[f64], c2: &dyn Fn(usize, usize) -> f64, y: &mut [f64]) {
-        let (p, nr, pp) = (self.p, self.nr, self.p * self.p);
-        // u ⊗ v added to an p×p matrix: out[j, i] += f · row_a(B)[i] · row_b(Y)[j] (column-major, (i, j) at j·p + i)
-        let outer = |out: &mut [f64], x: &[f64], xa: usize, z: &[f64], zb: usize, f: f64| {
-            for j in 0..p {
-                let zj = f * z[j * rows + zb];
-                if zj != 0.0 {
-                    for i in 0..p {
-                        out[j * p + i] += x[i * rows + xa] * zj;
-                    }
-                }
-            }
-        };
+        let (p, nr) = (self.p, self.nr);
+        self.add_linear(terms, rows, b, b2);
         for r in 0..nr {
             for &(a, bb) in &terms[r] {
-                outer(&mut self.p_mats[r * pp..(r + 1) * pp], b, a, b, bb, -1.0);
-                outer(&mut self.q_sigma[r * pp..(r + 1) * pp], b, a, b2, bb, 1.0);
                 self.k_sigma[r] += c2(bb, a);
             }
         }
@@ -128,15 +136,27 @@ impl Sums {
                 }
             }
             for r in 0..=s {
-                let q_rs = &mut self.q_mats[(s * nr + r) * pp..(s * nr + r + 1) * pp];
+                self.add_quadratic(r, s, &terms[r], rows, b, y);
                 let mut k_rs = 0.0;
                 for &(a, bb) in &terms[r] {
-                    outer(q_rs, b, a, y, bb, 1.0);
                     for &(cc, d) in &terms[s] {
                         k_rs += c[cc * rows + bb] * c[a * rows + d];
                     }
                 }
                 self.k[s * nr + r] += k_rs;
+            }
+        }
+    }
+}
+
+/// out[j, i] += f · X[xa, i] · Z[zb, j] (X, Z rows×p, out p×p, column-major).
+#[allow(clippy::too_many_arguments)]
+fn outer(out: &mut [f64], p: usize, rows: usize, x: &[f64], xa: usize, z: &[f64], zb: usize, f: f64) {
+    for j in 0..p {
+        let zj = f * z[j * rows + zb];
+        if zj != 0.0 {
+            for i in 0..p {
+                out[j * p + i] += x[i * rows + xa] * zj;
             }
         }
     }

@@ -465,13 +465,88 @@ fn rejects_bad_input() {
 
 #[test]
 fn dense_size_bound() {
-    // Two factors with 5,001 columns between them: refused with the reason.
+    // m = 5,001 columns after the first factor, qt = 10,001: refused with the
+    // reason; qt = 5,001 with m = 1 (refused by the former qt×qt path) runs.
     let f = |nlev: usize| Factor { q: 1, nlev, ztz: vec![1.0; nlev], ztr: vec![0.0; nlev * 2], off: 0 };
-    let factors = vec![f(5_000), f(1)];
-    let pairs = vec![Pair { a: 0, b: 1, cells: vec![(0, 0)], blocks: vec![1.0] }];
-    let input = KrInput { n: 5_000.0, p: 1, factors: &factors, pairs: &pairs, rtr: &[5_000.0, 0.0, 0.0, 1.0], lambdas: &[vec![1.0], vec![1.0]], blocks: &[vec![1], vec![1]], sigma2: 1.0 };
-    let err = KenwardRoger::new(&input).unwrap_err();
-    assert!(err.0.contains("5000") && err.0.contains("5001"), "{err}");
+    let run = |factors: &[Factor]| {
+        let pairs = vec![Pair { a: 0, b: 1, cells: vec![(0, 0)], blocks: vec![1.0] }];
+        let n = factors[0].nlev as f64;
+        KenwardRoger::new(&KrInput { n, p: 1, factors, pairs: &pairs, rtr: &[n, 0.0, 0.0, 1.0], lambdas: &[vec![1.0], vec![1.0]], blocks: &[vec![1], vec![1]], sigma2: 1.0 })
+    };
+    let err = run(&[f(5_000), f(5_001)]).unwrap_err();
+    assert!(err.0.contains("25000000") && err.0.contains("5001 × 10001"), "{err}");
+    assert!(run(&[f(5_000), f(1)]).is_ok());
+}
+
+/// Crossed, nested and random-slope factors: factor 0 (1 + x1 | g0), n0
+/// levels, nested in factor 3 (1 | g3); factor 1 (1 + x1 | g1) or
+/// (1 + x1 || g1) crossed with g0; factor 2 (1 | g2) nested in g1.
+fn crossed_nested_slopes(seed: u64, n0: usize, n1: usize) -> Rows {
+    let mut rng = Rng(seed);
+    let nlev = vec![n0, n1, 3 * n1, 5];
+    let q = [2, 2, 1, 1];
+    let mut rows = Rows { p: 3, x: vec![], y: vec![], nlev: nlev.clone(), level: vec![vec![]; 4], z: vec![vec![]; 4] };
+    let effects: Vec<Vec<f64>> = (0..4).map(|f| (0..nlev[f] * q[f]).map(|_| rng.normal()).collect()).collect();
+    for l0 in 0..nlev[0] {
+        for _ in 0..3 + (l0 * 7) % 9 {
+            let x1 = 2.0 * rng.normal() + 1.0;
+            let x2 = rng.uniform() * 10.0;
+            let l1 = rng.below(nlev[1]);
+            let lv = [l0, l1, l1 * 3 + rng.below(3), l0 % nlev[3]];
+            let mut y = 1.0 + 0.5 * x1 - 0.3 * x2 + 0.7 * rng.normal();
+            for f in 0..4 {
+                let z: Vec<f64> = (0..q[f]).map(|a| if a == 0 { 1.0 } else { x1 }).collect();
+                y += (0..q[f]).map(|a| z[a] * effects[f][lv[f] * q[f] + a] * if a == 0 { 0.8 } else { 0.3 }).sum::<f64>();
+                rows.level[f].push(lv[f]);
+                rows.z[f].push(z);
+            }
+            rows.x.push(vec![1.0, x1, x2]);
+            rows.y.push(y);
+        }
+    }
+    rows
+}
+
+#[test]
+fn crossed_path_equals_dense_path() {
+    // factor 1 uncorrelated (two variances), then correlated (a covariance on the rest too)
+    // (600, 60): several chunks of levels and bands of N₂₂'s columns (m = 305)
+    for (seed, bars1, lam1, n0, n1) in [(31, vec![1, 1], vec![0.8, 0.0, 0.0, 0.25], 40, 8), (32, vec![2], vec![0.8, -0.2, 0.0, 0.25], 40, 8), (33, vec![2], vec![0.8, -0.2, 0.0, 0.25], 600, 60)] {
+        let lam = vec![vec![1.1, 0.3, 0.0, 0.4], lam1, vec![0.6], vec![0.9]];
+        let bl = vec![vec![2], bars1, vec![1], vec![1]];
+        let rows = crossed_nested_slopes(seed, n0, n1);
+        let (factors, pairs, rtr) = statistics(&rows);
+        let params = terms::parameters(&bl);
+        let n = rows.n() as f64;
+        let fast = crossed::moments(n, 3, &factors, &pairs, &lam, &params, &rtr);
+        let slow = dense::moments(n, 3, &factors, &pairs, &lam, &params, &rtr);
+        let pieces = [
+            ("a_full", &fast.a_full, &slow.a_full),
+            ("a2", &fast.a2, &slow.a2),
+            ("a3", &fast.a3, &slow.a3),
+            ("P", &fast.sums.p_mats, &slow.sums.p_mats),
+            ("Q", &fast.sums.q_mats, &slow.sums.q_mats),
+            ("Qσ", &fast.sums.q_sigma, &slow.sums.q_sigma),
+            ("K", &fast.sums.k, &slow.sums.k),
+            ("Kσ", &fast.sums.k_sigma, &slow.sums.k_sigma),
+        ];
+        let mut worst = 0.0f64;
+        for (name, a, b) in pieces {
+            let d = rel_diff(a, b);
+            assert!(d < 1e-10, "{name}: {d:e}\n{a:?}\n{b:?}");
+            worst = worst.max(d);
+        }
+        let d = close(fast.tr_h2, slow.tr_h2);
+        assert!(d < 1e-12, "tr H²: {} {}", fast.tr_h2, slow.tr_h2);
+        let kf = KenwardRoger::assemble(3, 4, 0.9, fast).unwrap();
+        let kd = KenwardRoger::assemble(3, 4, 0.9, slow).unwrap();
+        let dv = rel_diff(&kf.vcov_adj, &kd.vcov_adj).max(rel_diff(&kf.w, &kd.w));
+        eprintln!("crossed vs dense (seed {seed}): moments {worst:e}, tr H² {d:e}, vcov_adj and W {dv:e}");
+        assert!(dv < 1e-10);
+        if n0 < 100 {
+            agree(&rows, &lam, &bl, 0.9);
+        }
+    }
 }
 
 /// O(levels): 200,000 levels of one factor (q = 2, p = 3, 800,000 rows),
@@ -520,4 +595,37 @@ fn scale_200k_levels() {
     eprintln!("Kenward-Roger at {nlev} levels ({n} rows): {:.3} s; x1: se {} df {}", t0.elapsed().as_secs_f64(), c.std_error, c.df);
     assert!(c.df > 1e4 && c.df.is_finite());
     assert!((c.estimate - 0.5).abs() < 0.01);
+}
+
+/// The benchmark's shape (bench_inference.py --crossed): 73,421 rows, 2,972 ×
+/// 1,128 crossed levels and 28 grouping the second, p = 2 (m = 1,156).
+/// Measured in release on 2 shared cores: 0.4–0.6 s (the qt×qt path: ~4 s).
+/// `cargo test --release -- --ignored kenward_roger_at_the_benchmark_shape --nocapture`
+#[test]
+#[ignore]
+fn kenward_roger_at_the_benchmark_shape() {
+    let mut rng = Rng(5);
+    let nlev = vec![2972, 1128, 28];
+    let mut rows = Rows { p: 2, x: vec![], y: vec![], nlev: nlev.clone(), level: vec![vec![]; 3], z: vec![vec![]; 3] };
+    for i in 0..73_421 {
+        let s = i % 2972;
+        let d = (rng.below(1128) + s) % 1128;
+        let ds = d % 28;
+        rows.level[0].push(s);
+        rows.level[1].push(d);
+        rows.level[2].push(ds);
+        for f in 0..3 {
+            rows.z[f].push(vec![1.0]);
+        }
+        let sv = if ds % 2 == 0 { 1.0 } else { 0.0 };
+        rows.x.push(vec![1.0, sv]);
+        rows.y.push(rng.normal() + sv);
+    }
+    let (factors, pairs, rtr) = statistics(&rows);
+    let lam = vec![vec![0.5], vec![0.4], vec![0.2]];
+    let bl = vec![vec![1], vec![1], vec![1]];
+    let input = KrInput { n: rows.n() as f64, p: 2, factors: &factors, pairs: &pairs, rtr: &rtr, lambdas: &lam, blocks: &bl, sigma2: 1.0 };
+    let t0 = std::time::Instant::now();
+    let kr = KenwardRoger::new(&input).unwrap();
+    eprintln!("KR {:.3} s {:?}", t0.elapsed().as_secs_f64(), kr.vcov_adj);
 }
