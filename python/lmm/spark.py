@@ -341,6 +341,11 @@ def fit_distributed(df, formula: str, *, method="REML", ranef=True, ddf="none", 
     n = partitions or 2 * sc.defaultParallelism
     shards = df.repartition(n, *[df[c] for c in columns]).mapInArrow(_partition_shard(formula, _stats_options(grp, re)), _SHARD)
     shards = shards.persist(StorageLevel.MEMORY_AND_DISK)
+    # a shard per Arrow batch: a coalesced task reads several shards of
+    # hundreds of MB each, which as one batch exhausted a 4 GiB executor
+    batch_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    batch_before = spark.conf.get(batch_key, None)
+    spark.conf.set(batch_key, "1")
     try:
         meta = _spark_call(lambda: shards.select("part", "header", "levels").collect())
         if not meta:
@@ -372,3 +377,7 @@ def fit_distributed(df, formula: str, *, method="REML", ranef=True, ddf="none", 
         return result.unionByName(_as_spark(spark, tidy[tidy["effect"] == "fit"]))
     finally:
         shards.unpersist()
+        if batch_before is None:
+            spark.conf.unset(batch_key)
+        else:
+            spark.conf.set(batch_key, batch_before)
