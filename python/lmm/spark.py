@@ -304,6 +304,22 @@ def _spark_call(f):
         raise LmmError(message) from None
 
 
+def _one_shard_per_batch(spark, job):
+    """Run a job over the cached shards with one shard per Arrow batch (a
+    task's shards, hundreds of MB each, in one batch exhausted a 4 GiB
+    executor at 10^8 rows / 5e6 groups); the session's setting is restored."""
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, "1")
+    try:
+        return _spark_call(job)
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
+
+
 def fit_distributed(df, formula: str, *, method="REML", ranef=True, ddf="none", grp=None, re=None, partitions: int | None = None):
     """A one-factor model fitted with its groups left on the executors.
 
@@ -341,11 +357,6 @@ def fit_distributed(df, formula: str, *, method="REML", ranef=True, ddf="none", 
     n = partitions or 2 * sc.defaultParallelism
     shards = df.repartition(n, *[df[c] for c in columns]).mapInArrow(_partition_shard(formula, _stats_options(grp, re)), _SHARD)
     shards = shards.persist(StorageLevel.MEMORY_AND_DISK)
-    # a shard per Arrow batch: a coalesced task reads several shards of
-    # hundreds of MB each, which as one batch exhausted a 4 GiB executor
-    batch_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    batch_before = spark.conf.get(batch_key, None)
-    spark.conf.set(batch_key, "1")
     try:
         meta = _spark_call(lambda: shards.select("part", "header", "levels").collect())
         if not meta:
@@ -358,7 +369,7 @@ def fit_distributed(df, formula: str, *, method="REML", ranef=True, ddf="none", 
         answering = shards.coalesce(max(1, min(len(meta), sc.defaultParallelism)))
 
         def ask(request: bytes) -> bytes:
-            rows = _spark_call(lambda: answering.mapInArrow(_answers(header, levels, request), "part int, answer binary").collect())
+            rows = _one_shard_per_batch(spark, lambda: answering.mapInArrow(_answers(header, levels, request), "part int, answer binary").collect())
             rows.sort(key=lambda r: r.part)
             if [r.part for r in rows] != expected:
                 raise LmmError("lmm: a request was answered by other shards than those of the fit (a partition lost or duplicated)")
@@ -372,12 +383,8 @@ def fit_distributed(df, formula: str, *, method="REML", ranef=True, ddf="none", 
         result = _as_spark(spark, tidy[tidy["effect"] != "fit"])
         if blups is not None:
             rows = shards.mapInArrow(_blup_rows(header, levels, blups), _SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
-            _spark_call(rows.count)
+            _one_shard_per_batch(spark, rows.count)
             result = result.unionByName(rows)
         return result.unionByName(_as_spark(spark, tidy[tidy["effect"] == "fit"]))
     finally:
         shards.unpersist()
-        if batch_before is None:
-            spark.conf.unset(batch_key)
-        else:
-            spark.conf.set(batch_key, batch_before)
