@@ -153,16 +153,11 @@ def stats(df, formula: str, *, grp=None, re=None, depth: int = 2, partitions: in
     _ship(sc)
     parts = df.mapInArrow(_partition_stats(formula, _stats_options(grp, re)), "stats binary")
     try:
-        return parts.rdd.map(lambda r: bytes(r.stats)).treeReduce(_merge_two, depth=depth)
+        return _spark_call(lambda: parts.rdd.map(lambda r: bytes(r.stats)).treeReduce(_merge_two, depth=depth))
     except ValueError as e:
         if "empty" in str(e).lower():
             raise LmmError("lmm: the DataFrame has no rows (no partition gave statistics)") from None
         raise
-    except Exception as e:
-        message = _lmm_message(e)
-        if message is None:
-            raise
-        raise LmmError(message) from None
 
 
 def _ship(sc):

@@ -105,19 +105,7 @@ impl Shard {
         let Some((blups, cond)) = self.problem.modes(lambda, beta, *sigma2) else {
             bail!("a group's system is not positive definite at the estimates");
         };
-        let (q, nl, t) = (self.problem.q, self.order.len(), &self.tmat);
-        let mut estimate = vec![0.0; q * nl];
-        let mut std_error = vec![0.0; q * nl];
-        for a in 0..q {
-            for (li, &g) in self.order.iter().enumerate() {
-                let g = g as usize;
-                let bc = &blups[g * q..(g + 1) * q];
-                estimate[a * nl + li] = (0..q).map(|s| t[s * q + a] * bc[s]).sum();
-                let cc = &cond[g * q * q..(g + 1) * q * q];
-                let var: f64 = (0..q).map(|s| (0..q).map(|u| t[s * q + a] * cc[u * q + s] * t[u * q + a]).sum::<f64>()).sum();
-                std_error[a * nl + li] = var.max(0.0).sqrt();
-            }
-        }
+        let (estimate, std_error) = crate::fit::data_scale(&self.tmat, self.problem.q, &self.order, &blups, Some(&cond));
         let levels = self.order.iter().map(|&g| self.labels[g as usize].clone()).collect();
         let ran_vals = vec![RanVals { group_var: self.group_var.clone(), terms: self.terms.clone(), levels, estimate, std_error }];
         Ok(Tidy { head: Vec::new(), ran_vals, tail: Vec::new() })

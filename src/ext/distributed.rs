@@ -192,10 +192,8 @@ unsafe extern "C" fn dist_grouping(info: ffi::duckdb_function_info, input: ffi::
 unsafe extern "C" fn dist_start(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
     unsafe {
         each(info, input, output, |a, r, out| {
-            let mut merged = crate::statistics::decode(a.bytes(0, r, "the merged header")?)?;
+            let merged = super::statistics::for_fit(a.bytes(0, r, "the merged header")?, &a.text(2, r), "lmm_dist_start takes")?;
             let levels = a.count(1, r, "the number of groups")?;
-            let o = options_of(&a.text(2, r))?;
-            (merged.options.method, merged.options.ranef, merged.options.ddf) = (o.method, o.ranef, o.ddf);
             write_int(out, r, exchange::open(merged, levels)?);
             Ok(())
         })

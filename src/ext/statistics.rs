@@ -116,13 +116,14 @@ unsafe extern "C" fn finalize(
 
 /// The accumulation of a statistics value with the fit's options
 /// (`method`, `ranef`, `ddf` as `key␟value␞…`; the formula's `grp` and `re`
-/// were given to `lmm_stats_agg`).
-fn for_fit(stats: &[u8], options: &str) -> Result<Accumulator> {
+/// were given to `lmm_stats_agg`); `who` opens the refusal of another option
+/// ("lmm_dist_start takes").
+pub(super) fn for_fit(stats: &[u8], options: &str, who: &str) -> Result<Accumulator> {
     let mut acc = crate::statistics::decode(stats)?;
     let pairs: Vec<(String, Option<String>)> = crate::inference::run::parse_options(options).into_iter().map(|(k, v)| (k, Some(v))).collect();
     if let Some((k, _)) = pairs.iter().find(|(k, _)| !["method", "ranef", "ddf"].contains(&k.as_str())) {
         return Err(LmmError::new(format!(
-            "lmm_fit_stats / lmm_model_stats take method, ranef and ddf; '{k}' belongs to lmm_stats_agg (it shapes the statistics)"
+            "{who} method, ranef and ddf; '{k}' belongs to lmm_stats_agg (it shapes the statistics)"
         )));
     }
     let o = Options::from_pairs(&pairs)?;
@@ -149,7 +150,7 @@ unsafe fn blob_each(input: ffi::duckdb_data_chunk, result: ffi::duckdb_vector, n
                 continue;
             }
             let options = if ov.is_valid(r) { String::from_utf8_lossy(string_at(od, r)).into_owned() } else { String::new() };
-            let acc = for_fit(string_at(sd, r), &options)?;
+            let acc = for_fit(string_at(sd, r), &options, "lmm_fit_stats / lmm_model_stats take")?;
             super::output::write_blob(result, r, &make(acc)?)?;
         }
         Ok(())

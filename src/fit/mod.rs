@@ -23,7 +23,7 @@ mod setup;
 mod several_factors;
 
 pub(crate) use one_factor::optimize as optimize_one_factor;
-pub(crate) use report::{statistics, table};
+pub(crate) use report::{data_scale, statistics, table};
 pub(crate) use setup::prepare_with;
 
 use crate::accumulator::Accumulator;

@@ -165,6 +165,28 @@ fn ran_pars_rows(setup: &Setup, est: &Estimates, stats: &Stored, asym: Option<&A
     rows
 }
 
+/// One factor's BLUPs on the data scale, b = T b_c, term by term (term a's
+/// levels at a·nl…, in `order`), and from the conditional covariances `cond`
+/// (when given) their conditional SDs, sqrt(diag(T C Tᵀ)); else no SDs.
+pub(crate) fn data_scale(tmat: &[f64], q: usize, order: &[u32], blups: &[f64], cond: Option<&[f64]>) -> (Vec<f64>, Vec<f64>) {
+    let nl = order.len();
+    let mut estimate = vec![0.0; q * nl];
+    let mut std_error = if cond.is_some() { vec![0.0; q * nl] } else { Vec::new() };
+    for a in 0..q {
+        for (li, &g) in order.iter().enumerate() {
+            let g = g as usize;
+            let bc = &blups[g * q..(g + 1) * q];
+            estimate[a * nl + li] = (0..q).map(|t| tmat[t * q + a] * bc[t]).sum();
+            if let Some(cond) = cond {
+                let cc = &cond[g * q * q..(g + 1) * q * q];
+                let var: f64 = (0..q).map(|s| (0..q).map(|t| tmat[s * q + a] * cc[t * q + s] * tmat[t * q + a]).sum::<f64>()).sum();
+                std_error[a * nl + li] = var.max(0.0).sqrt();
+            }
+        }
+    }
+    (estimate, std_error)
+}
+
 /// BLUPs on the data scale (b = T b_c) for every factor, with their conditional SDs when asked for.
 fn factor_results<'a>(acc: &Accumulator, setup: &'a Setup, est: &Estimates) -> Vec<FactorResult<'a>> {
     let mut out = Vec::new();
@@ -175,22 +197,8 @@ fn factor_results<'a>(acc: &Accumulator, setup: &'a Setup, est: &Estimates) -> V
         let factor = &acc.factors[spec.index];
         // lme4 sorts the levels.
         let order = factor.levels.sorted();
-        let nl = order.len();
-        let mut estimate = vec![0.0; q * nl];
-        let mut std_error = if acc.options.ranef { vec![0.0; q * nl] } else { Vec::new() };
-        let (blups, cond) = (&est.blups[si], &est.cond_cov[si]);
-        for a in 0..q {
-            for (li, &g) in order.iter().enumerate() {
-                let g = g as usize;
-                let bc = &blups[g * q..(g + 1) * q];
-                estimate[a * nl + li] = (0..q).map(|t| tmat[t * q + a] * bc[t]).sum();
-                if acc.options.ranef {
-                    let cc = &cond[g * q * q..(g + 1) * q * q];
-                    let var: f64 = (0..q).map(|s| (0..q).map(|t| tmat[s * q + a] * cc[t * q + s] * tmat[t * q + a]).sum::<f64>()).sum();
-                    std_error[a * nl + li] = var.max(0.0).sqrt();
-                }
-            }
-        }
+        let cond = acc.options.ranef.then(|| est.cond_cov[si].as_slice());
+        let (estimate, std_error) = data_scale(tmat, q, &order, &est.blups[si], cond);
         out.push(FactorResult {
             name: spec.name.clone(),
             vars: factor.vars.clone(),
