@@ -16,6 +16,8 @@ use crate::levels::{self, Levels};
 use crate::options::Options;
 use crate::stats::{GroupStore, IndicatorChunk, Moments};
 use crate::tidy::{Tidy, TidyRow};
+use crate::transform::Derivation;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -30,6 +32,8 @@ pub struct Variable {
     pub grouping: bool,
     /// The response: must be numeric.
     pub response: bool,
+    /// `factor(x)` / `C(x)`: categorical whatever its type.
+    pub factor: bool,
     /// Decided by the first chunk's column type.
     pub kind: Option<Kind>,
     pub type_name: String,
@@ -121,6 +125,11 @@ pub struct Accumulator {
     pub options: Options,
     pub vars: Vec<Variable>,
     pub var_names: Vec<String>,
+    /// The columns a chunk brings (`required_columns`), and how the variables
+    /// are made from them when a function in the formula makes one (None:
+    /// the variables are the columns).
+    pub columns: Vec<String>,
+    derive: Option<Arc<Derivation>>,
     pub terms: Vec<TermSpec>,
     pub ext: Vec<ExtColumn>,
     /// Per extended column: the shift K its stored means are relative to.
@@ -163,6 +172,7 @@ fn var_index(vars: &mut Vec<Variable>, name: &str) -> usize {
         name: name.to_string(),
         grouping: false,
         response: false,
+        factor: false,
         kind: None,
         type_name: String::new(),
         levels: Levels::default(),
@@ -214,13 +224,24 @@ impl Accumulator {
                 factors.push(GroupingFactor { vars: gv, levels: Levels::default(), store: GroupStore::default() });
             }
         }
-        let var_names = vars.iter().map(|v| v.name.clone()).collect();
+        for v in vars.iter_mut() {
+            v.factor = matches!(formula.derived(&v.name), Some(formula::Derived::Factor(_)));
+            if v.response && v.factor {
+                bail!("the response '{}' must be numeric, not a factor", v.name);
+            }
+        }
+        let var_names: Vec<String> = vars.iter().map(|v| v.name.clone()).collect();
+        let derivation = Derivation::new(&var_names, &formula, true);
+        let columns = derivation.columns.clone();
+        let derive = if derivation.is_identity() { None } else { Some(Arc::new(derivation)) };
         Ok(Accumulator {
             formula,
             formula_text: formula_text.to_string(),
             options,
             vars,
             var_names,
+            columns,
+            derive,
             terms,
             ext: Vec::new(),
             shift: Vec::new(),
@@ -250,7 +271,7 @@ impl Accumulator {
 
     /// Names of the columns the model reads, in the order `update` expects them in a `Chunk`.
     pub fn required_columns(&self) -> &[String] {
-        &self.var_names
+        &self.columns
     }
 
     /// Rows used so far.
@@ -265,7 +286,7 @@ impl Accumulator {
         }
         for (v, col) in self.vars.iter_mut().zip(chunk.columns.iter()) {
             let numeric = matches!(col.data, ColumnData::Float(_) | ColumnData::Int(_));
-            let kind = if v.grouping || !numeric { Kind::Categorical } else { Kind::Numeric };
+            let kind = if v.grouping || v.factor || !numeric { Kind::Categorical } else { Kind::Numeric };
             if matches!(col.data, ColumnData::Key(_)) && !v.grouping && !v.response {
                 bail!(
                     "column '{}' has type {}, which lmm can use only as a grouping factor, as in (1 | {}); \
@@ -341,11 +362,20 @@ impl Accumulator {
         Ok(c)
     }
 
-    /// Add the rows `rows` (indices into the chunk) to the statistics.
+    /// Add the rows `rows` (indices into the chunk, whose columns are
+    /// `required_columns()`) to the statistics.
     pub fn update(&mut self, chunk: &Chunk, rows: &[usize]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
+        match self.derive.clone() {
+            None => self.update_variables(chunk, rows),
+            Some(d) => self.update_variables(&d.apply(chunk)?, rows),
+        }
+    }
+
+    /// `update` on a chunk of the model's variables (`var_names`).
+    fn update_variables(&mut self, chunk: &Chunk, rows: &[usize]) -> Result<()> {
         self.check_kinds(chunk)?;
         let cols = &chunk.columns;
         let nvars = self.vars.len();

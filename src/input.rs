@@ -4,6 +4,7 @@
 //! typed views; the core never sees a database type.
 
 /// The values of one column over the rows of a chunk.
+#[derive(Clone)]
 pub enum ColumnData<'a> {
     /// DOUBLE, FLOAT, DECIMAL (converted to f64).
     Float(Vec<f64>),
@@ -20,6 +21,7 @@ pub enum ColumnData<'a> {
 
 /// One column of a chunk: values and validity (`valid[i] == false` means NULL;
 /// the value slot of a NULL row is arbitrary).
+#[derive(Clone)]
 pub struct Column<'a> {
     pub name: String,
     /// The database's type name, for error messages ("VARCHAR", "DATE", …).

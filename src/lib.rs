@@ -26,6 +26,7 @@ pub mod statistics;
 pub mod distributed;
 pub mod codec;
 pub mod theta;
+pub mod transform;
 
 pub mod ext;
 

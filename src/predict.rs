@@ -16,7 +16,9 @@ use crate::bail;
 use crate::error::{LmmError, Result};
 use crate::input::{Column, ColumnData};
 use crate::levels::{self, Levels};
+use crate::input::Chunk;
 use crate::model::{self, DesignCol, Model, ModelId, NUMERIC};
+use crate::transform::Derivation;
 
 /// Coefficients of one fixed term by level combination (mixed radix).
 enum Coef {
@@ -57,6 +59,11 @@ pub struct Prepared {
     var_levels: Vec<Option<Levels>>,
     terms: Vec<Term>,
     factors: Vec<PFactor>,
+    /// How the variables (and the offsets) are made from a row's columns.
+    derive: Derivation,
+    /// The columns (indices into `derive.columns`) a prediction reads: without / with the random effects.
+    read_fixed: Vec<usize>,
+    read_all: Vec<usize>,
 }
 
 fn push_unique(v: &mut Vec<usize>, x: usize) {
@@ -177,7 +184,23 @@ impl Prepared {
             })
             .collect();
         debug_assert!(need_all.iter().all(|&v| v < nv));
+        let formula = crate::formula::parse(&model.formula)?;
+        let names: Vec<String> = model.vars.iter().map(|v| v.name.clone()).collect();
+        let derive = Derivation::new(&names, &formula, false);
+        let reads = |need: &[usize]| {
+            let mut out = derive.offset_columns();
+            for &v in need {
+                for c in derive.columns_of(v) {
+                    push_unique(&mut out, c);
+                }
+            }
+            out
+        };
+        let (read_fixed, read_all) = (reads(&need_fixed), reads(&need_all));
         Ok(Prepared {
+            derive,
+            read_fixed,
+            read_all,
             id,
             model,
             need_fixed,
@@ -192,10 +215,41 @@ impl Prepared {
         })
     }
 
-    /// Names of the columns a prediction reads (with the random effects or without).
+    /// Names of the columns a prediction reads (with the random effects or
+    /// without): the columns the model's variables and offsets are made of.
     pub fn required(&self, re: bool) -> Vec<String> {
-        let need = if re { &self.need_all } else { &self.need_fixed };
-        need.iter().map(|&v| self.model.vars[v].name.clone()).collect()
+        let read = if re { &self.read_all } else { &self.read_fixed };
+        read.iter().map(|&c| self.derive.columns[c].clone()).collect()
+    }
+
+    /// `predict` over a chunk whose columns are `required(any re[r])`: the
+    /// variables made from them as in the fit, the offsets added.
+    pub fn predict_chunk(&self, chunk: &Chunk, rows: &[usize], re: &[bool], valid: &mut [bool], out: &mut [f64]) -> Result<()> {
+        let any_re = rows.iter().any(|&r| valid[r] && re[r]);
+        let read = if any_re { &self.read_all } else { &self.read_fixed };
+        let mut columns: Vec<Option<&Column>> = vec![None; self.derive.columns.len()];
+        for (k, &c) in read.iter().enumerate() {
+            columns[c] = Some(&chunk.columns[k]);
+        }
+        let need = if any_re { &self.need_all } else { &self.need_fixed };
+        let mut vars: Vec<Option<Cow<Column>>> = (0..self.model.vars.len()).map(|_| None).collect();
+        for &v in need {
+            vars[v] = Some(self.derive.variable(v, &columns, chunk.len)?);
+        }
+        let cols: Vec<Option<&Column>> = vars.iter().map(|c| c.as_deref()).collect();
+        self.predict(&cols, rows, re, valid, out)?;
+        if let Some(offset) = self.derive.offset(&columns, chunk.len)? {
+            for &r in rows {
+                if valid[r] {
+                    if offset[r].is_finite() {
+                        out[r] += offset[r];
+                    } else {
+                        valid[r] = false;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Indices (into `model.vars`) of the columns `required(re)` names, same order.

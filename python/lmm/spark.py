@@ -269,9 +269,15 @@ def _answers(header: bytes, levels: int, request: bytes):
         _fail_once()
         sql = "SELECT part, lmm_shard_answer(?, ?, stats, ?) AS answer FROM {shards}"
         for table in _over_shards(batches, sql, [header, levels, request]):
-            yield from table.to_batches()
+            # a shard's BLUP rows in batches of at most _BLUP_BATCH rows: one
+            # batch of a shard's 625,000 rows (10^8 rows / 5e6 groups in 16
+            # shards) exhausted a 4 GiB executor
+            yield from table.to_batches(max_chunksize=_BLUP_BATCH)
 
     return run
+
+
+_BLUP_BATCH = 65_536
 
 
 def _blup_rows(header: bytes, levels: int, request: bytes):
@@ -281,7 +287,10 @@ def _blup_rows(header: bytes, levels: int, request: bytes):
         columns = ", ".join(n for n, _ in _TIDY)
         sql = f"SELECT {columns} FROM (SELECT unnest(lmm_shard_blups(?, ?, stats, ?), recursive := true) FROM {{shards}})"
         for table in _over_shards(batches, sql, [header, levels, request]):
-            yield from table.to_batches()
+            # a shard's BLUP rows in batches of at most _BLUP_BATCH rows: one
+            # batch of a shard's 625,000 rows (10^8 rows / 5e6 groups in 16
+            # shards) exhausted a 4 GiB executor
+            yield from table.to_batches(max_chunksize=_BLUP_BATCH)
 
     return run
 

@@ -215,11 +215,7 @@ unsafe fn predict_impl(local: &mut Local, input: ffi::duckdb_data_chunk, output:
             let mut enums = EnumCache::default();
             let mut prepared = row.prepare(&required, &index, &mut enums)?;
             let chunk = prepared.chunk(&enums);
-            let mut cols = vec![None; prep.model.vars.len()];
-            for (k, &v) in prep.required_vars(any_re).iter().enumerate() {
-                cols[v] = Some(&chunk.columns[k]);
-            }
-            prep.predict(&cols, &rows, &re, &mut valid, &mut result)?;
+            prep.predict_chunk(&chunk, &rows, &re, &mut valid, &mut result)?;
         }
         for r in 0..n {
             if valid[r] {

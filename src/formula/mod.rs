@@ -12,8 +12,13 @@
 //! (`a*a` is `a`, `a:a` is `a`, `g:g` is `g`), and the limits below are checked
 //! before each step allocates, so no formula can exhaust memory while parsing.
 
+mod calls;
+mod tokens;
+
 use crate::bail;
 use crate::error::Result;
+pub use crate::transform::expr::Expr;
+use tokens::{tokenize, Tok};
 
 /// A model term: the interaction of one or more variables, in the order written.
 pub type Term = Vec<String>;
@@ -42,101 +47,34 @@ pub struct RandomBar {
     pub group: Vec<String>,
 }
 
+/// How a variable made by a function in the formula gets its values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Derived {
+    /// `I(e)`, `log(e)`, …, or a response such as `log(y)`: a number per row.
+    Numeric(Expr),
+    /// `factor(x)`, `C(x)`: the column's values as the levels of a factor.
+    Factor(String),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Formula {
+    /// The response's name (a column, or an expression as R names it: `log(Reaction)`).
     pub response: String,
     pub intercept: bool,
     /// Fixed-effect terms, ordered as R orders them (by degree, then as written).
     pub fixed: Vec<Term>,
     pub random: Vec<RandomBar>,
+    /// The variables that are functions of columns, by name (`calls`).
+    pub derived: Vec<(String, Derived)>,
+    /// `offset(e)` terms: subtracted from the response in the fit, added to a prediction.
+    pub offsets: Vec<Expr>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Ident(String),
-    Num(String),
-    Tilde,
-    Plus,
-    Minus,
-    Colon,
-    Star,
-    Slash,
-    Bar,
-    DoubleBar,
-    LParen,
-    RParen,
-}
-
-fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>> {
-    let b = src.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        let start = i;
-        match c {
-            b' ' | b'\t' | b'\n' | b'\r' => {
-                i += 1;
-                continue;
-            }
-            b'~' => out.push((Tok::Tilde, start)),
-            b'+' => out.push((Tok::Plus, start)),
-            b'-' => out.push((Tok::Minus, start)),
-            b':' => out.push((Tok::Colon, start)),
-            b'*' => out.push((Tok::Star, start)),
-            b'/' => out.push((Tok::Slash, start)),
-            b'(' => out.push((Tok::LParen, start)),
-            b')' => out.push((Tok::RParen, start)),
-            b'|' => {
-                if b.get(i + 1) == Some(&b'|') {
-                    out.push((Tok::DoubleBar, start));
-                    i += 1;
-                } else {
-                    out.push((Tok::Bar, start));
-                }
-            }
-            b'`' | b'"' => {
-                // Quoted column name: `my column`.
-                let close = c;
-                let mut j = i + 1;
-                while j < b.len() && b[j] != close {
-                    j += 1;
-                }
-                if j >= b.len() {
-                    bail!("formula syntax error: unterminated quoted name at position {}\n  {}\n  {}^", start + 1, src, " ".repeat(start));
-                }
-                out.push((Tok::Ident(src[i + 1..j].to_string()), start));
-                i = j;
-            }
-            b'0'..=b'9' => {
-                let mut j = i;
-                while j < b.len() && (b[j].is_ascii_digit() || b[j] == b'.') {
-                    j += 1;
-                }
-                out.push((Tok::Num(src[i..j].to_string()), start));
-                i = j;
-                continue;
-            }
-            _ if c.is_ascii_alphabetic() || c == b'_' || c == b'.' || c >= 0x80 => {
-                let mut j = i;
-                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] == b'.' || b[j] >= 0x80) {
-                    j += 1;
-                }
-                out.push((Tok::Ident(src[i..j].to_string()), start));
-                i = j;
-                continue;
-            }
-            _ => bail!(
-                "formula syntax error: unexpected character '{}' at position {}\n  {}\n  {}^",
-                c as char,
-                start + 1,
-                src,
-                " ".repeat(start)
-            ),
-        }
-        i += 1;
+impl Formula {
+    /// How variable `name` is made, when a function in the formula makes it.
+    pub fn derived(&self, name: &str) -> Option<&Derived> {
+        self.derived.iter().find(|(n, _)| n == name).map(|(_, d)| d)
     }
-    Ok(out)
 }
 
 /// Terms of a right-hand side before intercept handling.
@@ -147,6 +85,7 @@ struct Rhs {
     terms: Vec<Term>,
     removed: Vec<Term>,
     bars: Vec<RandomBar>,
+    offsets: Vec<Expr>,
 }
 
 struct Parser<'a> {
@@ -155,6 +94,10 @@ struct Parser<'a> {
     pos: usize,
     /// The response, once read (it may appear in no term or grouping).
     response: String,
+    /// Variables made by functions (`calls`).
+    derived: Vec<(String, Derived)>,
+    /// Expression nodes read so far (bounded: `calls::MAX_EXPRESSION_NODES`).
+    nodes: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -279,6 +222,20 @@ impl<'a> Parser<'a> {
                 }
                 return Ok(());
             }
+            Some(Tok::Ident(name)) if name == "offset" && self.at_call().is_some() => {
+                if in_bar {
+                    return self.error("offset() cannot be part of a random-effects term");
+                }
+                if !sign {
+                    return self.error("an offset cannot be removed");
+                }
+                let e = self.offset_call()?;
+                if matches!(self.peek(), Some(Tok::Star) | Some(Tok::Colon)) {
+                    return self.error("an offset cannot be part of an interaction");
+                }
+                rhs.offsets.push(e);
+                return Ok(());
+            }
             _ => {}
         }
         // `:` binds tighter than `*`: a*b:c is a + b:c + a:b:c.
@@ -347,13 +304,20 @@ impl<'a> Parser<'a> {
     }
 
     fn item(&mut self) -> Result<Term> {
+        if self.at_call().is_some() {
+            return Ok(vec![self.call_variable()?]);
+        }
         match self.peek().cloned() {
+            Some(Tok::Caret) => self.error("'^' in a formula term means crossing in R; write I(x^2) for a power, or a*b for crossing"),
             Some(Tok::Ident(name)) => {
                 self.pos += 1;
+                if self.peek() == Some(&Tok::Caret) {
+                    return self.error("'^' in a formula term means crossing in R; write I(x^2) for a power, or a*b for crossing");
+                }
                 Ok(vec![name])
             }
             Some(Tok::Num(n)) => self.error(&format!("'{n}' cannot be part of an interaction")),
-            Some(Tok::LParen) => self.error("parentheses are only for random-effects terms '(... | group)'"),
+            Some(Tok::LParen) => self.error("parentheses are only for random-effects terms '(... | group)' and functions such as I(x^2)"),
             _ => self.error("expected a column name"),
         }
     }
@@ -450,11 +414,10 @@ pub fn parse(src: &str) -> Result<Formula> {
         );
     }
     let toks = tokenize(src)?;
-    let mut p = Parser { src, toks, pos: 0, response: String::new() };
+    let mut p = Parser { src, toks, pos: 0, response: String::new(), derived: Vec::new(), nodes: 0 };
     let response = match (p.peek().cloned(), p.toks.get(1).map(|t| t.0.clone())) {
         (Some(Tok::Ident(name)), Some(Tok::Tilde)) => {
             p.pos = 2;
-            p.response = name.clone();
             name
         }
         (Some(Tok::Tilde), _) => return p.error("the formula needs a response column before '~'"),
@@ -462,10 +425,26 @@ pub fn parse(src: &str) -> Result<Formula> {
             if !p.toks.iter().any(|t| t.0 == Tok::Tilde) {
                 bail!("formula syntax error: no '~' found; write 'response ~ terms', e.g. 'y ~ x + (1 | g)'\n  {src}");
             }
-            p.pos = if p.toks.len() > 1 { 1 } else { 0 };
-            return p.error("expected '~' after a single response column");
+            // A function of the response: `log(Reaction) ~ …`.
+            if matches!(p.at_call().as_deref(), Some("factor") | Some("C")) {
+                return p.error("the response must be numeric, not a factor");
+            }
+            let e = p.expr()?;
+            if p.peek() != Some(&Tok::Tilde) {
+                return p.error("expected '~' after the response");
+            }
+            p.pos += 1;
+            match e {
+                Expr::Column(name) => name,
+                e => {
+                    let name = e.deparse();
+                    p.derived.push((name.clone(), Derived::Numeric(e)));
+                    name
+                }
+            }
         }
     };
+    p.response = response.clone();
     if p.peek().is_none() {
         return p.error("expected terms after '~'");
     }
@@ -486,7 +465,7 @@ pub fn parse(src: &str) -> Result<Formula> {
     if fixed.iter().flatten().any(|v| *v == response) {
         bail!("the response '{response}' also appears on the right-hand side of the formula");
     }
-    Ok(Formula { response, intercept, fixed, random: rhs.bars })
+    Ok(Formula { response, intercept, fixed, random: rhs.bars, derived: p.derived, offsets: rhs.offsets })
 }
 
 #[cfg(test)]

@@ -1,0 +1,209 @@
+//! Functions in a formula: `I(Days^2)`, `log(Reaction)`, `factor(x)`,
+//! `C(x)` and `offset(e)`, and the arithmetic inside them.
+//!
+//! Each call becomes a variable named as R names it (`Expr::deparse`), so
+//! a term is still a list of variable names and everything downstream (the
+//! coding of the design, the names in the tidy table, the model value) sees
+//! one more variable. `transform::Derivation` computes its values from the
+//! columns, row by row; `Formula::derived` says how.
+//!
+//! ```text
+//!   expr  := term (('+' | '-') term)*
+//!   term  := unary (('*' | '/') unary)*
+//!   unary := ('-' | '+') unary | power
+//!   power := atom ('^' unary)?            -- right-associative; 2^-1 is 2^(-1)
+//!   atom  := number | column | function '(' expr ')' | 'I' '(' expr ')' | '(' expr ')'
+//! ```
+
+use super::tokens::Tok;
+use super::{Derived, Parser};
+use crate::error::Result;
+use crate::transform::expr::{Expr, Function, Op, FUNCTION_NAMES};
+
+/// Most nodes one expression may have (bounds the recursion and the work per row).
+pub const MAX_EXPRESSION_NODES: usize = 1_000;
+
+/// Functions R users write that lmm does not evaluate (yet), with what to do instead.
+const NOT_YET: &[(&str, &str)] = &[
+    ("poly", "write the powers with I(x^2), I(x^3) (raw polynomials)"),
+    ("scale", "centre and scale the column in SQL before the fit"),
+    ("ns", "compute the spline basis in SQL"),
+    ("bs", "compute the spline basis in SQL"),
+];
+
+fn known_functions() -> String {
+    let mut names: Vec<&str> = vec!["I"];
+    names.extend(FUNCTION_NAMES.iter().map(|(n, _)| *n));
+    names.extend(["factor", "C", "offset"]);
+    names.iter().map(|n| format!("{n}()")).collect::<Vec<_>>().join(", ")
+}
+
+impl Parser<'_> {
+    /// Is the next token a name followed by '('?
+    pub(super) fn at_call(&self) -> Option<String> {
+        match (self.toks.get(self.pos).map(|t| &t.0), self.toks.get(self.pos + 1).map(|t| &t.0)) {
+            (Some(Tok::Ident(name)), Some(Tok::LParen)) => Some(name.clone()),
+            _ => None,
+        }
+    }
+
+    /// A call used as a variable of a term: its name, registered in `derived`.
+    pub(super) fn call_variable(&mut self) -> Result<String> {
+        let name = self.at_call().expect("at a call");
+        match name.as_str() {
+            "factor" | "C" => {
+                self.pos += 2;
+                let column = match self.peek().cloned() {
+                    Some(Tok::Ident(c)) => c,
+                    _ => return self.error(&format!("{name}() takes one column name")),
+                };
+                self.pos += 1;
+                if self.peek() == Some(&Tok::Comma) {
+                    return self.error(&format!("{name}() takes one column name; choose contrasts with the contrasts option"));
+                }
+                self.expect(Tok::RParen, &format!("')' closing {name}("))?;
+                let var = format!("{name}({})", Expr::Column(column.clone()).deparse());
+                self.register(&var, Derived::Factor(column));
+                Ok(var)
+            }
+            "offset" => self.error("offset() is a term of its own on the fixed side, as in 'y ~ x + offset(log_n) + (1 | g)'"),
+            _ => {
+                let e = self.atom()?;
+                if let Expr::Column(c) = &e {
+                    return Ok(c.clone());
+                }
+                let var = e.deparse();
+                self.register(&var, Derived::Numeric(e));
+                Ok(var)
+            }
+        }
+    }
+
+    /// `offset(e)`: its expression.
+    pub(super) fn offset_call(&mut self) -> Result<Expr> {
+        self.pos += 2;
+        let e = self.expr()?;
+        self.expect(Tok::RParen, "')' closing offset(")?;
+        Ok(e)
+    }
+
+    fn register(&mut self, name: &str, how: Derived) {
+        if !self.derived.iter().any(|(n, _)| n == name) {
+            self.derived.push((name.to_string(), how));
+        }
+    }
+
+    fn node(&mut self) -> Result<()> {
+        self.nodes += 1;
+        if self.nodes > MAX_EXPRESSION_NODES {
+            return self.error(&format!("the formula's expressions have more than {MAX_EXPRESSION_NODES} parts"));
+        }
+        Ok(())
+    }
+
+    pub(super) fn expr(&mut self) -> Result<Expr> {
+        let mut e = self.term()?;
+        loop {
+            let op = match self.peek() {
+                Some(Tok::Plus) => Op::Add,
+                Some(Tok::Minus) => Op::Sub,
+                _ => return Ok(e),
+            };
+            self.pos += 1;
+            self.node()?;
+            e = Expr::Binary(op, Box::new(e), Box::new(self.term()?));
+        }
+    }
+
+    fn term(&mut self) -> Result<Expr> {
+        let mut e = self.unary()?;
+        loop {
+            let op = match self.peek() {
+                Some(Tok::Star) => Op::Mul,
+                Some(Tok::Slash) => Op::Div,
+                _ => return Ok(e),
+            };
+            self.pos += 1;
+            self.node()?;
+            e = Expr::Binary(op, Box::new(e), Box::new(self.unary()?));
+        }
+    }
+
+    fn unary(&mut self) -> Result<Expr> {
+        match self.peek() {
+            Some(Tok::Minus) => {
+                self.pos += 1;
+                self.node()?;
+                Ok(Expr::Negate(Box::new(self.unary()?)))
+            }
+            Some(Tok::Plus) => {
+                self.pos += 1;
+                self.unary()
+            }
+            _ => {
+                let base = self.atom()?;
+                if self.peek() != Some(&Tok::Caret) {
+                    return Ok(base);
+                }
+                self.pos += 1;
+                self.node()?;
+                Ok(Expr::Binary(Op::Pow, Box::new(base), Box::new(self.unary()?)))
+            }
+        }
+    }
+
+    fn atom(&mut self) -> Result<Expr> {
+        self.node()?;
+        match self.peek().cloned() {
+            Some(Tok::Num(text)) => {
+                self.pos += 1;
+                match text.parse::<f64>() {
+                    Ok(x) => Ok(Expr::Number(x)),
+                    Err(_) => {
+                        self.pos -= 1;
+                        self.error(&format!("'{text}' is not a number"))
+                    }
+                }
+            }
+            Some(Tok::LParen) => {
+                self.pos += 1;
+                let e = self.expr()?;
+                self.expect(Tok::RParen, "')'")?;
+                Ok(Expr::Paren(Box::new(e)))
+            }
+            Some(Tok::Ident(name)) if self.at_call().is_some() => {
+                let wrap: Box<dyn Fn(Expr) -> Expr> = if name == "I" {
+                    Box::new(|e| Expr::Identity(Box::new(e)))
+                } else if let Some(f) = Function::by_name(&name) {
+                    Box::new(move |e| Expr::Call(f, Box::new(e)))
+                } else {
+                    return self.unknown_function(&name);
+                };
+                self.pos += 2;
+                let e = self.expr()?;
+                if self.peek() == Some(&Tok::Comma) {
+                    return self.error(&format!("{name}() takes one argument here"));
+                }
+                self.expect(Tok::RParen, &format!("')' closing {name}("))?;
+                Ok(wrap(e))
+            }
+            Some(Tok::Ident(name)) => {
+                self.pos += 1;
+                Ok(Expr::Column(name))
+            }
+            _ => self.error("expected a number, a column or a function"),
+        }
+    }
+
+    fn unknown_function<T>(&self, name: &str) -> Result<T> {
+        let what = match name {
+            "factor" | "C" => format!("{name}() makes a factor of a column; it cannot be part of arithmetic"),
+            "offset" => "offset() is a term of its own on the fixed side".to_string(),
+            _ => match NOT_YET.iter().find(|(n, _)| *n == name) {
+                Some((_, instead)) => format!("the function '{name}()' is not supported yet ({instead}); lmm knows {}", known_functions()),
+                None => format!("unknown function '{name}()'; lmm knows {}", known_functions()),
+            },
+        };
+        self.error(&what)
+    }
+}
