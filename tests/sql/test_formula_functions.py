@@ -123,3 +123,15 @@ def test_errors_name_the_culprit(con, formula, message):
     with pytest.raises(duckdb.Error) as e:
         con.execute(f"SELECT * FROM lmm_fit('t', '{formula}')").fetchall()
     assert message in str(e.value), str(e.value)
+
+
+def test_readme_model_language_examples_run(con):
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("### Model language"):text.index("### Errors")]
+    blocks = re.findall(r"```sql\n(.*?)```", section, re.S)
+    assert blocks
+    for block in blocks:
+        for stmt in [s.strip() for s in block.split(";\n") if s.strip()]:
+            assert con.execute(stmt.rstrip(";")).fetchall()
