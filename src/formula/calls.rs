@@ -20,8 +20,9 @@ use super::{Derived, Parser};
 use crate::error::Result;
 use crate::transform::expr::{Expr, Function, Op, FUNCTION_NAMES};
 
-/// Most nodes one expression may have (bounds the recursion and the work per row).
-pub const MAX_EXPRESSION_NODES: usize = 1_000;
+/// Most parts the formula's expressions may have together (bounds the
+/// parser's and the evaluation's recursion, and the work per row).
+pub const MAX_EXPRESSION_NODES: usize = 256;
 
 /// Functions R users write that lmm does not evaluate (yet), with what to do instead.
 const NOT_YET: &[(&str, &str)] = &[

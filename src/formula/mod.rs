@@ -571,6 +571,30 @@ mod tests {
     }
 
     #[test]
+    fn functions_become_variables_named_as_r_names_them() {
+        let f = parse("log(Reaction) ~ I(Days^2) + I(-x * 2 + 1e-3) + factor(k):log10(z) + offset(log(n)) + (I(Days/10) | g)").unwrap();
+        assert_eq!(f.response, "log(Reaction)");
+        assert_eq!(f.fixed, vec![t(&["I(Days^2)"]), t(&["I(-x * 2 + 0.001)"]), t(&["factor(k)", "log10(z)"])]);
+        assert_eq!(f.random[0].terms, vec![t(&["I(Days/10)"])]);
+        assert_eq!(f.offsets.len(), 1);
+        assert_eq!(f.offsets[0].deparse(), "log(n)");
+        assert_eq!(f.derived("factor(k)"), Some(&Derived::Factor("k".into())));
+        assert!(matches!(f.derived("log(Reaction)"), Some(Derived::Numeric(_))));
+        // -x^2 is -(x^2), 2^-1 is 2^(-1), as in R
+        let f = parse("y ~ I(-x^2 + 2^-1) + (1 | g)").unwrap();
+        let Some(Derived::Numeric(e)) = f.derived(&f.fixed[0][0]) else { panic!() };
+        assert_eq!(e.eval(&|_| 3.0), -9.0 + 0.5);
+    }
+
+    #[test]
+    fn expressions_are_bounded() {
+        let deep = format!("y ~ I({}x{}) + (1 | g)", "(".repeat(300), ")".repeat(300));
+        assert!(parse(&deep).unwrap_err().0.contains("more than 256 parts"));
+        assert!(parse("y ~ poly(x, 2) + (1 | g)").unwrap_err().0.contains("'poly()' is not supported yet"));
+        assert!(parse("y ~ x + offset(z):a + (1 | g)").unwrap_err().0.contains("cannot be part of an interaction"));
+    }
+
+    #[test]
     fn syntax_errors_point_at_the_problem() {
         let e = parse("y ~ x + (1 | )").unwrap_err();
         assert!(e.0.contains("grouping column"), "{}", e.0);
