@@ -7,8 +7,6 @@
 //! `-(x^2)` and `2^-1` is `2^(-1)`. Parentheses are kept as written, because
 //! R's names keep them: `I((x + 1)^2)`.
 
-use crate::error::Result;
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Op {
     Add,
@@ -39,6 +37,18 @@ pub const FUNCTION_NAMES: &[(&str, Function)] = &[
     ("sqrt", Function::Sqrt),
     ("abs", Function::Abs),
 ];
+
+impl Op {
+    pub fn apply(self, a: f64, b: f64) -> f64 {
+        match self {
+            Op::Add => a + b,
+            Op::Sub => a - b,
+            Op::Mul => a * b,
+            Op::Div => a / b,
+            Op::Pow => pow(a, b),
+        }
+    }
+}
 
 impl Function {
     pub fn by_name(name: &str) -> Option<Function> {
@@ -101,16 +111,7 @@ impl Expr {
             Expr::Negate(e) => -e.eval(value),
             Expr::Identity(e) | Expr::Paren(e) => e.eval(value),
             Expr::Call(f, e) => f.apply(e.eval(value)),
-            Expr::Binary(op, a, b) => {
-                let (a, b) = (a.eval(value), b.eval(value));
-                match op {
-                    Op::Add => a + b,
-                    Op::Sub => a - b,
-                    Op::Mul => a * b,
-                    Op::Div => a / b,
-                    Op::Pow => pow(a, b),
-                }
-            }
+            Expr::Binary(op, a, b) => op.apply(a.eval(value), b.eval(value)),
         }
     }
 
@@ -130,13 +131,7 @@ impl Expr {
                 let mut a = a.eval_rows(names, columns, n);
                 let b = b.eval_rows(names, columns, n);
                 for (x, &y) in a.iter_mut().zip(&b) {
-                    *x = match op {
-                        Op::Add => *x + y,
-                        Op::Sub => *x - y,
-                        Op::Mul => *x * y,
-                        Op::Div => *x / y,
-                        Op::Pow => pow(*x, y),
-                    };
+                    *x = op.apply(*x, y);
                 }
                 a
             }
@@ -220,11 +215,6 @@ pub fn r_number(x: f64) -> String {
     } else {
         sci_text
     }
-}
-
-/// Parse a number token as R reads it.
-pub fn number(text: &str) -> Result<f64> {
-    text.parse::<f64>().map_err(|_| crate::error::LmmError::new(format!("'{text}' is not a number")))
 }
 
 #[cfg(test)]
