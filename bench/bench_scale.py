@@ -43,6 +43,7 @@ def generate(directory, n, g, files):
         return
     directory.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     per = -(-n // files)
     for k in range(files):
         lo, hi = k * per, min(n, (k + 1) * per)
