@@ -21,6 +21,8 @@ medians of --runs:
                   materialised by a count: what any Spark job over these rows
                   must at least pay
 Run: .venv/bin/python bench/bench_scale.py [--sizes 10000000,100000000] [--groups-per-row 0.05] [--runs 3]
+The driver's Spark settings come from LMM_BENCH_DRIVER_MEMORY (default 2g) and
+LMM_BENCH_MAX_RESULT (spark.driver.maxResultSize, default 1g).
 """
 import argparse
 import json
@@ -106,7 +108,8 @@ def spark_session(executor_mib):
         .config("spark.executor.processTreeMetrics.enabled", "true")
         .config("spark.executor.metrics.pollingInterval", "200ms")
         .config("spark.executor.heartbeatInterval", "2s")
-        .config("spark.driver.memory", "2g")
+        .config("spark.driver.memory", os.environ.get("LMM_BENCH_DRIVER_MEMORY", "2g"))
+        .config("spark.driver.maxResultSize", os.environ.get("LMM_BENCH_MAX_RESULT", "1g"))
         .getOrCreate()
     )
 

@@ -18,6 +18,7 @@ reaches the driver as ``LmmError`` with lmm's own message.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import lmm
@@ -98,15 +99,32 @@ def _stats_of(batches, formula: str, options: dict):
     return None if value is None else bytes(value)
 
 
-def _partition_stats(formula: str, options: dict):
-    """The mapInArrow function: a partition's batches -> at most one statistics value."""
+_STATS = "stats binary, error string"
+
+
+def _partition_stats(formula: str, options: dict, limit: tuple[int, str]):
+    """The mapInArrow function: a partition's batches -> at most one statistics value.
+
+    lmm's own errors (a bad formula or column, statistics too large) would
+    only repeat on a retry, so they travel as data (`error`) and stop the
+    job at the driver; any other failure raises, and Spark retries the task."""
 
     def run(batches):
         import pyarrow as pa
 
-        value = _stats_of(batches, formula, options)
-        if value is not None:
-            yield pa.RecordBatch.from_pydict({"stats": [value]}, schema=pa.schema([("stats", pa.binary())]))
+        schema = pa.schema([("stats", pa.binary()), ("error", pa.string())])
+        try:
+            value = _stats_of(batches, formula, options)
+            if value is None:
+                return
+            _check_size(len(value), limit, "one partition's statistics")
+            row = {"stats": [value], "error": [None]}
+        except Exception as e:
+            message = _lmm_message(e)
+            if message is None:
+                raise
+            row = {"stats": [None], "error": [message]}
+        yield pa.RecordBatch.from_pydict(row, schema=schema)
 
     return run
 
@@ -116,8 +134,85 @@ def _chain(first, rest):
     yield from rest
 
 
-def _merge_two(a: bytes, b: bytes) -> bytes:
-    return lmm.merge_stats([a, b], con=_worker_connection())
+def _merge_two(limit: tuple[int, str]):
+    """The tree reduction's step on (value, error) pairs: the first error wins."""
+
+    def merge(a, b):
+        if a[1] is not None:
+            return a
+        if b[1] is not None:
+            return b
+        try:
+            value = lmm.merge_stats([a[0], b[0]], con=_worker_connection())
+            _check_size(len(value), limit, "the merged statistics")
+        except Exception as e:
+            message = _lmm_message(e)
+            if message is None:
+                raise
+            return (None, message)
+        return (value, None)
+
+    return merge
+
+
+def _pair(row):
+    return (None if row.stats is None else bytes(row.stats), row.error)
+
+
+# A Spark binary value (an Arrow binary with 32-bit offsets, a Java byte[])
+# holds less than 2 GiB.
+_BINARY_LIMIT = 2**31 - 2**20
+
+
+def _size_limit(sc, partitions: int, depth: int) -> tuple[int, str]:
+    """What one statistics value may weigh on the merged route, and why.
+
+    With rows spread over the groups every value holds about every group.
+    Each crosses from a Python worker into its executor's JVM, which holds
+    it several times over while converting it (values of 700 MiB ran
+    1 GiB executors out of heap at 10^8 rows / 5e6 groups), so a value may
+    take a quarter of `spark.executor.memory` (default 1g); the tree
+    reduction's last values reach the driver together as task results,
+    which Spark caps at `spark.driver.maxResultSize` (default 1g, 0 = no
+    cap); and a Spark binary value holds less than 2 GiB."""
+    conf = sc.getConf()
+    limits = [(_BINARY_LIMIT, "a Spark binary value holds less than 2 GiB")]
+    executor = conf.get("spark.executor.memory", "1g")
+    limits.append((_spark_bytes(executor) // 4, f"spark.executor.memory = {executor}: an executor holds a value several times over"))
+    result = conf.get("spark.driver.maxResultSize", "1g")
+    if _spark_bytes(result) > 0:
+        last = _tree_results(partitions, depth)
+        limits.append((_spark_bytes(result) // last, f"spark.driver.maxResultSize = {result} for the {last} values that reach the driver"))
+    return min(limits)
+
+
+def _tree_results(partitions: int, depth: int) -> int:
+    """How many partial results `treeReduce(depth)` sends to the driver (as Spark's treeAggregate)."""
+    scale = max(math.ceil(partitions ** (1.0 / depth)), 2)
+    n, last = float(partitions), partitions
+    while n > scale + n / scale:
+        n /= scale
+        last = int(n)
+    return max(last, 1)
+
+
+def _spark_bytes(text: str) -> int:
+    """Spark's size notation ('1g', '512m', '2048k', '1024') in bytes."""
+    t = text.strip().lower().removesuffix("b")
+    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)
+
+
+def _check_size(size: int, limit: tuple[int, str], what: str):
+    if size > limit[0]:
+        raise RuntimeError(
+            f"lmm: {what} take {size / 2**20:,.1f} MiB, more than the merged route can bring to the driver "
+            f"({limit[1]}): its statistics grow with the groups, and every group's reach the driver. "
+            "Fit a one-factor model with mode='distributed' (the statistics stay on the executors), "
+            "or raise spark.driver.maxResultSize and spark.driver.memory"
+        )
 
 
 def _stats_options(grp, re) -> dict:
@@ -138,26 +233,35 @@ def _lmm_message(e: Exception) -> str | None:
     return None
 
 
-def stats(df, formula: str, *, grp=None, re=None, depth: int = 2, partitions: int | None = None) -> bytes:
+def stats(df, formula: str, *, grp=None, re=None, depth: int = 2, partitions: int | None = None,
+          max_bytes: int | None = None) -> bytes:
     """The merged statistics value of a Spark DataFrame's rows (see the module doc).
 
     Each task makes one statistics value, whose size follows the groups it
     saw, not its rows; with rows spread over the groups every value is about
     as large as the merged one, so the partitions are first coalesced (no
-    shuffle) to `partitions`, by default twice the cluster's parallelism."""
+    shuffle) to `partitions`, by default twice the cluster's parallelism.
+    A value larger than `max_bytes` (by default what Spark lets reach the
+    driver: `spark.driver.maxResultSize`, below 2 GiB) stops the job with
+    LmmError before it reaches the JVM."""
     spark = df.sparkSession
     sc = spark.sparkContext
     target = partitions or 2 * sc.defaultParallelism
     if df.rdd.getNumPartitions() > target:
         df = df.coalesce(target)
+    limit = _size_limit(sc, df.rdd.getNumPartitions(), depth) if max_bytes is None else (int(max_bytes), f"max_bytes = {int(max_bytes):,}")
     _ship(sc)
-    parts = df.mapInArrow(_partition_stats(formula, _stats_options(grp, re)), "stats binary")
+    parts = df.mapInArrow(_partition_stats(formula, _stats_options(grp, re), limit), _STATS)
+    merge = _merge_two(limit)
     try:
-        return _spark_call(lambda: parts.rdd.map(lambda r: bytes(r.stats)).treeReduce(_merge_two, depth=depth))
+        value, error = _spark_call(lambda: parts.rdd.map(_pair).treeReduce(merge, depth=depth))
     except ValueError as e:
         if "empty" in str(e).lower():
             raise LmmError("lmm: the DataFrame has no rows (no partition gave statistics)") from None
         raise
+    if error is not None:
+        raise LmmError(error)
+    return value
 
 
 def _ship(sc):
@@ -181,7 +285,8 @@ def _as_spark(spark, tidy):
 _SCHEMA = ", ".join(f"{n} {t}" for n, t in _TIDY)
 
 
-def fit(df, formula: str, *, mode="merged", method="REML", ranef=True, ddf="none", grp=None, re=None, partitions: int | None = None):
+def fit(df, formula: str, *, mode="merged", method="REML", ranef=True, ddf="none", grp=None, re=None, partitions: int | None = None,
+        max_bytes: int | None = None):
     """The tidy table of `formula` fitted to a Spark DataFrame, as a Spark DataFrame.
 
     mode="merged" (any model): the partitions' statistics merged and fitted
@@ -189,12 +294,13 @@ def fit(df, formula: str, *, mode="merged", method="REML", ranef=True, ddf="none
     grouping factor): the rows are repartitioned by group into `partitions`
     (default twice the parallelism), the statistics stay cached on the
     executors, and each evaluation of the optimizer is one Spark job (see
-    `fit_distributed`)."""
+    `fit_distributed`). `max_bytes` bounds the merged route's statistics
+    (see `stats`)."""
     if mode == "distributed":
         return fit_distributed(df, formula, method=method, ranef=ranef, ddf=ddf, grp=grp, re=re, partitions=partitions)
     if mode != "merged":
         raise ValueError(f"lmm: mode must be 'merged' or 'distributed', not {mode!r}")
-    value = stats(df, formula, grp=grp, re=re, partitions=partitions)
+    value = stats(df, formula, grp=grp, re=re, partitions=partitions, max_bytes=max_bytes)
     try:
         tidy = lmm.fit_stats(value, method=method, ranef=ranef, ddf=ddf)
     except Exception as e:

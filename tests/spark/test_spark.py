@@ -129,6 +129,26 @@ def test_errors_reach_the_driver_with_lmms_message(spark):
         lmm.spark.fit(df.filter("Days < 0"), "Reaction ~ Days + (1 | Subject)")
 
 
+def test_statistics_too_large_for_the_driver_stop_with_a_clear_error(spark):
+    # the merged route brings every group's statistics to the driver; a value
+    # beyond what Spark moves there stops the job in the worker, naming the
+    # limit and the route that has none (10^8 rows / 5e6 groups made 4
+    # partition values of about 2.4 GB, which killed the executors' JVMs)
+    df = spark.createDataFrame(pd.read_csv(DATA / "sleepstudy.csv")).repartition(2)
+    with pytest.raises(lmm.spark.LmmError, match=r"statistics take .* MiB.*max_bytes = 1,000.*mode='distributed'"):
+        lmm.spark.fit(df, "Reaction ~ Days + (Days | Subject)", max_bytes=1000)
+    value = lmm.spark.stats(df, "Reaction ~ Days + (Days | Subject)", max_bytes=10**6)
+    assert 1000 < len(value) < 10**6
+    # the tests' executors have the default 1g: a quarter of it, or the
+    # driver's 1g cap shared by the values that reach it, whichever is less
+    assert lmm.spark._size_limit(spark.sparkContext, 2, 2) == (2**28, "spark.executor.memory = 1g: an executor holds a value several times over")
+    assert lmm.spark._size_limit(spark.sparkContext, 100, 2) == (2**30 // 10, "spark.driver.maxResultSize = 1g for the 10 values that reach the driver")
+    # as pyspark's treeAggregate: 5 partitions at depth 2 become one, 16 stay 4
+    assert [lmm.spark._tree_results(p, 2) for p in (1, 2, 4, 5, 16, 100)] == [1, 2, 4, 1, 4, 10]
+    assert [lmm.spark._spark_bytes(t) for t in ("1g", "512m", "2048k", "1024", "0", "1.5g")] == [
+        2**30, 2**29, 2**21, 1024, 0, 3 * 2**29]
+
+
 # ------------------------------------------------------------ distributed mode
 
 DISTRIBUTED = [
