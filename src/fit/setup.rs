@@ -147,6 +147,17 @@ pub(crate) fn prepare_with(acc: &Accumulator, levels: Option<&[usize]>) -> Resul
         let mut bar_intercepts = Vec::new();
         for bar in f.random.iter().filter(|b| b.group == group_vars) {
             let cols = design::code(acc, bar.intercept, &bar.terms)?;
+            if let (Some(written), true) = (&bar.diag_of, cols.len() > 1) {
+                let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
+                bail!(
+                    "'{written}': diag() gives every column of its block its own variance, and the term '{}' has {} columns ({}); \
+                     lmm splits a block by term, not by column, so diag() takes terms of one column for now \
+                     (lme4's (f || g) keeps a factor's columns in one correlated block: write that if it is what you mean)",
+                    bar.terms.first().map_or("(Intercept)".to_string(), |t| t.join(":")),
+                    cols.len(),
+                    names.join(", ")
+                );
+            }
             let centre = bar.intercept && cols.len() > 1;
             for dc in &cols {
                 let col = match dc.source {

@@ -45,7 +45,30 @@ pub struct RandomBar {
     pub terms: Vec<Term>,
     /// Grouping variables (more than one for an interaction `a:b`).
     pub group: Vec<String>,
+    /// The block as written when it came from `diag(...)`, whose every
+    /// column must be a term of its own (checked once the columns are known).
+    pub diag_of: Option<String>,
 }
+
+/// How a bar's block is written: `(…)`, or one of lme4 2.0's / glmmTMB's
+/// covariance structures `us(…)` (unstructured, the default) and `diag(…)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Structure {
+    Plain,
+    Unstructured,
+    Diagonal,
+}
+
+/// Covariance structures of lme4 2.0 and glmmTMB that lmm does not fit yet.
+const STRUCTURES_NOT_YET: &[(&str, &str)] = &[
+    ("cs", "compound symmetry"),
+    ("homcs", "compound symmetry with one variance"),
+    ("ar1", "first-order autoregressive"),
+    ("homdiag", "diagonal with one variance"),
+    ("toep", "Toeplitz"),
+    ("ou", "Ornstein-Uhlenbeck"),
+    ("rr", "reduced rank"),
+];
 
 /// How a variable made by a function in the formula gets its values.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +163,82 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// A random-effects bar `(terms | group)` (`(terms || group)`), the
+    /// parser at its '(' (for `us(…)` / `diag(…)`, after the name).
+    fn bar(&mut self, rhs: &mut Rhs, sign: bool, structure: Structure) -> Result<()> {
+        if !sign {
+            return self.error("a random-effects term cannot be removed");
+        }
+        let open = self.toks[if structure == Structure::Plain { self.pos } else { self.pos - 1 }].1;
+        self.pos += 1;
+        let mut inner = Rhs::default();
+        self.sum(&mut inner, true)?;
+        let double = match self.peek() {
+            Some(Tok::Bar) => false,
+            Some(Tok::DoubleBar) if structure != Structure::Plain => {
+                return self.error("a covariance structure takes a single '|' (diag(x | g) is already what (x || g) means)")
+            }
+            Some(Tok::DoubleBar) => true,
+            _ => return self.error("expected '|' or '||' in a random-effects term"),
+        };
+        self.pos += 1;
+        let groups = self.grouping()?;
+        let close = self.toks.get(self.pos).map_or(self.src.len(), |t| t.1 + 1);
+        self.expect(Tok::RParen, "')' closing the random-effects term")?;
+        let bar_text = &self.src[open..close];
+        if inner.terms.iter().flatten().any(|v| *v == self.response) {
+            bail!("the response '{}' also appears in the random-effects term '{bar_text}'", self.response);
+        }
+        if groups.iter().flatten().any(|v| *v == self.response) {
+            bail!("the response '{}' is also a grouping column in the random-effects term '{bar_text}'", self.response);
+        }
+        let intercept = inner.intercept.unwrap_or(true);
+        let mut terms = Vec::new();
+        for t in expand_removals(inner.terms, &inner.removed) {
+            if !terms.contains(&t) {
+                terms.push(t);
+            }
+        }
+        if !double && !intercept && terms.is_empty() {
+            return self.error("a random-effects term needs at least one effect");
+        }
+        let double = double || structure == Structure::Diagonal;
+        let diag_of = (structure == Structure::Diagonal).then(|| bar_text.to_string());
+        let bars_per_group = if double { intercept as usize + terms.len() } else { 1 };
+        let total = rhs.bars.len() + bars_per_group * groups.len();
+        if total > MAX_BARS {
+            bail!(
+                "the formula has more than {MAX_BARS} random-effects terms after expanding '||' and '/' ({total} with '{bar_text}'); \
+                 combine terms into fewer bars"
+            );
+        }
+        for group in groups {
+            if double {
+                if intercept {
+                    rhs.bars.push(RandomBar { intercept: true, terms: vec![], group: group.clone(), diag_of: diag_of.clone() });
+                }
+                for t in &terms {
+                    rhs.bars.push(RandomBar { intercept: false, terms: vec![t.clone()], group: group.clone(), diag_of: diag_of.clone() });
+                }
+            } else {
+                rhs.bars.push(RandomBar { intercept, terms: terms.clone(), group, diag_of: None });
+            }
+        }
+        let mut factors: Vec<&Vec<String>> = Vec::new();
+        for b in &rhs.bars {
+            if !factors.iter().any(|g| same_term(g, &b.group)) {
+                factors.push(&b.group);
+            }
+        }
+        if factors.len() > MAX_GROUPING_FACTORS {
+            bail!(
+                "the formula has more than {MAX_GROUPING_FACTORS} distinct grouping factors (at '{bar_text}'); \
+                 each pair of factors costs a table of level pairs, so lmm fits at most {MAX_GROUPING_FACTORS}"
+            );
+        }
+        return Ok(());
+    }
+
     /// product := item (('*' | ':') item)*, or a number 0/1, or a bar in parentheses.
     fn product(&mut self, rhs: &mut Rhs, sign: bool, in_bar: bool) -> Result<()> {
         match self.peek().cloned() {
@@ -153,74 +252,18 @@ impl<'a> Parser<'a> {
                 rhs.intercept = Some(if sign { v } else { !v });
                 return Ok(());
             }
-            Some(Tok::LParen) if !in_bar => {
-                // A random-effects bar.
-                if !sign {
-                    return self.error("a random-effects term cannot be removed");
-                }
-                let open = self.toks[self.pos].1;
+            Some(Tok::LParen) if !in_bar => return self.bar(rhs, sign, Structure::Plain),
+            Some(Tok::Ident(name)) if !in_bar && self.at_call().is_some() && matches!(name.as_str(), "us" | "diag") => {
                 self.pos += 1;
-                let mut inner = Rhs::default();
-                self.sum(&mut inner, true)?;
-                let double = match self.peek() {
-                    Some(Tok::Bar) => false,
-                    Some(Tok::DoubleBar) => true,
-                    _ => return self.error("expected '|' or '||' in a random-effects term"),
-                };
-                self.pos += 1;
-                let groups = self.grouping()?;
-                let close = self.toks.get(self.pos).map_or(self.src.len(), |t| t.1 + 1);
-                self.expect(Tok::RParen, "')' closing the random-effects term")?;
-                let bar_text = &self.src[open..close];
-                if inner.terms.iter().flatten().any(|v| *v == self.response) {
-                    bail!("the response '{}' also appears in the random-effects term '{bar_text}'", self.response);
-                }
-                if groups.iter().flatten().any(|v| *v == self.response) {
-                    bail!("the response '{}' is also a grouping column in the random-effects term '{bar_text}'", self.response);
-                }
-                let intercept = inner.intercept.unwrap_or(true);
-                let mut terms = Vec::new();
-                for t in expand_removals(inner.terms, &inner.removed) {
-                    if !terms.contains(&t) {
-                        terms.push(t);
-                    }
-                }
-                if !double && !intercept && terms.is_empty() {
-                    return self.error("a random-effects term needs at least one effect");
-                }
-                let bars_per_group = if double { intercept as usize + terms.len() } else { 1 };
-                let total = rhs.bars.len() + bars_per_group * groups.len();
-                if total > MAX_BARS {
-                    bail!(
-                        "the formula has more than {MAX_BARS} random-effects terms after expanding '||' and '/' ({total} with '{bar_text}'); \
-                         combine terms into fewer bars"
-                    );
-                }
-                for group in groups {
-                    if double {
-                        if intercept {
-                            rhs.bars.push(RandomBar { intercept: true, terms: vec![], group: group.clone() });
-                        }
-                        for t in &terms {
-                            rhs.bars.push(RandomBar { intercept: false, terms: vec![t.clone()], group: group.clone() });
-                        }
-                    } else {
-                        rhs.bars.push(RandomBar { intercept, terms: terms.clone(), group });
-                    }
-                }
-                let mut factors: Vec<&Vec<String>> = Vec::new();
-                for b in &rhs.bars {
-                    if !factors.iter().any(|g| same_term(g, &b.group)) {
-                        factors.push(&b.group);
-                    }
-                }
-                if factors.len() > MAX_GROUPING_FACTORS {
-                    bail!(
-                        "the formula has more than {MAX_GROUPING_FACTORS} distinct grouping factors (at '{bar_text}'); \
-                         each pair of factors costs a table of level pairs, so lmm fits at most {MAX_GROUPING_FACTORS}"
-                    );
-                }
-                return Ok(());
+                let structure = if name == "us" { Structure::Unstructured } else { Structure::Diagonal };
+                return self.bar(rhs, sign, structure);
+            }
+            Some(Tok::Ident(name)) if !in_bar && self.at_call().is_some() && STRUCTURES_NOT_YET.iter().any(|(n, _)| *n == name) => {
+                let what = STRUCTURES_NOT_YET.iter().find(|(n, _)| *n == name).unwrap().1;
+                return self.error(&format!(
+                    "the covariance structure '{name}(…)' ({what}) is not supported yet; lmm fits us(…) = (… | g), the unstructured \
+                     block, and diag(…) = (… || g), independent terms"
+                ));
             }
             Some(Tok::Ident(name)) if name == "offset" && self.at_call().is_some() => {
                 if in_bar {
@@ -482,7 +525,7 @@ mod tests {
         assert_eq!(f.response, "Weight");
         assert!(f.intercept);
         assert_eq!(f.fixed, vec![t(&["Time"])]);
-        assert_eq!(f.random, vec![RandomBar { intercept: true, terms: vec![t(&["Time"])], group: t(&["Pig"]) }]);
+        assert_eq!(f.random, vec![RandomBar { intercept: true, terms: vec![t(&["Time"])], group: t(&["Pig"]), diag_of: None }]);
     }
 
     #[test]
@@ -491,6 +534,27 @@ mod tests {
         assert_eq!(f.random.len(), 2);
         assert!(f.random[0].intercept && f.random[0].terms.is_empty());
         assert!(!f.random[1].intercept && f.random[1].terms == vec![t(&["Days"])]);
+    }
+
+    #[test]
+    fn structures_us_and_diag_are_bar_and_double_bar() {
+        let plain = |f: &Formula| f.random.iter().map(|b| (b.intercept, b.terms.clone(), b.group.clone())).collect::<Vec<_>>();
+        let us = parse("Reaction ~ Days + us(Days | Subject)").unwrap();
+        assert_eq!(us.random, parse("Reaction ~ Days + (Days | Subject)").unwrap().random);
+        let diag = parse("Reaction ~ Days + diag(1 + Days | Subject) + (1 | Other)").unwrap();
+        let double = parse("Reaction ~ Days + (1 + Days || Subject) + (1 | Other)").unwrap();
+        assert_eq!(plain(&diag), plain(&double));
+        assert_eq!(diag.random[0].diag_of.as_deref(), Some("diag(1 + Days | Subject)"));
+        assert_eq!(diag.random[1].diag_of.as_deref(), Some("diag(1 + Days | Subject)"));
+        assert_eq!(diag.random[2].diag_of, None);
+        // a column called diag is still a column
+        assert_eq!(parse("y ~ diag + (1 | g)").unwrap().fixed, vec![t(&["diag"])]);
+        let e = parse("y ~ x + diag(x || g)").unwrap_err();
+        assert!(e.0.contains("single '|'"), "{}", e.0);
+        for (name, what) in [("cs", "compound symmetry"), ("ar1", "autoregressive"), ("homcs", "one variance")] {
+            let e = parse(&format!("y ~ week + {name}(0 + week_f | patient)")).unwrap_err();
+            assert!(e.0.contains(&format!("'{name}(…)'")) && e.0.contains(what) && e.0.contains("diag(…)"), "{}", e.0);
+        }
     }
 
     #[test]
