@@ -21,8 +21,10 @@ medians of --runs:
                   materialised by a count: what any Spark job over these rows
                   must at least pay
 Run: .venv/bin/python bench/bench_scale.py [--sizes 10000000,100000000] [--groups-per-row 0.05] [--runs 3]
-The driver's Spark settings come from LMM_BENCH_DRIVER_MEMORY (default 2g) and
-LMM_BENCH_MAX_RESULT (spark.driver.maxResultSize, default 1g).
+The Spark settings come from LMM_BENCH_DRIVER_MEMORY (default 2g),
+LMM_BENCH_MAX_RESULT (spark.driver.maxResultSize, default 1g) and
+LMM_BENCH_EXECUTOR_MEMORY (each executor's heap, Spark's default 1g; at most
+--executor-mib, the local-cluster worker's memory).
 """
 import argparse
 import json
@@ -110,6 +112,7 @@ def spark_session(executor_mib):
         .config("spark.executor.heartbeatInterval", "2s")
         .config("spark.driver.memory", os.environ.get("LMM_BENCH_DRIVER_MEMORY", "2g"))
         .config("spark.driver.maxResultSize", os.environ.get("LMM_BENCH_MAX_RESULT", "1g"))
+        .config("spark.executor.memory", os.environ.get("LMM_BENCH_EXECUTOR_MEMORY", "1g"))
         .getOrCreate()
     )
 

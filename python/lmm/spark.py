@@ -170,15 +170,16 @@ def _size_limit(sc, partitions: int, depth: int) -> tuple[int, str]:
     With rows spread over the groups every value holds about every group.
     Each crosses from a Python worker into its executor's JVM, which holds
     it several times over while converting it (values of 700 MiB ran
-    1 GiB executors out of heap at 10^8 rows / 5e6 groups), so a value may
-    take a quarter of `spark.executor.memory` (default 1g); the tree
+    executors of 1 GiB and of 3.5 GiB heap out of memory at 10^8 rows / 5e6
+    groups), so a value may take an eighth of `spark.executor.memory`
+    (default 1g); the tree
     reduction's last values reach the driver together as task results,
     which Spark caps at `spark.driver.maxResultSize` (default 1g, 0 = no
     cap); and a Spark binary value holds less than 2 GiB."""
     conf = sc.getConf()
     limits = [(_BINARY_LIMIT, "a Spark binary value holds less than 2 GiB")]
     executor = conf.get("spark.executor.memory", "1g")
-    limits.append((_spark_bytes(executor) // 4, f"spark.executor.memory = {executor}: an executor holds a value several times over"))
+    limits.append((_spark_bytes(executor) // 8, f"spark.executor.memory = {executor}: an executor holds a value several times over"))
     result = conf.get("spark.driver.maxResultSize", "1g")
     if _spark_bytes(result) > 0:
         last = _tree_results(partitions, depth)
@@ -211,7 +212,7 @@ def _check_size(size: int, limit: tuple[int, str], what: str):
             f"lmm: {what} take {size / 2**20:,.1f} MiB, more than the merged route can bring to the driver "
             f"({limit[1]}): its statistics grow with the groups, and every group's reach the driver. "
             "Fit a one-factor model with mode='distributed' (the statistics stay on the executors), "
-            "or raise spark.driver.maxResultSize and spark.driver.memory"
+            "or raise spark.executor.memory, spark.driver.maxResultSize and spark.driver.memory"
         )
 
 

@@ -139,9 +139,9 @@ def test_statistics_too_large_for_the_driver_stop_with_a_clear_error(spark):
         lmm.spark.fit(df, "Reaction ~ Days + (Days | Subject)", max_bytes=1000)
     value = lmm.spark.stats(df, "Reaction ~ Days + (Days | Subject)", max_bytes=10**6)
     assert 1000 < len(value) < 10**6
-    # the tests' executors have the default 1g: a quarter of it, or the
+    # the tests' executors have the default 1g: an eighth of it, or the
     # driver's 1g cap shared by the values that reach it, whichever is less
-    assert lmm.spark._size_limit(spark.sparkContext, 2, 2) == (2**28, "spark.executor.memory = 1g: an executor holds a value several times over")
+    assert lmm.spark._size_limit(spark.sparkContext, 2, 2) == (2**27, "spark.executor.memory = 1g: an executor holds a value several times over")
     assert lmm.spark._size_limit(spark.sparkContext, 100, 2) == (2**30 // 10, "spark.driver.maxResultSize = 1g for the 10 values that reach the driver")
     # as pyspark's treeAggregate: 5 partitions at depth 2 become one, 16 stay 4
     assert [lmm.spark._tree_results(p, 2) for p in (1, 2, 4, 5, 16, 100)] == [1, 2, 4, 1, 4, 10]
