@@ -112,19 +112,17 @@ def _partition_stats(formula: str, options: dict, limit: tuple[int, str]):
     def run(batches):
         import pyarrow as pa
 
-        schema = pa.schema([("stats", pa.binary()), ("error", pa.string())])
-        try:
+        def checked():
             value = _stats_of(batches, formula, options)
-            if value is None:
-                return
-            _check_size(len(value), limit, "one partition's statistics")
-            row = {"stats": [value], "error": [None]}
-        except Exception as e:
-            message = _lmm_message(e)
-            if message is None:
-                raise
-            row = {"stats": [None], "error": [message]}
-        yield pa.RecordBatch.from_pydict(row, schema=schema)
+            if value is not None:
+                _check_size(len(value), limit, "one partition's statistics")
+            return value
+
+        value, error = _as_data(checked)
+        if value is None and error is None:
+            return  # an empty partition
+        schema = pa.schema([("stats", pa.binary()), ("error", pa.string())])
+        yield pa.RecordBatch.from_pydict({"stats": [value], "error": [error]}, schema=schema)
 
     return run
 
@@ -142,17 +140,26 @@ def _merge_two(limit: tuple[int, str]):
             return a
         if b[1] is not None:
             return b
-        try:
+
+        def checked():
             value = lmm.merge_stats([a[0], b[0]], con=_worker_connection())
             _check_size(len(value), limit, "the merged statistics")
-        except Exception as e:
-            message = _lmm_message(e)
-            if message is None:
-                raise
-            return (None, message)
-        return (value, None)
+            return value
+
+        return _as_data(checked)
 
     return merge
+
+
+def _as_data(f):
+    """(f(), None), or (None, lmm's message) when f fails with one; other failures raise."""
+    try:
+        return f(), None
+    except Exception as e:
+        message = _lmm_message(e)
+        if message is None:
+            raise
+        return None, message
 
 
 def _pair(row):
@@ -172,18 +179,18 @@ def _size_limit(sc, partitions: int, depth: int) -> tuple[int, str]:
     it several times over while converting it (values of 700 MiB ran
     executors of 1 GiB and of 3.5 GiB heap out of memory at 10^8 rows / 5e6
     groups), so a value may take an eighth of `spark.executor.memory`
-    (default 1g); the tree
-    reduction's last values reach the driver together as task results,
-    which Spark caps at `spark.driver.maxResultSize` (default 1g, 0 = no
-    cap); and a Spark binary value holds less than 2 GiB."""
+    (default 1g); the tree reduction's last values reach the driver together
+    as task results, which Spark caps at `spark.driver.maxResultSize`
+    (default 1g, 0 = no cap); and a Spark binary value holds less than 2 GiB."""
     conf = sc.getConf()
     limits = [(_BINARY_LIMIT, "a Spark binary value holds less than 2 GiB")]
     executor = conf.get("spark.executor.memory", "1g")
     limits.append((_spark_bytes(executor) // 8, f"spark.executor.memory = {executor}: an executor holds a value several times over"))
     result = conf.get("spark.driver.maxResultSize", "1g")
-    if _spark_bytes(result) > 0:
+    cap = _spark_bytes(result)
+    if cap > 0:
         last = _tree_results(partitions, depth)
-        limits.append((_spark_bytes(result) // last, f"spark.driver.maxResultSize = {result} for the {last} values that reach the driver"))
+        limits.append((cap // last, f"spark.driver.maxResultSize = {result} for the {last} values that reach the driver"))
     return min(limits)
 
 
@@ -242,9 +249,10 @@ def stats(df, formula: str, *, grp=None, re=None, depth: int = 2, partitions: in
     saw, not its rows; with rows spread over the groups every value is about
     as large as the merged one, so the partitions are first coalesced (no
     shuffle) to `partitions`, by default twice the cluster's parallelism.
-    A value larger than `max_bytes` (by default what Spark lets reach the
-    driver: `spark.driver.maxResultSize`, below 2 GiB) stops the job with
-    LmmError before it reaches the JVM."""
+    A value larger than `max_bytes` (by default what Spark can carry, see
+    `_size_limit`: an eighth of an executor's heap, the driver's
+    `spark.driver.maxResultSize` shared by the values that reach it, 2 GiB)
+    stops the job with LmmError before it reaches the JVM."""
     spark = df.sparkSession
     sc = spark.sparkContext
     target = partitions or 2 * sc.defaultParallelism

@@ -236,7 +236,7 @@ impl<'a> Parser<'a> {
                  each pair of factors costs a table of level pairs, so lmm fits at most {MAX_GROUPING_FACTORS}"
             );
         }
-        return Ok(());
+        Ok(())
     }
 
     /// product := item (('*' | ':') item)*, or a number 0/1, or a bar in parentheses.

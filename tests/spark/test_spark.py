@@ -133,7 +133,7 @@ def test_statistics_too_large_for_the_driver_stop_with_a_clear_error(spark):
     # the merged route brings every group's statistics to the driver; a value
     # beyond what Spark moves there stops the job in the worker, naming the
     # limit and the route that has none (10^8 rows / 5e6 groups made 4
-    # partition values of about 2.4 GB, which killed the executors' JVMs)
+    # partition values of about 700 MiB, which killed the executors' JVMs)
     df = spark.createDataFrame(pd.read_csv(DATA / "sleepstudy.csv")).repartition(2)
     with pytest.raises(lmm.spark.LmmError, match=r"statistics take .* MiB.*max_bytes = 1,000.*mode='distributed'"):
         lmm.spark.fit(df, "Reaction ~ Days + (Days | Subject)", max_bytes=1000)
