@@ -145,6 +145,10 @@ pub struct Accumulator {
     pub zcols: Vec<usize>,
     pub zindex: Vec<usize>,
     pub n_dropped: u64,
+    /// The variable holding the prior weights (`weights :=`), if any.
+    pub weight_var: Option<usize>,
+    /// Σ log wᵢ over the rows used (0 without weights): lme4's deviance has −Σ log wᵢ.
+    pub log_weights: f64,
     // scratch buffers
     x: Vec<f64>,
     delta: Vec<f64>,
@@ -154,8 +158,10 @@ pub struct Accumulator {
     lv: Vec<u32>,
     /// The last integer group key seen and its id (usize::MAX: none).
     last_group: (i64, usize),
-    /// Rows of the current chunk that are complete, with their group.
+    /// Rows of the current chunk that are complete, with their group (and
+    /// their weights, with `weights :=`).
     kept: Vec<(usize, usize)>,
+    kept_w: Vec<f64>,
     /// Level of each grouping factor for the current row.
     flev: Vec<usize>,
     /// The chunk's rows for the all-rows co-moments (see `IndicatorChunk`).
@@ -224,6 +230,16 @@ impl Accumulator {
                 factors.push(GroupingFactor { vars: gv, levels: Levels::default(), store: GroupStore::default() });
             }
         }
+        let weight_var = match &options.weights {
+            None => None,
+            Some(w) => {
+                let i = var_index(&mut vars, w);
+                if vars[i].grouping {
+                    bail!("weights: the column '{w}' is a grouping factor of the formula; prior weights must be a numeric column");
+                }
+                Some(i)
+            }
+        };
         for v in vars.iter_mut() {
             v.factor = matches!(formula.derived(&v.name), Some(formula::Derived::Factor(_)));
             if v.response && v.factor {
@@ -254,6 +270,8 @@ impl Accumulator {
             zcols: Vec::new(),
             zindex: Vec::new(),
             n_dropped: 0,
+            weight_var,
+            log_weights: 0.0,
             x: Vec::new(),
             delta: Vec::new(),
             key: Vec::new(),
@@ -262,6 +280,7 @@ impl Accumulator {
             lv: Vec::new(),
             last_group: (0, usize::MAX),
             kept: Vec::new(),
+            kept_w: Vec::new(),
             flev: Vec::new(),
             chunk_dense: Vec::new(),
             chunk_active: Vec::new(),
@@ -276,7 +295,7 @@ impl Accumulator {
 
     /// Rows used so far.
     pub fn n_obs(&self) -> u64 {
-        self.factors[0].store.n_total()
+        self.global.n
     }
 
     /// Decide each variable's kind from its column type (first chunk), and check later chunks agree.
@@ -284,8 +303,11 @@ impl Accumulator {
         if chunk.columns.len() != self.vars.len() {
             bail!("internal: chunk has {} columns, model needs {}", chunk.columns.len(), self.vars.len());
         }
-        for (v, col) in self.vars.iter_mut().zip(chunk.columns.iter()) {
+        for (i, (v, col)) in self.vars.iter_mut().zip(chunk.columns.iter()).enumerate() {
             let numeric = matches!(col.data, ColumnData::Float(_) | ColumnData::Int(_));
+            if Some(i) == self.weight_var && !numeric {
+                bail!("weights: the column '{}' has type {}; prior weights must be numeric", v.name, col.type_name);
+            }
             let kind = if v.grouping || v.factor || !numeric { Kind::Categorical } else { Kind::Numeric };
             if matches!(col.data, ColumnData::Key(_)) && !v.grouping && !v.response {
                 bail!(
@@ -387,17 +409,35 @@ impl Accumulator {
         // with many groups, each row's update is otherwise a wait on memory.
         let mut kept = std::mem::take(&mut self.kept);
         kept.clear();
+        let mut kept_w = std::mem::take(&mut self.kept_w);
+        kept_w.clear();
         'rows: for &r in rows {
-            for col in cols.iter().take(self.vars.len()) {
+            for (i, col) in cols.iter().take(self.vars.len()).enumerate() {
                 if !col.valid[r] {
                     self.n_dropped += 1;
                     continue 'rows;
                 }
                 // NaN and ±Inf are dropped in every column, a grouping or factor column too.
                 if matches!(&col.data, ColumnData::Float(x) if !x[r].is_finite()) {
+                    if Some(i) == self.weight_var {
+                        bail!("weights: the column '{}' holds a non-finite weight ({}); prior weights must be finite and ≥ 0", self.vars[i].name, Self::num(col, r));
+                    }
                     self.n_dropped += 1;
                     continue 'rows;
                 }
+            }
+            if let Some(v) = self.weight_var {
+                let w = Self::num(&cols[v], r);
+                if w < 0.0 {
+                    bail!("weights: the column '{}' holds a negative weight ({w}); prior weights must be ≥ 0", self.vars[v].name);
+                }
+                if w == 0.0 {
+                    // A row of weight 0 carries no information: dropped, as lm does for its residual df.
+                    self.n_dropped += 1;
+                    continue 'rows;
+                }
+                kept_w.push(w);
+                self.log_weights += w.ln();
             }
             // The first grouping factor's level; runs of one integer key, common in
             // data sorted by group, skip even the lookup.
@@ -433,12 +473,13 @@ impl Accumulator {
                 }
             })
             .collect();
-        let by_chunk = !term_class.contains(&2);
+        let by_chunk = !term_class.contains(&2) && self.weight_var.is_none();
         self.chunk_dense.clear();
         self.chunk_active.clear();
         self.chunk_dense_ids.clear();
         const AHEAD: usize = 8;
         for (idx, &(r, g)) in kept.iter().enumerate() {
+            let wt = kept_w.get(idx).copied();
             if let Some(&(_, ga)) = kept.get(idx + AHEAD) {
                 self.factors[0].store.prefetch(ga);
             }
@@ -527,12 +568,18 @@ impl Accumulator {
                 }
             } else {
                 self.global.grow(d);
-                self.global.push(&self.x, &mut self.delta);
+                match wt {
+                    None => self.global.push(&self.x, &mut self.delta),
+                    Some(w) => self.global.push_weighted(&self.x, w, &mut self.delta),
+                }
             }
             let nz = self.zcols.len();
             let f0 = &mut self.factors[0].store;
             f0.ensure(d, nz);
-            f0.push(g, &self.x, &self.zcols, &mut self.delta);
+            match wt {
+                None => f0.push(g, &self.x, &self.zcols, &mut self.delta),
+                Some(w) => f0.push_weighted(g, &self.x, w, &self.zcols, &mut self.delta),
+            }
             if self.factors.len() > 1 {
                 // Crossed or nested: every other factor's level, and every pair's cell.
                 self.flev.clear();
@@ -541,13 +588,19 @@ impl Accumulator {
                     let fac = &mut self.factors[f];
                     let l = fac.level(cols, r, &mut key);
                     fac.store.ensure(d, nz);
-                    fac.store.push(l, &self.x, &self.zcols, &mut self.delta);
+                    match wt {
+                        None => fac.store.push(l, &self.x, &self.zcols, &mut self.delta),
+                        Some(w) => fac.store.push_weighted(l, &self.x, w, &self.zcols, &mut self.delta),
+                    }
                     self.flev.push(l);
                 }
                 for cell in &mut self.cells {
                     let c = cell.id(self.flev[cell.a] as u32, self.flev[cell.b] as u32);
                     cell.store.ensure(d, nz);
-                    cell.store.push(c, &self.x, &self.zcols, &mut self.delta);
+                    match wt {
+                        None => cell.store.push(c, &self.x, &self.zcols, &mut self.delta),
+                        Some(w) => cell.store.push_weighted(c, &self.x, w, &self.zcols, &mut self.delta),
+                    }
                 }
             }
         }
@@ -561,6 +614,7 @@ impl Accumulator {
             self.global.merge_indicator_chunk(self.ext.len(), &chunk);
         }
         self.kept = kept;
+        self.kept_w = kept_w;
         self.level_ids = level_ids;
         self.key = key;
         self.check_statistics_size()
@@ -579,6 +633,7 @@ impl Accumulator {
     /// Add another state's statistics; `other` is left untouched.
     pub fn merge(&mut self, other: &Accumulator) -> Result<()> {
         self.n_dropped += other.n_dropped;
+        self.log_weights += other.log_weights;
         for (v, o) in self.vars.iter_mut().zip(other.vars.iter()) {
             match (v.kind, o.kind) {
                 (None, Some(k)) => {

@@ -34,17 +34,20 @@ pub struct Options {
     /// What a failed fit gives: an error for the query (default), or NULL
     /// for that group only (`on_error := 'null'`, for GROUP BY pipelines).
     pub null_on_error: bool,
+    /// lme4's prior weights: the column whose value wᵢ makes row i's residual
+    /// variance σ²/wᵢ (a weight of 0 drops the row; negative or non-finite is an error).
+    pub weights: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { method: Method::Reml, ranef: true, ddf: Ddf::None, grp: None, re: Vec::new(), null_on_error: false }
+        Options { method: Method::Reml, ranef: true, ddf: Ddf::None, grp: None, re: Vec::new(), null_on_error: false, weights: None }
     }
 }
 
 const KNOWN: &str = "method ('REML' or 'ML'), ranef (true/false), ddf ('none', 'Satterthwaite' or 'Kenward-Roger'), \
                      grp (a grouping column), re (columns with random slopes per grp), \
-                     on_error ('stop' or 'null')";
+                     on_error ('stop' or 'null'), weights (a numeric column of prior weights)";
 
 /// Separates the names of a list given as `re` (the `lmm_fit` macro joins a
 /// list with it; a plain string is split on '+').
@@ -80,6 +83,12 @@ impl Options {
                     }
                 }
                 "grp" => o.grp = Some(v.clone()),
+                "weights" => {
+                    if v.trim().is_empty() || v.contains('`') {
+                        bail!("option weights: '{v}' is not a usable column name (empty, or contains a backtick)");
+                    }
+                    o.weights = Some(v.clone())
+                }
                 "on_error" => {
                     o.null_on_error = match v.to_ascii_lowercase().as_str() {
                         "stop" => false,

@@ -15,6 +15,15 @@
 //! Storage: the mean (length d) followed by the upper triangle of C packed
 //! column by column, so that a new design column (a newly seen factor level)
 //! is appended without moving the existing entries' meaning.
+//!
+//! Prior weights (`weights :=`, lme4's Var(εᵢ) = σ²/wᵢ): a row of weight w
+//! counts w times. The state keeps the weight total W beside the row count
+//! n, and the means and co-moments become weighted ones:
+//! `W += w; δ = v - m; m += δ w/W; C += w (W - w)/W δδᵀ` (with w = 1 this is
+//! Welford's update, to the last bit), and merges take `W_a W_b / W` where
+//! counts stood. Every cross-product a fit reads, `Σ wᵢ uᵢvᵢ = C + W m mᵀ`,
+//! is then the unweighted fit's on the rows scaled by √wᵢ; n stays the
+//! number of observations (σ²'s degrees of freedom, χ² draws).
 
 /// Index of (a, b), a ≤ b, in a column-packed upper triangle.
 #[inline]
@@ -25,7 +34,10 @@ pub fn packed(a: usize, b: usize) -> usize {
 
 #[derive(Debug, Clone, Default)]
 pub struct Moments {
+    /// rows
     pub n: u64,
+    /// weight total (= n without weights)
+    pub w: f64,
     /// Number of columns currently stored.
     pub d: usize,
     /// mean[0..d] then packed co-moments.
@@ -34,7 +46,7 @@ pub struct Moments {
 
 impl Moments {
     pub fn new(d: usize) -> Moments {
-        Moments { n: 0, d, data: vec![0.0; d + d * (d + 1) / 2] }
+        Moments { n: 0, w: 0.0, d, data: vec![0.0; d + d * (d + 1) / 2] }
     }
 
     #[inline]
@@ -79,6 +91,7 @@ impl Moments {
         let d = self.d;
         debug_assert!(x.len() == d && delta.len() >= d);
         self.n += 1;
+        self.w += 1.0;
         let n = self.n as f64;
         let inv_n = 1.0 / n;
         let (mean, com) = self.data.split_at_mut(d);
@@ -101,6 +114,31 @@ impl Moments {
         }
     }
 
+    /// The weighted update with one row of weight `wt` > 0 (module doc).
+    pub fn push_weighted(&mut self, x: &[f64], wt: f64, delta: &mut [f64]) {
+        let d = self.d;
+        debug_assert!(x.len() == d && delta.len() >= d && wt > 0.0);
+        self.n += 1;
+        let before = self.w;
+        self.w += wt;
+        let step = wt / self.w;
+        let (mean, com) = self.data.split_at_mut(d);
+        for a in 0..d {
+            let dl = x[a] - mean[a];
+            delta[a] = dl;
+            mean[a] += dl * step;
+        }
+        let f = before * step;
+        let mut k = 0;
+        for b in 0..d {
+            let db = delta[b] * f;
+            for a in 0..=b {
+                com[k] += delta[a] * db;
+                k += 1;
+            }
+        }
+    }
+
     /// Chan's pairwise merge of `other`, whose column j is this one's column `map[j]`
     /// and whose means are shifted by `offset[j]` relative to this state's shift
     /// (other's mean + offset = mean relative to this state's shift). `other` is not modified.
@@ -111,8 +149,7 @@ impl Moments {
         let need = map.iter().take(other.d).copied().max().map_or(0, |m| m + 1);
         self.grow(need);
         let d = self.d;
-        let na = self.n as f64;
-        let nb = other.n as f64;
+        let (na, nb) = (self.w, other.w);
         let n = na + nb;
         // δ = other's mean (in this state's columns and shift) − ours; columns
         // other never had were 0 there.
@@ -136,6 +173,7 @@ impl Moments {
             self.data[a] += delta[a] * nb / n;
         }
         self.n += other.n;
+        self.w = n;
     }
 }
 
@@ -174,6 +212,51 @@ mod tests {
                 assert!((m.mean(i) - mean[i]).abs() < 1e-13);
                 for j in 0..3 {
                     assert!((m.comoment(i, j) - cov[i][j]).abs() < 1e-11);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn weighted_rows_are_rows_repeated_and_merge_exactly() {
+        // A row of integer weight k is that row k times; weights split over two
+        // states merge to the one state's moments; the store agrees with Moments.
+        let rows: Vec<(Vec<f64>, f64)> = (0..40)
+            .map(|i| {
+                let x = i as f64;
+                (vec![1.7e3 + x.sin() * 3.0, (x * 0.3).cos(), if i % 4 == 0 { 1.0 } else { 0.0 }], (1 + i % 3) as f64)
+            })
+            .collect();
+        let mut repeated = Moments::new(3);
+        let (mut all, mut a, mut b) = (Moments::new(3), Moments::new(3), Moments::new(3));
+        let mut store = GroupStore::default();
+        store.ensure(3, 2);
+        store.add_group();
+        let mut dl = vec![0.0; 3];
+        for (i, (r, w)) in rows.iter().enumerate() {
+            for _ in 0..*w as usize {
+                repeated.push(r, &mut dl);
+            }
+            all.push_weighted(r, *w, &mut dl);
+            store.push_weighted(0, r, *w, &[0, 2], &mut dl);
+            if i % 3 == 0 { a.push_weighted(r, *w, &mut dl) } else { b.push_weighted(r, *w, &mut dl) }
+        }
+        a.merge_mapped(&b, &[0, 1, 2], &[0.0; 3]);
+        assert_eq!((all.n, a.n), (40, 40));
+        assert_eq!(all.w, repeated.w);
+        let g = store.group(0);
+        assert_eq!(g.n(), repeated.w);
+        for m in [&all, &a] {
+            for i in 0..3 {
+                assert!((m.mean(i) - repeated.mean(i)).abs() < 1e-12 * (1.0 + repeated.mean(i).abs()), "mean {i}");
+                assert!((g.mean(i) - repeated.mean(i)).abs() < 1e-12 * (1.0 + repeated.mean(i).abs()), "group mean {i}");
+                for j in 0..3 {
+                    let want = repeated.comoment(i, j);
+                    assert!((m.comoment(i, j) - want).abs() < 1e-10 * (1.0 + want.abs()), "comoment {i},{j}");
+                }
+                for (zi, z) in [0usize, 2].iter().enumerate() {
+                    let want = repeated.comoment(*z, i);
+                    assert!((g.comoment(zi, i) - want).abs() < 1e-10 * (1.0 + want.abs()), "group comoment {z},{i}");
                 }
             }
         }
@@ -272,6 +355,7 @@ impl Moments {
         let nf = n as f64;
         let mut cm = Moments::new(d);
         cm.n = n as u64;
+        cm.w = nf;
         let mut md = vec![0.0; nd];
         for r in 0..n {
             for i in 0..nd {
@@ -366,6 +450,7 @@ pub struct GroupView<'a> {
 }
 
 impl GroupView<'_> {
+    /// The group's weight total: its row count without weights.
     #[inline]
     pub fn n(&self) -> f64 {
         self.b[0]
@@ -411,12 +496,6 @@ impl GroupStore {
     pub fn group(&self, g: usize) -> GroupView<'_> {
         let s = self.stride();
         GroupView { d: self.d, q: self.q, cd: self.cd, b: &self.data[g * s..(g + 1) * s] }
-    }
-
-    /// Total count over groups.
-    pub fn n_total(&self) -> u64 {
-        let s = self.stride();
-        (0..self.groups).map(|g| self.data[g * s] as u64).sum()
     }
 
     /// Make room for d columns and q random-effect rows.
@@ -510,6 +589,29 @@ impl GroupStore {
             return;
         }
         let f = (n - 1.0) * inv_n;
+        for (zi, row) in com.chunks_exact_mut(cd).enumerate().take(q) {
+            let dz = delta[zcols[zi]] * f;
+            for (r, dc) in row[..d].iter_mut().zip(delta[..d].iter()) {
+                *r += dz * dc;
+            }
+        }
+    }
+
+    /// The weighted update of group g with one row of weight `wt` > 0 (see `Moments::push_weighted`).
+    #[inline]
+    pub fn push_weighted(&mut self, g: usize, x: &[f64], wt: f64, zcols: &[usize], delta: &mut [f64]) {
+        let (d, q, cd, s) = (self.d, self.q, self.cd, self.stride());
+        let b = &mut self.data[g * s..(g + 1) * s];
+        let before = b[0];
+        b[0] += wt;
+        let step = wt / b[0];
+        let (mean, com) = b[1..].split_at_mut(cd);
+        for a in 0..d {
+            let dl = x[a] - mean[a];
+            delta[a] = dl;
+            mean[a] += dl * step;
+        }
+        let f = before * step;
         for (zi, row) in com.chunks_exact_mut(cd).enumerate().take(q) {
             let dz = delta[zcols[zi]] * f;
             for (r, dc) in row[..d].iter_mut().zip(delta[..d].iter()) {

@@ -94,8 +94,10 @@ class _Source:
             self.con.unregister(self.registered)
 
 
-def _fit_options(method, ranef, ddf, grp, re) -> str:
+def _fit_options(method, ranef, ddf, grp, re, weights=None) -> str:
     parts = [f"method := {_literal(method)}", f"ranef := {_literal(ranef)}", f"ddf := {_literal(ddf)}"]
+    if weights is not None:
+        parts.append(f"weights := {_literal(weights)}")
     if grp is not None:
         parts.append(f"grp := {_literal(grp)}")
     if re is not None:
@@ -103,27 +105,28 @@ def _fit_options(method, ranef, ddf, grp, re) -> str:
     return ", ".join(parts)
 
 
-def fit(data, formula: str, *, con=None, method="REML", ranef=True, ddf="none", grp=None, re=None):
+def fit(data, formula: str, *, con=None, method="REML", ranef=True, ddf="none", grp=None, re=None, weights=None):
     """`lmm_fit` of `data` (pandas, Arrow, a duckdb relation, or a table name
-    in `con`): the tidy table as a pandas DataFrame."""
+    in `con`): the tidy table as a pandas DataFrame. `weights` names a column
+    of prior weights (lme4's `weights =`)."""
     con = con or connect()
     with _Source(con, data) as name:
-        sql = f"SELECT * FROM lmm_fit('{_quote(name)}', '{_quote(formula)}', {_fit_options(method, ranef, ddf, grp, re)})"
+        sql = f"SELECT * FROM lmm_fit('{_quote(name)}', '{_quote(formula)}', {_fit_options(method, ranef, ddf, grp, re, weights)})"
         return con.execute(sql).df()
 
 
-def model(data, formula: str, *, con=None, method="REML", ranef=True, ddf="none", grp=None, re=None) -> bytes:
+def model(data, formula: str, *, con=None, method="REML", ranef=True, ddf="none", grp=None, re=None, weights=None) -> bytes:
     """`lmm_model` of `data`: the model value (for lmm_predict, lmm_tidy, inference)."""
     con = con or connect()
     with _Source(con, data) as name:
-        sql = f"SELECT model FROM lmm_model('{_quote(name)}', '{_quote(formula)}', {_fit_options(method, ranef, ddf, grp, re)})"
+        sql = f"SELECT model FROM lmm_model('{_quote(name)}', '{_quote(formula)}', {_fit_options(method, ranef, ddf, grp, re, weights)})"
         return bytes(con.execute(sql).fetchall()[0][0])
 
 
-def stats(data, formula: str, *, con=None, grp=None, re=None) -> bytes | None:
+def stats(data, formula: str, *, con=None, grp=None, re=None, weights=None) -> bytes | None:
     """`lmm_stats_agg` of `data`: a statistics value (None for no rows)."""
     con = con or connect()
-    options = {}
+    options = {} if weights is None else {"weights": weights}
     if grp is not None:
         options["grp"] = grp
     if re is not None:

@@ -223,8 +223,8 @@ def _check_size(size: int, limit: tuple[int, str], what: str):
         )
 
 
-def _stats_options(grp, re) -> dict:
-    options = {}
+def _stats_options(grp, re, weights=None) -> dict:
+    options = {} if weights is None else {"weights": weights}
     if grp is not None:
         options["grp"] = grp
     if re is not None:
@@ -241,7 +241,7 @@ def _lmm_message(e: Exception) -> str | None:
     return None
 
 
-def stats(df, formula: str, *, grp=None, re=None, depth: int = 2, partitions: int | None = None,
+def stats(df, formula: str, *, grp=None, re=None, weights=None, depth: int = 2, partitions: int | None = None,
           max_bytes: int | None = None) -> bytes:
     """The merged statistics value of a Spark DataFrame's rows (see the module doc).
 
@@ -260,7 +260,7 @@ def stats(df, formula: str, *, grp=None, re=None, depth: int = 2, partitions: in
         df = df.coalesce(target)
     limit = _size_limit(sc, df.rdd.getNumPartitions(), depth) if max_bytes is None else (int(max_bytes), f"max_bytes = {int(max_bytes):,}")
     _ship(sc)
-    parts = df.mapInArrow(_partition_stats(formula, _stats_options(grp, re), limit), _STATS)
+    parts = df.mapInArrow(_partition_stats(formula, _stats_options(grp, re, weights), limit), _STATS)
     merge = _merge_two(limit)
     try:
         value, error = _spark_call(lambda: parts.rdd.map(_pair).treeReduce(merge, depth=depth))
@@ -294,22 +294,23 @@ def _as_spark(spark, tidy):
 _SCHEMA = ", ".join(f"{n} {t}" for n, t in _TIDY)
 
 
-def fit(df, formula: str, *, mode="merged", method="REML", ranef=True, ddf="none", grp=None, re=None, partitions: int | None = None,
-        max_bytes: int | None = None):
+def fit(df, formula: str, *, mode="merged", method="REML", ranef=True, ddf="none", grp=None, re=None, weights=None,
+        partitions: int | None = None, max_bytes: int | None = None):
     """The tidy table of `formula` fitted to a Spark DataFrame, as a Spark DataFrame.
 
     mode="merged" (any model): the partitions' statistics merged and fitted
     on the driver (`partitions`: see `stats`). mode="distributed" (one
     grouping factor): the rows are repartitioned by group into `partitions`
-    (default twice the parallelism), the statistics stay cached on the
-    executors, and each evaluation of the optimizer is one Spark job (see
-    `fit_distributed`). `max_bytes` bounds the merged route's statistics
-    (see `stats`)."""
+    (see `fit_distributed`), the statistics stay cached on the executors,
+    and each evaluation of the optimizer is one Spark job. `max_bytes`
+    bounds one statistics value (merged: see `stats`; distributed: a
+    shard); `weights` names a column of prior weights."""
     if mode == "distributed":
-        return fit_distributed(df, formula, method=method, ranef=ranef, ddf=ddf, grp=grp, re=re, partitions=partitions)
+        return fit_distributed(df, formula, method=method, ranef=ranef, ddf=ddf, grp=grp, re=re, weights=weights, partitions=partitions,
+                               max_bytes=max_bytes)
     if mode != "merged":
         raise ValueError(f"lmm: mode must be 'merged' or 'distributed', not {mode!r}")
-    value = stats(df, formula, grp=grp, re=re, partitions=partitions, max_bytes=max_bytes)
+    value = stats(df, formula, grp=grp, re=re, weights=weights, partitions=partitions, max_bytes=max_bytes)
     try:
         tidy = lmm.fit_stats(value, method=method, ranef=ranef, ddf=ddf)
     except Exception as e:
@@ -324,7 +325,15 @@ def fit(df, formula: str, *, mode="merged", method="REML", ranef=True, ddf="none
 _SHARD = "part int, header binary, levels long, stats binary"
 
 
-def _partition_shard(formula: str, options: dict):
+def _shard_limit(sc) -> tuple[int, str]:
+    """What one shard's statistics may weigh: the part of `_size_limit` that is
+    about an executor (shards stay on the executors; none reaches the driver)."""
+    executor = sc.getConf().get("spark.executor.memory", "1g")
+    return min((_BINARY_LIMIT, "a Spark binary value holds less than 2 GiB"),
+               (_spark_bytes(executor) // 8, f"spark.executor.memory = {executor}: an executor holds a shard several times over"))
+
+
+def _partition_shard(formula: str, options: dict, limit: tuple[int, str]):
     """The mapInArrow function: a partition's rows -> its shard (statistics, header, number of groups)."""
 
     def run(batches):
@@ -334,6 +343,10 @@ def _partition_shard(formula: str, options: dict):
         value = _stats_of(batches, formula, options)
         if value is None:
             return
+        if len(value) > limit[0]:
+            raise LmmError(
+                f"lmm: one shard's statistics take {len(value):,} bytes, more than {limit[0]:,} ({limit[1]}); "
+                "use more partitions (partitions=), or raise spark.executor.memory")
         con = _worker_connection()
         with lmm._Blobs(con, [value]) as t:
             header, levels = con.execute(f"SELECT lmm_shard_header(v), lmm_shard_levels(v) FROM {t}").fetchall()[0]
@@ -439,12 +452,16 @@ def _one_shard_per_batch(spark, job):
             spark.conf.set(key, before)
 
 
-def fit_distributed(df, formula: str, *, method="REML", ranef=True, ddf="none", grp=None, re=None, partitions: int | None = None):
+def fit_distributed(df, formula: str, *, method="REML", ranef=True, ddf="none", grp=None, re=None, weights=None,
+                    partitions: int | None = None, max_bytes: int | None = None):
     """A one-factor model fitted with its groups left on the executors.
 
     1. the rows are repartitioned by the grouping columns (`partitions`
-       partitions, default twice the parallelism); each partition's
-       statistics (a shard: its groups, whole) are computed once and cached;
+       partitions, by default the larger of twice the parallelism and the
+       input's number of partitions); each partition's statistics (a shard:
+       its groups, whole) are computed once and cached; a shard larger than
+       `max_bytes` (by default an eighth of spark.executor.memory) stops the
+       fit with LmmError asking for more partitions;
     2. the driver merges the shards' headers (no groups: a few kB) and runs
        the optimizer; each evaluation of the criterion (and of its gradient)
        is one Spark job whose tasks answer with a few numbers per shard
@@ -473,8 +490,14 @@ def fit_distributed(df, formula: str, *, method="REML", ranef=True, ddf="none", 
     for c in columns:
         if c not in df.columns:
             raise LmmError(f"lmm: the grouping column '{c}' is not a column of the DataFrame (its columns: {', '.join(df.columns)})")
-    n = partitions or 2 * sc.defaultParallelism
-    shards = df.repartition(n, *[df[c] for c in columns]).mapInArrow(_partition_shard(formula, _stats_options(grp, re)), _SHARD)
+    # A shard's statistics follow its groups, at most its rows: at least as many
+    # shards as input partitions keeps each within what one input partition
+    # brings (4 shards of 10^8 rows / 5e6 groups, 180 MiB each, ran 1 GiB
+    # executors out of heap when their cached blocks were read back).
+    n = partitions or max(2 * sc.defaultParallelism, df.rdd.getNumPartitions())
+    limit = _shard_limit(sc) if max_bytes is None else (int(max_bytes), f"max_bytes = {int(max_bytes):,}")
+    shards = df.repartition(n, *[df[c] for c in columns]).mapInArrow(
+        _partition_shard(formula, _stats_options(grp, re, weights), limit), _SHARD)
     shards = shards.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         meta = _spark_call(lambda: shards.select("part", "header", "levels").collect())

@@ -335,7 +335,7 @@ fn describe(acc: &Accumulator) -> String {
     let more = if factor.levels.len() > 3 { ", ..." } else { "" };
     format!(
         "with {} row(s) used, {} level(s) of '{}': {}{more}",
-        factor.store.n_total(),
+        acc.global.n,
         factor.levels.len(),
         name.join(":"),
         levels.join(", ")

@@ -5,7 +5,7 @@ use std::mem::MaybeUninit;
 
 use libduckdb_sys as ffi;
 
-/// `lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, ddf := 'none')`.
+/// `lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, ddf := 'none', weights := NULL)`.
 ///
 /// A recursive query that DuckDB can interrupt (see `jobs`): the anchor reads
 /// the rows with `lmm_accumulate_agg`; each step polls the fit running on a
@@ -21,13 +21,14 @@ macro_rules! interruptible_fit {
         concat!(
             "CREATE OR REPLACE MACRO ",
             $name,
-            "(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, ddf := 'none') AS TABLE
+            "(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, ddf := 'none', weights := NULL) AS TABLE
 WITH RECURSIVE __lmm_steps(__lmm_job, __lmm_running) AS (
     SELECT lmm_accumulate_agg(
                __lmm_row,
                formula,
                {'method': method, 'ranef': ranef, 'ddf': ddf, 'grp': CAST(grp AS VARCHAR),
-                're': COALESCE(array_to_string(TRY_CAST(re AS VARCHAR[]), chr(31)), CAST(re AS VARCHAR))}),
+                're': COALESCE(array_to_string(TRY_CAST(re AS VARCHAR[]), chr(31)), CAST(re AS VARCHAR)),
+                'weights': CAST(weights AS VARCHAR)}),
            true
     FROM query_table(tname) AS __lmm_row
     UNION ALL
@@ -120,6 +121,7 @@ const FIT_PARAMS: &[(&str, Option<&str>)] = &[
     ("method", Some("'REML'")),
     ("ranef", Some("true")),
     ("ddf", Some("'none'")),
+    ("weights", Some("NULL")),
 ];
 
 /// `key␟value` pairs joined by `␞` (NULL values left out), as `inference::run` reads them.
@@ -347,8 +349,8 @@ mod tests {
         assert_eq!(
             fit.forwarder(None, "lmm_fit"),
             "CREATE OR REPLACE MACRO lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, \
-             ddf := 'none') AS TABLE SELECT * FROM lmm_ext.main.lmm_fit(tname, formula, grp := grp, re := re, \
-             method := method, ranef := ranef, ddf := ddf)"
+             ddf := 'none', weights := NULL) AS TABLE SELECT * FROM lmm_ext.main.lmm_fit(tname, formula, grp := grp, re := re, \
+             method := method, ranef := ranef, ddf := ddf, weights := weights)"
         );
         let predict = MACROS.iter().find(|m| m.name == "lmm_predict").unwrap();
         assert!(predict.forwarder(None, "lmm_predict").ends_with("AS lmm_ext.main.lmm_predict(model, new_row, re := re)"));

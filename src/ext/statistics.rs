@@ -48,6 +48,14 @@ fn same_model(a: &Accumulator, b: &Accumulator) -> Result<()> {
             a.formula_text, b.formula_text
         )));
     }
+    if a.options.weights != b.options.weights {
+        let name = |w: &Option<String>| w.as_ref().map_or("no weights".to_string(), |c| format!("weights '{c}'"));
+        return Err(LmmError::new(format!(
+            "lmm_stats_merge: statistics made with {} and with {} cannot be merged",
+            name(&a.options.weights),
+            name(&b.options.weights)
+        )));
+    }
     Ok(())
 }
 

@@ -12,7 +12,8 @@ pub(crate) struct Col {
     pub scale: f64,
 }
 
-/// Σ over rows of w_a w_b from a count, means and co-moments
+/// Σ over rows of w_a w_b from a count (the weight total, with prior
+/// weights: the sums are then weighted), means and co-moments
 /// (`comoment(i, j)` for extended columns i, j).
 fn cross_with(n: f64, mean: impl Fn(usize) -> f64, comoment: impl Fn(usize, usize) -> f64, a: &Col, b: &Col) -> f64 {
     match (a.source, b.source) {
@@ -28,7 +29,7 @@ fn cross_with(n: f64, mean: impl Fn(usize) -> f64, comoment: impl Fn(usize, usiz
 
 /// Σ over all rows of w_a w_b.
 pub(super) fn cross(m: &Moments, a: &Col, b: &Col) -> f64 {
-    cross_with(m.n as f64, |c| m.mean(c), |i, j| m.comoment(i, j), a, b)
+    cross_with(m.w, |c| m.mean(c), |i, j| m.comoment(i, j), a, b)
 }
 
 /// Σ over a group's rows of w_a w_b, for a random-effect column a (intercept or

@@ -50,6 +50,7 @@ pub(crate) fn statistics(acc: &Accumulator, setup: &Setup, est: &mut Estimates) 
         theta: est.theta.clone(),
         intercept_shift: setup.intercept_shift.clone(),
         y_shift: if setup.uncentre { setup.y_mean } else { 0.0 },
+        log_weights: acc.log_weights,
     }
 }
 
@@ -215,7 +216,9 @@ fn factor_results<'a>(acc: &Accumulator, setup: &'a Setup, est: &Estimates) -> V
 /// The `fit` rows: counts, criteria, convergence.
 fn fit_rows(acc: &Accumulator, setup: &Setup, est: &Estimates) -> Vec<TidyRow> {
     let (n, p, specs) = (setup.n, setup.p, &setup.specs);
-    let dev = est.deviance;
+    // With prior weights the problem is that of the √w-scaled rows; the data's
+    // deviance (lme4's) is its criterion minus Σ log wᵢ.
+    let dev = est.deviance - acc.log_weights;
     let df = (p + est.theta.len() + 1) as f64;
     let singular = est.diagonal.iter().any(|&i| est.theta[i] < 1e-4);
     let row = |term: &str, v: f64, group: Option<Text>| {

@@ -90,7 +90,7 @@ pub(crate) fn prepare_with(acc: &Accumulator, levels: Option<&[usize]>) -> Resul
     total.grow(d);
     let n = n_obs as f64;
     let abs_mean = |c: usize| acc.shift[c] + total.mean(c);
-    let sd = |c: usize| (total.comoment(c, c) / n).sqrt();
+    let sd = |c: usize| (total.comoment(c, c) / total.w).sqrt();
     // How large a column's values are, even when their squares under- or overflow:
     // its mean and SD, and its largest group mean where those cannot settle
     // `check_scale`. A group mean lies within √(n)·SD of the mean (the groups'

@@ -30,7 +30,9 @@ pub struct Lrt {
 }
 
 fn line(m: &Fitted, refit: bool) -> Result<ModelLine> {
-    let deviance = if refit || m.method() == Method::Ml { m.ml_deviance()? } else { m.point()?.deviance };
+    let scaled = if refit || m.method() == Method::Ml { m.ml_deviance()? } else { m.point()?.deviance };
+    // prior weights: the criterion is that of the √w-scaled rows (`stored`)
+    let deviance = scaled - m.stats.log_weights;
     let npar = m.npar();
     let k = npar as f64;
     Ok(ModelLine { npar, aic: deviance + 2.0 * k, bic: deviance + k * m.n().ln(), loglik: -deviance / 2.0, deviance })

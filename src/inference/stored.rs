@@ -58,6 +58,9 @@ pub struct Stored {
     /// a (length p, a₀ = 0) and ȳ: β = β_c + e₀ (aᵀβ_c + ȳ)
     pub intercept_shift: Vec<f64>,
     pub y_shift: f64,
+    /// Σ log wᵢ of the prior weights (0 without): the deviance of the data is
+    /// the criterion of the √w-scaled rows minus this (lme4's `ldW`).
+    pub log_weights: f64,
 }
 
 impl Stored {
@@ -184,6 +187,10 @@ impl Stored {
         w.f64s(&self.theta);
         w.f64s(&self.intercept_shift);
         w.f64s(&[self.y_shift]);
+        if self.log_weights != 0.0 {
+            // Only with weights: a model value without them reads as before.
+            w.f64s(&[self.log_weights]);
+        }
     }
 
     /// Read the section; every size is checked against what it must be.
@@ -249,10 +256,11 @@ impl Stored {
         let theta = r.f64s_of(ntheta)?;
         let intercept_shift = r.f64s_of(p)?;
         let y_shift = r.f64s_of(1)?[0];
-        if r.pos != data.len() {
+        let log_weights = if r.pos < data.len() { r.f64s_of(1)?[0] } else { 0.0 };
+        if r.pos != data.len() || !log_weights.is_finite() {
             return Err(bad("the end of the section"));
         }
-        Ok(Stored { n, p, method, factors, pairs, rtr, theta, intercept_shift, y_shift })
+        Ok(Stored { n, p, method, factors, pairs, rtr, theta, intercept_shift, y_shift, log_weights })
     }
 }
 

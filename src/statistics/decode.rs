@@ -19,6 +19,10 @@ fn damaged(why: &str) -> LmmError {
 /// The accumulation a statistics value holds.
 pub fn decode(data: &[u8]) -> Result<Accumulator> {
     let payload = payload(data)?;
+    let flags = u32::from_le_bytes(data[12..16].try_into().unwrap());
+    if flags & !super::WEIGHTED != 0 {
+        return Err(damaged("unknown flags in its header"));
+    }
     let mut r = Reader::new(payload, VALUE);
     let formula = r.str("the formula")?;
     let mut options = Options::default();
@@ -35,6 +39,9 @@ pub fn decode(data: &[u8]) -> Result<Accumulator> {
         _ => return Err(damaged("unknown ddf")),
     };
     options.null_on_error = r.u8("the options")? != 0;
+    if flags & super::WEIGHTED != 0 {
+        options.weights = Some(r.str("the weights column")?);
+    }
     // grp and re are in the formula already (the bar they stand for)
     let mut acc = Accumulator::new(&formula, options)?;
     acc.n_dropped = r.u64("the rows dropped")?;
@@ -47,7 +54,13 @@ pub fn decode(data: &[u8]) -> Result<Accumulator> {
         return Err(damaged("the moments of all rows do not match the design columns"));
     }
     let data = r.f64s(d + d * (d + 1) / 2, "the moments of all rows")?;
-    acc.global = Moments { n, d, data };
+    let weighted = acc.options.weights.is_some();
+    let w = if weighted { r.f64("the weight total")? } else { n as f64 };
+    acc.log_weights = if weighted { r.f64("the log weights")? } else { 0.0 };
+    if !(w.is_finite() && w >= 0.0 && acc.log_weights.is_finite()) {
+        return Err(damaged("the weight total is not a finite non-negative number"));
+    }
+    acc.global = Moments { n, w, d, data };
     let nf = r.u32("the grouping factors")? as usize;
     if nf != acc.factors.len() {
         return Err(damaged("the grouping factors do not match the formula"));
@@ -63,7 +76,7 @@ pub fn decode(data: &[u8]) -> Result<Accumulator> {
                 return Err(damaged("a grouping factor lists a level twice"));
             }
         }
-        f.store = store(&mut r, nlev, dmax, qmax)?;
+        f.store = store(&mut r, nlev, dmax, qmax, weighted)?;
     }
     let np = r.u32("the factor pairs")? as usize;
     if np != acc.cells.len() {
@@ -87,7 +100,7 @@ pub fn decode(data: &[u8]) -> Result<Accumulator> {
                 return Err(damaged("a cell is listed twice"));
             }
         }
-        acc.cells[pi].store = store(&mut r, nc, dmax, qmax)?;
+        acc.cells[pi].store = store(&mut r, nc, dmax, qmax, weighted)?;
     }
     if !r.is_at_end() {
         return Err(damaged("bytes after the last section"));
@@ -200,8 +213,8 @@ fn columns(r: &mut Reader, acc: &mut Accumulator) -> Result<()> {
     Ok(())
 }
 
-/// A store of `groups` groups (d ≤ dmax columns, q ≤ qmax random-effect rows).
-fn store(r: &mut Reader, groups: usize, dmax: usize, qmax: usize) -> Result<GroupStore> {
+/// A store of `groups` groups (d ≤ dmax columns, q ≤ qmax random-effect rows; `weighted`: counts are weight totals).
+fn store(r: &mut Reader, groups: usize, dmax: usize, qmax: usize, weighted: bool) -> Result<GroupStore> {
     let (d, q) = (r.u32("a store")? as usize, r.u32("a store")? as usize);
     if d > dmax || q > qmax {
         return Err(damaged("a store has more columns than the design"));
@@ -215,8 +228,9 @@ fn store(r: &mut Reader, groups: usize, dmax: usize, qmax: usize) -> Result<Grou
         let n = r.f64("a group's count")?;
         let means = r.f64s(d, "a group's means")?;
         let comoments = r.f64s(q * d, "a group's co-moments")?;
-        if n.is_nan() || n < 0.0 || n.fract() != 0.0 {
-            return Err(damaged("a group's count is not a whole number"));
+        // with prior weights the count is the group's weight total
+        if !n.is_finite() || n < 0.0 || (!weighted && n.fract() != 0.0) {
+            return Err(damaged(if weighted { "a group's weight total is not a finite non-negative number" } else { "a group's count is not a whole number" }));
         }
         s.set_group(g, n, &means, &comoments);
     }

@@ -22,6 +22,9 @@ pub fn encode(acc: &Accumulator) -> Vec<u8> {
         Ddf::KenwardRoger => 2,
     });
     w.u8(o.null_on_error as u8);
+    if let Some(col) = &o.weights {
+        w.str(col);
+    }
     w.u64(acc.n_dropped);
     w.u32(acc.vars.len() as u32);
     for v in &acc.vars {
@@ -49,6 +52,10 @@ pub fn encode(acc: &Accumulator) -> Vec<u8> {
     w.u64(acc.global.n);
     w.u32(acc.global.d as u32);
     w.f64s(&acc.global.data);
+    if o.weights.is_some() {
+        w.f64(acc.global.w);
+        w.f64(acc.log_weights);
+    }
     w.u32(acc.factors.len() as u32);
     for f in &acc.factors {
         w.u64(f.levels.keys.len() as u64);
@@ -73,13 +80,14 @@ pub fn encode(acc: &Accumulator) -> Vec<u8> {
     let len = (buf.len() - HEADER_LEN) as u64;
     buf[0..8].copy_from_slice(MAGIC);
     buf[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    buf[12..16].copy_from_slice(&0u32.to_le_bytes());
+    let flags = if o.weights.is_some() { super::WEIGHTED } else { 0 };
+    buf[12..16].copy_from_slice(&flags.to_le_bytes());
     buf[16..24].copy_from_slice(&checksum.to_le_bytes());
     buf[24..32].copy_from_slice(&len.to_le_bytes());
     buf
 }
 
-/// d, q, then per group: n, d means, q rows of d co-moments.
+/// d, q, then per group: n (the weight total, with weights), d means, q rows of d co-moments.
 fn store(w: &mut Writer, s: &GroupStore) {
     w.u32(s.d as u32);
     w.u32(s.q as u32);

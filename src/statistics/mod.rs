@@ -30,6 +30,8 @@ pub use encode::encode;
 pub const MAGIC: &[u8; 8] = b"LMMSTATS";
 pub const FORMAT_VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 32;
+/// Header flag: the rows carried prior weights (`weights :=`).
+pub const WEIGHTED: u32 = 1;
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -62,3 +62,18 @@ def test_model_and_statistics_values(dietox):
     assert lmm.model_stats(merged)[:8] == b"LMMMODEL"
     with pytest.raises(duckdb.Error, match="Nope"):
         lmm.fit(dietox, "Weight ~ Nope + (1 | Pig)")
+
+
+def test_weights_reach_every_entry_point(dietox):
+    d = dietox.assign(w=1 + 0.5 * (dietox.Time * 1.3 + dietox.Pig / 7).map(__import__("math").sin))
+    con = lmm.connect()
+    con.register("dw", d)
+    sql = con.execute(f"SELECT * FROM lmm_fit('dw', '{F}', weights := 'w')").df()
+    pd.testing.assert_series_equal(lmm.fit(d, F, weights="w").estimate, sql.estimate, rtol=1e-12)
+    plain = lmm.fit(d, F)
+    assert abs(plain.estimate - sql.estimate).max() > 1e-6, "the weights change the fit"
+    m = lmm.model(d, F, weights="w")
+    assert con.execute("SELECT estimate FROM lmm_tidy(?::BLOB) WHERE term = 'logLik'", [m]).fetchall()[0][0] == \
+        sql[sql.term == "logLik"].estimate.iloc[0]
+    parts = [lmm.stats(d[d.Pig % 2 == k], F, weights="w") for k in range(2)]
+    pd.testing.assert_series_equal(lmm.fit_stats(lmm.merge_stats(parts)).estimate, sql.estimate, rtol=1e-9)

@@ -149,6 +149,18 @@ def test_statistics_too_large_for_the_driver_stop_with_a_clear_error(spark):
         2**30, 2**29, 2**21, 1024, 0, 3 * 2**29]
 
 
+def test_prior_weights_on_both_routes(spark):
+    # weights := travels with the statistics: merged and distributed equal lmm_fit's weighted table
+    con = lmm.connect()
+    con.execute(f"CREATE TABLE t AS SELECT *, 1 + 0.5 * sin(1.3 * Time + Pig / 7) AS w FROM read_csv('{DATA / 'dietox'}.csv')")
+    f = "Weight ~ Time + (Time | Pig)"
+    whole = lmm.fit("t", f, con=con, weights="w")
+    df = spark.createDataFrame(con.execute("SELECT * FROM t").df()).repartition(5)
+    assert_same(whole, lmm.spark.fit(df, f, weights="w", partitions=10_000), "weights, merged")
+    assert_same(whole, lmm.spark.fit(df, f, mode="distributed", weights="w", partitions=3), "weights, distributed")
+
+
+
 # ------------------------------------------------------------ distributed mode
 
 DISTRIBUTED = [
@@ -207,3 +219,6 @@ def test_distributed_refusals_reach_the_driver(spark):
         lmm.spark.fit(df.filter("Days < 0"), "Reaction ~ Days + (1 | Subject)", mode="distributed")
     with pytest.raises(ValueError, match="mode"):
         lmm.spark.fit(df, "Reaction ~ Days + (1 | Subject)", mode="sideways")
+    # a shard larger than max_bytes (by default an eighth of an executor's heap) is refused, naming the way out
+    with pytest.raises(lmm.spark.LmmError, match=r"one shard's statistics take [\d,]+ bytes, more than 100 \(max_bytes = 100\); use more partitions"):
+        lmm.spark.fit(df, "Reaction ~ Days + (1 | Subject)", mode="distributed", partitions=2, max_bytes=100)
