@@ -8,6 +8,9 @@ measurement in a fresh process on that file:
   - the floor: one GROUP BY g computing the per-group cross-product sums a fit
     needs (Z_g'Z_g, Z_g'X_g, Z_g'y_g for Z = [1, x1]), materialised as a count.
 Run: .venv/bin/python bench/bench_fit.py [--sizes 1000000,10000000] [--runs 3]
+Before/after: --compare OLD.duckdb_extension,NEW.duckdb_extension runs lmm_fit
+with each extension alternately (and the floor) on the same files, and
+reports both medians and new/old.
 """
 import argparse
 import json
@@ -94,8 +97,9 @@ def measure(path, which):
     print(json.dumps({"seconds": dt, "rss_before_mib": before / 1024, "rss_peak_mib": after / 1024, "result": str(res)}))
 
 
-def run_child(path, which):
-    out = subprocess.run([sys.executable, __file__, "--child", str(path), which], capture_output=True, text=True, check=True)
+def run_child(path, which, ext=None):
+    env = dict(os.environ, LMM_EXTENSION=str(ext)) if ext else None
+    out = subprocess.run([sys.executable, __file__, "--child", str(path), which], capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -106,10 +110,13 @@ def main():
     ap.add_argument("--fixed-groups", type=int, default=50000,
                     help="also run the largest N with this many groups, to show memory follows G, not N")
     ap.add_argument("--child", nargs=2)
+    ap.add_argument("--compare", help="OLD,NEW: two extension files, alternated run by run")
     a = ap.parse_args()
     if a.child:
         measure(pathlib.Path(a.child[0]), a.child[1])
         return
+    if a.compare:
+        return compare(a, *a.compare.split(","))
     configs = [(int(s), int(s) // 20) for s in a.sizes.split(",")]
     if a.fixed_groups:
         configs.append((max(n for n, _ in configs), a.fixed_groups))
@@ -133,6 +140,20 @@ def main():
         fr = med([x["rss_peak_mib"] for x in floor])
         fd = med([x["rss_peak_mib"] - x["rss_before_mib"] for x in floor])
         print(f"{n:>10} {g:>8} | {lm:>9.3f} {fm:>8.3f} {med(ratios):>6.2f} | {lr:>12.0f} (+{ld:>6.0f}) {fr:>14.0f} (+{fd:>6.0f})", flush=True)
+
+
+def compare(a, old, new):
+    print(f"{'N':>10} {'G':>8} | {'old s':>8} {'new s':>8} {'new/old':>7} | {'floor s':>8} | runs (old, new)")
+    for n in [int(s) for s in a.sizes.split(",")]:
+        g = n // 20
+        path = OUT / f"bench_{n}_{g}.duckdb"
+        generate(path, n, g)
+        runs = []
+        for _ in range(a.runs):
+            runs.append((run_child(path, "lmm", old)["seconds"], run_child(path, "lmm", new)["seconds"], run_child(path, "floor")["seconds"]))
+        med = lambda k: statistics.median(r[k] for r in runs)
+        pairs = ", ".join(f"({o:.3f}, {w:.3f})" for o, w, _ in runs)
+        print(f"{n:>10} {g:>8} | {med(0):>8.3f} {med(1):>8.3f} {statistics.median(w / o for o, w, _ in runs):>7.3f} | {med(2):>8.3f} | {pairs}", flush=True)
 
 
 if __name__ == "__main__":

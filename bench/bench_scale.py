@@ -191,12 +191,19 @@ def main():
         generate(directory, n, g, a.files)
         row = {"rows": n, "groups": g, "files": a.files, "generate_s": round(time.perf_counter() - t0, 1)}
         for which in a.what.split(","):
-            runs = [run_child(directory, which, a.executor_mib, a.dist_partitions) for _ in range(a.runs)]
+            runs = []
+            for _ in range(a.runs):
+                t = time.perf_counter()
+                try:
+                    runs.append(run_child(directory, which, a.executor_mib, a.dist_partitions))
+                except RuntimeError as e:  # a route that fails is reported, and the others still run
+                    runs.append({"seconds": time.perf_counter() - t, "failed": str(e)[-600:]})
+                print(json.dumps({which: runs[-1]}), file=sys.stderr, flush=True)
             row[which] = {"seconds": round(statistics.median(r["seconds"] for r in runs), 2), "runs": [round(r["seconds"], 2) for r in runs]}
             last = runs[-1]
             row[which].update({k: v for k, v in last.items() if k not in ("seconds",)})
         ok = {k: row[k]["seconds"] for k in ("duckdb", "spark_lmm", "spark_dist", "spark_floor")
-              if k in row and "refused" not in row[k]}
+              if k in row and "refused" not in row[k] and "failed" not in row[k]}
         for a_, b_ in (("spark_lmm", "duckdb"), ("spark_dist", "duckdb"), ("spark_dist", "spark_lmm"),
                        ("spark_lmm", "spark_floor"), ("spark_dist", "spark_floor"), ("duckdb", "spark_floor")):
             if a_ in ok and b_ in ok:

@@ -322,7 +322,7 @@ def fit(df, formula: str, *, mode="merged", method="REML", ranef=True, ddf="none
 
 # ---------------------------------------------------------------- distributed
 
-_SHARD = "part int, header binary, levels long, stats binary"
+_SHARD = "part int, header binary, levels long, stats binary, error string"
 
 
 def _shard_limit(sc) -> tuple[int, str]:
@@ -334,15 +334,15 @@ def _shard_limit(sc) -> tuple[int, str]:
 
 
 def _partition_shard(formula: str, options: dict, limit: tuple[int, str]):
-    """The mapInArrow function: a partition's rows -> its shard (statistics, header, number of groups)."""
+    """The mapInArrow function: a partition's rows -> its shard (statistics,
+    header, number of groups). As on the merged route, lmm's own errors (a
+    bad formula or column, a shard too large) would only repeat on a retry:
+    they travel as data (`error`) and stop the fit at the driver."""
 
-    def run(batches):
-        import pyarrow as pa
-        from pyspark import TaskContext
-
+    def shard(batches):
         value = _stats_of(batches, formula, options)
         if value is None:
-            return
+            return None
         if len(value) > limit[0]:
             raise LmmError(
                 f"lmm: one shard's statistics take {len(value):,} bytes, more than {limit[0]:,} ({limit[1]}); "
@@ -350,9 +350,20 @@ def _partition_shard(formula: str, options: dict, limit: tuple[int, str]):
         con = _worker_connection()
         with lmm._Blobs(con, [value]) as t:
             header, levels = con.execute(f"SELECT lmm_shard_header(v), lmm_shard_levels(v) FROM {t}").fetchall()[0]
+        return bytes(header), int(levels), value
+
+    def run(batches):
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        made, error = _as_data(lambda: shard(batches))
+        if made is None and error is None:
+            return  # an empty partition
+        header, levels, value = made or (None, 0, None)
         yield pa.RecordBatch.from_pydict(
-            {"part": [TaskContext.get().partitionId()], "header": [bytes(header)], "levels": [int(levels)], "stats": [value]},
-            schema=pa.schema([("part", pa.int32()), ("header", pa.binary()), ("levels", pa.int64()), ("stats", pa.binary())]),
+            {"part": [TaskContext.get().partitionId()], "header": [header], "levels": [levels], "stats": [value], "error": [error]},
+            schema=pa.schema([("part", pa.int32()), ("header", pa.binary()), ("levels", pa.int64()), ("stats", pa.binary()),
+                              ("error", pa.string())]),
         )
 
     return run
@@ -500,9 +511,12 @@ def fit_distributed(df, formula: str, *, method="REML", ranef=True, ddf="none", 
         _partition_shard(formula, _stats_options(grp, re, weights), limit), _SHARD)
     shards = shards.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        meta = _spark_call(lambda: shards.select("part", "header", "levels").collect())
+        meta = _spark_call(lambda: shards.select("part", "header", "levels", "error").collect())
         if not meta:
             raise LmmError("lmm: the DataFrame has no rows (no partition gave statistics)")
+        errors = [r.error for r in meta if r.error is not None]
+        if errors:
+            raise LmmError(errors[0])
         header, levels = distributed.merged_header(con, [bytes(r.header) for r in meta], [r.levels for r in meta])
         expected = sorted(r.part for r in meta)
         # one task per core answers for several shards (a job of many tiny
