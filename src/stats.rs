@@ -88,47 +88,34 @@ impl Moments {
     /// Welford's update with one row; `x` holds the row's values minus the shift, length d.
     #[inline]
     pub fn push(&mut self, x: &[f64], delta: &mut [f64]) {
-        let d = self.d;
-        debug_assert!(x.len() == d && delta.len() >= d);
-        self.n += 1;
-        self.w += 1.0;
-        let n = self.n as f64;
-        let inv_n = 1.0 / n;
-        let (mean, com) = self.data.split_at_mut(d);
-        for a in 0..d {
-            let dl = x[a] - mean[a];
-            delta[a] = dl;
-            mean[a] += dl * inv_n;
-        }
-        if self.n == 1 {
-            return;
-        }
-        let f = (n - 1.0) * inv_n;
-        let mut k = 0;
-        for b in 0..d {
-            let db = delta[b] * f;
-            for a in 0..=b {
-                com[k] += delta[a] * db;
-                k += 1;
-            }
-        }
+        // weight 1: step 1/n, f = (n - 1)/n, Welford's update to the last bit
+        self.push_weighted(x, 1.0, delta);
     }
 
     /// The weighted update with one row of weight `wt` > 0 (module doc).
+    #[inline]
     pub fn push_weighted(&mut self, x: &[f64], wt: f64, delta: &mut [f64]) {
-        let d = self.d;
-        debug_assert!(x.len() == d && delta.len() >= d && wt > 0.0);
+        debug_assert!(x.len() == self.d && delta.len() >= self.d && wt > 0.0);
         self.n += 1;
         let before = self.w;
         self.w += wt;
         let step = wt / self.w;
+        self.step(x, step, before * step, delta);
+    }
+
+    /// One row into the means (`m += δ·step`) and co-moments (`C += f·δδᵀ`).
+    #[inline]
+    fn step(&mut self, x: &[f64], step: f64, f: f64, delta: &mut [f64]) {
+        let d = self.d;
         let (mean, com) = self.data.split_at_mut(d);
         for a in 0..d {
             let dl = x[a] - mean[a];
             delta[a] = dl;
             mean[a] += dl * step;
         }
-        let f = before * step;
+        if f == 0.0 {
+            return; // the first row: no co-moment yet
+        }
         let mut k = 0;
         for b in 0..d {
             let db = delta[b] * f;
@@ -574,27 +561,8 @@ impl GroupStore {
     /// (length d), `zcols[zi]` the column of random-effect row zi.
     #[inline]
     pub fn push(&mut self, g: usize, x: &[f64], zcols: &[usize], delta: &mut [f64]) {
-        let (d, q, cd, s) = (self.d, self.q, self.cd, self.stride());
-        let b = &mut self.data[g * s..(g + 1) * s];
-        b[0] += 1.0;
-        let n = b[0];
-        let inv_n = 1.0 / n;
-        let (mean, com) = b[1..].split_at_mut(cd);
-        for a in 0..d {
-            let dl = x[a] - mean[a];
-            delta[a] = dl;
-            mean[a] += dl * inv_n;
-        }
-        if n == 1.0 {
-            return;
-        }
-        let f = (n - 1.0) * inv_n;
-        for (zi, row) in com.chunks_exact_mut(cd).enumerate().take(q) {
-            let dz = delta[zcols[zi]] * f;
-            for (r, dc) in row[..d].iter_mut().zip(delta[..d].iter()) {
-                *r += dz * dc;
-            }
-        }
+        // weight 1: step 1/n, f = (n - 1)/n, Welford's update to the last bit
+        self.push_weighted(g, x, 1.0, zcols, delta);
     }
 
     /// The weighted update of group g with one row of weight `wt` > 0 (see `Moments::push_weighted`).
@@ -610,6 +578,9 @@ impl GroupStore {
             let dl = x[a] - mean[a];
             delta[a] = dl;
             mean[a] += dl * step;
+        }
+        if before == 0.0 {
+            return; // the group's first row: no co-moment yet
         }
         let f = before * step;
         for (zi, row) in com.chunks_exact_mut(cd).enumerate().take(q) {
