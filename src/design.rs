@@ -10,13 +10,105 @@ use crate::accumulator::{Accumulator, Kind};
 use crate::bail;
 use crate::error::Result;
 use crate::formula::Term;
+use crate::contrasts::{Coding, Contrast};
 use crate::levels;
+
+/// Most (level combination, column) pairs the contrast-coded columns of one
+/// term may combine.
+pub const MAX_COMBINATION_WORK: usize = 50_000_000;
+
+/// How a variable of a term enters its columns.
+enum Choice {
+    Value,
+    /// one column per level id (indicators)
+    Levels(Vec<u32>),
+    /// the contrast's columns, over the levels sorted as `order`
+    Coded(Coding, Vec<u32>),
+}
+
+impl Choice {
+    fn columns(&self) -> usize {
+        match self {
+            Choice::Value => 1,
+            Choice::Levels(ids) => ids.len(),
+            Choice::Coded(c, _) => c.columns(),
+        }
+    }
+}
+
+/// The contrast the options give the categorical variable v, if any.
+pub fn contrast_of(acc: &Accumulator, v: usize) -> Option<Contrast> {
+    let name = &acc.vars[v].name;
+    acc.options.contrasts.iter().find(|(k, _)| k == name).map(|(_, c)| c.clone())
+}
+
+/// The contrast matrix of variable v under c, over its levels as sorted.
+pub fn coding(acc: &Accumulator, v: usize, c: Contrast) -> Result<Coding> {
+    let variable = &acc.vars[v];
+    let labels: Vec<String> = variable.levels.sorted().iter().map(|&id| levels::label(&variable.levels.keys[id as usize])).collect();
+    c.coding(&variable.name, &labels)
+}
+
+/// Every `contrasts` key names a categorical variable of the model.
+pub fn check_contrasts(acc: &Accumulator) -> Result<()> {
+    for (key, _) in &acc.options.contrasts {
+        let known = || {
+            let cats: Vec<&str> = acc.vars.iter().filter(|v| v.kind == Some(Kind::Categorical) && !v.grouping).map(|v| v.name.as_str()).collect();
+            if cats.is_empty() { "the model has none".to_string() } else { format!("its categorical columns: {}", cats.join(", ")) }
+        };
+        match acc.vars.iter().find(|v| v.name == *key) {
+            None => bail!("contrasts: '{key}' is not a column of the model ({})", known()),
+            Some(v) if v.kind != Some(Kind::Categorical) => {
+                bail!("contrasts: '{key}' is numeric, not a categorical column of the model ({}; factor({key}) makes it one)", known())
+            }
+            Some(v) if v.response || (v.grouping && !acc.terms.iter().any(|t| t.vars.iter().any(|&w| acc.vars[w].name == *key))) => {
+                bail!("contrasts: '{key}' is only a grouping factor, not a term of the model ({})", known())
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The source of the product over categorical variables of Σ_level coef ·
+/// indicator (one entry each): the level combinations' extended columns,
+/// weighted; a single unweighted one is that column, none is `Zero`.
+fn combination_source(factors: &[(usize, Vec<(u32, f64)>)], ext_of: &dyn Fn(&[(usize, u32)]) -> Option<usize>) -> Source {
+    if factors.is_empty() {
+        return match ext_of(&[]) {
+            Some(c) => Source::Ext(c),
+            None => Source::Zero,
+        };
+    }
+    let mut terms: Vec<(usize, f64)> = Vec::new();
+    let mut at = vec![0usize; factors.len()];
+    'combos: loop {
+        let levels_of: Vec<(usize, u32)> = factors.iter().zip(&at).map(|((v, t), &i)| (*v, t[i].0)).collect();
+        let coef: f64 = factors.iter().zip(&at).map(|((_, t), &i)| t[i].1).product();
+        if let Some(c) = ext_of(&levels_of) {
+            terms.push((c, coef));
+        }
+        for (slot, (_, t)) in at.iter_mut().zip(factors) {
+            *slot += 1;
+            if *slot < t.len() {
+                continue 'combos;
+            }
+            *slot = 0;
+        }
+        break;
+    }
+    match terms.as_slice() {
+        [] => Source::Zero,
+        [(c, w)] if *w == 1.0 => Source::Ext(*c),
+        _ => Source::Combo(terms),
+    }
+}
 
 /// Most design columns (extended columns in the accumulator; X or Z columns
 /// here) a model may have: the fit costs O(p³) time and O(p²) memory in them.
 pub const MAX_DESIGN_COLUMNS: usize = 10_000;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     /// The intercept: 1 on every row.
     Ones,
@@ -24,6 +116,20 @@ pub enum Source {
     Zero,
     /// An extended-design column of the accumulator.
     Ext(usize),
+    /// Σ coefficient × extended column: a contrast-coded factor's column (a
+    /// combination of its levels' indicator columns).
+    Combo(Vec<(usize, f64)>),
+}
+
+/// One factor of a design column's product, for a variable.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Part {
+    /// The variable's value.
+    Value,
+    /// The indicator of a level (level id in the variable's `levels`).
+    Level(u32),
+    /// Column j of the variable's contrast matrix (`coding`): C[level, j].
+    Coded(u32),
 }
 
 #[derive(Debug, Clone)]
@@ -31,10 +137,8 @@ pub struct DesignColumn {
     pub name: String,
     pub source: Source,
     /// How to compute the column from a row: the product over these variables
-    /// (index into `acc.vars`) of the value (numeric, `None`) or of the
-    /// indicator of a level (level id in that variable's `levels`).
-    /// Empty for the intercept.
-    pub parts: Vec<(usize, Option<u32>)>,
+    /// (index into `acc.vars`) of their parts. Empty for the intercept.
+    pub parts: Vec<(usize, Part)>,
 }
 
 fn same_set(a: &[usize], b: &[usize]) -> bool {
@@ -42,7 +146,9 @@ fn same_set(a: &[usize], b: &[usize]) -> bool {
 }
 
 /// Code an intercept flag and a list of terms into named design columns.
-pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term]) -> Result<Vec<DesignColumn>> {
+/// `fixed`: the fixed-effect terms, where `contrasts :=` applies (as lme4's
+/// `contrasts` argument, random-effect terms keep treatment coding).
+pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term], fixed: bool) -> Result<Vec<DesignColumn>> {
     let var = |name: &str| acc.vars.iter().position(|v| v.name == name).expect("variable registered at parse");
     let term_vars: Vec<Vec<usize>> = terms.iter().map(|t| t.iter().map(|v| var(v)).collect()).collect();
     let mut out = Vec::new();
@@ -52,22 +158,34 @@ pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term]) -> Result<Vec<De
     for tv in &term_vars {
         let spec_idx = acc.terms.iter().position(|s| same_set(&s.vars, tv)).expect("term registered at parse");
         let spec = &acc.terms[spec_idx];
-        // Per variable of the term: None for numeric, else the level ids to enumerate.
-        let mut choices: Vec<Option<Vec<u32>>> = Vec::new();
+        // Per variable of the term: how it enters (value, one column per level, contrast columns).
+        let mut choices: Vec<Choice> = Vec::new();
         for &v in tv {
             let variable = &acc.vars[v];
             if variable.kind != Some(Kind::Categorical) {
-                choices.push(None);
+                choices.push(Choice::Value);
                 continue;
             }
             let rest: Vec<usize> = tv.iter().copied().filter(|&w| w != v).collect();
             let contrasts = if rest.is_empty() { intercept } else { term_vars.iter().any(|t| same_set(t, &rest)) };
             let order = variable.levels.sorted();
-            let ids: Vec<u32> = if contrasts { order.into_iter().skip(1).collect() } else { order };
-            choices.push(Some(ids));
+            if !contrasts {
+                choices.push(Choice::Levels(order));
+                continue;
+            }
+            choices.push(match contrast_of(acc, v).filter(|_| fixed) {
+                None => Choice::Levels(order.into_iter().skip(1).collect()),
+                Some(Contrast::Treatment(base)) => {
+                    let labels: Vec<String> = order.iter().map(|&id| levels::label(&variable.levels.keys[id as usize])).collect();
+                    let coding = Contrast::Treatment(base.clone()).coding(&variable.name, &labels)?;
+                    let kept = order.iter().zip(&labels).filter(|(_, l)| coding.suffixes.contains(l)).map(|(&id, _)| id).collect();
+                    Choice::Levels(kept)
+                }
+                Some(c) => Choice::Coded(coding(acc, v, c)?, order),
+            });
         }
         // Enumerate combinations, first variable fastest.
-        let sizes: Vec<usize> = choices.iter().map(|c| c.as_ref().map_or(1, |v| v.len())).collect();
+        let sizes: Vec<usize> = choices.iter().map(Choice::columns).collect();
         let total = sizes.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).unwrap_or(usize::MAX);
         if total > MAX_DESIGN_COLUMNS - out.len().min(MAX_DESIGN_COLUMNS) {
             let name: Vec<&str> = tv.iter().map(|&v| acc.vars[v].name.as_str()).collect();
@@ -81,42 +199,57 @@ pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term]) -> Result<Vec<De
                 if out.is_empty() { String::new() } else { format!(" after {} column(s) of the terms before it", out.len()) }
             );
         }
-        for combo in 0..total {
-            let mut rem = combo;
-            let mut name_parts = Vec::new();
-            let mut level_of_var: Vec<(usize, u32)> = Vec::new();
-            let mut parts: Vec<(usize, Option<u32>)> = Vec::new();
-            for (k, &v) in tv.iter().enumerate() {
-                let i = rem % sizes[k];
-                rem /= sizes[k];
-                match &choices[k] {
-                    None => {
-                        name_parts.push(acc.vars[v].name.clone());
-                        parts.push((v, None));
-                    }
-                    Some(ids) => {
-                        let id = ids[i];
-                        name_parts.push(format!(
-                            "{}{}",
-                            acc.vars[v].name,
-                            levels::label(&acc.vars[v].levels.keys[id as usize])
-                        ));
-                        level_of_var.push((v, id));
-                        parts.push((v, Some(id)));
-                    }
-                }
-            }
-            // The extended column is keyed by level ids in the spec's variable order.
+        // A contrast column is a combination of indicator columns: bound the combinations.
+        let support: usize = choices.iter().map(|c| if let Choice::Coded(_, order) = c { order.len() } else { 1 }).product::<usize>();
+        if support.saturating_mul(total) > MAX_COMBINATION_WORK {
+            let name: Vec<&str> = tv.iter().map(|&v| acc.vars[v].name.as_str()).collect();
+            bail!(
+                "the term '{}' with its contrasts combines {} level combinations into each of its {total} columns, more than lmm computes ({MAX_COMBINATION_WORK} in all); \
+                 use treatment contrasts for one of its factors",
+                name.join(":"),
+                support
+            );
+        }
+        // The extended column of a level combination, keyed by level ids in the spec's variable order.
+        let ext_of = |levels_of: &[(usize, u32)]| -> Option<usize> {
             let key: Vec<u32> = spec
                 .vars
                 .iter()
                 .filter(|&&v| acc.vars[v].kind == Some(Kind::Categorical))
-                .map(|v| level_of_var.iter().find(|(w, _)| w == v).unwrap().1)
+                .map(|v| levels_of.iter().find(|(w, _)| w == v).unwrap().1)
                 .collect();
-            let source = match spec.columns.get(&key) {
-                Some(&c) => Source::Ext(c),
-                None => Source::Zero,
-            };
+            spec.columns.get(&key).copied()
+        };
+        for combo in 0..total {
+            let mut rem = combo;
+            let mut name_parts = Vec::new();
+            let mut parts: Vec<(usize, Part)> = Vec::new();
+            // per categorical variable: the (level id, coefficient) it contributes
+            let mut factors: Vec<(usize, Vec<(u32, f64)>)> = Vec::new();
+            for (k, &v) in tv.iter().enumerate() {
+                let i = rem % sizes[k];
+                rem /= sizes[k];
+                let name = &acc.vars[v].name;
+                match &choices[k] {
+                    Choice::Value => {
+                        name_parts.push(name.clone());
+                        parts.push((v, Part::Value));
+                    }
+                    Choice::Levels(ids) => {
+                        let id = ids[i];
+                        name_parts.push(format!("{name}{}", levels::label(&acc.vars[v].levels.keys[id as usize])));
+                        factors.push((v, vec![(id, 1.0)]));
+                        parts.push((v, Part::Level(id)));
+                    }
+                    Choice::Coded(coding, order) => {
+                        name_parts.push(format!("{name}{}", coding.suffixes[i]));
+                        let terms = order.iter().enumerate().map(|(pos, &id)| (id, coding.at(pos, i))).filter(|t| t.1 != 0.0).collect();
+                        factors.push((v, terms));
+                        parts.push((v, Part::Coded(i as u32)));
+                    }
+                }
+            }
+            let source = combination_source(&factors, &ext_of);
             out.push(DesignColumn { name: name_parts.join(":"), source, parts });
         }
     }

@@ -25,6 +25,7 @@ pub mod stats;
 pub mod statistics;
 pub mod distributed;
 pub mod codec;
+pub mod contrasts;
 pub mod theta;
 pub mod transform;
 

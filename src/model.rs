@@ -15,12 +15,36 @@ use crate::tidy::{RanVals, Text, Tidy, TidyRow};
 
 pub const MAGIC: &[u8; 8] = b"LMMMODEL";
 /// The format this version writes; it reads every version up to this one.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+/// The version written when no variable carries a contrast matrix (what
+/// readers of format 2 read).
+pub const PLAIN_VERSION: u32 = 2;
 /// Header flag: a statistics section follows the model (format 2 on).
 pub const HAS_STATS: u32 = 1;
 pub const HEADER_LEN: usize = 32;
 /// Marks a numeric part of a design column (no level).
 pub const NUMERIC: u32 = u32::MAX;
+/// Marks a contrast-coded part: `CODED | j` is column j of the variable's
+/// contrast matrix (`Var::coding`), C[level, j].
+pub const CODED: u32 = 0x8000_0000;
+
+/// What a design column's part `(v, l)` stands for.
+pub fn part_kind(l: u32) -> PartKind {
+    if l == NUMERIC {
+        PartKind::Value
+    } else if l & CODED != 0 {
+        PartKind::Coded((l & !CODED) as usize)
+    } else {
+        PartKind::Level(l as usize)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PartKind {
+    Value,
+    Level(usize),
+    Coded(usize),
+}
 
 /// A list of level keys (`levels::encode` format) in one buffer.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -76,6 +100,19 @@ pub struct Var {
     /// Levels of a categorical variable used in a model term, sorted as R
     /// sorts them (the first is the reference level); empty otherwise.
     pub levels: Keys,
+    /// Its contrast matrix when `contrasts :=` gave it one other than
+    /// treatment coding: levels × columns, column-major; empty otherwise.
+    pub coding: Vec<f64>,
+}
+
+impl Var {
+    /// C[level, j] of the contrast matrix.
+    pub fn coded(&self, level: usize, j: usize) -> f64 {
+        self.coding[j * self.levels.len() + level]
+    }
+    pub fn coded_columns(&self) -> usize {
+        self.coding.len().checked_div(self.levels.len()).unwrap_or(0)
+    }
 }
 
 /// A design column: the product of its parts, `(variable, level)`, where the
@@ -202,7 +239,8 @@ impl Model {
         }
         let payload_len = (buf.len() - HEADER_LEN) as u64;
         buf[0..8].copy_from_slice(MAGIC);
-        buf[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let version = if self.vars.iter().any(|v| !v.coding.is_empty()) { FORMAT_VERSION } else { PLAIN_VERSION };
+        buf[8..12].copy_from_slice(&version.to_le_bytes());
         buf[12..16].copy_from_slice(&flags.to_le_bytes());
         buf[16..24].copy_from_slice(&checksum.to_le_bytes());
         buf[24..32].copy_from_slice(&payload_len.to_le_bytes());
@@ -223,9 +261,13 @@ impl Model {
         for v in &self.vars {
             w.str(&v.name);
             w.str(&v.type_name);
-            w.u8(v.response as u8 | (v.grouping as u8) << 1 | (v.categorical as u8) << 2);
+            let coded = !v.coding.is_empty();
+            w.u8(v.response as u8 | (v.grouping as u8) << 1 | (v.categorical as u8) << 2 | (coded as u8) << 3);
             w.u8(v.key_tag);
             w.keys(&v.levels);
+            if coded {
+                w.f64s(&v.coding);
+            }
         }
         w.u32(self.fixed.len() as u32);
         for c in &self.fixed {
@@ -600,6 +642,10 @@ fn read_payload(r: &mut Reader) -> Result<Model> {
         let flags = r.u8("a variable")?;
         let key_tag = r.u8("a variable")?;
         let levels = r.keys("a variable's levels")?;
+        let coding = if flags & 8 != 0 { r.f64s("a variable's contrasts")? } else { Vec::new() };
+        if flags & 8 != 0 && (flags & 4 == 0 || levels.is_empty() || coding.len() % levels.len() != 0) {
+            return Err(damaged(format!("the contrasts of variable '{name}' do not fit its levels")));
+        }
         vars.push(Var {
             name,
             type_name,
@@ -608,12 +654,24 @@ fn read_payload(r: &mut Reader) -> Result<Model> {
             categorical: flags & 4 != 0,
             key_tag,
             levels,
+            coding,
         });
     }
     // Every index a design column holds, checked against what it points at.
     let check_col = |c: &DesignCol, vars: &[Var]| -> Result<()> {
         for &(v, l) in &c.parts {
             let var = &vars[v as usize];
+            if let PartKind::Coded(j) = part_kind(l) {
+                if j >= var.coded_columns() {
+                    return Err(damaged(format!(
+                        "design column '{}' takes contrast column {j} of variable '{}', which has {}",
+                        c.name,
+                        var.name,
+                        var.coded_columns()
+                    )));
+                }
+                continue;
+            }
             if l == NUMERIC && var.categorical {
                 return Err(damaged(format!("design column '{}' uses the categorical variable '{}' as a number", c.name, var.name)));
             }
@@ -727,10 +785,14 @@ pub fn build(
     use crate::accumulator::Kind;
     // Variables used (with a level) in a term: their levels, sorted; rank of each level id.
     let mut used_levels = vec![false; acc.vars.len()];
+    let mut coded = vec![false; acc.vars.len()];
     for c in xcols.iter().chain(factors.iter().flat_map(|f| f.terms.iter())) {
         for &(v, l) in &c.parts {
-            if l.is_some() {
+            if l != crate::design::Part::Value {
                 used_levels[v] = true;
+            }
+            if matches!(l, crate::design::Part::Coded(_)) {
+                coded[v] = true;
             }
         }
     }
@@ -755,6 +817,11 @@ pub fn build(
             categorical,
             key_tag: 0,
             levels: keys,
+            // coded in `design::code` already, from the same levels
+            coding: match crate::design::contrast_of(acc, i) {
+                Some(c) if coded[i] => crate::design::coding(acc, i, c).map(|c| c.matrix).unwrap_or_default(),
+                _ => Vec::new(),
+            },
         });
     }
     // The kind of key each categorical variable brings: from its own levels,
@@ -781,7 +848,14 @@ pub fn build(
         parts: c
             .parts
             .iter()
-            .map(|&(v, l)| (v as u32, l.map_or(NUMERIC, |id| rank[v][id as usize])))
+            .map(|&(v, l)| {
+                let l = match l {
+                    crate::design::Part::Value => NUMERIC,
+                    crate::design::Part::Level(id) => rank[v][id as usize],
+                    crate::design::Part::Coded(j) => CODED | j,
+                };
+                (v as u32, l)
+            })
             .collect(),
     };
     let fixed = xcols.iter().map(col).collect();

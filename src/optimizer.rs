@@ -205,6 +205,51 @@ fn projected_gradient(x: &[f64], g: &[f64], lower: &[f64]) -> f64 {
     (0..x.len()).filter(|&i| !(x[i] <= lower[i] && g[i] > 0.0)).map(|i| g[i].abs()).fold(0.0, f64::max)
 }
 
+/// A variance parameter θ_i on its bound 0 (a diagonal element of Λ) has a
+/// zero derivative there whatever the data: the deviance depends on θ_i
+/// through θ_i² near 0, so θ_i = 0 is stationary even where it is a local
+/// maximum along θ_i (a saddle of the box problem). A gradient method that
+/// lands there stops; lme4's derivative-free search does not. So, at the
+/// end, each such θ_i is moved off the bound (to 0.01 and to 0.25, on the
+/// relative scale where the start is 1) and the search restarts from the
+/// better probe if it is lower; at most three rounds.
+pub fn leave_saddles(
+    fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>,
+    mut outcome: Outcome,
+    lower: &[f64],
+    diagonal: &[usize],
+    max_iter: usize,
+    gtol: f64,
+) -> Outcome {
+    for _ in 0..3 {
+        let mut best: Option<(Vec<f64>, f64)> = None;
+        for &i in diagonal {
+            if !(outcome.x[i] <= lower[i] && lower[i] == 0.0) {
+                continue;
+            }
+            for h in [0.01, 0.25] {
+                let mut trial = outcome.x.clone();
+                trial[i] = h;
+                outcome.evaluations += 1;
+                if let Some((f, _)) = fg(&trial) {
+                    let better = f < outcome.f - 1e-10 * outcome.f.abs().max(1.0);
+                    if better && best.as_ref().is_none_or(|b| f < b.1) {
+                        best = Some((trial, f));
+                    }
+                }
+            }
+        }
+        let Some((from, _)) = best else { break };
+        let next = minimize_bfgs(fg, &from, lower, max_iter, false, gtol);
+        let evaluations = outcome.evaluations + next.evaluations;
+        if next.f < outcome.f {
+            outcome = next;
+        }
+        outcome.evaluations = evaluations;
+    }
+    outcome
+}
+
 /// Projected BFGS with exact gradients, for `x ≥ lower`.
 ///
 /// A coordinate on its bound whose gradient points outward is held there
@@ -436,5 +481,23 @@ mod tests {
         let o = minimize(&mut f, &[1.0, 1.0], &[0.0, 0.0], &[0, 1], &Settings::default());
         assert_eq!(o.x[0], 0.0);
         assert!((o.x[1] - 2.0).abs() < 1e-5);
+    }
+
+
+    #[test]
+    fn leaves_the_saddle_at_a_zero_variance() {
+        // f depends on x0 through x0² (as the deviance on a diagonal θ): x0 = 0
+        // is stationary, a maximum along x0; the minimum is at x0² = 0.2.
+        // Started on x0 = 0, BFGS sees a zero gradient there and stops.
+        let mut fg = |x: &[f64]| {
+            let (a, b) = (x[0] * x[0], x[1] - 1.5);
+            Some(((a - 0.2) * (a - 0.2) + b * b, vec![4.0 * x[0] * (a - 0.2), 2.0 * b]))
+        };
+        let stuck = minimize_bfgs(&mut fg, &[0.0, 1.0], &[0.0, f64::NEG_INFINITY], 200, false, 1e-12);
+        assert_eq!(stuck.x[0], 0.0, "a gradient method stays on the saddle");
+        let out = leave_saddles(&mut fg, stuck, &[0.0, f64::NEG_INFINITY], &[0], 200, 1e-12);
+        assert!((out.x[0] - 0.2f64.sqrt()).abs() < 1e-6, "{:?}", out.x);
+        assert!((out.x[1] - 1.5).abs() < 1e-6);
+        assert!(out.f < 1e-10);
     }
 }

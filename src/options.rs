@@ -37,17 +37,21 @@ pub struct Options {
     /// lme4's prior weights: the column whose value wᵢ makes row i's residual
     /// variance σ²/wᵢ (a weight of 0 drops the row; negative or non-finite is an error).
     pub weights: Option<String>,
+    /// R's contrasts per categorical column (`contrasts := {'f': 'sum'}`);
+    /// a column not named gets treatment coding against its first level.
+    pub contrasts: Vec<(String, crate::contrasts::Contrast)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { method: Method::Reml, ranef: true, ddf: Ddf::None, grp: None, re: Vec::new(), null_on_error: false, weights: None }
+        Options { method: Method::Reml, ranef: true, ddf: Ddf::None, grp: None, re: Vec::new(), null_on_error: false, weights: None, contrasts: Vec::new() }
     }
 }
 
 const KNOWN: &str = "method ('REML' or 'ML'), ranef (true/false), ddf ('none', 'Satterthwaite' or 'Kenward-Roger'), \
                      grp (a grouping column), re (columns with random slopes per grp), \
-                     on_error ('stop' or 'null'), weights (a numeric column of prior weights)";
+                     on_error ('stop' or 'null'), weights (a numeric column of prior weights), \
+                     contrasts (per categorical column: 'treatment', 'treatment:B', 'sum', 'helmert' or 'poly')";
 
 /// Separates the names of a list given as `re` (the `lmm_fit` macro joins a
 /// list with it; a plain string is split on '+').
@@ -89,6 +93,7 @@ impl Options {
                     }
                     o.weights = Some(v.clone())
                 }
+                "contrasts" => o.contrasts = crate::contrasts::parse_option(v)?,
                 "on_error" => {
                     o.null_on_error = match v.to_ascii_lowercase().as_str() {
                         "stop" => false,

@@ -17,7 +17,7 @@ use crate::error::{LmmError, Result};
 use crate::input::{Column, ColumnData};
 use crate::levels::{self, Levels};
 use crate::input::Chunk;
-use crate::model::{self, DesignCol, Model, ModelId, NUMERIC};
+use crate::model::{self, DesignCol, Model, ModelId, PartKind, NUMERIC};
 use crate::transform::Derivation;
 
 /// Coefficients of one fixed term by level combination (mixed radix).
@@ -132,26 +132,39 @@ impl Prepared {
                 strides.push(size);
                 size = size.saturating_mul(model.vars[v].levels.len() as u64);
             }
-            let index_of = |c: &DesignCol| -> Result<u64> {
-                let mut idx = 0;
+            // A column's entries in the term's table: one level combination for
+            // indicators, a contrast column's levels weighted by C[level, j].
+            let entries = |c: &DesignCol| -> Result<Vec<(u64, f64)>> {
+                let mut out = vec![(0u64, 1.0)];
                 for (k, &v) in cats.iter().enumerate() {
                     let Some(&(_, l)) = c.parts.iter().find(|p| p.0 as usize == v && p.1 != NUMERIC) else {
                         bail!("the model value is corrupt (fixed-effect column '{}')", c.name);
                     };
-                    idx += l as u64 * strides[k];
+                    let var = &model.vars[v];
+                    let choices: Vec<(u64, f64)> = match model::part_kind(l) {
+                        PartKind::Level(l) => vec![(l as u64, 1.0)],
+                        PartKind::Coded(j) => (0..var.levels.len()).map(|l| (l as u64, var.coded(l, j))).filter(|e| e.1 != 0.0).collect(),
+                        PartKind::Value => bail!("the model value is corrupt (fixed-effect column '{}')", c.name),
+                    };
+                    let stride = strides[k];
+                    out = out.iter().flat_map(|&(i, w)| choices.iter().map(move |&(l, a)| (i + l * stride, w * a))).collect();
                 }
-                Ok(idx)
+                Ok(out)
             };
             let coef = if dense_coefficients(size, cols.len()) {
                 let mut t = vec![0.0; size as usize];
                 for &j in cols {
-                    t[index_of(&model.fixed[j])? as usize] += model.beta[j];
+                    for (i, w) in entries(&model.fixed[j])? {
+                        t[i as usize] += model.beta[j] * w;
+                    }
                 }
                 Coef::Dense(t)
             } else {
                 let mut t = FxHashMap::default();
                 for &j in cols {
-                    *t.entry(index_of(&model.fixed[j])?).or_insert(0.0) += model.beta[j];
+                    for (i, w) in entries(&model.fixed[j])? {
+                        *t.entry(i).or_insert(0.0) += model.beta[j] * w;
+                    }
                 }
                 Coef::Sparse(t)
             };
@@ -416,10 +429,11 @@ impl Prepared {
                 for (t, parts) in f.z.iter().enumerate() {
                     let mut z = b[t];
                     for &(v, lv) in parts {
-                        if lv == NUMERIC {
-                            z *= nums[v].as_ref().unwrap()[r];
-                        } else if lid[v][r] != lv {
-                            z = 0.0;
+                        match model::part_kind(lv) {
+                            PartKind::Value => z *= nums[v].as_ref().unwrap()[r],
+                            PartKind::Level(l) if lid[v][r] as usize != l => z = 0.0,
+                            PartKind::Level(_) => {}
+                            PartKind::Coded(j) => z *= vars[v].coded(lid[v][r] as usize, j),
                         }
                     }
                     s += z;

@@ -94,8 +94,15 @@ class _Source:
             self.con.unregister(self.registered)
 
 
-def _fit_options(method, ranef, ddf, grp, re, weights=None) -> str:
+def _contrasts(contrasts) -> str:
+    """A dict {column: contrast} as the text `contrasts :=` reads."""
+    return ", ".join(f"{k}={v}" for k, v in dict(contrasts).items())
+
+
+def _fit_options(method, ranef, ddf, grp, re, weights=None, contrasts=None) -> str:
     parts = [f"method := {_literal(method)}", f"ranef := {_literal(ranef)}", f"ddf := {_literal(ddf)}"]
+    if contrasts:
+        parts.append(f"contrasts := {_literal(_contrasts(contrasts))}")
     if weights is not None:
         parts.append(f"weights := {_literal(weights)}")
     if grp is not None:
@@ -105,21 +112,22 @@ def _fit_options(method, ranef, ddf, grp, re, weights=None) -> str:
     return ", ".join(parts)
 
 
-def fit(data, formula: str, *, con=None, method="REML", ranef=True, ddf="none", grp=None, re=None, weights=None):
+def fit(data, formula: str, *, con=None, method="REML", ranef=True, ddf="none", grp=None, re=None, weights=None, contrasts=None):
     """`lmm_fit` of `data` (pandas, Arrow, a duckdb relation, or a table name
     in `con`): the tidy table as a pandas DataFrame. `weights` names a column
-    of prior weights (lme4's `weights =`)."""
+    of prior weights (lme4's `weights =`); `contrasts` maps categorical columns
+    to 'treatment', 'treatment:B', 'sum', 'helmert' or 'poly'."""
     con = con or connect()
     with _Source(con, data) as name:
-        sql = f"SELECT * FROM lmm_fit('{_quote(name)}', '{_quote(formula)}', {_fit_options(method, ranef, ddf, grp, re, weights)})"
+        sql = f"SELECT * FROM lmm_fit('{_quote(name)}', '{_quote(formula)}', {_fit_options(method, ranef, ddf, grp, re, weights, contrasts)})"
         return con.execute(sql).df()
 
 
-def model(data, formula: str, *, con=None, method="REML", ranef=True, ddf="none", grp=None, re=None, weights=None) -> bytes:
+def model(data, formula: str, *, con=None, method="REML", ranef=True, ddf="none", grp=None, re=None, weights=None, contrasts=None) -> bytes:
     """`lmm_model` of `data`: the model value (for lmm_predict, lmm_tidy, inference)."""
     con = con or connect()
     with _Source(con, data) as name:
-        sql = f"SELECT model FROM lmm_model('{_quote(name)}', '{_quote(formula)}', {_fit_options(method, ranef, ddf, grp, re, weights)})"
+        sql = f"SELECT model FROM lmm_model('{_quote(name)}', '{_quote(formula)}', {_fit_options(method, ranef, ddf, grp, re, weights, contrasts)})"
         return bytes(con.execute(sql).fetchall()[0][0])
 
 

@@ -435,7 +435,15 @@ unsafe extern "C" fn finalize_stats(
                 count as usize,
                 offset as usize,
                 |row| output::write_null_scalar(result, row),
-                |row, state| output::write_blob(result, row, &crate::statistics::encode(&state.acc)),
+                |row, state| {
+                    if !state.acc.options.contrasts.is_empty() {
+                        return Err(LmmError::new(
+                            "lmm_stats_agg: contrasts choose how the fit codes a factor, not what is accumulated; \
+                             give contrasts := to lmm_fit_stats / lmm_model_stats instead",
+                        ));
+                    }
+                    output::write_blob(result, row, &crate::statistics::encode(&state.acc))
+                },
             )
         }),
     );

@@ -5,7 +5,7 @@ use std::mem::MaybeUninit;
 
 use libduckdb_sys as ffi;
 
-/// `lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, ddf := 'none', weights := NULL)`.
+/// `lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, ddf := 'none', weights := NULL, contrasts := NULL)`.
 ///
 /// A recursive query that DuckDB can interrupt (see `jobs`): the anchor reads
 /// the rows with `lmm_accumulate_agg`; each step polls the fit running on a
@@ -21,14 +21,14 @@ macro_rules! interruptible_fit {
         concat!(
             "CREATE OR REPLACE MACRO ",
             $name,
-            "(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, ddf := 'none', weights := NULL) AS TABLE
+            "(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, ddf := 'none', weights := NULL, contrasts := NULL) AS TABLE
 WITH RECURSIVE __lmm_steps(__lmm_job, __lmm_running) AS (
     SELECT lmm_accumulate_agg(
                __lmm_row,
                formula,
                {'method': method, 'ranef': ranef, 'ddf': ddf, 'grp': CAST(grp AS VARCHAR),
                 're': COALESCE(array_to_string(TRY_CAST(re AS VARCHAR[]), chr(31)), CAST(re AS VARCHAR)),
-                'weights': CAST(weights AS VARCHAR)}),
+                'weights': CAST(weights AS VARCHAR), 'contrasts': CAST(contrasts AS VARCHAR)}),
            true
     FROM query_table(tname) AS __lmm_row
     UNION ALL
@@ -122,6 +122,7 @@ const FIT_PARAMS: &[(&str, Option<&str>)] = &[
     ("ranef", Some("true")),
     ("ddf", Some("'none'")),
     ("weights", Some("NULL")),
+    ("contrasts", Some("NULL")),
 ];
 
 /// `key␟value` pairs joined by `␞` (NULL values left out), as `inference::run` reads them.
@@ -197,27 +198,27 @@ pub const LMM_PROFILE_MACRO: &str = inference_macro!(
 pub const LMM_SUMMARY_MACRO: &str =
     "CREATE OR REPLACE MACRO lmm_summary(model) AS (lmm_inference('summary', model, NULL, '', NULL))[1].t0";
 
-/// `lmm_fit_stats(stats, method := 'REML', ranef := true, ddf := 'none')`: the
+/// `lmm_fit_stats(stats, method := 'REML', ranef := true, ddf := 'none', contrasts := NULL)`: the
 /// tidy table of a statistics value (`lmm_stats_agg`, `lmm_stats_merge`),
 /// interruptible as `lmm_fit` (the fit runs as a job polled by `lmm_fit_poll`).
 pub const LMM_FIT_STATS_MACRO: &str = concat!(
-    "CREATE OR REPLACE MACRO lmm_fit_stats(stats, method := 'REML', ranef := true, ddf := 'none') AS TABLE
+    "CREATE OR REPLACE MACRO lmm_fit_stats(stats, method := 'REML', ranef := true, ddf := 'none', contrasts := NULL) AS TABLE
 WITH RECURSIVE __lmm_steps(__lmm_job, __lmm_running) AS (
-    SELECT lmm_stats_start(stats, ", options!("method", "ranef", "ddf"), "), true
+    SELECT lmm_stats_start(stats, ", options!("method", "ranef", "ddf", "contrasts"), "), true
     UNION ALL
     SELECT __lmm_job, lmm_fit_poll(__lmm_job) FROM __lmm_steps WHERE __lmm_running
 )
 SELECT unnest(lmm_fit_result(__lmm_job), recursive := true) FROM __lmm_steps WHERE NOT __lmm_running"
 );
 
-/// `lmm_model_stats(stats, method := 'REML', ranef := true, ddf := 'none')`: the model value of a statistics value.
+/// `lmm_model_stats(stats, method := 'REML', ranef := true, ddf := 'none', contrasts := NULL)`: the model value of a statistics value.
 pub const LMM_MODEL_STATS_MACRO: &str = concat!(
-    "CREATE OR REPLACE MACRO lmm_model_stats(stats, method := 'REML', ranef := true, ddf := 'none') AS lmm_model_stats_impl(stats, ",
-    options!("method", "ranef", "ddf"),
+    "CREATE OR REPLACE MACRO lmm_model_stats(stats, method := 'REML', ranef := true, ddf := 'none', contrasts := NULL) AS lmm_model_stats_impl(stats, ",
+    options!("method", "ranef", "ddf", "contrasts"),
     ")"
 );
 
-const STATS_PARAMS: &[(&str, Option<&str>)] = &[("stats", None), ("method", Some("'REML'")), ("ranef", Some("true")), ("ddf", Some("'none'"))];
+const STATS_PARAMS: &[(&str, Option<&str>)] = &[("stats", None), ("method", Some("'REML'")), ("ranef", Some("true")), ("ddf", Some("'none'")), ("contrasts", Some("NULL"))];
 
 const MACROS: [Macro; 15] = [
     Macro { name: "lmm_fit", table: true, params: FIT_PARAMS, create: LMM_FIT_MACRO },
@@ -349,8 +350,8 @@ mod tests {
         assert_eq!(
             fit.forwarder(None, "lmm_fit"),
             "CREATE OR REPLACE MACRO lmm_fit(tname, formula, grp := NULL, re := NULL, method := 'REML', ranef := true, \
-             ddf := 'none', weights := NULL) AS TABLE SELECT * FROM lmm_ext.main.lmm_fit(tname, formula, grp := grp, re := re, \
-             method := method, ranef := ranef, ddf := ddf, weights := weights)"
+             ddf := 'none', weights := NULL, contrasts := NULL) AS TABLE SELECT * FROM lmm_ext.main.lmm_fit(tname, formula, grp := grp, re := re, \
+             method := method, ranef := ranef, ddf := ddf, weights := weights, contrasts := contrasts)"
         );
         let predict = MACROS.iter().find(|m| m.name == "lmm_predict").unwrap();
         assert!(predict.forwarder(None, "lmm_predict").ends_with("AS lmm_ext.main.lmm_predict(model, new_row, re := re)"));

@@ -129,13 +129,14 @@ unsafe extern "C" fn finalize(
 pub(super) fn for_fit(stats: &[u8], options: &str, who: &str) -> Result<Accumulator> {
     let mut acc = crate::statistics::decode(stats)?;
     let pairs: Vec<(String, Option<String>)> = crate::inference::run::parse_options(options).into_iter().map(|(k, v)| (k, Some(v))).collect();
-    if let Some((k, _)) = pairs.iter().find(|(k, _)| !["method", "ranef", "ddf"].contains(&k.as_str())) {
+    if let Some((k, _)) = pairs.iter().find(|(k, _)| !["method", "ranef", "ddf", "contrasts"].contains(&k.as_str())) {
         return Err(LmmError::new(format!(
-            "{who} method, ranef and ddf; '{k}' belongs to lmm_stats_agg (it shapes the statistics)"
+            "{who} method, ranef, ddf and contrasts; '{k}' belongs to lmm_stats_agg (it shapes the statistics)"
         )));
     }
     let o = Options::from_pairs(&pairs)?;
     (acc.options.method, acc.options.ranef, acc.options.ddf) = (o.method, o.ranef, o.ddf);
+    acc.options.contrasts = o.contrasts;
     Ok(acc)
 }
 

@@ -5,24 +5,45 @@ use crate::design::Source;
 use crate::stats::{GroupView, Moments};
 
 /// A model column re-expressed as w = (v − centre) / scale, centre relative to the state's shift.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Col {
     pub source: Source,
     pub centre: f64,
     pub scale: f64,
 }
 
+/// The extended columns and coefficients of a combination (`Source::Combo`;
+/// an `Ext` column is one with coefficient 1).
+pub(crate) fn each_term(s: &Source, mut f: impl FnMut(usize, f64)) {
+    match s {
+        Source::Ext(c) => f(*c, 1.0),
+        Source::Combo(terms) => terms.iter().for_each(|&(c, w)| f(c, w)),
+        Source::Ones | Source::Zero => {}
+    }
+}
+
 /// Σ over rows of w_a w_b from a count (the weight total, with prior
 /// weights: the sums are then weighted), means and co-moments
-/// (`comoment(i, j)` for extended columns i, j).
+/// (`comoment(i, j)` for extended columns i, j). A combination's mean and
+/// co-moments are those of its terms, combined.
 fn cross_with(n: f64, mean: impl Fn(usize) -> f64, comoment: impl Fn(usize, usize) -> f64, a: &Col, b: &Col) -> f64 {
-    match (a.source, b.source) {
+    let combined_mean = |s: &Source| {
+        let mut m = 0.0;
+        each_term(s, |c, w| m += w * mean(c));
+        m
+    };
+    match (&a.source, &b.source) {
         (Source::Zero, _) | (_, Source::Zero) => 0.0,
         (Source::Ones, Source::Ones) => n,
-        (Source::Ones, Source::Ext(j)) => n * (mean(j) - b.centre) / b.scale,
-        (Source::Ext(i), Source::Ones) => n * (mean(i) - a.centre) / a.scale,
         (Source::Ext(i), Source::Ext(j)) => {
-            (comoment(i, j) + n * (mean(i) - a.centre) * (mean(j) - b.centre)) / (a.scale * b.scale)
+            (comoment(*i, *j) + n * (mean(*i) - a.centre) * (mean(*j) - b.centre)) / (a.scale * b.scale)
+        }
+        (Source::Ones, s) => n * (combined_mean(s) - b.centre) / b.scale,
+        (s, Source::Ones) => n * (combined_mean(s) - a.centre) / a.scale,
+        (sa, sb) => {
+            let mut c = 0.0;
+            each_term(sa, |i, wi| each_term(sb, |j, wj| c += wi * wj * comoment(i, j)));
+            (c + n * (combined_mean(sa) - a.centre) * (combined_mean(sb) - b.centre)) / (a.scale * b.scale)
         }
     }
 }

@@ -38,6 +38,7 @@ pub(crate) fn optimize(problem: Problem, layout: &crate::theta::ThetaLayout) -> 
         }
     }
     let mut outcome = optimizer::minimize_bfgs(&mut objective, &start, &lower, 1000, near, 1e-13);
+    outcome = optimizer::leave_saddles(&mut objective, outcome, &lower, &layout.diagonal(), 1000, 1e-13);
     outcome.evaluations += extra;
     if !outcome.converged {
         // Fall back on the derivative-free method from where the quasi-Newton one stopped.

@@ -2,7 +2,7 @@
 //! their cross-products: everything the optimizer's problem is made of.
 
 use super::checks::{check_memory, check_rank, check_response, check_scale, HUGE, TINY};
-use super::columns::{cross, cross_group, Col};
+use super::columns::{cross, cross_group, each_term, Col};
 use crate::accumulator::Accumulator;
 use crate::bail;
 use crate::design::{self, DesignColumn, Source};
@@ -76,6 +76,7 @@ pub(super) fn prepare(acc: &Accumulator) -> Result<Setup> {
 /// the driver's memory is not what their statistics need).
 pub(crate) fn prepare_with(acc: &Accumulator, levels: Option<&[usize]>) -> Result<Setup> {
     let f = &acc.formula;
+    design::check_contrasts(acc)?;
     // A header (`distributed`) keeps no groups: its rows are the all-rows moments'.
     let n_obs = if levels.is_some() { acc.global.n } else { acc.n_obs() };
     if n_obs == 0 {
@@ -115,13 +116,33 @@ pub(crate) fn prepare_with(acc: &Accumulator, levels: Option<&[usize]>) -> Resul
     }
 
     // Fixed effects.
-    let xcols: Vec<DesignColumn> = design::code(acc, f.intercept, &f.fixed)?;
+    let xcols: Vec<DesignColumn> = design::code(acc, f.intercept, &f.fixed, true)?;
     let p = xcols.len();
     let centre_x = f.intercept;
-    let col_x = |dc: &DesignColumn| match dc.source {
-        Source::Ext(c) if centre_x => Col { source: dc.source, centre: total.mean(c), scale: 1.0 },
-        Source::Ext(c) => Col { source: dc.source, centre: -acc.shift[c], scale: 1.0 },
-        s => Col { source: s, centre: 0.0, scale: 1.0 },
+    // A column's (or combination's) mean relative to the state's shift, the
+    // shift itself, and its SD.
+    let rel_mean = |src: &Source| {
+        let mut m = 0.0;
+        each_term(src, |c, w| m += w * total.mean(c));
+        m
+    };
+    let shift_of = |src: &Source| {
+        let mut m = 0.0;
+        each_term(src, |c, w| m += w * acc.shift[c]);
+        m
+    };
+    let src_sd = |src: &Source| match src {
+        Source::Ext(c) => sd(*c),
+        _ => {
+            let mut v = 0.0;
+            each_term(src, |i, wi| each_term(src, |j, wj| v += wi * wj * total.comoment(i, j)));
+            (v.max(0.0) / total.w).sqrt()
+        }
+    };
+    let col_x = |dc: &DesignColumn| match &dc.source {
+        s @ (Source::Ext(_) | Source::Combo(_)) if centre_x => Col { source: s.clone(), centre: rel_mean(s), scale: 1.0 },
+        s @ (Source::Ext(_) | Source::Combo(_)) => Col { source: s.clone(), centre: -shift_of(s), scale: 1.0 },
+        s => Col { source: s.clone(), centre: 0.0, scale: 1.0 },
     };
     let mut rcols: Vec<Col> = xcols.iter().map(col_x).collect();
     rcols.push(if centre_x {
@@ -146,7 +167,7 @@ pub(crate) fn prepare_with(acc: &Accumulator, levels: Option<&[usize]>) -> Resul
         let mut bars_terms: Vec<Vec<String>> = Vec::new();
         let mut bar_intercepts = Vec::new();
         for bar in f.random.iter().filter(|b| b.group == group_vars) {
-            let cols = design::code(acc, bar.intercept, &bar.terms)?;
+            let cols = design::code(acc, bar.intercept, &bar.terms, false)?;
             if let (Some(written), true) = (&bar.diag_of, cols.len() > 1) {
                 let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
                 bail!(
@@ -160,14 +181,16 @@ pub(crate) fn prepare_with(acc: &Accumulator, levels: Option<&[usize]>) -> Resul
             }
             let centre = bar.intercept && cols.len() > 1;
             for dc in &cols {
-                let col = match dc.source {
-                    Source::Ext(c) => {
-                        check_scale(&format!("the random-effect column '{}' of '{name}'", dc.name), magnitude(c))?;
-                        let s = sd(c);
+                let col = match &dc.source {
+                    src @ (Source::Ext(_) | Source::Combo(_)) => {
+                        if let Source::Ext(c) = src {
+                            check_scale(&format!("the random-effect column '{}' of '{name}'", dc.name), magnitude(*c))?;
+                        }
+                        let s = src_sd(src);
                         let s = if s > 0.0 && s.is_finite() { s } else { 1.0 };
-                        Col { source: dc.source, centre: if centre { total.mean(c) } else { -acc.shift[c] }, scale: s }
+                        Col { source: src.clone(), centre: if centre { rel_mean(src) } else { -shift_of(src) }, scale: s }
                     }
-                    s => Col { source: s, centre: 0.0, scale: 1.0 },
+                    s => Col { source: s.clone(), centre: 0.0, scale: 1.0 },
                 };
                 zc.push(col);
             }
@@ -185,9 +208,9 @@ pub(crate) fn prepare_with(acc: &Accumulator, levels: Option<&[usize]>) -> Resul
                 let c = &zc[off + j];
                 tmat[(off + j) * q + off + j] = 1.0 / c.scale;
                 if bar_intercepts[bi] && j > 0 && s > 1 {
-                    if let Source::Ext(e) = c.source {
+                    if matches!(c.source, Source::Ext(_) | Source::Combo(_)) {
                         // the intercept absorbs −c_j/s_j b_cj
-                        tmat[(off + j) * q + off] = -(acc.shift[e] + c.centre) / c.scale;
+                        tmat[(off + j) * q + off] = -(shift_of(&c.source) + c.centre) / c.scale;
                     }
                 }
             }
@@ -219,10 +242,9 @@ pub(crate) fn prepare_with(acc: &Accumulator, levels: Option<&[usize]>) -> Resul
     // Column means on the data scale, to name the intercept in an aliasing that involves it.
     let xmeans: Vec<f64> = xcols
         .iter()
-        .map(|c| match c.source {
-            Source::Ext(e) => abs_mean(e),
+        .map(|c| match &c.source {
             Source::Ones => 1.0,
-            Source::Zero => 0.0,
+            s => shift_of(s) + rel_mean(s),
         })
         .collect();
     for dc in &xcols {
@@ -235,8 +257,8 @@ pub(crate) fn prepare_with(acc: &Accumulator, levels: Option<&[usize]>) -> Resul
     // Map β back: β_0 = β_c0 − Σ_j x̄_j β_cj (+ ȳ), β_j = β_cj.
     let uncentre = centre_x && p > 0 && matches!(xcols[0].source, Source::Ones);
     let intercept_shift = (0..p)
-        .map(|j| match xcols[j].source {
-            Source::Ext(c) if uncentre && j > 0 => -abs_mean(c),
+        .map(|j| match &xcols[j].source {
+            Source::Ext(_) | Source::Combo(_) if uncentre && j > 0 => -xmeans[j],
             _ => 0.0,
         })
         .collect();

@@ -150,6 +150,7 @@ pub(super) fn estimate(acc: &Accumulator, setup: &Setup, trace: &dyn Fn(&str)) -
         }
     }
     let mut outcome = optimizer::minimize_bfgs(&mut fg, &start, &lower, 500, true, 1e-9);
+    outcome = optimizer::leave_saddles(&mut fg, outcome, &lower, &diagonal, 500, 1e-9);
     if !outcome.converged {
         let mut dev_mut = |theta: &[f64]| dev(theta);
         let nm = optimizer::minimize(&mut dev_mut, &outcome.x, &lower, &diagonal, &Settings::default());

@@ -77,3 +77,16 @@ def test_weights_reach_every_entry_point(dietox):
         sql[sql.term == "logLik"].estimate.iloc[0]
     parts = [lmm.stats(d[d.Pig % 2 == k], F, weights="w") for k in range(2)]
     pd.testing.assert_series_equal(lmm.fit_stats(lmm.merge_stats(parts)).estimate, sql.estimate, rtol=1e-9)
+
+
+def test_contrasts_reach_fit_and_model(dietox):
+    f = "Weight ~ Time + Evit + (1 | Pig)"
+    con = lmm.connect()
+    con.register("dc", dietox)
+    sql = con.execute(f"SELECT * FROM lmm_fit('dc', '{f}', contrasts := {{'Evit': 'sum'}})").df()
+    got = lmm.fit(dietox, f, contrasts={"Evit": "sum"})
+    pd.testing.assert_series_equal(got.estimate, sql.estimate, rtol=1e-12)
+    assert {"Evit1", "Evit2"} <= set(got.term)
+    m = lmm.model(dietox, f, contrasts={"Evit": "helmert"})
+    terms = [r[0] for r in con.execute("SELECT term FROM lmm_tidy(?::BLOB) WHERE effect = 'fixed'", [m]).fetchall()]
+    assert terms == ["(Intercept)", "Time", "Evit1", "Evit2"]

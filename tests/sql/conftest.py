@@ -49,5 +49,10 @@ def con():
                  "penicillin", "pastes"]:
         load_csv(c, name, name)
     load_csv(c, "score", "score_parentedu_byclass")
+    # lme4's cake with its factors as text (the README's contrasts example)
+    c.execute(
+        f"CREATE TABLE cake AS SELECT CAST(replicate AS VARCHAR) AS replicate, recipe, CAST(temperature AS VARCHAR) AS temperature, "
+        f"CAST(angle AS DOUBLE) AS angle FROM read_csv('{FIXTURES / 'data' / 'cake.csv'}', all_varchar = true)"
+    )
     yield c
     c.close()

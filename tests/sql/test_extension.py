@@ -94,7 +94,7 @@ def test_functions_registered(con):
         "SELECT database_name, parameters FROM duckdb_functions() WHERE function_name = 'lmm_fit' "
         "AND function_type = 'table_macro' ORDER BY database_name"
     ).fetchall()
-    params = ["tname", "formula", "grp", "re", "method", "ranef", "ddf", "weights"]
+    params = ["tname", "formula", "grp", "re", "method", "ranef", "ddf", "weights", "contrasts"]
     assert macro == [("lmm_ext", params), ("memory", params)]
 
 

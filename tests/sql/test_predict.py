@@ -112,6 +112,8 @@ def parse_model(blob):
     for _ in range(r.u32()):
         name, type_name, flags, tag = r.str(), r.str(), r.u8(), r.u8()
         m["vars"].append({"name": name, "type": type_name, "flags": flags, "tag": tag, "levels": r.keys()})
+        if flags & 8:  # version 3: the contrast matrix
+            m["vars"][-1]["coding"] = r.f64s()[1]
     m["fixed"] = [r.col() for _ in range(r.u32())]
     m["beta_at"], m["beta"] = r.f64s()
     for _ in range(r.u32()):
@@ -439,12 +441,12 @@ def test_wrong_kind_of_model_value(con):
 def test_damaged_model_values(con, blob):
     b = bytes(blob)
     future = bytearray(b)
-    struct.pack_into("<I", future, 8, 3)
+    struct.pack_into("<I", future, 8, 4)
     wrong_magic = b"LMMMODEX" + b[8:]
     truncated = b[:-7]
     flipped = bytearray(b)
     flipped[32 + model_length(b) // 2] ^= 0x10  # in the model part (prediction never reads the statistics)
-    cases = [(bytes(future), ["format version 3", "newer"]), (wrong_magic, ["not an lmm model"]),
+    cases = [(bytes(future), ["format version 4", "newer"]), (wrong_magic, ["not an lmm model"]),
              (truncated, ["truncated"]), (b[:20], ["truncated"]), (bytes(flipped), ["corrupt"]),
              (b"", ["not an lmm model"])]
     for value, needles in cases:
