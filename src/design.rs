@@ -175,11 +175,11 @@ pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term], fixed: bool) -> 
             }
             choices.push(match contrast_of(acc, v).filter(|_| fixed) {
                 None => Choice::Levels(order.into_iter().skip(1).collect()),
-                Some(Contrast::Treatment(base)) => {
-                    let labels: Vec<String> = order.iter().map(|&id| levels::label(&variable.levels.keys[id as usize])).collect();
-                    let coding = Contrast::Treatment(base.clone()).coding(&variable.name, &labels)?;
-                    let kept = order.iter().zip(&labels).filter(|(_, l)| coding.suffixes.contains(l)).map(|(&id, _)| id).collect();
-                    Choice::Levels(kept)
+                Some(c @ Contrast::Treatment(_)) => {
+                    // indicators of the levels the matrix keeps (all but the base)
+                    let coding = coding(acc, v, c)?;
+                    let kept = (0..order.len()).filter(|&pos| (0..coding.columns()).any(|j| coding.at(pos, j) != 0.0));
+                    Choice::Levels(kept.map(|pos| order[pos]).collect())
                 }
                 Some(c) => Choice::Coded(coding(acc, v, c)?, order),
             });

@@ -131,13 +131,10 @@ pub(crate) fn prepare_with(acc: &Accumulator, levels: Option<&[usize]>) -> Resul
         each_term(src, |c, w| m += w * acc.shift[c]);
         m
     };
-    let src_sd = |src: &Source| match src {
-        Source::Ext(c) => sd(*c),
-        _ => {
-            let mut v = 0.0;
-            each_term(src, |i, wi| each_term(src, |j, wj| v += wi * wj * total.comoment(i, j)));
-            (v.max(0.0) / total.w).sqrt()
-        }
+    let src_sd = |src: &Source| {
+        let mut v = 0.0;
+        each_term(src, |i, wi| each_term(src, |j, wj| v += wi * wj * total.comoment(i, j)));
+        (v / total.w).sqrt()
     };
     let col_x = |dc: &DesignColumn| match &dc.source {
         s @ (Source::Ext(_) | Source::Combo(_)) if centre_x => Col { source: s.clone(), centre: rel_mean(s), scale: 1.0 },
