@@ -5,7 +5,9 @@ use lmm::{Accumulator, Options};
 use std::time::Instant;
 
 fn main() {
-    let n: usize = std::env::args().nth(1).map_or(1_000_000, |s| s.parse().unwrap());
+    let n: usize = std::env::args()
+        .nth(1)
+        .map_or(1_000_000, |s| s.parse().unwrap());
     let g = n / 20;
     let mut state: u64 = 42;
     let mut unif = || {
@@ -21,7 +23,8 @@ fn main() {
     let b0: Vec<f64> = (0..g).map(|_| normal()).collect();
     let b1: Vec<f64> = (0..g).map(|_| 0.5 * normal()).collect();
     let cats: [&[u8]; 4] = [b"a", b"b", b"c", b"d"];
-    let acc0 = Accumulator::new("y ~ x1 + x2 + x3 + cat + (1 + x1 | g)", Options::default()).unwrap();
+    let acc0 =
+        Accumulator::new("y ~ x1 + x2 + x3 + cat + (1 + x1 | g)", Options::default()).unwrap();
     let mut acc = acc0.clone();
     let t0 = Instant::now();
     let chunk_len = 2048;
@@ -46,11 +49,23 @@ fn main() {
             x3.push(c);
             cat.push(cats[k]);
             gg.push(grp as i64);
-            y.push(1.0 + 0.5 * a - 0.25 * b + 0.1 * c + 0.2 * k as f64 + b0[grp] + b1[grp] * a + 0.7 * normal());
+            y.push(
+                1.0 + 0.5 * a - 0.25 * b
+                    + 0.1 * c
+                    + 0.2 * k as f64
+                    + b0[grp]
+                    + b1[grp] * a
+                    + 0.7 * normal(),
+            );
         }
         gen_time += tg.elapsed().as_secs_f64();
         let valid = vec![true; len];
-        let col = |name: &str, data| Column { name: name.into(), type_name: "X".into(), data, valid: valid.clone() };
+        let col = |name: &str, data| Column {
+            name: name.into(),
+            type_name: "X".into(),
+            data,
+            valid: valid.clone(),
+        };
         let names = acc.required_columns().to_vec();
         let columns = names
             .iter()
@@ -73,9 +88,20 @@ fn main() {
     let t1 = Instant::now();
     let rows = acc.finish().unwrap();
     let t_fit = t1.elapsed().as_secs_f64();
-    let it = rows.iter().find(|r| r.term.as_deref() == Some("iterations")).unwrap().estimate.unwrap();
+    let it = rows
+        .iter()
+        .find(|r| r.term.as_deref() == Some("iterations"))
+        .unwrap()
+        .estimate
+        .unwrap();
     println!("n={n} groups={g} update={t_update:.3}s fit={t_fit:.3}s evaluations={it}");
     for r in rows.iter().filter(|r| r.effect != "ran_vals") {
-        println!("  {} {:?} {:?} {:.6}", r.effect, r.group_var, r.term, r.estimate.unwrap());
+        println!(
+            "  {} {:?} {:?} {:.6}",
+            r.effect,
+            r.group_var,
+            r.term,
+            r.estimate.unwrap()
+        );
     }
 }

@@ -9,7 +9,9 @@ use std::time::Instant;
 fn main() {
     let arg = |i: usize, d: usize| std::env::args().nth(i).map_or(d, |s| s.parse().unwrap());
     let (n, ns, nd) = (arg(1, 73_421), arg(2, 2_972), arg(3, 1_128));
-    let formula = std::env::args().nth(4).unwrap_or_else(|| "y ~ service + (1 | s) + (1 | d) + (1 | dept:service)".into());
+    let formula = std::env::args()
+        .nth(4)
+        .unwrap_or_else(|| "y ~ service + (1 | s) + (1 | d) + (1 | dept:service)".into());
     let mut state: u64 = 7;
     let mut unif = || {
         state ^= state << 13;
@@ -27,12 +29,18 @@ fn main() {
     let bds: Vec<f64> = (0..28).map(|_| 0.2 * normal()).collect();
     let mut h: u64 = 99;
     let mut next = || {
-        h = h.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        h = h
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         h >> 33
     };
     let (mut y, mut s, mut d, mut dept, mut service) = (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..n {
-        let (si, di, sv) = (next() as usize % ns, next() as usize % nd, next() as usize % 2);
+        let (si, di, sv) = (
+            next() as usize % ns,
+            next() as usize % nd,
+            next() as usize % 2,
+        );
         let dp = di % 14;
         s.push(si as i64);
         d.push(di as i64);
@@ -43,7 +51,12 @@ fn main() {
     let mut acc = Accumulator::new(&formula, Options::default()).unwrap();
     let t0 = Instant::now();
     let valid = vec![true; n];
-    let col = |name: &str, data| Column { name: name.into(), type_name: "X".into(), data, valid: valid.clone() };
+    let col = |name: &str, data| Column {
+        name: name.into(),
+        type_name: "X".into(),
+        data,
+        valid: valid.clone(),
+    };
     let columns = acc
         .required_columns()
         .iter()
@@ -63,9 +76,27 @@ fn main() {
     let t1 = Instant::now();
     let out = acc.finish().unwrap();
     let t_fit = t1.elapsed().as_secs_f64();
-    let get = |t: &str| out.iter().find(|r| r.term.as_deref() == Some(t)).and_then(|r| r.estimate).unwrap_or(f64::NAN);
-    println!("n={n} update={t_update:.3}s fit={t_fit:.3}s evaluations={} REMLcrit={:.6}", get("iterations"), get("REMLcrit"));
-    for r in out.iter().filter(|r| r.effect == "ran_pars" || r.effect == "fixed") {
-        println!("  {} {:?} {:?} {:.6}", r.effect, r.group_var, r.term, r.estimate.unwrap());
+    let get = |t: &str| {
+        out.iter()
+            .find(|r| r.term.as_deref() == Some(t))
+            .and_then(|r| r.estimate)
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "n={n} update={t_update:.3}s fit={t_fit:.3}s evaluations={} REMLcrit={:.6}",
+        get("iterations"),
+        get("REMLcrit")
+    );
+    for r in out
+        .iter()
+        .filter(|r| r.effect == "ran_pars" || r.effect == "fixed")
+    {
+        println!(
+            "  {} {:?} {:?} {:.6}",
+            r.effect,
+            r.group_var,
+            r.term,
+            r.estimate.unwrap()
+        );
     }
 }

@@ -16,6 +16,7 @@ use crate::levels::{self, Levels};
 use crate::options::Options;
 use crate::stats::{GroupStore, IndicatorChunk, Moments};
 use crate::tidy::{Tidy, TidyRow};
+use crate::transform::scale::ScaleMoments;
 use crate::transform::Derivation;
 use std::sync::Arc;
 
@@ -149,6 +150,9 @@ pub struct Accumulator {
     pub weight_var: Option<usize>,
     /// Σ log wᵢ over the rows used (0 without weights): lme4's deviance has −Σ log wᵢ.
     pub log_weights: f64,
+    /// Per `scale()` variable: the moments of its values over the rows where
+    /// it is present (`transform::scale`: R scales before `na.omit`).
+    pub scale_moments: Vec<(usize, ScaleMoments)>,
     // scratch buffers
     x: Vec<f64>,
     delta: Vec<f64>,
@@ -202,7 +206,12 @@ impl Accumulator {
         let r = var_index(&mut vars, &formula.response);
         vars[r].response = true;
         // Fixed terms, then each bar's terms (those are random); a term in both is one column set.
-        let all_terms = formula.fixed.iter().map(|t| (t, false)).chain(formula.random.iter().flat_map(|b| b.terms.iter().map(|t| (t, true))));
+        let all_terms = formula.fixed.iter().map(|t| (t, false)).chain(
+            formula
+                .random
+                .iter()
+                .flat_map(|b| b.terms.iter().map(|t| (t, true))),
+        );
         let mut terms: Vec<TermSpec> = Vec::new();
         let mut term_keys: Vec<Vec<usize>> = Vec::new();
         for (t, random) in all_terms {
@@ -213,21 +222,72 @@ impl Accumulator {
                 Some(pos) => terms[pos].random |= random,
                 None => {
                     term_keys.push(sorted);
-                    terms.push(TermSpec { vars: idx, columns: FxHashMap::default(), by_level: Vec::new(), random });
+                    terms.push(TermSpec {
+                        vars: idx,
+                        columns: FxHashMap::default(),
+                        by_level: Vec::new(),
+                        random,
+                    });
                 }
             }
         }
+        // A term with scale() variables combines the terms without them (`transform::scale`).
+        let scaled = |v: &usize| {
+            matches!(
+                formula.derived(&vars[*v].name),
+                Some(formula::Derived::Scaled(..))
+            )
+        };
+        for t in 0..terms.len() {
+            let sv: Vec<usize> = terms[t].vars.iter().copied().filter(scaled).collect();
+            for removed in 1..(1usize << sv.len()) {
+                let out = |v: &usize| {
+                    sv.iter()
+                        .enumerate()
+                        .any(|(b, w)| removed >> b & 1 == 1 && w == v)
+                };
+                let sub: Vec<usize> = terms[t].vars.iter().copied().filter(|v| !out(v)).collect();
+                if sub.is_empty() {
+                    continue;
+                }
+                let (mut key, random) = (sub.clone(), terms[t].random);
+                key.sort();
+                match term_keys.iter().position(|k| *k == key) {
+                    Some(pos) => terms[pos].random |= random,
+                    None => {
+                        term_keys.push(key);
+                        terms.push(TermSpec {
+                            vars: sub,
+                            columns: FxHashMap::default(),
+                            by_level: Vec::new(),
+                            random,
+                        });
+                    }
+                }
+            }
+        }
+        let scale_moments = (0..vars.len())
+            .filter(scaled)
+            .map(|v| (v, ScaleMoments::default()))
+            .collect();
         let mut factors = Vec::new();
         for bar in &formula.random {
             let gv: Vec<usize> = bar.group.iter().map(|v| var_index(&mut vars, v)).collect();
             for &g in &gv {
                 if vars[g].response {
-                    bail!("the response '{}' cannot be a grouping factor", vars[g].name);
+                    bail!(
+                        "the response '{}' cannot be a grouping factor",
+                        vars[g].name
+                    );
                 }
                 vars[g].grouping = true;
             }
             if !factors.iter().any(|f: &GroupingFactor| f.vars == gv) {
-                factors.push(GroupingFactor { vars: gv, levels: Levels::default(), store: GroupStore::default() });
+                factors.push(GroupingFactor {
+                    vars: gv,
+                    levels: Levels::default(),
+                    store: GroupStore::default(),
+                });
             }
         }
         let weight_var = match &options.weights {
@@ -249,7 +309,11 @@ impl Accumulator {
         let var_names: Vec<String> = vars.iter().map(|v| v.name.clone()).collect();
         let derivation = Derivation::new(&var_names, &formula, true);
         let columns = derivation.columns.clone();
-        let derive = if derivation.is_identity() { None } else { Some(Arc::new(derivation)) };
+        let derive = if derivation.is_identity() {
+            None
+        } else {
+            Some(Arc::new(derivation))
+        };
         Ok(Accumulator {
             formula,
             formula_text: formula_text.to_string(),
@@ -263,7 +327,13 @@ impl Accumulator {
             shift: Vec::new(),
             shift_set: false,
             cells: (0..factors.len())
-                .flat_map(|a| (a + 1..factors.len()).map(move |b| Cells { a, b, ..Default::default() }))
+                .flat_map(|a| {
+                    (a + 1..factors.len()).map(move |b| Cells {
+                        a,
+                        b,
+                        ..Default::default()
+                    })
+                })
                 .collect(),
             factors,
             global: Moments::new(0),
@@ -272,6 +342,7 @@ impl Accumulator {
             n_dropped: 0,
             weight_var,
             log_weights: 0.0,
+            scale_moments,
             x: Vec::new(),
             delta: Vec::new(),
             key: Vec::new(),
@@ -293,6 +364,22 @@ impl Accumulator {
         &self.columns
     }
 
+    /// The centre and scale of variable v when it is `scale(…)`: from the
+    /// moments of its values (an error where R's column would be NaN).
+    pub fn scaling(&self, v: usize) -> Result<Option<(f64, f64)>> {
+        let Some(formula::Derived::Scaled(_, how)) = self.formula.derived(&self.vars[v].name)
+        else {
+            return Ok(None);
+        };
+        let m = self
+            .scale_moments
+            .iter()
+            .find(|(w, _)| *w == v)
+            .map(|(_, m)| m)
+            .expect("moments of a scaled variable");
+        how.centre_and_scale(&self.vars[v].name, m).map(Some)
+    }
+
     /// Rows used so far.
     pub fn n_obs(&self) -> u64 {
         self.global.n
@@ -301,14 +388,26 @@ impl Accumulator {
     /// Decide each variable's kind from its column type (first chunk), and check later chunks agree.
     fn check_kinds(&mut self, chunk: &Chunk) -> Result<()> {
         if chunk.columns.len() != self.vars.len() {
-            bail!("internal: chunk has {} columns, model needs {}", chunk.columns.len(), self.vars.len());
+            bail!(
+                "internal: chunk has {} columns, model needs {}",
+                chunk.columns.len(),
+                self.vars.len()
+            );
         }
         for (i, (v, col)) in self.vars.iter_mut().zip(chunk.columns.iter()).enumerate() {
             let numeric = matches!(col.data, ColumnData::Float(_) | ColumnData::Int(_));
             if Some(i) == self.weight_var && !numeric {
-                bail!("weights: the column '{}' has type {}; prior weights must be numeric", v.name, col.type_name);
+                bail!(
+                    "weights: the column '{}' has type {}; prior weights must be numeric",
+                    v.name,
+                    col.type_name
+                );
             }
-            let kind = if v.grouping || v.factor || !numeric { Kind::Categorical } else { Kind::Numeric };
+            let kind = if v.grouping || v.factor || !numeric {
+                Kind::Categorical
+            } else {
+                Kind::Numeric
+            };
             if matches!(col.data, ColumnData::Key(_)) && !v.grouping && !v.response {
                 bail!(
                     "column '{}' has type {}, which lmm can use only as a grouping factor, as in (1 | {}); \
@@ -356,7 +455,11 @@ impl Accumulator {
         let c = self.ext.len();
         // Column 0 is the response.
         if c > crate::design::MAX_DESIGN_COLUMNS {
-            let name: Vec<&str> = self.terms[term].vars.iter().map(|&v| self.vars[v].name.as_str()).collect();
+            let name: Vec<&str> = self.terms[term]
+                .vars
+                .iter()
+                .map(|&v| self.vars[v].name.as_str())
+                .collect();
             bail!(
                 "the model's terms take more than {} design columns in these data (one per term and combination of \
                  factor levels that occurs; the limit was reached at term '{}'); drop the term or use factors with fewer levels",
@@ -364,7 +467,10 @@ impl Accumulator {
                 name.join(":")
             );
         }
-        self.ext.push(ExtColumn { term, levels: lv.clone() });
+        self.ext.push(ExtColumn {
+            term,
+            levels: lv.clone(),
+        });
         self.shift.push(shift);
         if self.terms[term].random {
             self.zindex.push(self.zcols.len());
@@ -400,6 +506,15 @@ impl Accumulator {
     fn update_variables(&mut self, chunk: &Chunk, rows: &[usize]) -> Result<()> {
         self.check_kinds(chunk)?;
         let cols = &chunk.columns;
+        for (v, m) in self.scale_moments.iter_mut() {
+            let col = &cols[*v];
+            for &r in rows {
+                let x = Self::num(col, r);
+                if col.valid[r] && x.is_finite() {
+                    m.push(x);
+                }
+            }
+        }
         let nvars = self.vars.len();
         let mut level_ids = std::mem::take(&mut self.level_ids);
         level_ids.resize(nvars, 0);
@@ -443,7 +558,11 @@ impl Accumulator {
             // data sorted by group, skip even the lookup.
             let f = &mut self.factors[0];
             let g = match (&f.vars[..], &cols[f.vars[0]].data) {
-                ([_], ColumnData::Int(v)) if self.last_group.1 != usize::MAX && self.last_group.0 == v[r] => self.last_group.1,
+                ([_], ColumnData::Int(v))
+                    if self.last_group.1 != usize::MAX && self.last_group.0 == v[r] =>
+                {
+                    self.last_group.1
+                }
                 ([_], ColumnData::Int(v)) => {
                     if let Some(&ahead) = v.get(r + 16) {
                         f.levels.prefetch_int(ahead);
@@ -463,7 +582,11 @@ impl Accumulator {
             .terms
             .iter()
             .map(|t| {
-                let cats = t.vars.iter().filter(|&&v| self.vars[v].kind == Some(Kind::Categorical)).count();
+                let cats = t
+                    .vars
+                    .iter()
+                    .filter(|&&v| self.vars[v].kind == Some(Kind::Categorical))
+                    .count();
                 if cats == 0 {
                     0
                 } else if cats == t.vars.len() {
@@ -492,7 +615,10 @@ impl Accumulator {
             }
             // Extended columns: term values first (may create columns), then the response.
             if self.ext.is_empty() {
-                self.ext.push(ExtColumn { term: usize::MAX, levels: vec![] });
+                self.ext.push(ExtColumn {
+                    term: usize::MAX,
+                    levels: vec![],
+                });
                 self.shift.push(0.0);
                 self.zindex.push(usize::MAX);
             }
@@ -516,11 +642,19 @@ impl Accumulator {
                 }
                 let fast = if lv.len() <= 1 {
                     let slot = lv.first().map_or(0, |&l| l as usize);
-                    self.terms[t].by_level.get(slot).copied().unwrap_or(usize::MAX)
+                    self.terms[t]
+                        .by_level
+                        .get(slot)
+                        .copied()
+                        .unwrap_or(usize::MAX)
                 } else {
                     usize::MAX
                 };
-                let col = match if fast != usize::MAX { Some(&fast) } else { self.terms[t].columns.get(lv.as_slice()) } {
+                let col = match if fast != usize::MAX {
+                    Some(&fast)
+                } else {
+                    self.terms[t].columns.get(lv.as_slice())
+                } {
                     Some(&c) => c,
                     // Rows before this one were 0 in a new column: its shift is 0.
                     None => self.new_ext(t, lv.clone(), 0.0)?,
@@ -532,7 +666,11 @@ impl Accumulator {
                 // First row of this state: shift each numeric column by its first value.
                 self.shift[0] = y;
                 for (t, &(c, v)) in slots.iter().enumerate() {
-                    if self.terms[t].vars.iter().all(|&v| self.vars[v].kind == Some(Kind::Numeric)) {
+                    if self.terms[t]
+                        .vars
+                        .iter()
+                        .all(|&v| self.vars[v].kind == Some(Kind::Numeric))
+                    {
                         self.shift[c] = v;
                     }
                 }
@@ -590,7 +728,10 @@ impl Accumulator {
                     fac.store.ensure(d, nz);
                     match wt {
                         None => fac.store.push(l, &self.x, &self.zcols, &mut self.delta),
-                        Some(w) => fac.store.push_weighted(l, &self.x, w, &self.zcols, &mut self.delta),
+                        Some(w) => {
+                            fac.store
+                                .push_weighted(l, &self.x, w, &self.zcols, &mut self.delta)
+                        }
                     }
                     self.flev.push(l);
                 }
@@ -599,7 +740,10 @@ impl Accumulator {
                     cell.store.ensure(d, nz);
                     match wt {
                         None => cell.store.push(c, &self.x, &self.zcols, &mut self.delta),
-                        Some(w) => cell.store.push_weighted(c, &self.x, w, &self.zcols, &mut self.delta),
+                        Some(w) => {
+                            cell.store
+                                .push_weighted(c, &self.x, w, &self.zcols, &mut self.delta)
+                        }
                     }
                 }
             }
@@ -624,10 +768,17 @@ impl Accumulator {
     /// their size is checked against the budget (`crate::budget`), so that a
     /// key with too many distinct values is an error, not an exhausted host.
     fn check_statistics_size(&self) -> Result<()> {
-        let stores = self.factors.iter().map(|f| &f.store).chain(self.cells.iter().map(|c| &c.store));
+        let stores = self
+            .factors
+            .iter()
+            .map(|f| &f.store)
+            .chain(self.cells.iter().map(|c| &c.store));
         let bytes: u128 = stores.map(|s| s.bytes() as u128).sum();
         let groups = self.factors.first().map_or(0, |f| f.store.len());
-        crate::budget::check(&format!("the statistics of {groups} groups (and their crossings)"), bytes)
+        crate::budget::check(
+            &format!("the statistics of {groups} groups (and their crossings)"),
+            bytes,
+        )
     }
 
     /// Add another state's statistics; `other` is left untouched.
@@ -641,10 +792,17 @@ impl Accumulator {
                     v.type_name = o.type_name.clone();
                 }
                 (Some(a), Some(b)) if a != b => {
-                    bail!("column '{}' has different types in different parts of the input", v.name)
+                    bail!(
+                        "column '{}' has different types in different parts of the input",
+                        v.name
+                    )
                 }
                 _ => {}
             }
+        }
+        // scale()'s moments count rows the fit drops, too
+        for ((_, mine), (_, theirs)) in self.scale_moments.iter_mut().zip(&other.scale_moments) {
+            mine.merge(theirs);
         }
         // A state that saw no rows adds nothing (a header, `distributed::header`,
         // saw rows but keeps no groups: its all-rows moments are merged).
@@ -662,7 +820,10 @@ impl Accumulator {
             .map(|(v, o)| o.levels.keys.iter().map(|k| v.levels.id(k)).collect())
             .collect();
         if self.ext.is_empty() {
-            self.ext.push(ExtColumn { term: usize::MAX, levels: vec![] });
+            self.ext.push(ExtColumn {
+                term: usize::MAX,
+                levels: vec![],
+            });
             self.shift.push(other.shift[0]);
             self.zindex.push(usize::MAX);
         }
@@ -675,7 +836,12 @@ impl Accumulator {
                 let lv: Vec<u32> = e
                     .levels
                     .iter()
-                    .zip(self.terms[e.term].vars.iter().filter(|&&v| self.vars[v].kind != Some(Kind::Numeric)))
+                    .zip(
+                        self.terms[e.term]
+                            .vars
+                            .iter()
+                            .filter(|&&v| self.vars[v].kind != Some(Kind::Numeric)),
+                    )
                     .map(|(&id, &v)| level_map[v][id as usize])
                     .collect();
                 match self.terms[e.term].columns.get(&lv) {
@@ -689,7 +855,11 @@ impl Accumulator {
         self.shift_set = true;
         let d = self.ext.len();
         let q = self.zcols.len();
-        let zmap: Vec<usize> = other.zcols.iter().map(|&c| self.zindex[col_map[c]]).collect();
+        let zmap: Vec<usize> = other
+            .zcols
+            .iter()
+            .map(|&c| self.zindex[col_map[c]])
+            .collect();
         self.global.merge_mapped(&other.global, &col_map, &offset);
         let mut scratch = Vec::new();
         // Level ids of other's factors -> ours, then the per-level and per-cell moments.
@@ -702,7 +872,16 @@ impl Accumulator {
                 if g == fs.store.len() {
                     fs.store.add_group();
                 }
-                fs.store.merge_group(g, &fo.store, gid, &col_map, &offset, &zmap, &self.zcols, &mut scratch);
+                fs.store.merge_group(
+                    g,
+                    &fo.store,
+                    gid,
+                    &col_map,
+                    &offset,
+                    &zmap,
+                    &self.zcols,
+                    &mut scratch,
+                );
                 fmap.push(g);
             }
             fmaps.push(fmap);
@@ -710,8 +889,20 @@ impl Accumulator {
         for (cs, co) in self.cells.iter_mut().zip(other.cells.iter()) {
             cs.store.ensure(d, q);
             for (cid, &(la, lb)) in co.keys.iter().enumerate() {
-                let c = cs.id(fmaps[cs.a][la as usize] as u32, fmaps[cs.b][lb as usize] as u32);
-                cs.store.merge_group(c, &co.store, cid, &col_map, &offset, &zmap, &self.zcols, &mut scratch);
+                let c = cs.id(
+                    fmaps[cs.a][la as usize] as u32,
+                    fmaps[cs.b][lb as usize] as u32,
+                );
+                cs.store.merge_group(
+                    c,
+                    &co.store,
+                    cid,
+                    &col_map,
+                    &offset,
+                    &zmap,
+                    &self.zcols,
+                    &mut scratch,
+                );
             }
         }
         Ok(())

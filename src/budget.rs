@@ -38,7 +38,9 @@ pub fn physical_memory() -> Option<u64> {
 }
 
 fn limit() -> Option<(u64, &'static str)> {
-    LIMIT.with(|l| l.get()).or_else(|| physical_memory().map(|b| (b, "the machine's physical memory")))
+    LIMIT
+        .with(|l| l.get())
+        .or_else(|| physical_memory().map(|b| (b, "the machine's physical memory")))
 }
 
 /// Refuse an allocation of `bytes` (for `what`) beyond the limit.
@@ -48,7 +50,11 @@ pub fn check(what: &str, bytes: u128) -> Result<()> {
             "{what} would need {}, more than {source} ({}); fit fewer levels or terms{}",
             human(bytes),
             human(lim as u128),
-            if source.contains("memory_limit") { ", or raise memory_limit" } else { "" }
+            if source.contains("memory_limit") {
+                ", or raise memory_limit"
+            } else {
+                ""
+            }
         ))),
         _ => Ok(()),
     }
@@ -78,7 +84,9 @@ pub fn human(bytes: u128) -> String {
 /// DuckDB's text for a size (`'10.0 MiB'`, `'2GB'`, `'1.5 GiB'`, `'512 bytes'`) in bytes.
 pub fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let number: f64 = t[..split].parse().ok()?;
     let unit = t[split..].trim().to_ascii_lowercase();
     let scale: f64 = match unit.as_str() {
@@ -112,7 +120,11 @@ mod tests {
     #[test]
     fn a_buffer_beyond_the_limit_is_an_error_stating_both_sizes() {
         with_limit(10 << 20, "memory_limit", || {
-            let e = check("the dense block of the crossed factors", doubles(4096 * 4096)).unwrap_err();
+            let e = check(
+                "the dense block of the crossed factors",
+                doubles(4096 * 4096),
+            )
+            .unwrap_err();
             assert_eq!(
                 e.0,
                 "the dense block of the crossed factors would need 128.0 MiB, more than memory_limit (10.0 MiB); \

@@ -37,12 +37,22 @@ pub struct Control {
 impl Control {
     /// Stops only when cancelled.
     pub fn new() -> Control {
-        Control { cancelled: AtomicBool::new(false), clock: || 0, patience: 0, last_heartbeat: AtomicU64::new(0) }
+        Control {
+            cancelled: AtomicBool::new(false),
+            clock: || 0,
+            patience: 0,
+            last_heartbeat: AtomicU64::new(0),
+        }
     }
 
     /// Also stops when no heartbeat came for more than `patience` ms of `clock`.
     pub fn watched(clock: fn() -> u64, patience: u64) -> Control {
-        Control { cancelled: AtomicBool::new(false), clock, patience, last_heartbeat: AtomicU64::new(clock()) }
+        Control {
+            cancelled: AtomicBool::new(false),
+            clock,
+            patience,
+            last_heartbeat: AtomicU64::new(clock()),
+        }
     }
 
     pub fn cancel(&self) {
@@ -57,7 +67,8 @@ impl Control {
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
             || (self.patience > 0
-                && (self.clock)().saturating_sub(self.last_heartbeat.load(Ordering::Relaxed)) > self.patience)
+                && (self.clock)().saturating_sub(self.last_heartbeat.load(Ordering::Relaxed))
+                    > self.patience)
     }
 }
 
@@ -139,7 +150,13 @@ mod tests {
 
     #[test]
     fn without_cancellation_the_result_comes_back() {
-        assert_eq!(run_cancellable(Arc::new(Control::new()), || { checkpoint(); 42 }), Ok(42));
+        assert_eq!(
+            run_cancellable(Arc::new(Control::new()), || {
+                checkpoint();
+                42
+            }),
+            Ok(42)
+        );
     }
 
     static NOW: AtomicU64 = AtomicU64::new(1000);

@@ -46,11 +46,18 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub fn new(data: &'a [u8], value: &'static str) -> Reader<'a> {
-        Reader { data, pos: 0, value }
+        Reader {
+            data,
+            pos: 0,
+            value,
+        }
     }
 
     pub fn corrupt(&self, what: &str) -> LmmError {
-        LmmError::new(format!("the {} is corrupt (cannot read {what})", self.value))
+        LmmError::new(format!(
+            "the {} is corrupt (cannot read {what})",
+            self.value
+        ))
     }
 
     pub fn is_at_end(&self) -> bool {
@@ -96,6 +103,8 @@ impl<'a> Reader<'a> {
     pub fn f64s(&mut self, n: usize, what: &str) -> Result<Vec<f64>> {
         let n = self.count(n as u64, 8, what)?;
         let b = self.take(8 * n, what)?;
-        Ok(b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect())
+        Ok(b.chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect())
     }
 }

@@ -128,7 +128,11 @@ impl Contrast {
                     .collect()
             }
         };
-        Ok(Coding { matrix, k, suffixes })
+        Ok(Coding {
+            matrix,
+            k,
+            suffixes,
+        })
     }
 }
 
@@ -142,7 +146,11 @@ pub fn orthonormal_polynomials(k: usize) -> Vec<f64> {
     for d in 0..k {
         // x · (previous column) keeps the leading coefficient positive and the
         // numbers well scaled (a three-term recurrence would too).
-        let mut v: Vec<f64> = if d == 0 { vec![1.0; k] } else { (0..k).map(|i| x[i] * q[(d - 1) * k + i]).collect() };
+        let mut v: Vec<f64> = if d == 0 {
+            vec![1.0; k]
+        } else {
+            (0..k).map(|i| x[i] * q[(d - 1) * k + i]).collect()
+        };
         for _ in 0..2 {
             for e in 0..d {
                 let dot: f64 = (0..k).map(|i| v[i] * q[e * k + i]).sum();
@@ -164,17 +172,31 @@ pub fn orthonormal_polynomials(k: usize) -> Vec<f64> {
 /// `recipe=sum, temperature=poly` (`:` after a key works as `=`).
 pub fn parse_option(text: &str) -> Result<Vec<(String, Contrast)>> {
     let t = text.trim();
-    let t = t.strip_prefix('{').and_then(|s| s.strip_suffix('}')).unwrap_or(t);
+    let t = t
+        .strip_prefix('{')
+        .and_then(|s| s.strip_suffix('}'))
+        .unwrap_or(t);
     let mut out: Vec<(String, Contrast)> = Vec::new();
     for entry in t.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let unquote = |s: &str| {
             let s = s.trim();
-            ['\'', '"'].iter().find_map(|&q| s.strip_prefix(q).and_then(|r| r.strip_suffix(q))).unwrap_or(s).to_string()
+            ['\'', '"']
+                .iter()
+                .find_map(|&q| s.strip_prefix(q).and_then(|r| r.strip_suffix(q)))
+                .unwrap_or(s)
+                .to_string()
         };
-        let (key, value) = if let Some(rest) = entry.strip_prefix('\'').or_else(|| entry.strip_prefix('"')) {
-            let close = rest.find(['\'', '"']).ok_or_else(|| crate::error::LmmError::new(format!("option contrasts: cannot read '{entry}'")))?;
+        let (key, value) = if let Some(rest) =
+            entry.strip_prefix('\'').or_else(|| entry.strip_prefix('"'))
+        {
+            let close = rest.find(['\'', '"']).ok_or_else(|| {
+                crate::error::LmmError::new(format!("option contrasts: cannot read '{entry}'"))
+            })?;
             let after = rest[close + 1..].trim_start();
-            let after = after.strip_prefix(':').or_else(|| after.strip_prefix('=')).unwrap_or(after);
+            let after = after
+                .strip_prefix(':')
+                .or_else(|| after.strip_prefix('='))
+                .unwrap_or(after);
             (rest[..close].to_string(), unquote(after))
         } else {
             let at = entry.find(['=', ':']).ok_or_else(|| {
@@ -210,10 +232,16 @@ mod tests {
         assert_eq!(s.suffixes, vec!["1", "2"]);
         let h = Contrast::Helmert.coding("f", &labels(3)).unwrap();
         assert_eq!(h.matrix, vec![-1.0, 1.0, 0.0, -1.0, -1.0, 2.0]);
-        let t = Contrast::Treatment(Some("l2".into())).coding("f", &labels(3)).unwrap();
+        let t = Contrast::Treatment(Some("l2".into()))
+            .coding("f", &labels(3))
+            .unwrap();
         assert_eq!(t.matrix, vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
         assert_eq!(t.suffixes, vec!["l1", "l3"]);
-        assert!(Contrast::Treatment(Some("zz".into())).coding("f", &labels(3)).unwrap_err().to_string().contains("'zz'"));
+        assert!(Contrast::Treatment(Some("zz".into()))
+            .coding("f", &labels(3))
+            .unwrap_err()
+            .to_string()
+            .contains("'zz'"));
     }
 
     #[test]
@@ -221,8 +249,18 @@ mod tests {
         // contr.poly(4) from R 4.2
         let p = Contrast::Poly.coding("f", &labels(4)).unwrap();
         let r = [
-            -0.670820393249937, -0.223606797749979, 0.223606797749979, 0.670820393249937, 0.5, -0.5, -0.5, 0.5, -0.223606797749979,
-            0.670820393249937, -0.670820393249937, 0.223606797749979,
+            -0.670820393249937,
+            -0.223606797749979,
+            0.223606797749979,
+            0.670820393249937,
+            0.5,
+            -0.5,
+            -0.5,
+            0.5,
+            -0.223606797749979,
+            0.670820393249937,
+            -0.670820393249937,
+            0.223606797749979,
         ];
         for (a, b) in p.matrix.iter().zip(r) {
             assert!((a - b).abs() < 1e-13, "{a} vs {b}");
@@ -239,13 +277,37 @@ mod tests {
 
     #[test]
     fn option_text_forms() {
-        let want = vec![("recipe".to_string(), Contrast::Sum), ("temperature".to_string(), Contrast::Poly)];
-        assert_eq!(parse_option("{'recipe': sum, 'temperature': poly}").unwrap(), want);
-        assert_eq!(parse_option("{recipe=sum, temperature=poly}").unwrap(), want);
-        assert_eq!(parse_option("recipe = 'sum', temperature: contr.poly").unwrap(), want);
-        assert_eq!(parse_option("{'g': treatment:B}").unwrap(), vec![("g".to_string(), Contrast::Treatment(Some("B".into())))]);
-        assert!(parse_option("{'g': lasso}").unwrap_err().to_string().contains("unknown contrast 'lasso' for 'g'"));
-        assert!(parse_option("{'g': sum:B}").unwrap_err().to_string().contains("only treatment"));
-        assert!(parse_option("g=sum, g=poly").unwrap_err().to_string().contains("twice"));
+        let want = vec![
+            ("recipe".to_string(), Contrast::Sum),
+            ("temperature".to_string(), Contrast::Poly),
+        ];
+        assert_eq!(
+            parse_option("{'recipe': sum, 'temperature': poly}").unwrap(),
+            want
+        );
+        assert_eq!(
+            parse_option("{recipe=sum, temperature=poly}").unwrap(),
+            want
+        );
+        assert_eq!(
+            parse_option("recipe = 'sum', temperature: contr.poly").unwrap(),
+            want
+        );
+        assert_eq!(
+            parse_option("{'g': treatment:B}").unwrap(),
+            vec![("g".to_string(), Contrast::Treatment(Some("B".into())))]
+        );
+        assert!(parse_option("{'g': lasso}")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown contrast 'lasso' for 'g'"));
+        assert!(parse_option("{'g': sum:B}")
+            .unwrap_err()
+            .to_string()
+            .contains("only treatment"));
+        assert!(parse_option("g=sum, g=poly")
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
     }
 }

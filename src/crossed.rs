@@ -17,8 +17,8 @@
 //! Memory: (m + p + 1)² doubles for S, and as much again while the gradient
 //! inverts it (`deviance_and_gradient`), whatever the number of rows.
 
-use crate::options::Method;
 use crate::dense::{dense_cholesky, invert_leading, sandwich, solve_lower, solve_lower_transposed};
+use crate::options::Method;
 use crate::reml::cholesky_lower;
 
 /// One grouping factor's per-level blocks (on the re-expressed columns).
@@ -95,7 +95,14 @@ struct Eval {
 }
 
 impl CrossedProblem {
-    pub fn new(n: f64, p: usize, method: Method, mut factors: Vec<Factor>, pairs: Vec<Pair>, rtr: Vec<f64>) -> Self {
+    pub fn new(
+        n: f64,
+        p: usize,
+        method: Method,
+        mut factors: Vec<Factor>,
+        pairs: Vec<Pair>,
+        rtr: Vec<f64>,
+    ) -> Self {
         let mut m = 0;
         for f in factors.iter_mut().skip(1) {
             f.off = m;
@@ -178,7 +185,12 @@ impl CrossedProblem {
     /// L_i L_iᵀ = Λ₀ᵀA_00(i)Λ₀ + I, and C_i = L_i⁻¹Λ₀ᵀ[A_0D(i)Λ_D | B_0(i)] on
     /// its support (`support[support_ptr[i]..support_ptr[i+1]]`), written to
     /// `c` column by column (q₀ values each). None if not positive definite.
-    fn first_factor_level(&self, i: usize, lambdas: &[Vec<f64>], c: &mut [f64]) -> Option<Vec<f64>> {
+    fn first_factor_level(
+        &self,
+        i: usize,
+        lambdas: &[Vec<f64>],
+        c: &mut [f64],
+    ) -> Option<Vec<f64>> {
         let k = self.k();
         let f0 = &self.factors[0];
         let q0 = f0.q;
@@ -319,9 +331,22 @@ impl CrossedProblem {
         let pwrss = rho * rho;
         let two_pi = 2.0 * std::f64::consts::PI;
         let dof = self.residual_dof();
-        let reml_term = if self.method == Method::Reml { logdet_rx } else { 0.0 };
+        let reml_term = if self.method == Method::Reml {
+            logdet_rx
+        } else {
+            0.0
+        };
         let deviance = logdet + reml_term + dof * (1.0 + (two_pi * pwrss / dof).ln());
-        deviance.is_finite().then_some(Eval { deviance, logdet_l: logdet, logdet_rx, logdets: logdet + reml_term, ls: s, pwrss, c, level_chol })
+        deviance.is_finite().then_some(Eval {
+            deviance,
+            logdet_l: logdet,
+            logdet_rx,
+            logdets: logdet + reml_term,
+            ls: s,
+            pwrss,
+            c,
+            level_chol,
+        })
     }
 
     /// S[r, j] −= Σ_i C_i[:, j]ᵀ C_i[:, r] for r ≥ j (the lower triangle), one
@@ -331,28 +356,39 @@ impl CrossedProblem {
         use rayon::prelude::*;
         let dim = self.m + self.k();
         let q0 = self.factors[0].q;
-        let (support, by_column, ptr) = (&self.support[..], &self.by_column[..], &self.by_column_ptr[..]);
-        s.par_chunks_mut(dim).enumerate().with_min_len(16).for_each(|(j, col)| {
-            let entries = &by_column[ptr[j]..ptr[j + 1]];
-            if q0 == 1 {
-                for &(g, end) in entries {
-                    let (g, end) = (g as usize, end as usize);
-                    let cj = c[g];
-                    for t in g..end {
-                        col[support[t] as usize] -= cj * c[t];
+        let (support, by_column, ptr) = (
+            &self.support[..],
+            &self.by_column[..],
+            &self.by_column_ptr[..],
+        );
+        s.par_chunks_mut(dim)
+            .enumerate()
+            .with_min_len(16)
+            .for_each(|(j, col)| {
+                let entries = &by_column[ptr[j]..ptr[j + 1]];
+                if q0 == 1 {
+                    for &(g, end) in entries {
+                        let (g, end) = (g as usize, end as usize);
+                        let cj = c[g];
+                        for t in g..end {
+                            col[support[t] as usize] -= cj * c[t];
+                        }
+                    }
+                } else {
+                    for &(g, end) in entries {
+                        let (g, end) = (g as usize, end as usize);
+                        let cj = &c[g * q0..(g + 1) * q0];
+                        for t in g..end {
+                            let v: f64 = cj
+                                .iter()
+                                .zip(&c[t * q0..(t + 1) * q0])
+                                .map(|(a, b)| a * b)
+                                .sum();
+                            col[support[t] as usize] -= v;
+                        }
                     }
                 }
-            } else {
-                for &(g, end) in entries {
-                    let (g, end) = (g as usize, end as usize);
-                    let cj = &c[g * q0..(g + 1) * q0];
-                    for t in g..end {
-                        let v: f64 = cj.iter().zip(&c[t * q0..(t + 1) * q0]).map(|(a, b)| a * b).sum();
-                        col[support[t] as usize] -= v;
-                    }
-                }
-            }
-        });
+            });
     }
 
     /// x = [u_D; β]: the spherical modes of the dense factors and β̂, from
@@ -426,10 +462,19 @@ impl CrossedProblem {
     /// Only the diagonal blocks of P are needed, summed per factor: for the
     /// dense factors they are blocks of S⁻¹; for level i of the first factor
     /// P_ii = L_i⁻ᵀ(I + C_i S⁻¹ C_iᵀ)L_i⁻¹, its S⁻¹ entries on C_i's support.
-    pub fn deviance_and_gradient(&self, lambdas: &[Vec<f64>], positions: &[Vec<(usize, usize)>]) -> Option<(f64, Vec<f64>)> {
+    pub fn deviance_and_gradient(
+        &self,
+        lambdas: &[Vec<f64>],
+        positions: &[Vec<(usize, usize)>],
+    ) -> Option<(f64, Vec<f64>)> {
         let g = self.gradients(lambdas, positions, &|pt| pt.beta.clone())?;
         let c = self.residual_dof();
-        let grad = g.logdets.iter().zip(&g.pwrss).map(|(a, b)| a + c * b / g.point.pwrss).collect();
+        let grad = g
+            .logdets
+            .iter()
+            .zip(&g.pwrss)
+            .map(|(a, b)| a + c * b / g.point.pwrss)
+            .collect();
         Some((g.point.deviance, grad))
     }
 
@@ -468,7 +513,11 @@ impl CrossedProblem {
             xtvx_inv: self.beta_covariance(&e.ls, dim, 1.0),
         };
         let chosen = beta(&point);
-        let x = if chosen == point.beta { modes } else { self.dense_modes_at(&e.ls, &chosen) };
+        let x = if chosen == point.beta {
+            modes
+        } else {
+            self.dense_modes_at(&e.ls, &chosen)
+        };
         let u0 = self.first_factor_modes(&e, &x);
         let nsub = match self.method {
             Method::Ml => m,
@@ -507,7 +556,9 @@ impl CrossedProblem {
             let li = lower_inverse(l, q0);
             for a in 0..q0 {
                 for b in 0..q0 {
-                    pf[0][b * q0 + a] += (a.max(b)..q0).map(|t| li[a * q0 + t] * li[b * q0 + t]).sum::<f64>();
+                    pf[0][b * q0 + a] += (a.max(b)..q0)
+                        .map(|t| li[a * q0 + t] * li[b * q0 + t])
+                        .sum::<f64>();
                 }
             }
             let ui = &u0[i * q0..(i + 1) * q0];
@@ -518,7 +569,11 @@ impl CrossedProblem {
             }
         }
         let drop_tail = dim - nsub;
-        let (support, by_column, ptr) = (&self.support[..], &self.by_column[..], &self.by_column_ptr[..]);
+        let (support, by_column, ptr) = (
+            &self.support[..],
+            &self.by_column[..],
+            &self.by_column_ptr[..],
+        );
         let gm = &gmat[..];
         let quad = (0..nsub)
             .into_par_iter()
@@ -545,10 +600,13 @@ impl CrossedProblem {
                     acc
                 },
             )
-            .reduce(|| vec![0.0; q0 * q0], |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            });
+            .reduce(
+                || vec![0.0; q0 * q0],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            );
         for (v, w) in pf[0].iter_mut().zip(&quad) {
             *v += w;
         }
@@ -562,14 +620,21 @@ impl CrossedProblem {
             };
             let q = f.q;
             // (M Λ⁻¹)[c, r] = Σ_t M[c, t] Λ⁻¹[t, r]
-            let times_inv = |mat: &[f64], r: usize, c: usize| -> f64 { (0..q).map(|t| mat[t * q + c] * li[r * q + t]).sum() };
+            let times_inv = |mat: &[f64], r: usize, c: usize| -> f64 {
+                (0..q).map(|t| mat[t * q + c] * li[r * q + t]).sum()
+            };
             for &(r, c) in &positions[fi] {
                 logdets.push(2.0 * (f.nlev as f64 * li[r * q + c] - times_inv(&pf[fi], r, c)));
                 pwrss.push(-2.0 * times_inv(&uf[fi], r, c));
             }
         }
         self.recycle(e.ls);
-        Some(crate::inference::likelihood::Gradients { point, beta: chosen, logdets, pwrss })
+        Some(crate::inference::likelihood::Gradients {
+            point,
+            beta: chosen,
+            logdets,
+            pwrss,
+        })
     }
 
     /// Keep S's storage for the next evaluation.
@@ -629,7 +694,9 @@ impl CrossedProblem {
         let mut vcov = vec![0.0; p * p];
         for a in 0..p {
             for b in 0..p {
-                let v: f64 = (a.max(b)..p).map(|r| linv[a * p + r] * linv[b * p + r]).sum();
+                let v: f64 = (a.max(b)..p)
+                    .map(|r| linv[a * p + r] * linv[b * p + r])
+                    .sum();
                 vcov[b * p + a] = sigma2 * v;
             }
         }
@@ -665,7 +732,15 @@ impl CrossedProblem {
                         pu[c2 * q + a] = pdd(o + a, o + c2);
                     }
                 }
-                write_mode_and_cov(lam, u, &pu, q, sigma2, &mut b[l * q..(l + 1) * q], &mut cc[l * q * q..(l + 1) * q * q]);
+                write_mode_and_cov(
+                    lam,
+                    u,
+                    &pu,
+                    q,
+                    sigma2,
+                    &mut b[l * q..(l + 1) * q],
+                    &mut cc[l * q * q..(l + 1) * q * q],
+                );
             }
             blups.push(b);
             cond.push(cc);
@@ -705,17 +780,40 @@ impl CrossedProblem {
             }
             let mid = sandwich(&li_t, &inner, q0);
             let ui = &u0[i * q0..(i + 1) * q0];
-            write_mode_and_cov(lam0, ui, &mid, q0, sigma2, &mut b0[i * q0..(i + 1) * q0], &mut cc0[i * q0 * q0..(i + 1) * q0 * q0]);
+            write_mode_and_cov(
+                lam0,
+                ui,
+                &mid,
+                q0,
+                sigma2,
+                &mut b0[i * q0..(i + 1) * q0],
+                &mut cc0[i * q0 * q0..(i + 1) * q0 * q0],
+            );
         }
         blups[0] = b0;
         cond[0] = cc0;
         self.recycle(e.ls);
-        Some(CrossedSolution { deviance: e.deviance, beta, sigma2, vcov, blups, cond_cov: cond })
+        Some(CrossedSolution {
+            deviance: e.deviance,
+            beta,
+            sigma2,
+            vcov,
+            blups,
+            cond_cov: cond,
+        })
     }
 }
 
 /// b = Λ u and σ² Λ P Λᵀ for one level.
-fn write_mode_and_cov(lam: &[f64], u: &[f64], pm: &[f64], q: usize, sigma2: f64, b: &mut [f64], cc: &mut [f64]) {
+fn write_mode_and_cov(
+    lam: &[f64],
+    u: &[f64],
+    pm: &[f64],
+    q: usize,
+    sigma2: f64,
+    b: &mut [f64],
+    cc: &mut [f64],
+) {
     for r in 0..q {
         b[r] = (0..=r).map(|t| lam[t * q + r] * u[t]).sum();
     }
@@ -772,23 +870,39 @@ mod tests {
         let (n0, n1, n2) = (23, 9, 3);
         let mut state: u64 = 12345;
         let mut unif = move || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 11) as f64) / ((1u64 << 53) as f64)
         };
         let (p, k) = (2, 3);
         let qs = [q0, q1, 1];
         let nlevs = [n0, n1, n2];
-        let mut ztz: Vec<Vec<f64>> = (0..3).map(|f| vec![0.0; nlevs[f] * qs[f] * qs[f]]).collect();
+        let mut ztz: Vec<Vec<f64>> = (0..3)
+            .map(|f| vec![0.0; nlevs[f] * qs[f] * qs[f]])
+            .collect();
         let mut ztr: Vec<Vec<f64>> = (0..3).map(|f| vec![0.0; nlevs[f] * qs[f] * k]).collect();
-        let mut cells: Vec<std::collections::BTreeMap<(u32, u32), Vec<f64>>> = vec![Default::default(); 3];
+        let mut cells: Vec<std::collections::BTreeMap<(u32, u32), Vec<f64>>> =
+            vec![Default::default(); 3];
         let mut rtr = vec![0.0; k * k];
         let rows = 400;
         for _ in 0..rows {
-            let lev = [(unif() * n0 as f64) as usize, (unif() * n1 as f64) as usize, (unif() * n2 as f64) as usize];
+            let lev = [
+                (unif() * n0 as f64) as usize,
+                (unif() * n1 as f64) as usize,
+                (unif() * n2 as f64) as usize,
+            ];
             let x = unif() * 4.0 - 2.0;
-            let y = 1.0 + 0.5 * x + (lev[0] as f64 * 0.37).sin() + (lev[1] as f64).cos() * (1.0 + 0.3 * x) + 0.2 * lev[2] as f64 + unif();
+            let y = 1.0
+                + 0.5 * x
+                + (lev[0] as f64 * 0.37).sin()
+                + (lev[1] as f64).cos() * (1.0 + 0.3 * x)
+                + 0.2 * lev[2] as f64
+                + unif();
             let r = [1.0, x, y];
-            let z: Vec<Vec<f64>> = (0..3).map(|f| if qs[f] == 2 { vec![1.0, x] } else { vec![1.0] }).collect();
+            let z: Vec<Vec<f64>> = (0..3)
+                .map(|f| if qs[f] == 2 { vec![1.0, x] } else { vec![1.0] })
+                .collect();
             for f in 0..3 {
                 let q = qs[f];
                 for c in 0..q {
@@ -801,7 +915,9 @@ mod tests {
                 }
             }
             for (pi, (fa, fb)) in [(0, 1), (0, 2), (1, 2)].into_iter().enumerate() {
-                let blk = cells[pi].entry((lev[fa] as u32, lev[fb] as u32)).or_insert_with(|| vec![0.0; qs[fa] * qs[fb]]);
+                let blk = cells[pi]
+                    .entry((lev[fa] as u32, lev[fb] as u32))
+                    .or_insert_with(|| vec![0.0; qs[fa] * qs[fb]]);
                 for c in 0..qs[fb] {
                     for a in 0..qs[fa] {
                         blk[c * qs[fa] + a] += z[fa][a] * z[fb][c];
@@ -814,7 +930,15 @@ mod tests {
                 }
             }
         }
-        let factors = (0..3).map(|f| Factor { q: qs[f], nlev: nlevs[f], ztz: ztz[f].clone(), ztr: ztr[f].clone(), off: 0 }).collect();
+        let factors = (0..3)
+            .map(|f| Factor {
+                q: qs[f],
+                nlev: nlevs[f],
+                ztz: ztz[f].clone(),
+                ztr: ztr[f].clone(),
+                off: 0,
+            })
+            .collect();
         let pairs = [(0, 1), (0, 2), (1, 2)]
             .into_iter()
             .enumerate()
@@ -850,19 +974,30 @@ mod tests {
             for (q0, q1) in [(1, 1), (2, 1), (1, 2), (2, 2)] {
                 let pr = problem(method, q0, q1);
                 let qs = [q0, q1, 1];
-                let positions: Vec<Vec<(usize, usize)>> =
-                    qs.iter().map(|&q| (0..q).flat_map(|c| (c..q).map(move |r| (r, c))).collect()).collect();
+                let positions: Vec<Vec<(usize, usize)>> = qs
+                    .iter()
+                    .map(|&q| (0..q).flat_map(|c| (c..q).map(move |r| (r, c))).collect())
+                    .collect();
                 let ntheta: usize = qs.iter().map(|q| q * (q + 1) / 2).sum();
-                let theta: Vec<f64> = (0..ntheta).map(|i| 0.9 - 0.17 * i as f64 + if i % 2 == 1 { -0.6 } else { 0.0 }).collect();
-                let (f0, g) = pr.deviance_and_gradient(&lambdas(&theta, &qs), &positions).unwrap();
+                let theta: Vec<f64> = (0..ntheta)
+                    .map(|i| 0.9 - 0.17 * i as f64 + if i % 2 == 1 { -0.6 } else { 0.0 })
+                    .collect();
+                let (f0, g) = pr
+                    .deviance_and_gradient(&lambdas(&theta, &qs), &positions)
+                    .unwrap();
                 assert!((f0 - pr.deviance(&lambdas(&theta, &qs))).abs() < 1e-12 * f0.abs());
                 for j in 0..ntheta {
                     let h = 1e-6;
                     let (mut tp, mut tm) = (theta.clone(), theta.clone());
                     tp[j] += h;
                     tm[j] -= h;
-                    let fd = (pr.deviance(&lambdas(&tp, &qs)) - pr.deviance(&lambdas(&tm, &qs))) / (2.0 * h);
-                    assert!((fd - g[j]).abs() < 1e-5 * (1.0 + fd.abs()), "{method:?} q=({q0},{q1}) θ{j}: analytic {} vs fd {fd}", g[j]);
+                    let fd = (pr.deviance(&lambdas(&tp, &qs)) - pr.deviance(&lambdas(&tm, &qs)))
+                        / (2.0 * h);
+                    assert!(
+                        (fd - g[j]).abs() < 1e-5 * (1.0 + fd.abs()),
+                        "{method:?} q=({q0},{q1}) θ{j}: analytic {} vs fd {fd}",
+                        g[j]
+                    );
                 }
             }
         }

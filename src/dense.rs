@@ -95,9 +95,21 @@ fn faer_llt(a: &mut [f64], n: usize, ld: usize) -> bool {
     use faer::dyn_stack::{MemBuffer, MemStack};
     use faer::linalg::cholesky::llt::factor;
     let par = faer::get_global_parallelism();
-    let mut buf = MemBuffer::new(factor::cholesky_in_place_scratch::<f64>(n, par, Default::default()));
-    let m = faer::MatMut::from_column_major_slice_with_stride_mut(&mut a[..(n - 1) * ld + n], n, n, ld);
-    factor::cholesky_in_place(m, Default::default(), par, MemStack::new(&mut buf), Default::default()).is_ok()
+    let mut buf = MemBuffer::new(factor::cholesky_in_place_scratch::<f64>(
+        n,
+        par,
+        Default::default(),
+    ));
+    let m =
+        faer::MatMut::from_column_major_slice_with_stride_mut(&mut a[..(n - 1) * ld + n], n, n, ld);
+    factor::cholesky_in_place(
+        m,
+        Default::default(),
+        par,
+        MemStack::new(&mut buf),
+        Default::default(),
+    )
+    .is_ok()
 }
 
 /// (RᵀR)⁻¹ = R⁻¹R⁻ᵀ for the leading p×p upper-triangular block R of a
@@ -135,7 +147,11 @@ fn faer_upper_gram_inverse(u: &[f64], ld: usize, p: usize) -> Vec<f64> {
     let par = faer::get_global_parallelism();
     let r = faer::MatRef::from_column_major_slice_with_stride(&u[..(p - 1) * ld + p], p, p, ld);
     let mut rinv = vec![0.0; p * p];
-    faer::linalg::triangular_inverse::invert_upper_triangular(faer::MatMut::from_column_major_slice_mut(&mut rinv, p, p), r, par);
+    faer::linalg::triangular_inverse::invert_upper_triangular(
+        faer::MatMut::from_column_major_slice_mut(&mut rinv, p, p),
+        r,
+        par,
+    );
     let ri = faer::MatRef::from_column_major_slice(&rinv, p, p);
     let mut out = vec![0.0; p * p];
     // Only the lower triangle of the symmetric product (a third of a full product), then mirrored.
@@ -167,10 +183,24 @@ pub fn sandwich(a: &[f64], s: &[f64], n: usize) -> Vec<f64> {
         let am = faer::MatRef::from_column_major_slice(a, n, n);
         let sm = faer::MatRef::from_column_major_slice(s, n, n);
         let mut tmp = vec![0.0; n * n];
-        faer::linalg::matmul::matmul(faer::MatMut::from_column_major_slice_mut(&mut tmp, n, n), faer::Accum::Replace, am, sm, 1.0, par);
+        faer::linalg::matmul::matmul(
+            faer::MatMut::from_column_major_slice_mut(&mut tmp, n, n),
+            faer::Accum::Replace,
+            am,
+            sm,
+            1.0,
+            par,
+        );
         let tm = faer::MatRef::from_column_major_slice(&tmp, n, n);
         let mut out = vec![0.0; n * n];
-        faer::linalg::matmul::matmul(faer::MatMut::from_column_major_slice_mut(&mut out, n, n), faer::Accum::Replace, tm, am.transpose(), 1.0, par);
+        faer::linalg::matmul::matmul(
+            faer::MatMut::from_column_major_slice_mut(&mut out, n, n),
+            faer::Accum::Replace,
+            tm,
+            am.transpose(),
+            1.0,
+            par,
+        );
         return out;
     }
     let mut tmp = vec![0.0; n * n];
@@ -252,7 +282,11 @@ pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
     }
     let norm: f64 = m.iter().map(|x| x * x).sum::<f64>().sqrt();
     for _sweep in 0..100 {
-        let off: f64 = (0..n).flat_map(|c| (0..n).filter(move |&r| r != c).map(move |r| (r, c))).map(|(r, c)| m[c * n + r] * m[c * n + r]).sum::<f64>().sqrt();
+        let off: f64 = (0..n)
+            .flat_map(|c| (0..n).filter(move |&r| r != c).map(move |r| (r, c)))
+            .map(|(r, c)| m[c * n + r] * m[c * n + r])
+            .sum::<f64>()
+            .sqrt();
         if off <= 1e-17 * norm || off == 0.0 {
             break;
         }
@@ -265,7 +299,11 @@ pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
                 let (app, aqq) = (m[pi * n + pi], m[qi * n + qi]);
                 // The rotation that zeroes m[p, q]: t = tan φ, the smaller root of t² + 2τt − 1 = 0.
                 let tau = (aqq - app) / (2.0 * apq);
-                let t = if tau == 0.0 { 1.0 } else { tau.signum() / (tau.abs() + (1.0 + tau * tau).sqrt()) };
+                let t = if tau == 0.0 {
+                    1.0
+                } else {
+                    tau.signum() / (tau.abs() + (1.0 + tau * tau).sqrt())
+                };
                 let c = 1.0 / (1.0 + t * t).sqrt();
                 let s = t * c;
                 for k in 0..n {
@@ -288,4 +326,3 @@ pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
     }
     ((0..n).map(|i| m[i * n + i]).collect(), v)
 }
-

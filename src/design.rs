@@ -8,9 +8,9 @@
 
 use crate::accumulator::{Accumulator, Kind};
 use crate::bail;
+use crate::contrasts::{Coding, Contrast};
 use crate::error::Result;
 use crate::formula::Term;
-use crate::contrasts::{Coding, Contrast};
 use crate::levels;
 
 /// Most (level combination, column) pairs the contrast-coded columns of one
@@ -39,13 +39,22 @@ impl Choice {
 /// The contrast the options give the categorical variable v, if any.
 pub fn contrast_of(acc: &Accumulator, v: usize) -> Option<Contrast> {
     let name = &acc.vars[v].name;
-    acc.options.contrasts.iter().find(|(k, _)| k == name).map(|(_, c)| c.clone())
+    acc.options
+        .contrasts
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, c)| c.clone())
 }
 
 /// The contrast matrix of variable v under c, over its levels as sorted.
 pub fn coding(acc: &Accumulator, v: usize, c: Contrast) -> Result<Coding> {
     let variable = &acc.vars[v];
-    let labels: Vec<String> = variable.levels.sorted().iter().map(|&id| levels::label(&variable.levels.keys[id as usize])).collect();
+    let labels: Vec<String> = variable
+        .levels
+        .sorted()
+        .iter()
+        .map(|&id| levels::label(&variable.levels.keys[id as usize]))
+        .collect();
     c.coding(&variable.name, &labels)
 }
 
@@ -53,16 +62,38 @@ pub fn coding(acc: &Accumulator, v: usize, c: Contrast) -> Result<Coding> {
 pub fn check_contrasts(acc: &Accumulator) -> Result<()> {
     for (key, _) in &acc.options.contrasts {
         let known = || {
-            let cats: Vec<&str> = acc.vars.iter().filter(|v| v.kind == Some(Kind::Categorical) && !v.grouping).map(|v| v.name.as_str()).collect();
-            if cats.is_empty() { "the model has none".to_string() } else { format!("its categorical columns: {}", cats.join(", ")) }
+            let cats: Vec<&str> = acc
+                .vars
+                .iter()
+                .filter(|v| v.kind == Some(Kind::Categorical) && !v.grouping)
+                .map(|v| v.name.as_str())
+                .collect();
+            if cats.is_empty() {
+                "the model has none".to_string()
+            } else {
+                format!("its categorical columns: {}", cats.join(", "))
+            }
         };
         match acc.vars.iter().find(|v| v.name == *key) {
-            None => bail!("contrasts: '{key}' is not a column of the model ({})", known()),
+            None => bail!(
+                "contrasts: '{key}' is not a column of the model ({})",
+                known()
+            ),
             Some(v) if v.kind != Some(Kind::Categorical) => {
                 bail!("contrasts: '{key}' is numeric, not a categorical column of the model ({}; factor({key}) makes it one)", known())
             }
-            Some(v) if v.response || (v.grouping && !acc.terms.iter().any(|t| t.vars.iter().any(|&w| acc.vars[w].name == *key))) => {
-                bail!("contrasts: '{key}' is only a grouping factor, not a term of the model ({})", known())
+            Some(v)
+                if v.response
+                    || (v.grouping
+                        && !acc
+                            .terms
+                            .iter()
+                            .any(|t| t.vars.iter().any(|&w| acc.vars[w].name == *key))) =>
+            {
+                bail!(
+                    "contrasts: '{key}' is only a grouping factor, not a term of the model ({})",
+                    known()
+                )
             }
             Some(_) => {}
         }
@@ -73,7 +104,10 @@ pub fn check_contrasts(acc: &Accumulator) -> Result<()> {
 /// The source of the product over categorical variables of Σ_level coef ·
 /// indicator (one entry each): the level combinations' extended columns,
 /// weighted; a single unweighted one is that column, none is `Zero`.
-fn combination_source(factors: &[(usize, Vec<(u32, f64)>)], ext_of: &dyn Fn(&[(usize, u32)]) -> Option<usize>) -> Source {
+fn combination_source(
+    factors: &[(usize, Vec<(u32, f64)>)],
+    ext_of: &dyn Fn(&[(usize, u32)]) -> Option<usize>,
+) -> Source {
     if factors.is_empty() {
         return match ext_of(&[]) {
             Some(c) => Source::Ext(c),
@@ -83,7 +117,11 @@ fn combination_source(factors: &[(usize, Vec<(u32, f64)>)], ext_of: &dyn Fn(&[(u
     let mut terms: Vec<(usize, f64)> = Vec::new();
     let mut at = vec![0usize; factors.len()];
     'combos: loop {
-        let levels_of: Vec<(usize, u32)> = factors.iter().zip(&at).map(|((v, t), &i)| (*v, t[i].0)).collect();
+        let levels_of: Vec<(usize, u32)> = factors
+            .iter()
+            .zip(&at)
+            .map(|((v, t), &i)| (*v, t[i].0))
+            .collect();
         let coef: f64 = factors.iter().zip(&at).map(|((_, t), &i)| t[i].1).product();
         if let Some(c) = ext_of(&levels_of) {
             terms.push((c, coef));
@@ -97,11 +135,80 @@ fn combination_source(factors: &[(usize, Vec<(u32, f64)>)], ext_of: &dyn Fn(&[(u
         }
         break;
     }
-    match terms.as_slice() {
-        [] => Source::Zero,
-        [(c, w)] if *w == 1.0 => Source::Ext(*c),
-        _ => Source::Combo(terms),
+    Combination {
+        terms,
+        constant: 0.0,
     }
+    .source()
+}
+
+/// Σ coefficient × extended column + constant, as it is built.
+#[derive(Default)]
+struct Combination {
+    terms: Vec<(usize, f64)>,
+    constant: f64,
+}
+
+impl Combination {
+    /// Add `coef` × the column `s`.
+    fn add(&mut self, s: &Source, coef: f64) {
+        match s {
+            Source::Ones => self.constant += coef,
+            Source::Zero => {}
+            Source::Ext(c) => self.terms.push((*c, coef)),
+            Source::Combo(terms, k) => {
+                self.terms.extend(terms.iter().map(|&(c, w)| (c, w * coef)));
+                self.constant += k * coef;
+            }
+        }
+    }
+
+    fn source(self) -> Source {
+        match (self.terms.as_slice(), self.constant) {
+            ([], 0.0) => Source::Zero,
+            ([(c, w)], 0.0) if *w == 1.0 => Source::Ext(*c),
+            _ => Source::Combo(self.terms, self.constant),
+        }
+    }
+}
+
+/// The source of a term's column whose scale() variables `scaled` (variable,
+/// centre c, scale s) are (x − c)/s: Σ over the subsets of them kept of
+/// Π_kept x · Π_dropped (−c) / Π s, each product the column of the term
+/// without the dropped variables (`source_of`: the column of a sub-term, given
+/// its variables; the empty term is the intercept).
+fn scaled_source(
+    term: &[usize],
+    scaled: &[(usize, f64, f64)],
+    source_of: &dyn Fn(&[usize]) -> Source,
+) -> Source {
+    let mut sum = Combination::default();
+    for kept in 0..(1usize << scaled.len()) {
+        let mut coef = 1.0;
+        let mut dropped = Vec::new();
+        for (b, &(v, c, s)) in scaled.iter().enumerate() {
+            coef /= s;
+            if kept >> b & 1 == 0 {
+                coef *= -c;
+                dropped.push(v);
+            }
+        }
+        if coef == 0.0 {
+            continue;
+        }
+        let sub: Vec<usize> = term
+            .iter()
+            .copied()
+            .filter(|v| !dropped.contains(v))
+            .collect();
+        let src = if sub.is_empty() {
+            Source::Ones
+        } else {
+            source_of(&sub)
+        };
+        sum.add(&src, coef);
+    }
+    sum.source()
 }
 
 /// Most design columns (extended columns in the accumulator; X or Z columns
@@ -116,9 +223,10 @@ pub enum Source {
     Zero,
     /// An extended-design column of the accumulator.
     Ext(usize),
-    /// Σ coefficient × extended column: a contrast-coded factor's column (a
-    /// combination of its levels' indicator columns).
-    Combo(Vec<(usize, f64)>),
+    /// Σ coefficient × extended column + constant: a contrast-coded factor's
+    /// column (a combination of its levels' indicator columns), a scale()
+    /// variable's ((x − c)/s: `scaled_source`).
+    Combo(Vec<(usize, f64)>, f64),
 }
 
 /// One factor of a design column's product, for a variable.
@@ -148,15 +256,36 @@ fn same_set(a: &[usize], b: &[usize]) -> bool {
 /// Code an intercept flag and a list of terms into named design columns.
 /// `fixed`: the fixed-effect terms, where `contrasts :=` applies (as lme4's
 /// `contrasts` argument, random-effect terms keep treatment coding).
-pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term], fixed: bool) -> Result<Vec<DesignColumn>> {
-    let var = |name: &str| acc.vars.iter().position(|v| v.name == name).expect("variable registered at parse");
-    let term_vars: Vec<Vec<usize>> = terms.iter().map(|t| t.iter().map(|v| var(v)).collect()).collect();
+pub fn code(
+    acc: &Accumulator,
+    intercept: bool,
+    terms: &[Term],
+    fixed: bool,
+) -> Result<Vec<DesignColumn>> {
+    let var = |name: &str| {
+        acc.vars
+            .iter()
+            .position(|v| v.name == name)
+            .expect("variable registered at parse")
+    };
+    let term_vars: Vec<Vec<usize>> = terms
+        .iter()
+        .map(|t| t.iter().map(|v| var(v)).collect())
+        .collect();
     let mut out = Vec::new();
     if intercept {
-        out.push(DesignColumn { name: "(Intercept)".into(), source: Source::Ones, parts: Vec::new() });
+        out.push(DesignColumn {
+            name: "(Intercept)".into(),
+            source: Source::Ones,
+            parts: Vec::new(),
+        });
     }
     for tv in &term_vars {
-        let spec_idx = acc.terms.iter().position(|s| same_set(&s.vars, tv)).expect("term registered at parse");
+        let spec_idx = acc
+            .terms
+            .iter()
+            .position(|s| same_set(&s.vars, tv))
+            .expect("term registered at parse");
         let spec = &acc.terms[spec_idx];
         // Per variable of the term: how it enters (value, one column per level, contrast columns).
         let mut choices: Vec<Choice> = Vec::new();
@@ -167,7 +296,11 @@ pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term], fixed: bool) -> 
                 continue;
             }
             let rest: Vec<usize> = tv.iter().copied().filter(|&w| w != v).collect();
-            let contrasts = if rest.is_empty() { intercept } else { term_vars.iter().any(|t| same_set(t, &rest)) };
+            let contrasts = if rest.is_empty() {
+                intercept
+            } else {
+                term_vars.iter().any(|t| same_set(t, &rest))
+            };
             let order = variable.levels.sorted();
             if !contrasts {
                 choices.push(Choice::Levels(order));
@@ -178,7 +311,8 @@ pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term], fixed: bool) -> 
                 Some(c @ Contrast::Treatment(_)) => {
                     // indicators of the levels the matrix keeps (all but the base)
                     let coding = coding(acc, v, c)?;
-                    let kept = (0..order.len()).filter(|&pos| (0..coding.columns()).any(|j| coding.at(pos, j) != 0.0));
+                    let kept = (0..order.len())
+                        .filter(|&pos| (0..coding.columns()).any(|j| coding.at(pos, j) != 0.0));
                     Choice::Levels(kept.map(|pos| order[pos]).collect())
                 }
                 Some(c) => Choice::Coded(coding(acc, v, c)?, order),
@@ -186,7 +320,10 @@ pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term], fixed: bool) -> 
         }
         // Enumerate combinations, first variable fastest.
         let sizes: Vec<usize> = choices.iter().map(Choice::columns).collect();
-        let total = sizes.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).unwrap_or(usize::MAX);
+        let total = sizes
+            .iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b))
+            .unwrap_or(usize::MAX);
         if total > MAX_DESIGN_COLUMNS - out.len().min(MAX_DESIGN_COLUMNS) {
             let name: Vec<&str> = tv.iter().map(|&v| acc.vars[v].name.as_str()).collect();
             let counts: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();
@@ -200,7 +337,16 @@ pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term], fixed: bool) -> 
             );
         }
         // A contrast column is a combination of indicator columns: bound the combinations.
-        let support: usize = choices.iter().map(|c| if let Choice::Coded(_, order) = c { order.len() } else { 1 }).product::<usize>();
+        let support: usize = choices
+            .iter()
+            .map(|c| {
+                if let Choice::Coded(_, order) = c {
+                    order.len()
+                } else {
+                    1
+                }
+            })
+            .product::<usize>();
         if support.saturating_mul(total) > MAX_COMBINATION_WORK {
             let name: Vec<&str> = tv.iter().map(|&v| acc.vars[v].name.as_str()).collect();
             bail!(
@@ -210,16 +356,25 @@ pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term], fixed: bool) -> 
                 support
             );
         }
-        // The extended column of a level combination, keyed by level ids in the spec's variable order.
-        let ext_of = |levels_of: &[(usize, u32)]| -> Option<usize> {
-            let key: Vec<u32> = spec
-                .vars
-                .iter()
-                .filter(|&&v| acc.vars[v].kind == Some(Kind::Categorical))
-                .map(|v| levels_of.iter().find(|(w, _)| w == v).unwrap().1)
-                .collect();
-            spec.columns.get(&key).copied()
-        };
+        // The extended column of a level combination of a term's spec, keyed by level ids in the spec's variable order.
+        let ext_in =
+            |spec: &crate::accumulator::TermSpec, levels_of: &[(usize, u32)]| -> Option<usize> {
+                let key: Vec<u32> = spec
+                    .vars
+                    .iter()
+                    .filter(|&&v| acc.vars[v].kind == Some(Kind::Categorical))
+                    .map(|v| levels_of.iter().find(|(w, _)| w == v).unwrap().1)
+                    .collect();
+                spec.columns.get(&key).copied()
+            };
+        let ext_of = |levels_of: &[(usize, u32)]| ext_in(spec, levels_of);
+        // scale() variables of the term: (variable, centre, scale)
+        let mut scaled: Vec<(usize, f64, f64)> = Vec::new();
+        for &v in tv {
+            if let Some((c, s)) = acc.scaling(v)? {
+                scaled.push((v, c, s));
+            }
+        }
         for combo in 0..total {
             let mut rem = combo;
             let mut name_parts = Vec::new();
@@ -237,20 +392,44 @@ pub fn code(acc: &Accumulator, intercept: bool, terms: &[Term], fixed: bool) -> 
                     }
                     Choice::Levels(ids) => {
                         let id = ids[i];
-                        name_parts.push(format!("{name}{}", levels::label(&acc.vars[v].levels.keys[id as usize])));
+                        name_parts.push(format!(
+                            "{name}{}",
+                            levels::label(&acc.vars[v].levels.keys[id as usize])
+                        ));
                         factors.push((v, vec![(id, 1.0)]));
                         parts.push((v, Part::Level(id)));
                     }
                     Choice::Coded(coding, order) => {
                         name_parts.push(format!("{name}{}", coding.suffixes[i]));
-                        let terms = order.iter().enumerate().map(|(pos, &id)| (id, coding.at(pos, i))).filter(|t| t.1 != 0.0).collect();
+                        let terms = order
+                            .iter()
+                            .enumerate()
+                            .map(|(pos, &id)| (id, coding.at(pos, i)))
+                            .filter(|t| t.1 != 0.0)
+                            .collect();
                         factors.push((v, terms));
                         parts.push((v, Part::Coded(i as u32)));
                     }
                 }
             }
-            let source = combination_source(&factors, &ext_of);
-            out.push(DesignColumn { name: name_parts.join(":"), source, parts });
+            let source = if scaled.is_empty() {
+                combination_source(&factors, &ext_of)
+            } else {
+                let source_of = |sub: &[usize]| {
+                    let sub_spec = acc
+                        .terms
+                        .iter()
+                        .find(|s| same_set(&s.vars, sub))
+                        .expect("sub-term registered at parse");
+                    combination_source(&factors, &|l| ext_in(sub_spec, l))
+                };
+                scaled_source(tv, &scaled, &source_of)
+            };
+            out.push(DesignColumn {
+                name: name_parts.join(":"),
+                source,
+                parts,
+            });
         }
     }
     Ok(out)

@@ -108,7 +108,13 @@ impl LevelPart {
             LevelPart::Int(v) => v.to_string(),
             LevelPart::Float(v) => format!("{v}"),
             LevelPart::Text(b) => String::from_utf8_lossy(b).into_owned(),
-            LevelPart::Bool(b) => if *b { "TRUE".into() } else { "FALSE".into() },
+            LevelPart::Bool(b) => {
+                if *b {
+                    "TRUE".into()
+                } else {
+                    "FALSE".into()
+                }
+            }
         }
     }
 }
@@ -118,11 +124,15 @@ pub fn decode(mut key: &[u8]) -> Vec<LevelPart> {
     while let Some((&tag, rest)) = key.split_first() {
         match tag {
             T_INT => {
-                parts.push(LevelPart::Int(i64::from_le_bytes(rest[..8].try_into().unwrap())));
+                parts.push(LevelPart::Int(i64::from_le_bytes(
+                    rest[..8].try_into().unwrap(),
+                )));
                 key = &rest[8..];
             }
             T_FLOAT => {
-                parts.push(LevelPart::Float(f64::from_le_bytes(rest[..8].try_into().unwrap())));
+                parts.push(LevelPart::Float(f64::from_le_bytes(
+                    rest[..8].try_into().unwrap(),
+                )));
                 key = &rest[8..];
             }
             T_TEXT => {
@@ -155,7 +165,11 @@ pub fn label(key: &[u8]) -> String {
     if key.len() == 9 && key[0] == T_INT {
         return i64::from_le_bytes(key[1..].try_into().unwrap()).to_string();
     }
-    decode(key).iter().map(LevelPart::label).collect::<Vec<_>>().join(":")
+    decode(key)
+        .iter()
+        .map(LevelPart::label)
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// A dictionary of levels in order of first appearance.
@@ -181,7 +195,10 @@ impl Levels {
             // SAFETY: a prefetch of an in-bounds address; it never faults.
             unsafe {
                 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                _mm_prefetch(self.dense.as_ptr().add(v as usize) as *const i8, _MM_HINT_T0);
+                _mm_prefetch(
+                    self.dense.as_ptr().add(v as usize) as *const i8,
+                    _MM_HINT_T0,
+                );
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -275,7 +292,9 @@ impl Levels {
             .collect();
         match ints {
             Some(v) => order.sort_unstable_by_key(|&i| v[i as usize]),
-            None => order.sort_by(|&a, &b| compare_parts(&decoded[a as usize], &decoded[b as usize])),
+            None => {
+                order.sort_by(|&a, &b| compare_parts(&decoded[a as usize], &decoded[b as usize]))
+            }
         }
         order
     }
@@ -299,7 +318,13 @@ mod tests {
         let distinct: std::collections::HashSet<i64> = keys.iter().copied().collect();
         assert_eq!(l.len(), distinct.len());
         let order = l.sorted();
-        let sorted: Vec<i64> = order.iter().map(|&i| match decode(&l.keys[i as usize])[0] { LevelPart::Int(v) => v, _ => unreachable!() }).collect();
+        let sorted: Vec<i64> = order
+            .iter()
+            .map(|&i| match decode(&l.keys[i as usize])[0] {
+                LevelPart::Int(v) => v,
+                _ => unreachable!(),
+            })
+            .collect();
         assert!(sorted.windows(2).all(|w| w[0] < w[1]));
     }
 }

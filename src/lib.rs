@@ -2,31 +2,31 @@
 //!
 //! The statistics core (everything but `ext`) knows nothing of DuckDB.
 
-pub mod error;
-pub mod input;
-pub mod options;
-pub mod tidy;
 pub mod accumulator;
 pub mod budget;
 pub mod cancel;
+pub mod codec;
+pub mod contrasts;
 pub mod crossed;
 pub mod dense;
 pub mod design;
+pub mod distributed;
+pub mod error;
 pub mod fit;
-pub mod inference;
 pub mod formula;
+pub mod inference;
+pub mod input;
 pub mod levels;
 pub mod model;
-pub mod predict;
 pub mod optimizer;
+pub mod options;
+pub mod predict;
 pub mod reml;
 pub mod start;
-pub mod stats;
 pub mod statistics;
-pub mod distributed;
-pub mod codec;
-pub mod contrasts;
+pub mod stats;
 pub mod theta;
+pub mod tidy;
 pub mod transform;
 
 pub mod ext;

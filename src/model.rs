@@ -15,10 +15,12 @@ use crate::tidy::{RanVals, Text, Tidy, TidyRow};
 
 pub const MAGIC: &[u8; 8] = b"LMMMODEL";
 /// The format this version writes; it reads every version up to this one.
-pub const FORMAT_VERSION: u32 = 3;
-/// The version written when no variable carries a contrast matrix (what
-/// readers of format 2 read).
+pub const FORMAT_VERSION: u32 = 4;
+/// The version written when no variable carries a contrast matrix or a
+/// scaling (what readers of format 2 read).
 pub const PLAIN_VERSION: u32 = 2;
+/// The version written when a variable carries a contrast matrix and none a scaling.
+pub const CODED_VERSION: u32 = 3;
 /// Header flag: a statistics section follows the model (format 2 on).
 pub const HAS_STATS: u32 = 1;
 pub const HEADER_LEN: usize = 32;
@@ -103,6 +105,8 @@ pub struct Var {
     /// Its contrast matrix when `contrasts :=` gave it one other than
     /// treatment coding: levels × columns, column-major; empty otherwise.
     pub coding: Vec<f64>,
+    /// `scale(…)`: the centre and scale its values are taken about, (x − c)/s.
+    pub scaling: Option<(f64, f64)>,
 }
 
 impl Var {
@@ -111,7 +115,10 @@ impl Var {
         self.coding[j * self.levels.len() + level]
     }
     pub fn coded_columns(&self) -> usize {
-        self.coding.len().checked_div(self.levels.len()).unwrap_or(0)
+        self.coding
+            .len()
+            .checked_div(self.levels.len())
+            .unwrap_or(0)
     }
 }
 
@@ -191,7 +198,11 @@ impl Model {
                 })
             })
             .collect();
-        Tidy { head: self.head.clone(), ran_vals, tail: self.tail.clone() }
+        Tidy {
+            head: self.head.clone(),
+            ran_vals,
+            tail: self.tail.clone(),
+        }
     }
 
     /// The tidy table, consuming the model (no copies of the BLUP arrays).
@@ -211,7 +222,11 @@ impl Model {
                 })
             })
             .collect();
-        Tidy { head: self.head, ran_vals, tail: self.tail }
+        Tidy {
+            head: self.head,
+            ran_vals,
+            tail: self.tail,
+        }
     }
 
     // -----------------------------------------------------------------------
@@ -220,7 +235,9 @@ impl Model {
 
     /// The model value: header + payload.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer { buf: Vec::with_capacity(HEADER_LEN + self.size_hint()) };
+        let mut w = Writer {
+            buf: Vec::with_capacity(HEADER_LEN + self.size_hint()),
+        };
         w.buf.resize(HEADER_LEN, 0);
         self.write_payload(&mut w);
         let mut buf = w.buf;
@@ -239,7 +256,13 @@ impl Model {
         }
         let payload_len = (buf.len() - HEADER_LEN) as u64;
         buf[0..8].copy_from_slice(MAGIC);
-        let version = if self.vars.iter().any(|v| !v.coding.is_empty()) { FORMAT_VERSION } else { PLAIN_VERSION };
+        let version = if self.vars.iter().any(|v| v.scaling.is_some()) {
+            FORMAT_VERSION
+        } else if self.vars.iter().any(|v| !v.coding.is_empty()) {
+            CODED_VERSION
+        } else {
+            PLAIN_VERSION
+        };
         buf[8..12].copy_from_slice(&version.to_le_bytes());
         buf[12..16].copy_from_slice(&flags.to_le_bytes());
         buf[16..24].copy_from_slice(&checksum.to_le_bytes());
@@ -248,7 +271,11 @@ impl Model {
     }
 
     fn size_hint(&self) -> usize {
-        self.factors.iter().map(|f| f.keys.bytes.len() + 16 * f.blup.len()).sum::<usize>() + 4096
+        self.factors
+            .iter()
+            .map(|f| f.keys.bytes.len() + 16 * f.blup.len())
+            .sum::<usize>()
+            + 4096
     }
 
     fn write_payload(&self, w: &mut Writer) {
@@ -262,11 +289,19 @@ impl Model {
             w.str(&v.name);
             w.str(&v.type_name);
             let coded = !v.coding.is_empty();
-            w.u8(v.response as u8 | (v.grouping as u8) << 1 | (v.categorical as u8) << 2 | (coded as u8) << 3);
+            let scaled = v.scaling.is_some();
+            w.u8(v.response as u8
+                | (v.grouping as u8) << 1
+                | (v.categorical as u8) << 2
+                | (coded as u8) << 3
+                | (scaled as u8) << 4);
             w.u8(v.key_tag);
             w.keys(&v.levels);
             if coded {
                 w.f64s(&v.coding);
+            }
+            if let Some((c, s)) = v.scaling {
+                w.f64s(&[c, s]);
             }
         }
         w.u32(self.fixed.len() as u32);
@@ -310,10 +345,16 @@ impl Model {
         if checksum(payload) != id.checksum {
             bail!("the model value is corrupt (its checksum does not match its contents)");
         }
-        let mut r = Reader { data: payload, pos: 0 };
+        let mut r = Reader {
+            data: payload,
+            pos: 0,
+        };
         let m = read_payload(&mut r)?;
         if r.pos != payload.len() {
-            bail!("the model value is corrupt ({} unexpected bytes after the model)", payload.len() - r.pos);
+            bail!(
+                "the model value is corrupt ({} unexpected bytes after the model)",
+                payload.len() - r.pos
+            );
         }
         Ok(m)
     }
@@ -330,7 +371,10 @@ pub fn header(data: &[u8]) -> Result<ModelId> {
         );
     }
     if data.len() < HEADER_LEN {
-        bail!("the model value is truncated ({} bytes, shorter than its {HEADER_LEN}-byte header)", data.len());
+        bail!(
+            "the model value is truncated ({} bytes, shorter than its {HEADER_LEN}-byte header)",
+            data.len()
+        );
     }
     let version = u32::from_le_bytes(data[8..12].try_into().unwrap());
     if version == 0 || version > FORMAT_VERSION {
@@ -356,7 +400,9 @@ pub fn header(data: &[u8]) -> Result<ModelId> {
 /// whole payload, whose checksum then fails.
 pub fn model_part(data: &[u8]) -> &[u8] {
     let payload = data.get(HEADER_LEN..).unwrap_or(&[]);
-    let flags = data.get(12..16).map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
+    let flags = data
+        .get(12..16)
+        .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
     if flags & HAS_STATS == 0 || payload.len() < 8 {
         return payload;
     }
@@ -409,7 +455,9 @@ pub fn checksum(data: &[u8]) -> u64 {
         b = (b ^ y).wrapping_mul(K2).rotate_left(31);
     }
     for (i, &byte) in chunks.remainder().iter().enumerate() {
-        a = (a ^ ((byte as u64) << (8 * (i % 8)))).wrapping_mul(K1).rotate_left(29);
+        a = (a ^ ((byte as u64) << (8 * (i % 8))))
+            .wrapping_mul(K1)
+            .rotate_left(29);
     }
     let mut h = a ^ b.rotate_left(17) ^ (data.len() as u64).wrapping_mul(K2);
     h ^= h >> 33;
@@ -508,7 +556,9 @@ fn corrupt(what: &str) -> LmmError {
 
 /// A value that reads but whose contents contradict each other: never made by lmm.
 fn damaged(why: String) -> LmmError {
-    LmmError::new(format!("the model value is damaged or was not made by lmm: {why}"))
+    LmmError::new(format!(
+        "the model value is damaged or was not made by lmm: {why}"
+    ))
 }
 
 impl<'a> Reader<'a> {
@@ -545,7 +595,9 @@ impl<'a> Reader<'a> {
         let n = self.u64(what)?;
         let n = self.count(n, 8, what)?;
         let b = self.take(8 * n, what)?;
-        Ok(b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect())
+        Ok(b.chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect())
     }
     fn keys(&mut self, what: &str) -> Result<Keys> {
         let n = self.u64(what)?;
@@ -621,7 +673,15 @@ impl<'a> Reader<'a> {
                 *v = Some(f64::from_le_bytes(self.take(8, what)?.try_into().unwrap()));
             }
         }
-        [r.estimate, r.std_error, r.statistic, r.df, r.p_value, r.conf_low, r.conf_high] = values;
+        [
+            r.estimate,
+            r.std_error,
+            r.statistic,
+            r.df,
+            r.p_value,
+            r.conf_low,
+            r.conf_high,
+        ] = values;
         Ok(r)
     }
 }
@@ -642,10 +702,30 @@ fn read_payload(r: &mut Reader) -> Result<Model> {
         let flags = r.u8("a variable")?;
         let key_tag = r.u8("a variable")?;
         let levels = r.keys("a variable's levels")?;
-        let coding = if flags & 8 != 0 { r.f64s("a variable's contrasts")? } else { Vec::new() };
-        if flags & 8 != 0 && (flags & 4 == 0 || levels.is_empty() || coding.len() % levels.len() != 0) {
-            return Err(damaged(format!("the contrasts of variable '{name}' do not fit its levels")));
+        let coding = if flags & 8 != 0 {
+            r.f64s("a variable's contrasts")?
+        } else {
+            Vec::new()
+        };
+        if flags & 8 != 0
+            && (flags & 4 == 0 || levels.is_empty() || coding.len() % levels.len() != 0)
+        {
+            return Err(damaged(format!(
+                "the contrasts of variable '{name}' do not fit its levels"
+            )));
         }
+        let scaling = if flags & 16 != 0 {
+            match r.f64s("a variable's scaling")?[..] {
+                [c, s] if flags & 4 == 0 && c.is_finite() && s.is_finite() && s != 0.0 => {
+                    Some((c, s))
+                }
+                _ => return Err(damaged(format!(
+                    "the scaling of variable '{name}' is not a finite centre and a non-zero scale"
+                ))),
+            }
+        } else {
+            None
+        };
         vars.push(Var {
             name,
             type_name,
@@ -655,6 +735,7 @@ fn read_payload(r: &mut Reader) -> Result<Model> {
             key_tag,
             levels,
             coding,
+            scaling,
         });
     }
     // Every index a design column holds, checked against what it points at.
@@ -673,10 +754,16 @@ fn read_payload(r: &mut Reader) -> Result<Model> {
                 continue;
             }
             if l == NUMERIC && var.categorical {
-                return Err(damaged(format!("design column '{}' uses the categorical variable '{}' as a number", c.name, var.name)));
+                return Err(damaged(format!(
+                    "design column '{}' uses the categorical variable '{}' as a number",
+                    c.name, var.name
+                )));
             }
             if l != NUMERIC && !var.categorical {
-                return Err(damaged(format!("design column '{}' takes a level of the numeric variable '{}'", c.name, var.name)));
+                return Err(damaged(format!(
+                    "design column '{}' takes a level of the numeric variable '{}'",
+                    c.name, var.name
+                )));
             }
             if l != NUMERIC && l as usize >= var.levels.len() {
                 return Err(damaged(format!(
@@ -711,7 +798,9 @@ fn read_payload(r: &mut Reader) -> Result<Model> {
         let nv = r.u32(what)? as u64;
         let nv = r.count(nv, 4, what)?;
         if nv == 0 {
-            return Err(damaged(format!("grouping factor '{name}' has no grouping column")));
+            return Err(damaged(format!(
+                "grouping factor '{name}' has no grouping column"
+            )));
         }
         let mut fvars = Vec::with_capacity(nv);
         for _ in 0..nv {
@@ -721,7 +810,10 @@ fn read_payload(r: &mut Reader) -> Result<Model> {
             }
             let var = &vars[v as usize];
             if !(var.categorical && var.grouping) || var.response {
-                return Err(damaged(format!("grouping factor '{name}' is made of '{}', which is not a grouping column", var.name)));
+                return Err(damaged(format!(
+                    "grouping factor '{name}' is made of '{}', which is not a grouping column",
+                    var.name
+                )));
             }
             fvars.push(v);
         }
@@ -749,7 +841,14 @@ fn read_payload(r: &mut Reader) -> Result<Model> {
             }
             _ => return Err(corrupt(what)),
         };
-        factors.push(Factor { name, vars: fvars, terms, keys, blup, cond_sd });
+        factors.push(Factor {
+            name,
+            vars: fvars,
+            terms,
+            keys,
+            blup,
+            cond_sd,
+        });
     }
     let mut parts = Vec::new();
     for _ in 0..2 {
@@ -759,7 +858,17 @@ fn read_payload(r: &mut Reader) -> Result<Model> {
     }
     let tail = parts.pop().unwrap();
     let head = parts.pop().unwrap();
-    Ok(Model { formula, method, vars, fixed, beta, factors, head, tail, stats: None })
+    Ok(Model {
+        formula,
+        method,
+        vars,
+        fixed,
+        beta,
+        factors,
+        head,
+        tail,
+        stats: None,
+    })
 }
 
 /// Build the model from an accumulator and the fit's results (called by `fit`).
@@ -786,7 +895,10 @@ pub fn build(
     // Variables used (with a level) in a term: their levels, sorted; rank of each level id.
     let mut used_levels = vec![false; acc.vars.len()];
     let mut coded = vec![false; acc.vars.len()];
-    for c in xcols.iter().chain(factors.iter().flat_map(|f| f.terms.iter())) {
+    for c in xcols
+        .iter()
+        .chain(factors.iter().flat_map(|f| f.terms.iter()))
+    {
         for &(v, l) in &c.parts {
             if l != crate::design::Part::Value {
                 used_levels[v] = true;
@@ -819,9 +931,13 @@ pub fn build(
             levels: keys,
             // coded in `design::code` already, from the same levels
             coding: match crate::design::contrast_of(acc, i) {
-                Some(c) if coded[i] => crate::design::coding(acc, i, c).map(|c| c.matrix).unwrap_or_default(),
+                Some(c) if coded[i] => crate::design::coding(acc, i, c)
+                    .map(|c| c.matrix)
+                    .unwrap_or_default(),
                 _ => Vec::new(),
             },
+            // scaled in `design::code` already, from the same moments
+            scaling: acc.scaling(i).unwrap_or_default(),
         });
     }
     // The kind of key each categorical variable brings: from its own levels,
@@ -835,7 +951,9 @@ pub fn build(
             continue;
         }
         for f in &acc.factors {
-            if let (Some(pos), Some(key)) = (f.vars.iter().position(|&v| v == i), f.levels.keys.first()) {
+            if let (Some(pos), Some(key)) =
+                (f.vars.iter().position(|&v| v == i), f.levels.keys.first())
+            {
                 if let Some(tags) = levels::part_tags(key) {
                     var.key_tag = tags.get(pos).copied().unwrap_or(0);
                 }

@@ -25,7 +25,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { ftol_abs: 1e-10, xtol_abs: 1e-7, max_evaluations: 20_000 }
+        Settings {
+            ftol_abs: 1e-10,
+            xtol_abs: 1e-7,
+            max_evaluations: 20_000,
+        }
     }
 }
 
@@ -56,7 +60,14 @@ impl Counted<'_> {
 }
 
 /// One Nelder–Mead run from `x0` with initial step `step`; `fixed[i]` pins coordinate i.
-fn nelder_mead(c: &mut Counted, x0: &[f64], step: f64, fixed: &[bool], s: &Settings, budget: usize) -> (Vec<f64>, f64, bool) {
+fn nelder_mead(
+    c: &mut Counted,
+    x0: &[f64],
+    step: f64,
+    fixed: &[bool],
+    s: &Settings,
+    budget: usize,
+) -> (Vec<f64>, f64, bool) {
     let free: Vec<usize> = (0..x0.len()).filter(|&i| !fixed[i]).collect();
     let n = free.len();
     let f0 = c.eval(x0);
@@ -83,7 +94,11 @@ fn nelder_mead(c: &mut Counted, x0: &[f64], step: f64, fixed: &[bool], s: &Setti
         let fspread = simplex[n].1 - simplex[0].1;
         let xspread = simplex[1..]
             .iter()
-            .map(|(x, _)| free.iter().map(|&i| (x[i] - simplex[0].0[i]).abs()).fold(0.0, f64::max))
+            .map(|(x, _)| {
+                free.iter()
+                    .map(|&i| (x[i] - simplex[0].0[i]).abs())
+                    .fold(0.0, f64::max)
+            })
             .fold(0.0, f64::max);
         let ftol = s.ftol_abs.max(1e-15 * simplex[0].1.abs());
         if fspread.abs() <= ftol && xspread <= s.xtol_abs || xspread <= s.xtol_abs * 1e-3 {
@@ -113,7 +128,11 @@ fn nelder_mead(c: &mut Counted, x0: &[f64], step: f64, fixed: &[bool], s: &Setti
         } else if fr < simplex[n - 1].1 {
             simplex[n] = (xr, fr);
         } else {
-            let (mut xc, outside) = if fr < simplex[n].1 { (along(-rho, &worst), true) } else { (along(rho, &worst), false) };
+            let (mut xc, outside) = if fr < simplex[n].1 {
+                (along(-rho, &worst), true)
+            } else {
+                (along(rho, &worst), false)
+            };
             c.project(&mut xc);
             let fc = c.eval(&xc);
             if (outside && fc <= fr) || (!outside && fc < simplex[n].1) {
@@ -150,7 +169,14 @@ fn restarted(c: &mut Counted, x0: &[f64], fixed: &[bool], s: &Settings) -> (Vec<
             break;
         }
         step = (step * 0.3).max(1e-3);
-        let (x2, f2, c2) = nelder_mead(c, &best_x, step, fixed, s, budget - c.evaluations.min(budget));
+        let (x2, f2, c2) = nelder_mead(
+            c,
+            &best_x,
+            step,
+            fixed,
+            s,
+            budget - c.evaluations.min(budget),
+        );
         let improved = best_f - f2;
         if f2 < best_f {
             best_x = x2;
@@ -166,8 +192,18 @@ fn restarted(c: &mut Counted, x0: &[f64], fixed: &[bool], s: &Settings) -> (Vec<
 
 /// Minimise `f` subject to `x ≥ lower`, starting at `x0`. `diagonal` lists the
 /// coordinates whose bound is a variance boundary worth trying exactly.
-pub fn minimize(f: &mut dyn FnMut(&[f64]) -> f64, x0: &[f64], lower: &[f64], diagonal: &[usize], s: &Settings) -> Outcome {
-    let mut c = Counted { f, lower, evaluations: 0 };
+pub fn minimize(
+    f: &mut dyn FnMut(&[f64]) -> f64,
+    x0: &[f64],
+    lower: &[f64],
+    diagonal: &[usize],
+    s: &Settings,
+) -> Outcome {
+    let mut c = Counted {
+        f,
+        lower,
+        evaluations: 0,
+    };
     let none = vec![false; x0.len()];
     let (mut x, mut fx, mut converged) = restarted(&mut c, x0, &none, s);
     // Try the boundary for small diagonal entries (the objective is flat or
@@ -197,12 +233,20 @@ pub fn minimize(f: &mut dyn FnMut(&[f64]) -> f64, x0: &[f64], lower: &[f64], dia
             converged = ct;
         }
     }
-    Outcome { x, f: fx, evaluations: c.evaluations, converged: converged && c.evaluations < s.max_evaluations }
+    Outcome {
+        x,
+        f: fx,
+        evaluations: c.evaluations,
+        converged: converged && c.evaluations < s.max_evaluations,
+    }
 }
 
 /// Largest gradient component not blocked by a bound.
 fn projected_gradient(x: &[f64], g: &[f64], lower: &[f64]) -> f64 {
-    (0..x.len()).filter(|&i| !(x[i] <= lower[i] && g[i] > 0.0)).map(|i| g[i].abs()).fold(0.0, f64::max)
+    (0..x.len())
+        .filter(|&i| !(x[i] <= lower[i] && g[i] > 0.0))
+        .map(|i| g[i].abs())
+        .fold(0.0, f64::max)
 }
 
 /// A variance parameter θ_i on its bound 0 (a diagonal element of Λ) has a
@@ -265,7 +309,14 @@ pub fn leave_saddles(
 /// rounding level, so that fits agree to 1e-9 whatever the data order);
 /// finite-difference gradients carry more noise and need a larger one, and
 /// for them a step is never accepted on the gradient alone.
-pub fn minimize_bfgs(fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>, x0: &[f64], lower: &[f64], max_iter: usize, newton_start: bool, gtol: f64) -> Outcome {
+pub fn minimize_bfgs(
+    fg: &mut dyn FnMut(&[f64]) -> Option<(f64, Vec<f64>)>,
+    x0: &[f64],
+    lower: &[f64],
+    max_iter: usize,
+    newton_start: bool,
+    gtol: f64,
+) -> Outcome {
     minimize_bfgs_from(fg, x0, lower, max_iter, newton_start, None, gtol)
 }
 
@@ -297,12 +348,20 @@ pub fn minimize_bfgs_from(
         crate::cancel::checkpoint();
         let out = fg(x).filter(|(f, g)| f.is_finite() && g.iter().all(|v| v.is_finite()));
         if std::env::var_os("LMM_TRACE").is_some() {
-            eprintln!("  eval f={:.12} x={x:?}", out.as_ref().map_or(f64::NAN, |o| o.0));
+            eprintln!(
+                "  eval f={:.12} x={x:?}",
+                out.as_ref().map_or(f64::NAN, |o| o.0)
+            );
         }
         out
     };
     let Some((mut f, mut g)) = eval(&x, &mut evaluations) else {
-        return Outcome { x, f: f64::INFINITY, evaluations, converged: false };
+        return Outcome {
+            x,
+            f: f64::INFINITY,
+            evaluations,
+            converged: false,
+        };
     };
     let mut h = vec![0.0; n * n];
     let reset = |h: &mut [f64], scale: f64| {
@@ -364,7 +423,10 @@ pub fn minimize_bfgs_from(
         let mut d = vec![0.0; n];
         for i in 0..n {
             if free[i] {
-                d[i] = -(0..n).filter(|&j| free[j]).map(|j| h[j * n + i] * g[j]).sum::<f64>();
+                d[i] = -(0..n)
+                    .filter(|&j| free[j])
+                    .map(|j| h[j * n + i] * g[j])
+                    .sum::<f64>();
             }
         }
         let slope: f64 = (0..n).map(|i| g[i] * d[i]).sum();
@@ -399,7 +461,8 @@ pub fn minimize_bfgs_from(
                 // Armijo; or, where f no longer resolves the step (rounding level),
                 // the exact gradient decides: accept if it shrinks.
                 let armijo = fnew <= f + 1e-4 * decrease.min(0.0) && fnew <= f;
-                let flat = (fnew - f).abs() <= 1e-11 * f.abs().max(1.0) && projected_gradient(&xn, &gnew, lower) < pg;
+                let flat = (fnew - f).abs() <= 1e-11 * f.abs().max(1.0)
+                    && projected_gradient(&xn, &gnew, lower) < pg;
                 if armijo || flat {
                     accepted = Some((xn, fnew, gnew));
                     break;
@@ -423,11 +486,14 @@ pub fn minimize_bfgs_from(
             }
             // H ← (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ
             let rho = 1.0 / sy;
-            let hy: Vec<f64> = (0..n).map(|i| (0..n).map(|j| h[j * n + i] * yv[j]).sum()).collect();
+            let hy: Vec<f64> = (0..n)
+                .map(|i| (0..n).map(|j| h[j * n + i] * yv[j]).sum())
+                .collect();
             let yhy: f64 = yv.iter().zip(&hy).map(|(a, b)| a * b).sum();
             for i in 0..n {
                 for j in 0..n {
-                    h[j * n + i] += -rho * (hy[i] * sv[j] + sv[i] * hy[j]) + (rho * rho * yhy + rho) * sv[i] * sv[j];
+                    h[j * n + i] += -rho * (hy[i] * sv[j] + sv[i] * hy[j])
+                        + (rho * rho * yhy + rho) * sv[i] * sv[j];
                 }
             }
             first = false;
@@ -447,7 +513,12 @@ pub fn minimize_bfgs_from(
             break;
         }
     }
-    Outcome { x, f, evaluations, converged }
+    Outcome {
+        x,
+        f,
+        evaluations,
+        converged,
+    }
 }
 
 #[cfg(test)]
@@ -457,32 +528,67 @@ mod tests {
     #[test]
     fn bfgs_interior_and_bound() {
         let mut fg = |x: &[f64]| {
-            let f = (x[0] - 1.5).powi(2) + 3.0 * (x[1] + 0.5).powi(2) + (x[2] + 0.3).powi(2) + 0.5 * (x[0] - 1.5) * (x[1] + 0.5);
-            let g = vec![2.0 * (x[0] - 1.5) + 0.5 * (x[1] + 0.5), 6.0 * (x[1] + 0.5) + 0.5 * (x[0] - 1.5), 2.0 * (x[2] + 0.3)];
+            let f = (x[0] - 1.5).powi(2)
+                + 3.0 * (x[1] + 0.5).powi(2)
+                + (x[2] + 0.3).powi(2)
+                + 0.5 * (x[0] - 1.5) * (x[1] + 0.5);
+            let g = vec![
+                2.0 * (x[0] - 1.5) + 0.5 * (x[1] + 0.5),
+                6.0 * (x[1] + 0.5) + 0.5 * (x[0] - 1.5),
+                2.0 * (x[2] + 0.3),
+            ];
             Some((f, g))
         };
-        let o = minimize_bfgs(&mut fg, &[1.0, 0.0, 1.0], &[0.0, f64::NEG_INFINITY, 0.0], 200, false, 1e-13);
+        let o = minimize_bfgs(
+            &mut fg,
+            &[1.0, 0.0, 1.0],
+            &[0.0, f64::NEG_INFINITY, 0.0],
+            200,
+            false,
+            1e-13,
+        );
         assert!(o.converged);
-        assert!((o.x[0] - 1.5).abs() < 1e-8 && (o.x[1] + 0.5).abs() < 1e-8, "{:?}", o.x);
+        assert!(
+            (o.x[0] - 1.5).abs() < 1e-8 && (o.x[1] + 0.5).abs() < 1e-8,
+            "{:?}",
+            o.x
+        );
         assert_eq!(o.x[2], 0.0);
     }
 
     #[test]
     fn interior_quadratic() {
-        let mut f = |x: &[f64]| (x[0] - 1.5).powi(2) + 3.0 * (x[1] + 0.5).powi(2) + 0.5 * (x[0] - 1.5) * (x[1] + 0.5);
-        let o = minimize(&mut f, &[1.0, 0.0], &[0.0, f64::NEG_INFINITY], &[0], &Settings::default());
-        assert!((o.x[0] - 1.5).abs() < 1e-5 && (o.x[1] + 0.5).abs() < 1e-5, "{:?}", o.x);
+        let mut f = |x: &[f64]| {
+            (x[0] - 1.5).powi(2) + 3.0 * (x[1] + 0.5).powi(2) + 0.5 * (x[0] - 1.5) * (x[1] + 0.5)
+        };
+        let o = minimize(
+            &mut f,
+            &[1.0, 0.0],
+            &[0.0, f64::NEG_INFINITY],
+            &[0],
+            &Settings::default(),
+        );
+        assert!(
+            (o.x[0] - 1.5).abs() < 1e-5 && (o.x[1] + 0.5).abs() < 1e-5,
+            "{:?}",
+            o.x
+        );
         assert!(o.converged);
     }
 
     #[test]
     fn reaches_the_bound_exactly() {
         let mut f = |x: &[f64]| (x[0] + 0.3).powi(2) + (x[1] - 2.0).powi(2);
-        let o = minimize(&mut f, &[1.0, 1.0], &[0.0, 0.0], &[0, 1], &Settings::default());
+        let o = minimize(
+            &mut f,
+            &[1.0, 1.0],
+            &[0.0, 0.0],
+            &[0, 1],
+            &Settings::default(),
+        );
         assert_eq!(o.x[0], 0.0);
         assert!((o.x[1] - 2.0).abs() < 1e-5);
     }
-
 
     #[test]
     fn leaves_the_saddle_at_a_zero_variance() {
@@ -491,9 +597,19 @@ mod tests {
         // Started on x0 = 0, BFGS sees a zero gradient there and stops.
         let mut fg = |x: &[f64]| {
             let (a, b) = (x[0] * x[0], x[1] - 1.5);
-            Some(((a - 0.2) * (a - 0.2) + b * b, vec![4.0 * x[0] * (a - 0.2), 2.0 * b]))
+            Some((
+                (a - 0.2) * (a - 0.2) + b * b,
+                vec![4.0 * x[0] * (a - 0.2), 2.0 * b],
+            ))
         };
-        let stuck = minimize_bfgs(&mut fg, &[0.0, 1.0], &[0.0, f64::NEG_INFINITY], 200, false, 1e-12);
+        let stuck = minimize_bfgs(
+            &mut fg,
+            &[0.0, 1.0],
+            &[0.0, f64::NEG_INFINITY],
+            200,
+            false,
+            1e-12,
+        );
         assert_eq!(stuck.x[0], 0.0, "a gradient method stays on the saddle");
         let out = leave_saddles(&mut fg, stuck, &[0.0, f64::NEG_INFINITY], &[0], 200, 1e-12);
         assert!((out.x[0] - 0.2f64.sqrt()).abs() < 1e-6, "{:?}", out.x);

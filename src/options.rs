@@ -44,7 +44,16 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { method: Method::Reml, ranef: true, ddf: Ddf::None, grp: None, re: Vec::new(), null_on_error: false, weights: None, contrasts: Vec::new() }
+        Options {
+            method: Method::Reml,
+            ranef: true,
+            ddf: Ddf::None,
+            grp: None,
+            re: Vec::new(),
+            null_on_error: false,
+            weights: None,
+            contrasts: Vec::new(),
+        }
     }
 }
 
@@ -118,7 +127,9 @@ impl Options {
     /// ` + (1 + `a` + `b` | `g`)`. Every name is quoted, so it is read as one
     /// column name whatever it contains (no formula syntax can be slipped in).
     pub fn grouping_bar(&self) -> Result<Option<String>> {
-        let Some(grp) = &self.grp else { return Ok(None) };
+        let Some(grp) = &self.grp else {
+            return Ok(None);
+        };
         let quote = |what: &str, name: &str| -> Result<String> {
             if name.contains('`') || name.trim().is_empty() {
                 bail!("option {what}: '{name}' is not a usable column name (empty, or contains a backtick)");
@@ -129,7 +140,11 @@ impl Options {
         for r in &self.re {
             terms.push(quote("re", r)?);
         }
-        Ok(Some(format!(" + ({} | {})", terms.join(" + "), quote("grp", grp)?)))
+        Ok(Some(format!(
+            " + ({} | {})",
+            terms.join(" + "),
+            quote("grp", grp)?
+        )))
     }
 }
 
@@ -138,22 +153,38 @@ mod tests {
     use super::*;
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, Option<String>)> {
-        p.iter().map(|(a, b)| (a.to_string(), Some(b.to_string()))).collect()
+        p.iter()
+            .map(|(a, b)| (a.to_string(), Some(b.to_string())))
+            .collect()
     }
 
     #[test]
     fn grp_and_re_become_a_bar_of_quoted_names() {
-        let o = Options::from_pairs(&pairs(&[("grp", "Pig"), ("re", "Time\u{1f}Other col")])).unwrap();
-        assert_eq!(o.grouping_bar().unwrap().unwrap(), " + (1 + `Time` + `Other col` | `Pig`)");
+        let o =
+            Options::from_pairs(&pairs(&[("grp", "Pig"), ("re", "Time\u{1f}Other col")])).unwrap();
+        assert_eq!(
+            o.grouping_bar().unwrap().unwrap(),
+            " + (1 + `Time` + `Other col` | `Pig`)"
+        );
         let o = Options::from_pairs(&pairs(&[("grp", "g"), ("re", "a + b")])).unwrap();
         assert_eq!(o.re, vec!["a", "b"]);
-        assert_eq!(Options::from_pairs(&pairs(&[("grp", "g")])).unwrap().grouping_bar().unwrap().unwrap(), " + (1 | `g`)");
+        assert_eq!(
+            Options::from_pairs(&pairs(&[("grp", "g")]))
+                .unwrap()
+                .grouping_bar()
+                .unwrap()
+                .unwrap(),
+            " + (1 | `g`)"
+        );
     }
 
     #[test]
     fn formula_syntax_in_grp_stays_a_name() {
         let o = Options::from_pairs(&pairs(&[("grp", "Subject) + (Days | Subject")])).unwrap();
-        assert_eq!(o.grouping_bar().unwrap().unwrap(), " + (1 | `Subject) + (Days | Subject`)");
+        assert_eq!(
+            o.grouping_bar().unwrap().unwrap(),
+            " + (1 | `Subject) + (Days | Subject`)"
+        );
         let o = Options::from_pairs(&pairs(&[("grp", "a`b")])).unwrap();
         assert!(o.grouping_bar().unwrap_err().0.contains("backtick"));
     }

@@ -14,9 +14,9 @@ use rustc_hash::FxHashMap;
 
 use crate::bail;
 use crate::error::{LmmError, Result};
+use crate::input::Chunk;
 use crate::input::{Column, ColumnData};
 use crate::levels::{self, Levels};
-use crate::input::Chunk;
 use crate::model::{self, DesignCol, Model, ModelId, PartKind, NUMERIC};
 use crate::transform::Derivation;
 
@@ -98,12 +98,13 @@ impl Prepared {
             })
             .collect();
         let (mut need_fixed, mut cats_fixed, mut nums_fixed) = (Vec::new(), Vec::new(), Vec::new());
-        let classify = |c: &DesignCol, need: &mut Vec<usize>, cats: &mut Vec<usize>, nums: &mut Vec<usize>| {
-            for &(v, l) in &c.parts {
-                push_unique(need, v as usize);
-                push_unique(if l == NUMERIC { nums } else { cats }, v as usize);
-            }
-        };
+        let classify =
+            |c: &DesignCol, need: &mut Vec<usize>, cats: &mut Vec<usize>, nums: &mut Vec<usize>| {
+                for &(v, l) in &c.parts {
+                    push_unique(need, v as usize);
+                    push_unique(if l == NUMERIC { nums } else { cats }, v as usize);
+                }
+            };
         for c in &model.fixed {
             classify(c, &mut need_fixed, &mut cats_fixed, &mut nums_fixed);
         }
@@ -124,8 +125,18 @@ impl Prepared {
         let mut terms: Vec<Term> = Vec::new();
         for cols in &fixed_terms(&model.fixed) {
             let first = &model.fixed[cols[0]];
-            let nums: Vec<usize> = first.parts.iter().filter(|p| p.1 == NUMERIC).map(|p| p.0 as usize).collect();
-            let cats: Vec<usize> = first.parts.iter().filter(|p| p.1 != NUMERIC).map(|p| p.0 as usize).collect();
+            let nums: Vec<usize> = first
+                .parts
+                .iter()
+                .filter(|p| p.1 == NUMERIC)
+                .map(|p| p.0 as usize)
+                .collect();
+            let cats: Vec<usize> = first
+                .parts
+                .iter()
+                .filter(|p| p.1 != NUMERIC)
+                .map(|p| p.0 as usize)
+                .collect();
             let mut strides = Vec::with_capacity(cats.len());
             let mut size: u64 = 1;
             for &v in &cats {
@@ -137,17 +148,33 @@ impl Prepared {
             let entries = |c: &DesignCol| -> Result<Vec<(u64, f64)>> {
                 let mut out = vec![(0u64, 1.0)];
                 for (k, &v) in cats.iter().enumerate() {
-                    let Some(&(_, l)) = c.parts.iter().find(|p| p.0 as usize == v && p.1 != NUMERIC) else {
-                        bail!("the model value is corrupt (fixed-effect column '{}')", c.name);
+                    let Some(&(_, l)) =
+                        c.parts.iter().find(|p| p.0 as usize == v && p.1 != NUMERIC)
+                    else {
+                        bail!(
+                            "the model value is corrupt (fixed-effect column '{}')",
+                            c.name
+                        );
                     };
                     let var = &model.vars[v];
                     let choices: Vec<(u64, f64)> = match model::part_kind(l) {
                         PartKind::Level(l) => vec![(l as u64, 1.0)],
-                        PartKind::Coded(j) => (0..var.levels.len()).map(|l| (l as u64, var.coded(l, j))).filter(|e| e.1 != 0.0).collect(),
-                        PartKind::Value => bail!("the model value is corrupt (fixed-effect column '{}')", c.name),
+                        PartKind::Coded(j) => (0..var.levels.len())
+                            .map(|l| (l as u64, var.coded(l, j)))
+                            .filter(|e| e.1 != 0.0)
+                            .collect(),
+                        PartKind::Value => bail!(
+                            "the model value is corrupt (fixed-effect column '{}')",
+                            c.name
+                        ),
                     };
                     let stride = strides[k];
-                    out = out.iter().flat_map(|&(i, w)| choices.iter().map(move |&(l, a)| (i + l * stride, w * a))).collect();
+                    out = out
+                        .iter()
+                        .flat_map(|&(i, w)| {
+                            choices.iter().map(move |&(l, a)| (i + l * stride, w * a))
+                        })
+                        .collect();
                 }
                 Ok(out)
             };
@@ -168,7 +195,12 @@ impl Prepared {
                 }
                 Coef::Sparse(t)
             };
-            terms.push(Term { nums, cats, strides, coef });
+            terms.push(Term {
+                nums,
+                cats,
+                strides,
+                coef,
+            });
         }
 
         let factors = model
@@ -191,7 +223,10 @@ impl Prepared {
                     vars: f.vars.iter().map(|&v| v as usize).collect(),
                     levels,
                     q,
-                    z: f.terms.iter().map(|c| c.parts.iter().map(|&(v, l)| (v as usize, l)).collect()).collect(),
+                    z: f.terms
+                        .iter()
+                        .map(|c| c.parts.iter().map(|&(v, l)| (v as usize, l)).collect())
+                        .collect(),
                     b,
                 }
             })
@@ -232,19 +267,36 @@ impl Prepared {
     /// without): the columns the model's variables and offsets are made of.
     pub fn required(&self, re: bool) -> Vec<String> {
         let read = if re { &self.read_all } else { &self.read_fixed };
-        read.iter().map(|&c| self.derive.columns[c].clone()).collect()
+        read.iter()
+            .map(|&c| self.derive.columns[c].clone())
+            .collect()
     }
 
     /// `predict` over a chunk whose columns are `required(any re[r])`: the
     /// variables made from them as in the fit, the offsets added.
-    pub fn predict_chunk(&self, chunk: &Chunk, rows: &[usize], re: &[bool], valid: &mut [bool], out: &mut [f64]) -> Result<()> {
+    pub fn predict_chunk(
+        &self,
+        chunk: &Chunk,
+        rows: &[usize],
+        re: &[bool],
+        valid: &mut [bool],
+        out: &mut [f64],
+    ) -> Result<()> {
         let any_re = rows.iter().any(|&r| valid[r] && re[r]);
-        let read = if any_re { &self.read_all } else { &self.read_fixed };
+        let read = if any_re {
+            &self.read_all
+        } else {
+            &self.read_fixed
+        };
         let mut columns: Vec<Option<&Column>> = vec![None; self.derive.columns.len()];
         for (k, &c) in read.iter().enumerate() {
             columns[c] = Some(&chunk.columns[k]);
         }
-        let need = if any_re { &self.need_all } else { &self.need_fixed };
+        let need = if any_re {
+            &self.need_all
+        } else {
+            &self.need_fixed
+        };
         let mut vars: Vec<Option<Cow<Column>>> = (0..self.model.vars.len()).map(|_| None).collect();
         for &v in need {
             vars[v] = Some(self.derive.variable(v, &columns, chunk.len)?);
@@ -288,9 +340,18 @@ impl Prepared {
         out: &mut [f64],
     ) -> Result<()> {
         let any_re = rows.iter().any(|&r| valid[r] && re[r]);
-        let need = if any_re { &self.need_all } else { &self.need_fixed };
+        let need = if any_re {
+            &self.need_all
+        } else {
+            &self.need_fixed
+        };
         let vars = &self.model.vars;
-        let n = cols.iter().flatten().map(|c| c.valid.len()).max().unwrap_or(0);
+        let n = cols
+            .iter()
+            .flatten()
+            .map(|c| c.valid.len())
+            .max()
+            .unwrap_or(0);
         // Column kinds must match the fit's.
         for &v in need {
             let Some(col) = cols[v] else {
@@ -318,32 +379,54 @@ impl Prepared {
             }
         }
         // NULL, NaN or ±Inf in a needed column: NULL prediction (the fit drops such rows too).
-        let usable = |c: &Column, r: usize| c.valid[r] && !matches!(&c.data, ColumnData::Float(x) if !x[r].is_finite());
+        let usable = |c: &Column, r: usize| {
+            c.valid[r] && !matches!(&c.data, ColumnData::Float(x) if !x[r].is_finite())
+        };
         for &r in rows {
             if !valid[r] {
                 continue;
             }
-            let need = if re[r] { &self.need_all } else { &self.need_fixed };
+            let need = if re[r] {
+                &self.need_all
+            } else {
+                &self.need_fixed
+            };
             if need.iter().any(|&v| !cols[v].is_some_and(|c| usable(c, r))) {
                 valid[r] = false;
             }
         }
         // Numeric values as f64.
         let mut nums: Vec<Option<Cow<[f64]>>> = (0..vars.len()).map(|_| None).collect();
-        for &v in self.nums_fixed.iter().chain(if any_re { &self.nums_random[..] } else { &[] }) {
-            nums[v] = Some(match &cols[v].unwrap().data {
+        for &v in self
+            .nums_fixed
+            .iter()
+            .chain(if any_re { &self.nums_random[..] } else { &[] })
+        {
+            let mut x = match &cols[v].unwrap().data {
                 ColumnData::Float(x) => Cow::Borrowed(&x[..]),
                 ColumnData::Int(x) => Cow::Owned(x.iter().map(|&i| i as f64).collect()),
                 _ => unreachable!("checked above"),
-            });
+            };
+            // scale(…): about the centre and scale of the fit's data
+            if let Some((c, s)) = vars[v].scaling {
+                x.to_mut().iter_mut().for_each(|x| *x = (*x - c) / s);
+            }
+            nums[v] = Some(x);
         }
         // Level of each categorical variable a term needs (rows that need it).
         let mut lid: Vec<Vec<u32>> = vec![Vec::new(); vars.len()];
         let mut key = Vec::new();
         let random_cats = if any_re { &self.cats_random[..] } else { &[] };
-        for (&v, fixed) in self.cats_fixed.iter().map(|v| (v, true)).chain(random_cats.iter().map(|v| (v, false))) {
+        for (&v, fixed) in self
+            .cats_fixed
+            .iter()
+            .map(|v| (v, true))
+            .chain(random_cats.iter().map(|v| (v, false)))
+        {
             let col = cols[v].unwrap();
-            let dict = self.var_levels[v].as_ref().expect("levels of a categorical term variable");
+            let dict = self.var_levels[v]
+                .as_ref()
+                .expect("levels of a categorical term variable");
             let mut ids = vec![u32::MAX; n];
             for &r in rows {
                 if !valid[r] || !(fixed || re[r]) {
@@ -467,7 +550,9 @@ fn combinations(model: &Model, c: &DesignCol) -> u64 {
     c.parts
         .iter()
         .filter(|p| p.1 != NUMERIC)
-        .fold(1u64, |a, p| a.saturating_mul(model.vars[p.0 as usize].levels.len() as u64))
+        .fold(1u64, |a, p| {
+            a.saturating_mul(model.vars[p.0 as usize].levels.len() as u64)
+        })
 }
 
 /// A term's coefficients go in a table indexed by level combination when the
@@ -483,7 +568,13 @@ fn dense_coefficients(combinations: u64, columns: usize) -> bool {
 fn levels_bytes(keys: &model::Keys) -> u64 {
     let n = keys.len() as u64;
     let key_bytes: u64 = keys.iter().map(|k| k.len() as u64).sum();
-    2 * key_bytes + 48 * n + if keys.iter().any(|k| k.first() == Some(&levels::T_INT)) { 4 * (4 * n + 4096) } else { 0 }
+    2 * key_bytes
+        + 48 * n
+        + if keys.iter().any(|k| k.first() == Some(&levels::T_INT)) {
+            4 * (4 * n + 4096)
+        } else {
+            0
+        }
 }
 
 /// Refuse to prepare a model whose tables would take far more memory than its
@@ -498,11 +589,17 @@ fn check_preparation_size(id: &ModelId, model: &Model) -> Result<()> {
     }
     for cols in fixed_terms(&model.fixed) {
         let size = combinations(model, &model.fixed[cols[0]]);
-        let entries = if dense_coefficients(size, cols.len()) { size } else { 2 * cols.len() as u64 };
+        let entries = if dense_coefficients(size, cols.len()) {
+            size
+        } else {
+            2 * cols.len() as u64
+        };
         need = need.saturating_add(8 * entries + 64);
     }
     for f in &model.factors {
-        need = need.saturating_add(levels_bytes(&f.keys)).saturating_add(8 * f.blup.len() as u64);
+        need = need
+            .saturating_add(levels_bytes(&f.keys))
+            .saturating_add(8 * f.blup.len() as u64);
     }
     let budget = 16 * (id.len + model::HEADER_LEN as u64) + (64 << 20);
     if need > budget {
@@ -532,8 +629,17 @@ fn prefetch(v: &[f64], i: usize) {
 }
 
 fn unseen_level(var: &model::Var, key: &[u8]) -> String {
-    let shown: Vec<String> = var.levels.iter().take(10).map(|k| format!("'{}'", levels::label(k))).collect();
-    let more = if var.levels.len() > 10 { format!(", … ({} in all)", var.levels.len()) } else { String::new() };
+    let shown: Vec<String> = var
+        .levels
+        .iter()
+        .take(10)
+        .map(|k| format!("'{}'", levels::label(k)))
+        .collect();
+    let more = if var.levels.len() > 10 {
+        format!(", … ({} in all)", var.levels.len())
+    } else {
+        String::new()
+    };
     format!(
         "column '{}' has level '{}', which the model was not fitted with (its levels: {}{more}); \
          a fixed-effect factor cannot predict a level it has no coefficient for",
@@ -565,7 +671,10 @@ struct Cache {
 const CACHE_ENTRIES: usize = 64;
 const CACHE_BYTES: u64 = 1 << 30;
 
-static CACHE: Mutex<Cache> = Mutex::new(Cache { entries: Vec::new(), tick: 0 });
+static CACHE: Mutex<Cache> = Mutex::new(Cache {
+    entries: Vec::new(),
+    tick: 0,
+});
 
 /// The prepared model of a model value: parsed on the first call for its
 /// identity, shared afterwards (also across threads; a thread asking while
@@ -590,11 +699,17 @@ pub fn prepared(data: &[u8]) -> Result<Arc<Prepared>> {
             }
             None => {
                 let slot: Slot = Arc::new(OnceLock::new());
-                cache.entries.push(Entry { id, slot: slot.clone(), last_use: tick });
+                cache.entries.push(Entry {
+                    id,
+                    slot: slot.clone(),
+                    last_use: tick,
+                });
                 // Evict the least recently used beyond the bounds (never the new one).
                 loop {
                     let bytes: u64 = cache.entries.iter().map(|e| e.id.len).sum();
-                    if cache.entries.len() <= 1 || (cache.entries.len() <= CACHE_ENTRIES && bytes <= CACHE_BYTES) {
+                    if cache.entries.len() <= 1
+                        || (cache.entries.len() <= CACHE_ENTRIES && bytes <= CACHE_BYTES)
+                    {
                         break;
                     }
                     let oldest = (0..cache.entries.len())
@@ -607,10 +722,15 @@ pub fn prepared(data: &[u8]) -> Result<Arc<Prepared>> {
             }
         }
     };
-    slot.get_or_init(|| Prepared::from_bytes(data).map(Arc::new)).clone()
+    slot.get_or_init(|| Prepared::from_bytes(data).map(Arc::new))
+        .clone()
 }
 
 /// Number of models in the cache (tests).
 pub fn cached_models() -> usize {
-    CACHE.lock().unwrap_or_else(|e| e.into_inner()).entries.len()
+    CACHE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entries
+        .len()
 }

@@ -61,7 +61,11 @@ struct GroupFactor {
 
 impl GroupFactor {
     fn new(q: usize, k: usize) -> Self {
-        GroupFactor { l: vec![0.0; q * q], c: vec![0.0; q * k], m: vec![0.0; q * q] }
+        GroupFactor {
+            l: vec![0.0; q * q],
+            c: vec![0.0; q * k],
+            m: vec![0.0; q * q],
+        }
     }
 }
 
@@ -79,7 +83,12 @@ impl RowBatch {
     const ROWS: usize = 256;
 
     fn new(k: usize, nth: usize) -> RowBatch {
-        RowBatch { k, c: Vec::new(), qt: vec![Vec::new(); nth], pt: vec![Vec::new(); nth] }
+        RowBatch {
+            k,
+            c: Vec::new(),
+            qt: vec![Vec::new(); nth],
+            pt: vec![Vec::new(); nth],
+        }
     }
 
     fn full(&self) -> bool {
@@ -96,12 +105,26 @@ impl RowBatch {
             if rows == 0 {
                 return;
             }
-            let (a, b) = (MatRef::from_row_major_slice(a, rows, k), MatRef::from_row_major_slice(b, rows, k));
-            faer::linalg::matmul::matmul(MatMut::from_column_major_slice_mut(dst, k, k), Accum::Add, a.transpose(), b, 1.0, par);
+            let (a, b) = (
+                MatRef::from_row_major_slice(a, rows, k),
+                MatRef::from_row_major_slice(b, rows, k),
+            );
+            faer::linalg::matmul::matmul(
+                MatMut::from_column_major_slice_mut(dst, k, k),
+                Accum::Add,
+                a.transpose(),
+                b,
+                1.0,
+                par,
+            );
         };
         product(&mut out.s, &self.c, &self.c);
         for j in 0..self.qt.len() {
-            product(&mut out.t[j * k * k..(j + 1) * k * k], &self.qt[j], &self.pt[j]);
+            product(
+                &mut out.t[j * k * k..(j + 1) * k * k],
+                &self.qt[j],
+                &self.pt[j],
+            );
             self.qt[j].clear();
             self.pt[j].clear();
         }
@@ -123,12 +146,21 @@ pub struct Partial {
 
 impl Partial {
     pub fn zero(k: usize, nth: usize) -> Partial {
-        Partial { s: vec![0.0; k * k], logdet: 0.0, g1: vec![0.0; nth], t: vec![0.0; nth * k * k] }
+        Partial {
+            s: vec![0.0; k * k],
+            logdet: 0.0,
+            g1: vec![0.0; nth],
+            t: vec![0.0; nth * k * k],
+        }
     }
 
     pub fn add(&mut self, other: &Partial) {
         self.logdet += other.logdet;
-        for (a, b) in [(&mut self.s, &other.s), (&mut self.g1, &other.g1), (&mut self.t, &other.t)] {
+        for (a, b) in [
+            (&mut self.s, &other.s),
+            (&mut self.g1, &other.g1),
+            (&mut self.t, &other.t),
+        ] {
             for (x, y) in a.iter_mut().zip(b.iter()) {
                 *x += y;
             }
@@ -152,7 +184,12 @@ impl Partial {
         }
         let (s, rest) = v[1..].split_at(k * k);
         let (g1, t) = rest.split_at(nth);
-        Some(Partial { s: s.to_vec(), logdet: v[0], g1: g1.to_vec(), t: t.to_vec() })
+        Some(Partial {
+            s: s.to_vec(),
+            logdet: v[0],
+            g1: g1.to_vec(),
+            t: t.to_vec(),
+        })
     }
 }
 
@@ -177,7 +214,12 @@ impl Problem {
     /// `Q` > 0 fixes q at compile time (small q is the common case, and the
     /// compiler then unrolls the q-loops); `Q` = 0 reads it from the problem.
     #[inline(always)]
-    fn factor_group<const Q: usize>(&self, i: usize, lambda: &[f64], w: &mut GroupFactor) -> Option<f64> {
+    fn factor_group<const Q: usize>(
+        &self,
+        i: usize,
+        lambda: &[f64],
+        w: &mut GroupFactor,
+    ) -> Option<f64> {
         let q = if Q > 0 { Q } else { self.q };
         let k = self.k();
         let ztz = &self.ztz[i * q * q..(i + 1) * q * q];
@@ -239,7 +281,12 @@ impl Problem {
     /// Over groups in `range`: Σ C_iᵀC_i (upper triangle of k×k), Σ log|L_i|², and
     /// with `pos` (θ's positions in Λ) the gradient pieces
     /// Σ 2 (M_i⁻¹ΛᵀA_i)[c, r] and T_j = Σ Q_i[r,:]ᵀ P_i[c,:] (see `evaluate`).
-    fn partial(&self, lambda: &[f64], range: std::ops::Range<usize>, pos: Option<&[(usize, usize)]>) -> Option<Partial> {
+    fn partial(
+        &self,
+        lambda: &[f64],
+        range: std::ops::Range<usize>,
+        pos: Option<&[(usize, usize)]>,
+    ) -> Option<Partial> {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU has the features the function is compiled for.
@@ -251,12 +298,22 @@ impl Problem {
     /// The same kernels compiled for AVX2 + FMA: the k-long loops vectorise 4 wide.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn partial_avx2(&self, lambda: &[f64], range: std::ops::Range<usize>, pos: Option<&[(usize, usize)]>) -> Option<Partial> {
+    unsafe fn partial_avx2(
+        &self,
+        lambda: &[f64],
+        range: std::ops::Range<usize>,
+        pos: Option<&[(usize, usize)]>,
+    ) -> Option<Partial> {
         self.partial_dispatch(lambda, range, pos)
     }
 
     #[inline(always)]
-    fn partial_dispatch(&self, lambda: &[f64], range: std::ops::Range<usize>, pos: Option<&[(usize, usize)]>) -> Option<Partial> {
+    fn partial_dispatch(
+        &self,
+        lambda: &[f64],
+        range: std::ops::Range<usize>,
+        pos: Option<&[(usize, usize)]>,
+    ) -> Option<Partial> {
         match self.q {
             1 => self.partial_q::<1>(lambda, range, pos),
             2 => self.partial_q::<2>(lambda, range, pos),
@@ -266,7 +323,12 @@ impl Problem {
     }
 
     #[inline(always)]
-    fn partial_q<const Q: usize>(&self, lambda: &[f64], range: std::ops::Range<usize>, pos: Option<&[(usize, usize)]>) -> Option<Partial> {
+    fn partial_q<const Q: usize>(
+        &self,
+        lambda: &[f64],
+        range: std::ops::Range<usize>,
+        pos: Option<&[(usize, usize)]>,
+    ) -> Option<Partial> {
         let q = if Q > 0 { Q } else { self.q };
         let k = self.k();
         let mut w = GroupFactor::new(q, k);
@@ -407,10 +469,19 @@ impl Problem {
 
     /// The deviance and its gradient in θ (positions of θ's entries in Λ):
     /// `gradients` at β̂, combined as `d = logdets + c log ρ² + const`.
-    pub fn deviance_and_gradient(&self, lambda: &[f64], pos: &[(usize, usize)]) -> Option<(f64, Vec<f64>)> {
+    pub fn deviance_and_gradient(
+        &self,
+        lambda: &[f64],
+        pos: &[(usize, usize)],
+    ) -> Option<(f64, Vec<f64>)> {
         let g = self.gradients(lambda, pos, &|pt| pt.beta.clone())?;
         let c = crate::inference::likelihood::residual_dof(self.method, self.n, self.p);
-        let grad = g.logdets.iter().zip(&g.pwrss).map(|(a, b)| a + c * b / g.point.pwrss).collect();
+        let grad = g
+            .logdets
+            .iter()
+            .zip(&g.pwrss)
+            .map(|(a, b)| a + c * b / g.point.pwrss)
+            .collect();
         Some((g.point.deviance, grad))
     }
 
@@ -462,7 +533,12 @@ impl Problem {
                 }
             });
         }
-        Some(crate::inference::likelihood::Gradients { point, beta: b, logdets, pwrss })
+        Some(crate::inference::likelihood::Gradients {
+            point,
+            beta: b,
+            logdets,
+            pwrss,
+        })
     }
 
     /// The partials of this problem's own groups: a fixed number of parts
@@ -473,8 +549,12 @@ impl Problem {
             return vec![self.partial(lambda, 0..self.groups, pos)];
         }
         let chunk = self.groups.div_ceil(PARTS);
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, PARTS);
-        let ranges: Vec<_> = (0..PARTS).map(|t| (t * chunk).min(self.groups)..((t + 1) * chunk).min(self.groups)).collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, PARTS);
+        let ranges: Vec<_> = (0..PARTS)
+            .map(|t| (t * chunk).min(self.groups)..((t + 1) * chunk).min(self.groups))
+            .collect();
         let mut results: Vec<Option<Partial>> = (0..PARTS).map(|_| None).collect();
         std::thread::scope(|sc| {
             let per = PARTS.div_ceil(threads);
@@ -501,7 +581,11 @@ impl Problem {
     }
 
     #[allow(clippy::type_complexity)]
-    fn evaluate_impl(&self, lambda: &[f64], pos: Option<&[(usize, usize)]>) -> Option<(Evaluation, (Vec<f64>, Vec<f64>))> {
+    fn evaluate_impl(
+        &self,
+        lambda: &[f64],
+        pos: Option<&[(usize, usize)]>,
+    ) -> Option<(Evaluation, (Vec<f64>, Vec<f64>))> {
         crate::cancel::checkpoint();
         let k = self.k();
         let nth = pos.map_or(0, |p| p.len());
@@ -553,7 +637,16 @@ impl Problem {
         if !deviance.is_finite() {
             return None;
         }
-        Some((Evaluation { deviance, logdet_l, logdet_rx, pwrss, u }, (g1, t)))
+        Some((
+            Evaluation {
+                deviance,
+                logdet_l,
+                logdet_rx,
+                pwrss,
+                u,
+            },
+            (g1, t),
+        ))
     }
 
     pub fn deviance(&self, lambda: &[f64]) -> f64 {
@@ -591,10 +684,26 @@ impl Problem {
             Method::Reml => e.pwrss / (self.n - p as f64),
         };
         // vcov = σ² R_X⁻¹ R_X⁻ᵀ
-        let vcov: Vec<f64> = upper_gram_inverse(u, k, p).into_iter().map(|v| sigma2 * v).collect();
+        let vcov: Vec<f64> = upper_gram_inverse(u, k, p)
+            .into_iter()
+            .map(|v| sigma2 * v)
+            .collect();
         let (blups, cond_cov) = self.modes(lambda, &beta, sigma2)?;
-        let logdets = e.logdet_l + if self.method == Method::Reml { e.logdet_rx } else { 0.0 };
-        Some(Solution { deviance: e.deviance, logdets, beta, sigma2, vcov, blups, cond_cov })
+        let logdets = e.logdet_l
+            + if self.method == Method::Reml {
+                e.logdet_rx
+            } else {
+                0.0
+            };
+        Some(Solution {
+            deviance: e.deviance,
+            logdets,
+            beta,
+            sigma2,
+            vcov,
+            blups,
+            cond_cov,
+        })
     }
 }
 
@@ -749,7 +858,9 @@ mod tests {
         let k = p + 1;
         let mut seed = 7u64;
         let mut rnd = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((seed >> 11) as f64 / (1u64 << 53) as f64) - 0.5
         };
         let mut ztz = vec![0.0; groups * q * q];
@@ -781,7 +892,17 @@ mod tests {
                 n += 1.0;
             }
         }
-        Problem { n, p, q, groups, ztz, ztr, rtr, method, shards: None }
+        Problem {
+            n,
+            p,
+            q,
+            groups,
+            ztz,
+            ztr,
+            rtr,
+            method,
+            shards: None,
+        }
     }
 
     #[test]
@@ -789,9 +910,15 @@ mod tests {
         for method in [Method::Reml, Method::Ml] {
             let pr = problem(method);
             for layout in [ThetaLayout::new(&[2]), ThetaLayout::new(&[1, 1])] {
-                let theta: Vec<f64> = if layout.len() == 3 { vec![0.8, -0.3, 0.4] } else { vec![0.7, 0.2] };
+                let theta: Vec<f64> = if layout.len() == 3 {
+                    vec![0.8, -0.3, 0.4]
+                } else {
+                    vec![0.7, 0.2]
+                };
                 let pos = layout.positions();
-                let (f0, g) = pr.deviance_and_gradient(&layout.lambda(&theta), &pos).unwrap();
+                let (f0, g) = pr
+                    .deviance_and_gradient(&layout.lambda(&theta), &pos)
+                    .unwrap();
                 assert!((f0 - pr.deviance(&layout.lambda(&theta))).abs() < 1e-12 * f0.abs());
                 for j in 0..theta.len() {
                     let h = 1e-6;
@@ -799,8 +926,13 @@ mod tests {
                     tp[j] += h;
                     let mut tm = theta.clone();
                     tm[j] -= h;
-                    let fd = (pr.deviance(&layout.lambda(&tp)) - pr.deviance(&layout.lambda(&tm))) / (2.0 * h);
-                    assert!((fd - g[j]).abs() < 1e-6 * (1.0 + fd.abs()), "{method:?} θ{j}: analytic {} vs fd {fd}", g[j]);
+                    let fd = (pr.deviance(&layout.lambda(&tp)) - pr.deviance(&layout.lambda(&tm)))
+                        / (2.0 * h);
+                    assert!(
+                        (fd - g[j]).abs() < 1e-6 * (1.0 + fd.abs()),
+                        "{method:?} θ{j}: analytic {} vs fd {fd}",
+                        g[j]
+                    );
                 }
             }
         }

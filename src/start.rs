@@ -28,20 +28,34 @@ pub fn moment_theta_and_sigma2(pr: &Problem, layout: &ThetaLayout) -> Option<(Ve
             xx[b * p + a] = pr.rtr[b * k + a];
         }
     }
-    let beta = if p > 0 { solve_spd(&xx, &xy, p)? } else { Vec::new() };
+    let beta = if p > 0 {
+        solve_spd(&xx, &xy, p)?
+    } else {
+        Vec::new()
+    };
     let rss_ols = pr.rtr[p * k + p] - beta.iter().zip(&xy).map(|(b, v)| b * v).sum::<f64>();
     let sums = match &pr.shards {
         Some(shards) => shards.moments(&beta)?,
         None => moment_sums(pr, &beta),
     };
-    let MomentSums { used, explained, sum_b, sum_bb, sum_inv } = sums;
+    let MomentSums {
+        used,
+        explained,
+        sum_b,
+        sum_bb,
+        sum_inv,
+    } = sums;
     let used = used as usize;
     if used < 2 {
         return None;
     }
     let g = used as f64;
     let dof = pr.n - p as f64 - (q * used) as f64;
-    let sigma2 = if dof > 0.0 && rss_ols - explained > 0.0 { (rss_ols - explained) / dof } else { rss_ols / (pr.n - p as f64) };
+    let sigma2 = if dof > 0.0 && rss_ols - explained > 0.0 {
+        (rss_ols - explained) / dof
+    } else {
+        rss_ols / (pr.n - p as f64)
+    };
     if !(sigma2 > 0.0) {
         return None;
     }
@@ -76,7 +90,10 @@ pub fn moment_theta_and_sigma2(pr: &Problem, layout: &ThetaLayout) -> Option<(Ve
             }
         }
     }
-    theta.iter().all(|t| t.is_finite()).then_some((theta, sigma2))
+    theta
+        .iter()
+        .all(|t| t.is_finite())
+        .then_some((theta, sigma2))
 }
 
 /// The sums over groups the moment estimate needs, at the OLS β: how many
@@ -93,13 +110,23 @@ pub struct MomentSums {
 
 impl MomentSums {
     pub fn zero(q: usize) -> MomentSums {
-        MomentSums { used: 0.0, explained: 0.0, sum_b: vec![0.0; q], sum_bb: vec![0.0; q * q], sum_inv: vec![0.0; q * q] }
+        MomentSums {
+            used: 0.0,
+            explained: 0.0,
+            sum_b: vec![0.0; q],
+            sum_bb: vec![0.0; q * q],
+            sum_inv: vec![0.0; q * q],
+        }
     }
 
     pub fn add(&mut self, o: &MomentSums) {
         self.used += o.used;
         self.explained += o.explained;
-        for (a, b) in [(&mut self.sum_b, &o.sum_b), (&mut self.sum_bb, &o.sum_bb), (&mut self.sum_inv, &o.sum_inv)] {
+        for (a, b) in [
+            (&mut self.sum_b, &o.sum_b),
+            (&mut self.sum_bb, &o.sum_bb),
+            (&mut self.sum_inv, &o.sum_inv),
+        ] {
             for (x, y) in a.iter_mut().zip(b.iter()) {
                 *x += y;
             }
@@ -121,7 +148,13 @@ impl MomentSums {
         }
         let (b, rest) = v[2..].split_at(q);
         let (bb, inv) = rest.split_at(q * q);
-        Some(MomentSums { used: v[0], explained: v[1], sum_b: b.to_vec(), sum_bb: bb.to_vec(), sum_inv: inv.to_vec() })
+        Some(MomentSums {
+            used: v[0],
+            explained: v[1],
+            sum_b: b.to_vec(),
+            sum_bb: bb.to_vec(),
+            sum_inv: inv.to_vec(),
+        })
     }
 }
 
@@ -138,7 +171,9 @@ pub fn moment_sums(pr: &Problem, beta: &[f64]) -> MomentSums {
         }
         // Skip groups whose own fit is not identified (too few or collinear rows).
         let trace: f64 = (0..q).map(|a| ztz[a * q + a]).sum();
-        let Some(b) = solve_spd(ztz, &r, q) else { continue };
+        let Some(b) = solve_spd(ztz, &r, q) else {
+            continue;
+        };
         let mut inv = vec![0.0; q * q];
         let mut ok = true;
         for c in 0..q {
@@ -171,7 +206,10 @@ pub fn moment_sums(pr: &Problem, beta: &[f64]) -> MomentSums {
 /// σ̂² ≈ max_f (s_f² − Σ_{g≠f} v_g) (the max discounts nested factors, which
 /// do not vary within a level), and each θ_f is rescaled by s_f/σ̂. Returns
 /// None when that leaves no credible σ̂².
-pub fn crossed_correction(estimates: &[(Vec<f64>, f64)], layouts: &[&ThetaLayout]) -> Option<Vec<f64>> {
+pub fn crossed_correction(
+    estimates: &[(Vec<f64>, f64)],
+    layouts: &[&ThetaLayout],
+) -> Option<Vec<f64>> {
     let v: Vec<f64> = estimates
         .iter()
         .zip(layouts)
@@ -186,7 +224,10 @@ pub fn crossed_correction(estimates: &[(Vec<f64>, f64)], layouts: &[&ThetaLayout
         .zip(&v)
         .map(|((_, s2), vf)| s2 - (total - vf))
         .fold(f64::NEG_INFINITY, f64::max);
-    let smallest = estimates.iter().map(|(_, s2)| *s2).fold(f64::INFINITY, f64::min);
+    let smallest = estimates
+        .iter()
+        .map(|(_, s2)| *s2)
+        .fold(f64::INFINITY, f64::min);
     if !(sigma2 > 0.05 * smallest) {
         return None;
     }

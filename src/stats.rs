@@ -46,7 +46,12 @@ pub struct Moments {
 
 impl Moments {
     pub fn new(d: usize) -> Moments {
-        Moments { n: 0, w: 0.0, d, data: vec![0.0; d + d * (d + 1) / 2] }
+        Moments {
+            n: 0,
+            w: 0.0,
+            d,
+            data: vec![0.0; d + d * (d + 1) / 2],
+        }
     }
 
     #[inline]
@@ -171,19 +176,35 @@ mod tests {
     fn naive(rows: &[Vec<f64>]) -> (Vec<f64>, Vec<Vec<f64>>) {
         let d = rows[0].len();
         let n = rows.len() as f64;
-        let mean: Vec<f64> = (0..d).map(|a| rows.iter().map(|r| r[a]).sum::<f64>() / n).collect();
+        let mean: Vec<f64> = (0..d)
+            .map(|a| rows.iter().map(|r| r[a]).sum::<f64>() / n)
+            .collect();
         let cov = (0..d)
-            .map(|a| (0..d).map(|b| rows.iter().map(|r| (r[a] - mean[a]) * (r[b] - mean[b])).sum()).collect())
+            .map(|a| {
+                (0..d)
+                    .map(|b| {
+                        rows.iter()
+                            .map(|r| (r[a] - mean[a]) * (r[b] - mean[b]))
+                            .sum()
+                    })
+                    .collect()
+            })
             .collect();
         (mean, cov)
     }
 
     #[test]
     fn welford_and_chan_agree_with_two_pass() {
-        let rows: Vec<Vec<f64>> = (0..50).map(|i| {
-            let x = i as f64;
-            vec![x.sin() * 3.0, (x * 0.7).cos() + x * 0.1, if i % 3 == 0 { 1.0 } else { 0.0 }]
-        }).collect();
+        let rows: Vec<Vec<f64>> = (0..50)
+            .map(|i| {
+                let x = i as f64;
+                vec![
+                    x.sin() * 3.0,
+                    (x * 0.7).cos() + x * 0.1,
+                    if i % 3 == 0 { 1.0 } else { 0.0 },
+                ]
+            })
+            .collect();
         let (mean, cov) = naive(&rows);
         let mut all = Moments::new(3);
         let mut a = Moments::new(3);
@@ -191,7 +212,11 @@ mod tests {
         let mut dl = vec![0.0; 3];
         for (i, r) in rows.iter().enumerate() {
             all.push(r, &mut dl);
-            if i < 17 { a.push(r, &mut dl) } else { b.push(r, &mut dl) }
+            if i < 17 {
+                a.push(r, &mut dl)
+            } else {
+                b.push(r, &mut dl)
+            }
         }
         a.merge_mapped(&b, &[0, 1, 2], &[0.0; 3]);
         for m in [&all, &a] {
@@ -211,7 +236,14 @@ mod tests {
         let rows: Vec<(Vec<f64>, f64)> = (0..40)
             .map(|i| {
                 let x = i as f64;
-                (vec![1.7e3 + x.sin() * 3.0, (x * 0.3).cos(), if i % 4 == 0 { 1.0 } else { 0.0 }], (1 + i % 3) as f64)
+                (
+                    vec![
+                        1.7e3 + x.sin() * 3.0,
+                        (x * 0.3).cos(),
+                        if i % 4 == 0 { 1.0 } else { 0.0 },
+                    ],
+                    (1 + i % 3) as f64,
+                )
             })
             .collect();
         let mut repeated = Moments::new(3);
@@ -226,7 +258,11 @@ mod tests {
             }
             all.push_weighted(r, *w, &mut dl);
             store.push_weighted(0, r, *w, &[0, 2], &mut dl);
-            if i % 3 == 0 { a.push_weighted(r, *w, &mut dl) } else { b.push_weighted(r, *w, &mut dl) }
+            if i % 3 == 0 {
+                a.push_weighted(r, *w, &mut dl)
+            } else {
+                b.push_weighted(r, *w, &mut dl)
+            }
         }
         a.merge_mapped(&b, &[0, 1, 2], &[0.0; 3]);
         assert_eq!((all.n, a.n), (40, 40));
@@ -235,15 +271,27 @@ mod tests {
         assert_eq!(g.n(), repeated.w);
         for m in [&all, &a] {
             for i in 0..3 {
-                assert!((m.mean(i) - repeated.mean(i)).abs() < 1e-12 * (1.0 + repeated.mean(i).abs()), "mean {i}");
-                assert!((g.mean(i) - repeated.mean(i)).abs() < 1e-12 * (1.0 + repeated.mean(i).abs()), "group mean {i}");
+                assert!(
+                    (m.mean(i) - repeated.mean(i)).abs() < 1e-12 * (1.0 + repeated.mean(i).abs()),
+                    "mean {i}"
+                );
+                assert!(
+                    (g.mean(i) - repeated.mean(i)).abs() < 1e-12 * (1.0 + repeated.mean(i).abs()),
+                    "group mean {i}"
+                );
                 for j in 0..3 {
                     let want = repeated.comoment(i, j);
-                    assert!((m.comoment(i, j) - want).abs() < 1e-10 * (1.0 + want.abs()), "comoment {i},{j}");
+                    assert!(
+                        (m.comoment(i, j) - want).abs() < 1e-10 * (1.0 + want.abs()),
+                        "comoment {i},{j}"
+                    );
                 }
                 for (zi, z) in [0usize, 2].iter().enumerate() {
                     let want = repeated.comoment(*z, i);
-                    assert!((g.comoment(zi, i) - want).abs() < 1e-10 * (1.0 + want.abs()), "group comoment {z},{i}");
+                    assert!(
+                        (g.comoment(zi, i) - want).abs() < 1e-10 * (1.0 + want.abs()),
+                        "group comoment {z},{i}"
+                    );
                 }
             }
         }
@@ -273,15 +321,26 @@ mod tests {
         for part in rows.chunks(64) {
             let dense: Vec<f64> = part.iter().flat_map(|&(y, x, _)| [y - k0, x]).collect();
             let active: Vec<usize> = part.iter().map(|&(_, _, l)| l).collect();
-            let ch = IndicatorChunk { dense_ids: &[0, 1], dense: &dense, active: &active, rows: part.len() };
+            let ch = IndicatorChunk {
+                dense_ids: &[0, 1],
+                dense: &dense,
+                active: &active,
+                rows: part.len(),
+            };
             chunked.merge_indicator_chunk(d, &ch);
         }
         assert_eq!(chunked.n, welford.n);
         for a in 0..d {
-            assert!((chunked.mean(a) - welford.mean(a)).abs() <= 1e-12 * (1.0 + welford.mean(a).abs()), "mean {a}");
+            assert!(
+                (chunked.mean(a) - welford.mean(a)).abs() <= 1e-12 * (1.0 + welford.mean(a).abs()),
+                "mean {a}"
+            );
             for b in 0..d {
                 let (c, w) = (chunked.comoment(a, b), welford.comoment(a, b));
-                assert!((c - w).abs() <= 1e-10 * (1.0 + w.abs()), "comoment {a},{b}: {c} vs {w}");
+                assert!(
+                    (c - w).abs() <= 1e-10 * (1.0 + w.abs()),
+                    "comoment {a},{b}: {c} vs {w}"
+                );
             }
         }
     }
@@ -300,8 +359,11 @@ mod tests {
         b.push(&[0.0, 5.0, 1.0], &mut dl);
         a.merge_mapped(&b, &[2, 0, 1], &[0.0; 3]);
         let rows = vec![
-            vec![1.0, 1.0, 0.0], vec![2.0, 0.0, 0.0], vec![3.0, 0.0, 1.0],
-            vec![4.0, 0.0, 1.0], vec![5.0, 1.0, 0.0],
+            vec![1.0, 1.0, 0.0],
+            vec![2.0, 0.0, 0.0],
+            vec![3.0, 0.0, 1.0],
+            vec![4.0, 0.0, 1.0],
+            vec![5.0, 1.0, 0.0],
         ];
         let (mean, cov) = naive(&rows);
         for i in 0..3 {
@@ -482,7 +544,12 @@ impl GroupStore {
 
     pub fn group(&self, g: usize) -> GroupView<'_> {
         let s = self.stride();
-        GroupView { d: self.d, q: self.q, cd: self.cd, b: &self.data[g * s..(g + 1) * s] }
+        GroupView {
+            d: self.d,
+            q: self.q,
+            cd: self.cd,
+            b: &self.data[g * s..(g + 1) * s],
+        }
     }
 
     /// Make room for d columns and q random-effect rows.
@@ -494,11 +561,12 @@ impl GroupStore {
             return;
         }
         self.relayouts += 1;
-        let (ncd, ncq) = if self.relayouts <= EXACT_RELAYOUTS || self.data.len() * 8 <= EXACT_LAYOUT_BYTES {
-            (d, q)
-        } else {
-            (d.max(self.cd + self.cd / 2), q.max(self.cq + self.cq / 2))
-        };
+        let (ncd, ncq) =
+            if self.relayouts <= EXACT_RELAYOUTS || self.data.len() * 8 <= EXACT_LAYOUT_BYTES {
+                (d, q)
+            } else {
+                (d.max(self.cd + self.cd / 2), q.max(self.cq + self.cq / 2))
+            };
         let (ocd, oq, os) = (self.cd, self.q, self.stride());
         let ns = 1 + ncd + ncq * ncd;
         let mut data = vec![0.0; self.groups * ns];
@@ -507,7 +575,8 @@ impl GroupStore {
             let dst = &mut data[g * ns..(g + 1) * ns];
             dst[..1 + ocd].copy_from_slice(&src[..1 + ocd]);
             for zi in 0..oq {
-                dst[1 + ncd + zi * ncd..1 + ncd + zi * ncd + ocd].copy_from_slice(&src[1 + ocd + zi * ocd..1 + ocd + (zi + 1) * ocd]);
+                dst[1 + ncd + zi * ncd..1 + ncd + zi * ncd + ocd]
+                    .copy_from_slice(&src[1 + ocd + zi * ocd..1 + ocd + (zi + 1) * ocd]);
             }
         }
         self.data = data;
@@ -567,7 +636,14 @@ impl GroupStore {
 
     /// The weighted update of group g with one row of weight `wt` > 0 (see `Moments::push_weighted`).
     #[inline]
-    pub fn push_weighted(&mut self, g: usize, x: &[f64], wt: f64, zcols: &[usize], delta: &mut [f64]) {
+    pub fn push_weighted(
+        &mut self,
+        g: usize,
+        x: &[f64],
+        wt: f64,
+        zcols: &[usize],
+        delta: &mut [f64],
+    ) {
         let (d, q, cd, s) = (self.d, self.q, self.cd, self.stride());
         let b = &mut self.data[g * s..(g + 1) * s];
         let before = b[0];
@@ -594,7 +670,17 @@ impl GroupStore {
     /// Chan's merge of group `og` of `other` into group g (other's column j is our
     /// `map[j]`, its row zi our `zmap[zi]`, its means + `offset[j]` are relative to our
     /// shifts); `other` is not modified. Call `ensure` first.
-    pub fn merge_group(&mut self, g: usize, other: &GroupStore, og: usize, map: &[usize], offset: &[f64], zmap: &[usize], zcols: &[usize], delta: &mut Vec<f64>) {
+    pub fn merge_group(
+        &mut self,
+        g: usize,
+        other: &GroupStore,
+        og: usize,
+        map: &[usize],
+        offset: &[f64],
+        zmap: &[usize],
+        zcols: &[usize],
+        delta: &mut Vec<f64>,
+    ) {
         let o = other.group(og);
         let nb = o.n();
         if nb == 0.0 {

@@ -46,7 +46,10 @@ impl ThetaLayout {
 
     /// lme4's start: Λ = I.
     pub fn start(&self) -> Vec<f64> {
-        self.lower().iter().map(|&l| if l == 0.0 { 1.0 } else { 0.0 }).collect()
+        self.lower()
+            .iter()
+            .map(|&l| if l == 0.0 { 1.0 } else { 0.0 })
+            .collect()
     }
 
     /// Indices into θ of the diagonal entries.

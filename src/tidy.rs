@@ -56,7 +56,15 @@ impl TidyRow {
             group_var: self.group_var.as_deref(),
             level: self.level.as_deref(),
             term: self.term.as_deref(),
-            values: [self.estimate, self.std_error, self.statistic, self.df, self.p_value, self.conf_low, self.conf_high],
+            values: [
+                self.estimate,
+                self.std_error,
+                self.statistic,
+                self.df,
+                self.p_value,
+                self.conf_low,
+                self.conf_high,
+            ],
         }
     }
 }
@@ -81,7 +89,13 @@ pub struct Tidy {
 
 impl Tidy {
     pub fn len(&self) -> usize {
-        self.head.len() + self.tail.len() + self.ran_vals.iter().map(|r| r.estimate.len()).sum::<usize>()
+        self.head.len()
+            + self.tail.len()
+            + self
+                .ran_vals
+                .iter()
+                .map(|r| r.estimate.len())
+                .sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -97,10 +111,22 @@ impl Tidy {
                 group_var: Some(&rv.group_var),
                 level: Some(&rv.levels[i % nl]),
                 term: Some(&rv.terms[i / nl]),
-                values: [Some(rv.estimate[i]), Some(rv.std_error[i]), None, None, None, None, None],
+                values: [
+                    Some(rv.estimate[i]),
+                    Some(rv.std_error[i]),
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                ],
             })
         });
-        self.head.iter().map(TidyRow::as_ref).chain(ran).chain(self.tail.iter().map(TidyRow::as_ref))
+        self.head
+            .iter()
+            .map(TidyRow::as_ref)
+            .chain(ran)
+            .chain(self.tail.iter().map(TidyRow::as_ref))
     }
 
     /// Row `i` in table order (`None` past the end).
@@ -117,7 +143,15 @@ impl Tidy {
                     group_var: Some(&rv.group_var),
                     level: Some(&rv.levels[i % nl]),
                     term: Some(&rv.terms[i / nl]),
-                    values: [Some(rv.estimate[i]), Some(rv.std_error[i]), None, None, None, None, None],
+                    values: [
+                        Some(rv.estimate[i]),
+                        Some(rv.std_error[i]),
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                    ],
                 });
             }
             i -= rv.estimate.len();
@@ -164,10 +198,14 @@ mod tests {
             }],
             tail: vec![TidyRow::new("fit")],
         };
-        let all: Vec<(String, Option<String>, Option<f64>)> =
-            t.rows().map(|r| (r.effect.to_string(), r.level.map(String::from), r.values[0])).collect();
-        let by_index: Vec<_> =
-            (0..t.len()).map(|i| t.row(i).unwrap()).map(|r| (r.effect.to_string(), r.level.map(String::from), r.values[0])).collect();
+        let all: Vec<(String, Option<String>, Option<f64>)> = t
+            .rows()
+            .map(|r| (r.effect.to_string(), r.level.map(String::from), r.values[0]))
+            .collect();
+        let by_index: Vec<_> = (0..t.len())
+            .map(|i| t.row(i).unwrap())
+            .map(|r| (r.effect.to_string(), r.level.map(String::from), r.values[0]))
+            .collect();
         assert_eq!(all, by_index);
         assert!(t.row(t.len()).is_none());
     }

@@ -19,17 +19,38 @@ fn statrs_t_quantile(p: f64, df: f64) -> f64 {
 }
 
 fn load(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/inference/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/inference/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 const MODELS: [&str; 16] = [
-    "dietox_ri", "dietox_rs", "dietox_rs_uncorr", "dyestuff", "dyestuff2", "orthodont", "pastes_nested", "penicillin_crossed",
-    "score_ri", "score_rs", "sitka_ri", "sitka_rs", "sleepstudy_ri", "sleepstudy_rs", "sleepstudy_rs_uncorr", "synthetic_small",
+    "dietox_ri",
+    "dietox_rs",
+    "dietox_rs_uncorr",
+    "dyestuff",
+    "dyestuff2",
+    "orthodont",
+    "pastes_nested",
+    "penicillin_crossed",
+    "score_ri",
+    "score_rs",
+    "sitka_ri",
+    "sitka_rs",
+    "sleepstudy_ri",
+    "sleepstudy_rs",
+    "sleepstudy_rs_uncorr",
+    "synthetic_small",
 ];
 
 fn nums(v: &Value) -> Vec<f64> {
-    v.as_array().map_or(&[][..], |a| &a[..]).iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect()
+    v.as_array()
+        .map_or(&[][..], |a| &a[..])
+        .iter()
+        .map(|x| x.as_f64().unwrap_or(f64::NAN))
+        .collect()
 }
 
 /// Relative error, with p-values below 1e-300 compared absolutely.
@@ -49,10 +70,16 @@ fn t_tests_as_r() {
     for m in MODELS {
         let d = load(m);
         for method in ["REML", "ML"] {
-            let Some(ct) = d["lme4"][method].get("coef_tests") else { continue };
+            let Some(ct) = d["lme4"][method].get("coef_tests") else {
+                continue;
+            };
             for key in ["satterthwaite", "kenward_roger"] {
                 let Some(c) = ct.get(key) else { continue };
-                for ((t, df), p) in nums(&c["t_value"]).into_iter().zip(nums(&c["df"])).zip(nums(&c["p_value"])) {
+                for ((t, df), p) in nums(&c["t_value"])
+                    .into_iter()
+                    .zip(nums(&c["df"]))
+                    .zip(nums(&c["p_value"]))
+                {
                     worst = worst.max(err(t_two_sided(t, df), p));
                     old = old.max(err(statrs_t_two_sided(t, df), p));
                     n += 1;
@@ -61,7 +88,10 @@ fn t_tests_as_r() {
         }
     }
     eprintln!("t: {n} points, tdist {worst:e}, statrs {old:e}");
-    assert!(n > 40 && worst < 1e-11, "{n} points, worst relative error {worst:e}");
+    assert!(
+        n > 40 && worst < 1e-11,
+        "{n} points, worst relative error {worst:e}"
+    );
 }
 
 #[test]
@@ -72,11 +102,18 @@ fn t_quantiles_as_r() {
     let mut n = 0;
     for m in MODELS {
         let d = load(m);
-        let Some(cs) = d["lme4"]["REML"]["contrasts"].as_array() else { continue };
+        let Some(cs) = d["lme4"]["REML"]["contrasts"].as_array() else {
+            continue;
+        };
         for c in cs {
             for key in ["satterthwaite", "kenward_roger"] {
                 let r = &c[key]["rows"];
-                let (e, lo, se, df) = (nums(&r["estimate"]), nums(&r["lower"]), nums(&r["std_error"]), nums(&r["df"]));
+                let (e, lo, se, df) = (
+                    nums(&r["estimate"]),
+                    nums(&r["lower"]),
+                    nums(&r["std_error"]),
+                    nums(&r["df"]),
+                );
                 for i in 0..e.len() {
                     let q = (e[i] - lo[i]) / se[i];
                     worst = worst.max(err(t_quantile(0.975, df[i]), q));
@@ -87,7 +124,10 @@ fn t_quantiles_as_r() {
         }
     }
     eprintln!("qt: {n} points, tdist {worst:e}, statrs {old:e}");
-    assert!(n > 20 && worst < 1e-10, "{n} points, worst relative error {worst:e}");
+    assert!(
+        n > 20 && worst < 1e-10,
+        "{n} points, worst relative error {worst:e}"
+    );
     assert!((t_quantile(0.975, 17.0) - 2.109815577833317).abs() < 1e-13);
 }
 
@@ -97,9 +137,16 @@ fn f_tests_as_r() {
     let mut n = 0;
     for m in MODELS {
         let d = load(m);
-        let Some(at) = d["lme4"]["REML"]["anova_terms"].as_object() else { continue };
+        let Some(at) = d["lme4"]["REML"]["anova_terms"].as_object() else {
+            continue;
+        };
         for table in at.values() {
-            let (f, d1, d2, p) = (nums(&table["F_value"]), nums(&table["num_df"]), nums(&table["den_df"]), nums(&table["p_value"]));
+            let (f, d1, d2, p) = (
+                nums(&table["F_value"]),
+                nums(&table["num_df"]),
+                nums(&table["den_df"]),
+                nums(&table["p_value"]),
+            );
             for i in 0..f.len() {
                 worst = worst.max(err(f_upper(f[i], d1[i], d2[i]), p[i]));
                 n += 1;
@@ -107,7 +154,10 @@ fn f_tests_as_r() {
         }
     }
     eprintln!("F: {n} points, {worst:e}");
-    assert!(n > 50 && worst < 1e-10, "{n} points, worst relative error {worst:e}");
+    assert!(
+        n > 50 && worst < 1e-10,
+        "{n} points, worst relative error {worst:e}"
+    );
 }
 
 #[test]
@@ -126,5 +176,8 @@ fn chisq_tests_as_r() {
         }
     }
     eprintln!("chisq: {n} points, {worst:e}");
-    assert!(n >= 39 && worst < 1e-10, "{n} points, worst relative error {worst:e}");
+    assert!(
+        n >= 39 && worst < 1e-10,
+        "{n} points, worst relative error {worst:e}"
+    );
 }

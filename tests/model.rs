@@ -21,7 +21,14 @@ fn read_csv(name: &str) -> Table {
 fn fit_model(data: &str, formula: &str, options: Options) -> (Table, Model) {
     let t = read_csv(data);
     let mut acc = Accumulator::new(formula, options).unwrap();
-    let chunk = Chunk { columns: acc.required_columns().iter().map(|n| column(&t, n)).collect(), len: t.cells[0].len() };
+    let chunk = Chunk {
+        columns: acc
+            .required_columns()
+            .iter()
+            .map(|n| column(&t, n))
+            .collect(),
+        len: t.cells[0].len(),
+    };
     let rows: Vec<usize> = (0..chunk.len).collect();
     acc.update(&chunk, &rows).unwrap();
     let m = acc.finish_model().unwrap();
@@ -39,7 +46,13 @@ fn predict_table(p: &Prepared, t: &Table, re: bool) -> lmm::Result<Vec<Option<f6
         .model
         .vars
         .iter()
-        .map(|v| if p.required(re).contains(&v.name) { Some(column(t, &v.name)) } else { None })
+        .map(|v| {
+            if p.required(re).contains(&v.name) {
+                Some(column(t, &v.name))
+            } else {
+                None
+            }
+        })
         .collect();
     let cols: Vec<Option<&Column>> = owned.iter().map(|c| c.as_ref()).collect();
     let n = t.cells[0].len();
@@ -51,18 +64,39 @@ fn predict_table(p: &Prepared, t: &Table, re: bool) -> lmm::Result<Vec<Option<f6
 }
 
 fn fixture(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(format!("tests/fixtures/{name}.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(format!("tests/fixtures/{name}.json")).unwrap())
+        .unwrap()
 }
 
 /// lme4's prediction for every row from the fixture's β and BLUPs (one factor,
 /// numeric slopes): β·x + Σ_t z_t b_t[level]; `drop` levels are treated as unseen.
 fn lme4_predictions(fx: &Value, t: &Table, group: &str, drop: &[&str], re: bool) -> Vec<f64> {
     let reml = &fx["lme4"]["REML"];
-    let names: Vec<String> = reml["fixed_effects"]["names"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
-    let beta: Vec<f64> = reml["fixed_effects"]["estimate"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let names: Vec<String> = reml["fixed_effects"]["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let beta: Vec<f64> = reml["fixed_effects"]["estimate"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     let blups = &reml["blups"][0];
-    let terms: Vec<String> = blups["terms"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
-    let levels: Vec<String> = blups["levels"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let terms: Vec<String> = blups["terms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let levels: Vec<String> = blups["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
     let values = blups["values"].as_array().unwrap();
     let value = |row: usize, name: &str| -> f64 {
         if name == "(Intercept)" {
@@ -92,7 +126,10 @@ fn assert_close(got: &[Option<f64>], want: &[f64], rel: f64) {
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let g = g.unwrap_or_else(|| panic!("row {i}: NULL prediction"));
-        assert!((g - w).abs() <= rel * w.abs().max(1.0), "row {i}: {g} vs lme4 {w}");
+        assert!(
+            (g - w).abs() <= rel * w.abs().max(1.0),
+            "row {i}: {g} vs lme4 {w}"
+        );
     }
 }
 
@@ -100,15 +137,30 @@ fn assert_close(got: &[Option<f64>], want: &[f64], rel: f64) {
 fn serialization_round_trip_is_exact() {
     for (data, formula, options) in [
         ("dietox", "Weight ~ Time + (Time | Pig)", Options::default()),
-        ("synthetic_small", "y ~ x1 + x2 + site + (x1 | g)", Options::default()),
-        ("pastes", "strength ~ 1 + (1 | batch/cask)", Options::default()),
-        ("sleepstudy", "Reaction ~ Days + (Days || Subject)", Options::from_pairs(&[("ranef".into(), Some("false".into()))]).unwrap()),
+        (
+            "synthetic_small",
+            "y ~ x1 + x2 + site + (x1 | g)",
+            Options::default(),
+        ),
+        (
+            "pastes",
+            "strength ~ 1 + (1 | batch/cask)",
+            Options::default(),
+        ),
+        (
+            "sleepstudy",
+            "Reaction ~ Days + (Days || Subject)",
+            Options::from_pairs(&[("ranef".into(), Some("false".into()))]).unwrap(),
+        ),
     ] {
         let (_, m) = fit_model(data, formula, options);
         let bytes = m.to_bytes();
         assert_eq!(&bytes[..8], model::MAGIC);
         // no contrast matrices: the version a format-2 reader reads
-        assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), model::PLAIN_VERSION);
+        assert_eq!(
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()),
+            model::PLAIN_VERSION
+        );
         let mut back = Model::from_bytes(&bytes).unwrap();
         // `from_bytes` leaves the statistics unread (prediction never needs them); `stats_of` reads them.
         assert!(back.stats.is_none());
@@ -127,11 +179,23 @@ fn serialization_round_trip_is_exact() {
 #[test]
 fn tidy_of_model_equals_fit_tidy() {
     let t = read_csv("sleepstudy");
-    let mut acc = Accumulator::new("Reaction ~ Days + (Days | Subject)", Options::default()).unwrap();
-    let chunk = Chunk { columns: acc.required_columns().iter().map(|n| column(&t, n)).collect(), len: t.cells[0].len() };
-    acc.update(&chunk, &(0..chunk.len).collect::<Vec<_>>()).unwrap();
+    let mut acc =
+        Accumulator::new("Reaction ~ Days + (Days | Subject)", Options::default()).unwrap();
+    let chunk = Chunk {
+        columns: acc
+            .required_columns()
+            .iter()
+            .map(|n| column(&t, n))
+            .collect(),
+        len: t.cells[0].len(),
+    };
+    acc.update(&chunk, &(0..chunk.len).collect::<Vec<_>>())
+        .unwrap();
     let direct = acc.finish().unwrap();
-    let via_model = Model::from_bytes(&acc.finish_model().unwrap().to_bytes()).unwrap().into_tidy().into_rows();
+    let via_model = Model::from_bytes(&acc.finish_model().unwrap().to_bytes())
+        .unwrap()
+        .into_tidy()
+        .into_rows();
     // 2 fixed, 6 + 2 ran_pars, 18 × 2 ran_vals, 11 fit rows.
     assert_eq!(direct.len(), 2 + 8 + 36 + 11);
     assert_eq!(direct, via_model);
@@ -140,13 +204,34 @@ fn tidy_of_model_equals_fit_tidy() {
 /// The fixture's β and BLUPs put into our model value (names and level order checked).
 fn with_lme4_parameters(mut m: Model, fx: &Value) -> Model {
     let reml = &fx["lme4"]["REML"];
-    let names: Vec<&str> = reml["fixed_effects"]["names"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert_eq!(m.fixed.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), names);
-    m.beta = reml["fixed_effects"]["estimate"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let names: Vec<&str> = reml["fixed_effects"]["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        m.fixed.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        names
+    );
+    m.beta = reml["fixed_effects"]["estimate"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     let blups = &reml["blups"][0];
     let f = &mut m.factors[0];
-    let levels: Vec<&str> = blups["levels"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert_eq!(f.keys.iter().map(lmm::levels::label).collect::<Vec<_>>(), levels);
+    let levels: Vec<&str> = blups["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        f.keys.iter().map(lmm::levels::label).collect::<Vec<_>>(),
+        levels
+    );
     let values = blups["values"].as_array().unwrap();
     let nl = levels.len();
     for t in 0..f.terms.len() {
@@ -174,17 +259,33 @@ fn ranef_false_keeps_blups_for_prediction_but_not_in_the_table() {
 fn predictions_with_lme4_parameters_match_lme4() {
     for (data, fx, formula, group) in [
         ("dietox", "dietox_rs", "Weight ~ Time + (Time | Pig)", "Pig"),
-        ("sleepstudy", "sleepstudy_rs", "Reaction ~ Days + (Days | Subject)", "Subject"),
+        (
+            "sleepstudy",
+            "sleepstudy_rs",
+            "Reaction ~ Days + (Days | Subject)",
+            "Subject",
+        ),
     ] {
         let (t, m) = fit_model(data, formula, Options::default());
         let fx = fixture(fx);
         let p = prepare(&with_lme4_parameters(m, &fx));
-        assert_close(&predict_table(&p, &t, true).unwrap(), &lme4_predictions(&fx, &t, group, &[], true), 1e-6);
-        assert_close(&predict_table(&p, &t, false).unwrap(), &lme4_predictions(&fx, &t, group, &[], false), 1e-6);
+        assert_close(
+            &predict_table(&p, &t, true).unwrap(),
+            &lme4_predictions(&fx, &t, group, &[], true),
+            1e-6,
+        );
+        assert_close(
+            &predict_table(&p, &t, false).unwrap(),
+            &lme4_predictions(&fx, &t, group, &[], false),
+            1e-6,
+        );
         // With random effects, predictions differ from the population ones.
         let a = predict_table(&p, &t, true).unwrap();
         let b = predict_table(&p, &t, false).unwrap();
-        assert!(a.iter().zip(&b).any(|(x, y)| (x.unwrap() - y.unwrap()).abs() > 1e-3));
+        assert!(a
+            .iter()
+            .zip(&b)
+            .any(|(x, y)| (x.unwrap() - y.unwrap()).abs() > 1e-3));
     }
 }
 
@@ -192,9 +293,24 @@ fn predictions_with_lme4_parameters_match_lme4() {
 /// nloptwrap_tight: θ and β), the BLUPs by the closed form
 /// b_g = Λ (ΛᵀZ_gᵀZ_gΛ + I)⁻¹ ΛᵀZ_gᵀ(y_g − X_g β), for `y ~ x + (x | g)`.
 fn lme4_tight_predictions(fx: &Value, t: &Table, y: &str, x: &str, group: &str) -> Vec<f64> {
-    let tight = fx["lme4"]["REML"]["optimum_check"].as_array().unwrap().iter().find(|o| o["optimizer"] == "nloptwrap_tight").unwrap();
-    let th: Vec<f64> = tight["theta"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-    let beta: Vec<f64> = tight["beta"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let tight = fx["lme4"]["REML"]["optimum_check"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["optimizer"] == "nloptwrap_tight")
+        .unwrap();
+    let th: Vec<f64> = tight["theta"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let beta: Vec<f64> = tight["beta"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     let col = |n: &str| t.names.iter().position(|c| c == n).unwrap();
     let (yi, xi, gi) = (col(y), col(x), col(group));
     let n = t.cells[0].len();
@@ -223,13 +339,26 @@ fn lme4_tight_predictions(fx: &Value, t: &Table, y: &str, x: &str, group: &str) 
         let mut v = [0.0f64; 2];
         for a in 0..2 {
             for c in 0..2 {
-                m[a][c] = (0..2).map(|i| (0..2).map(|j| lam[i][a] * ztz[i][j] * lam[j][c]).sum::<f64>()).sum::<f64>() + if a == c { 1.0 } else { 0.0 };
+                m[a][c] = (0..2)
+                    .map(|i| {
+                        (0..2)
+                            .map(|j| lam[i][a] * ztz[i][j] * lam[j][c])
+                            .sum::<f64>()
+                    })
+                    .sum::<f64>()
+                    + if a == c { 1.0 } else { 0.0 };
             }
             v[a] = (0..2).map(|i| lam[i][a] * ztr[i]).sum();
         }
         let det = m[0][0] * m[1][1] - m[0][1] * m[1][0];
-        let u = [(m[1][1] * v[0] - m[0][1] * v[1]) / det, (m[0][0] * v[1] - m[1][0] * v[0]) / det];
-        b.insert(g.to_string(), [lam[0][0] * u[0], lam[1][0] * u[0] + lam[1][1] * u[1]]);
+        let u = [
+            (m[1][1] * v[0] - m[0][1] * v[1]) / det,
+            (m[0][0] * v[1] - m[1][0] * v[0]) / det,
+        ];
+        b.insert(
+            g.to_string(),
+            [lam[0][0] * u[0], lam[1][0] * u[0] + lam[1][1] * u[1]],
+        );
     }
     (0..n)
         .map(|r| {
@@ -243,8 +372,22 @@ fn lme4_tight_predictions(fx: &Value, t: &Table, y: &str, x: &str, group: &str) 
 #[test]
 fn own_fit_predictions_match_lme4_optimum() {
     for (data, fx, formula, y, x, group) in [
-        ("dietox", "dietox_rs", "Weight ~ Time + (Time | Pig)", "Weight", "Time", "Pig"),
-        ("sleepstudy", "sleepstudy_rs", "Reaction ~ Days + (Days | Subject)", "Reaction", "Days", "Subject"),
+        (
+            "dietox",
+            "dietox_rs",
+            "Weight ~ Time + (Time | Pig)",
+            "Weight",
+            "Time",
+            "Pig",
+        ),
+        (
+            "sleepstudy",
+            "sleepstudy_rs",
+            "Reaction ~ Days + (Days | Subject)",
+            "Reaction",
+            "Days",
+            "Subject",
+        ),
     ] {
         let (t, m) = fit_model(data, formula, Options::default());
         let p = prepare(&m);
@@ -258,9 +401,18 @@ fn unseen_group_gets_population_prediction() {
     // Fit without pig 4601, predict all rows: 4601's rows get X β only.
     let t = read_csv("dietox");
     let gi = t.names.iter().position(|n| n == "Pig").unwrap();
-    let keep: Vec<usize> = (0..t.cells[0].len()).filter(|&r| t.cells[gi][r] != "4601").collect();
+    let keep: Vec<usize> = (0..t.cells[0].len())
+        .filter(|&r| t.cells[gi][r] != "4601")
+        .collect();
     let mut acc = Accumulator::new("Weight ~ Time + (Time | Pig)", Options::default()).unwrap();
-    let chunk = Chunk { columns: acc.required_columns().iter().map(|n| column(&t, n)).collect(), len: t.cells[0].len() };
+    let chunk = Chunk {
+        columns: acc
+            .required_columns()
+            .iter()
+            .map(|n| column(&t, n))
+            .collect(),
+        len: t.cells[0].len(),
+    };
     acc.update(&chunk, &keep).unwrap();
     let p = prepare(&acc.finish_model().unwrap());
     let with = predict_table(&p, &t, true).unwrap();
@@ -279,9 +431,16 @@ fn unseen_group_gets_population_prediction() {
 
 #[test]
 fn categorical_fixed_factor_coding_and_unseen_level() {
-    let (t, m) = fit_model("synthetic_small", "y ~ x1 + x2 + site + (x1 | g)", Options::default());
+    let (t, m) = fit_model(
+        "synthetic_small",
+        "y ~ x1 + x2 + site + (x1 | g)",
+        Options::default(),
+    );
     let names: Vec<&str> = m.fixed.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["(Intercept)", "x1", "x2", "sitesite_b", "sitesite_c"]);
+    assert_eq!(
+        names,
+        ["(Intercept)", "x1", "x2", "sitesite_b", "sitesite_c"]
+    );
     let site = m.vars.iter().position(|v| v.name == "site").unwrap();
     let labels: Vec<String> = m.vars[site].levels.iter().map(lmm::levels::label).collect();
     assert_eq!(labels, ["site_a", "site_b", "site_c"]);
@@ -289,14 +448,23 @@ fn categorical_fixed_factor_coding_and_unseen_level() {
     // Against lme4, including the site coding (site columns are indicators).
     let fx = fixture("synthetic_small");
     let reml = &fx["lme4"]["REML"];
-    let beta: Vec<f64> = reml["fixed_effects"]["estimate"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let beta: Vec<f64> = reml["fixed_effects"]["estimate"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     let col = |name: &str| t.names.iter().position(|n| n == name).unwrap();
     let want: Vec<f64> = (0..t.cells[0].len())
         .map(|r| {
             let x1: f64 = t.cells[col("x1")][r].parse().unwrap();
             let x2: f64 = t.cells[col("x2")][r].parse().unwrap();
             let s = &t.cells[col("site")][r];
-            beta[0] + beta[1] * x1 + beta[2] * x2 + if s == "site_b" { beta[3] } else { 0.0 } + if s == "site_c" { beta[4] } else { 0.0 }
+            beta[0]
+                + beta[1] * x1
+                + beta[2] * x2
+                + if s == "site_b" { beta[3] } else { 0.0 }
+                + if s == "site_c" { beta[4] } else { 0.0 }
         })
         .collect();
     assert_close(&predict_table(&p, &t, false).unwrap(), &want, 1e-6);
@@ -305,7 +473,10 @@ fn categorical_fixed_factor_coding_and_unseen_level() {
     let si = t2.names.iter().position(|n| n == "site").unwrap();
     t2.cells[si][3] = "site_z".into();
     let err = predict_table(&p, &t2, true).unwrap_err().to_string();
-    assert!(err.contains("column 'site'") && err.contains("'site_z'"), "{err}");
+    assert!(
+        err.contains("column 'site'") && err.contains("'site_z'"),
+        "{err}"
+    );
     // An unseen group is not an error.
     let gi = t2.names.iter().position(|n| n == "g").unwrap();
     t2.cells[si][3] = "site_a".into();
@@ -316,7 +487,11 @@ fn categorical_fixed_factor_coding_and_unseen_level() {
 
 #[test]
 fn null_in_a_needed_column_gives_null() {
-    let (mut t, m) = fit_model("sleepstudy", "Reaction ~ Days + (Days | Subject)", Options::default());
+    let (mut t, m) = fit_model(
+        "sleepstudy",
+        "Reaction ~ Days + (Days | Subject)",
+        Options::default(),
+    );
     let p = prepare(&m);
     let di = t.names.iter().position(|n| n == "Days").unwrap();
     let si = t.names.iter().position(|n| n == "Subject").unwrap();
@@ -334,9 +509,18 @@ fn null_in_a_needed_column_gives_null() {
 
 #[test]
 fn damaged_and_foreign_values_give_clear_errors() {
-    let (_, m) = fit_model("sleepstudy", "Reaction ~ Days + (Days | Subject)", Options::default());
+    let (_, m) = fit_model(
+        "sleepstudy",
+        "Reaction ~ Days + (Days | Subject)",
+        Options::default(),
+    );
     let good = m.to_bytes();
-    let msg = |b: &[u8]| Prepared::from_bytes(b).err().expect("must fail").to_string();
+    let msg = |b: &[u8]| {
+        Prepared::from_bytes(b)
+            .err()
+            .expect("must fail")
+            .to_string()
+    };
 
     let e = msg(b"Weight ~ Time");
     assert!(e.contains("not an lmm model"), "{e}");
@@ -346,7 +530,10 @@ fn damaged_and_foreign_values_give_clear_errors() {
     let mut future = good.clone();
     future[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     let e = msg(&future);
-    assert!(e.contains(&format!("format version {}", FORMAT_VERSION + 1)) && e.contains("newer"), "{e}");
+    assert!(
+        e.contains(&format!("format version {}", FORMAT_VERSION + 1)) && e.contains("newer"),
+        "{e}"
+    );
 
     let e = msg(&good[..good.len() - 5]);
     assert!(e.contains("truncated"), "{e}");
@@ -385,7 +572,6 @@ fn cache_parses_each_model_once() {
     assert!(!Arc::ptr_eq(&a, &c));
 }
 
-
 #[test]
 fn cache_does_not_accept_a_damaged_copy_of_a_cached_model() {
     let (_, m) = fit_model("dyestuff", "Yield ~ 1 + (1 | Batch)", Options::default());
@@ -394,12 +580,19 @@ fn cache_does_not_accept_a_damaged_copy_of_a_cached_model() {
     let mut flipped = bytes.clone();
     let mid = HEADER_LEN + (bytes.len() - HEADER_LEN) / 2;
     flipped[mid] ^= 0x08;
-    let e = predict::prepared(&flipped).err().expect("must fail").to_string();
+    let e = predict::prepared(&flipped)
+        .err()
+        .expect("must fail")
+        .to_string();
     assert!(e.contains("corrupt"), "{e}");
 }
 
 /// A model value written by the model module itself, with the given parts.
-fn forged(vars: Vec<model::Var>, fixed: Vec<model::DesignCol>, factors: Vec<model::Factor>) -> Vec<u8> {
+fn forged(
+    vars: Vec<model::Var>,
+    fixed: Vec<model::DesignCol>,
+    factors: Vec<model::Factor>,
+) -> Vec<u8> {
     let beta = vec![0.5; fixed.len()];
     let m = Model {
         formula: "y ~ forged".into(),
@@ -424,23 +617,36 @@ fn var(name: &str, categorical: bool, grouping: bool, levels: &[i64]) -> model::
     }
     model::Var {
         name: name.into(),
-        type_name: if categorical { "VARCHAR".into() } else { "DOUBLE".into() },
+        type_name: if categorical {
+            "VARCHAR".into()
+        } else {
+            "DOUBLE".into()
+        },
         response: name == "y",
         grouping,
         categorical,
         key_tag: if categorical { lmm::levels::T_INT } else { 0 },
         levels: keys,
         coding: Vec::new(),
+        scaling: None,
     }
 }
 
 fn col(name: &str, parts: &[(u32, u32)]) -> model::DesignCol {
-    model::DesignCol { name: name.into(), parts: parts.to_vec() }
+    model::DesignCol {
+        name: name.into(),
+        parts: parts.to_vec(),
+    }
 }
 
 #[test]
 fn forged_indices_are_refused_when_the_value_is_read() {
-    let msg = |b: &[u8]| Prepared::from_bytes(b).err().expect("must fail").to_string();
+    let msg = |b: &[u8]| {
+        Prepared::from_bytes(b)
+            .err()
+            .expect("must fail")
+            .to_string()
+    };
     let intercept = || col("(Intercept)", &[]);
     // A grouping factor without grouping columns (was: index out of bounds in predict).
     let factor = model::Factor {
@@ -451,20 +657,65 @@ fn forged_indices_are_refused_when_the_value_is_read() {
         blup: vec![],
         cond_sd: None,
     };
-    let e = msg(&forged(vec![var("y", false, false, &[])], vec![intercept()], vec![factor]));
+    let e = msg(&forged(
+        vec![var("y", false, false, &[])],
+        vec![intercept()],
+        vec![factor],
+    ));
     assert!(e.contains("the model value is damaged or was not made by lmm: grouping factor 'g' has no grouping column"), "{e}");
     // A factor made of a numeric column.
-    let factor = model::Factor { name: "x".into(), vars: vec![1], terms: vec![intercept()], keys: model::Keys::default(), blup: vec![], cond_sd: None };
-    let e = msg(&forged(vec![var("y", false, false, &[]), var("x", false, false, &[])], vec![intercept()], vec![factor]));
-    assert!(e.contains("damaged or was not made by lmm: grouping factor 'x' is made of 'x'"), "{e}");
+    let factor = model::Factor {
+        name: "x".into(),
+        vars: vec![1],
+        terms: vec![intercept()],
+        keys: model::Keys::default(),
+        blup: vec![],
+        cond_sd: None,
+    };
+    let e = msg(&forged(
+        vec![var("y", false, false, &[]), var("x", false, false, &[])],
+        vec![intercept()],
+        vec![factor],
+    ));
+    assert!(
+        e.contains("damaged or was not made by lmm: grouping factor 'x' is made of 'x'"),
+        "{e}"
+    );
     // A categorical variable used as a number, a numeric one with a level, a level out of range.
-    let vars = || vec![var("y", false, false, &[]), var("f", true, false, &[1, 2]), var("x", false, false, &[])];
-    let e = msg(&forged(vars(), vec![intercept(), col("f", &[(1, model::NUMERIC)])], vec![]));
-    assert!(e.contains("design column 'f' uses the categorical variable 'f' as a number"), "{e}");
-    let e = msg(&forged(vars(), vec![intercept(), col("x1", &[(2, 0)])], vec![]));
-    assert!(e.contains("design column 'x1' takes a level of the numeric variable 'x'"), "{e}");
-    let e = msg(&forged(vars(), vec![intercept(), col("f9", &[(1, 9)])], vec![]));
-    assert!(e.contains("design column 'f9' takes level 9 of variable 'f', which has 2 level(s)"), "{e}");
+    let vars = || {
+        vec![
+            var("y", false, false, &[]),
+            var("f", true, false, &[1, 2]),
+            var("x", false, false, &[]),
+        ]
+    };
+    let e = msg(&forged(
+        vars(),
+        vec![intercept(), col("f", &[(1, model::NUMERIC)])],
+        vec![],
+    ));
+    assert!(
+        e.contains("design column 'f' uses the categorical variable 'f' as a number"),
+        "{e}"
+    );
+    let e = msg(&forged(
+        vars(),
+        vec![intercept(), col("x1", &[(2, 0)])],
+        vec![],
+    ));
+    assert!(
+        e.contains("design column 'x1' takes a level of the numeric variable 'x'"),
+        "{e}"
+    );
+    let e = msg(&forged(
+        vars(),
+        vec![intercept(), col("f9", &[(1, 9)])],
+        vec![],
+    ));
+    assert!(
+        e.contains("design column 'f9' takes level 9 of variable 'f', which has 2 level(s)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -488,9 +739,24 @@ fn preparing_a_forged_value_allocates_what_its_size_implies() {
     let p = Prepared::from_bytes(&bytes).unwrap();
     // Rows where f1 = 1 and f2 = 2 get that interaction's coefficient, others not.
     let keys: Vec<i64> = vec![1, 2, 5];
-    let f1 = Column { name: "f1".into(), type_name: "BIGINT".into(), data: ColumnData::Int(keys.clone()), valid: vec![true; 3] };
-    let f2 = Column { name: "f2".into(), type_name: "BIGINT".into(), data: ColumnData::Int(vec![2, 2, 2]), valid: vec![true; 3] };
-    let others = Column { name: "fk".into(), type_name: "BIGINT".into(), data: ColumnData::Int(vec![0, 0, 0]), valid: vec![true; 3] };
+    let f1 = Column {
+        name: "f1".into(),
+        type_name: "BIGINT".into(),
+        data: ColumnData::Int(keys.clone()),
+        valid: vec![true; 3],
+    };
+    let f2 = Column {
+        name: "f2".into(),
+        type_name: "BIGINT".into(),
+        data: ColumnData::Int(vec![2, 2, 2]),
+        valid: vec![true; 3],
+    };
+    let others = Column {
+        name: "fk".into(),
+        type_name: "BIGINT".into(),
+        data: ColumnData::Int(vec![0, 0, 0]),
+        valid: vec![true; 3],
+    };
     let mut cols: Vec<Option<&Column>> = vec![None; 41];
     cols[1] = Some(&f1);
     cols[2] = Some(&f2);
@@ -498,7 +764,8 @@ fn preparing_a_forged_value_allocates_what_its_size_implies() {
         *c = Some(&others);
     }
     let (mut valid, mut out) = (vec![true; 3], vec![0.0; 3]);
-    p.predict(&cols, &[0, 1, 2], &[false; 3], &mut valid, &mut out).unwrap();
+    p.predict(&cols, &[0, 1, 2], &[false; 3], &mut valid, &mut out)
+        .unwrap();
     assert_eq!(out, vec![1.0, 0.5, 0.5]);
 
     // Tens of thousands of variables with one integer level each: their lookup
@@ -508,6 +775,13 @@ fn preparing_a_forged_value_allocates_what_its_size_implies() {
         vars.push(var(&format!("v{i}"), true, false, &[4000]));
     }
     let bytes = forged(vars, vec![col("(Intercept)", &[])], vec![]);
-    let e = Prepared::from_bytes(&bytes).err().expect("must fail").to_string();
-    assert!(e.contains("damaged or was not made by lmm: preparing it for prediction would need about") && e.contains("MiB"), "{e}");
+    let e = Prepared::from_bytes(&bytes)
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(
+        e.contains("damaged or was not made by lmm: preparing it for prediction would need about")
+            && e.contains("MiB"),
+        "{e}"
+    );
 }

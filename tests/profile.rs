@@ -15,23 +15,35 @@ use serde_json::Value;
 mod common;
 use common::{column, read_csv};
 
-
-
 fn json(path: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .unwrap()
 }
 
 /// Fit the fixture's model by REML and read the model value back: (Model, Stored).
 fn model_value(name: &str) -> (Model, lmm::inference::stored::Stored) {
     let base = json(&format!("tests/fixtures/{name}.json"));
-    let t = read_csv(&format!("tests/fixtures/{}", base["dataset"]["file"].as_str().unwrap()));
+    let t = read_csv(&format!(
+        "tests/fixtures/{}",
+        base["dataset"]["file"].as_str().unwrap()
+    ));
     let formula = base["formula_lme4"].as_str().unwrap();
     let mut acc = Accumulator::new(formula, Options::default()).unwrap();
-    let chunk = Chunk { columns: acc.required_columns().iter().map(|n| column(&t, n)).collect(), len: t.cells[0].len() };
+    let chunk = Chunk {
+        columns: acc
+            .required_columns()
+            .iter()
+            .map(|n| column(&t, n))
+            .collect(),
+        len: t.cells[0].len(),
+    };
     let rows: Vec<usize> = (0..chunk.len).collect();
     acc.update(&chunk, &rows).unwrap();
     let bytes = acc.finish_model().unwrap().to_bytes();
-    (Model::from_bytes(&bytes).unwrap(), model::stats_of(&bytes).unwrap().unwrap())
+    (
+        Model::from_bytes(&bytes).unwrap(),
+        model::stats_of(&bytes).unwrap().unwrap(),
+    )
 }
 
 fn num(v: &Value) -> Option<f64> {
@@ -39,7 +51,11 @@ fn num(v: &Value) -> Option<f64> {
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap_or_else(|| panic!("not an array: {v}")).iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect()
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap_or(f64::NAN))
+        .collect()
 }
 
 fn rel(ours: f64, reference: f64) -> f64 {
@@ -105,7 +121,10 @@ fn check(name: &str, fixed_only: bool, tol_limit: f64, tol_zeta: f64) -> Worst {
                             eprintln!("{name} {} {side} {level}: direct {x} farther out than on the trace {y} (rel {d:.2e})", a.parameter.name);
                         }
                     }
-                    _ => panic!("{name} {} {side} {level}: direct {x:?} vs on the trace {y:?}", a.parameter.name),
+                    _ => panic!(
+                        "{name} {} {side} {level}: direct {x:?} vs on the trace {y:?}",
+                        a.parameter.name
+                    ),
                 }
             }
         }
@@ -117,15 +136,30 @@ fn check(name: &str, fixed_only: bool, tol_limit: f64, tol_zeta: f64) -> Worst {
         if fixed_only && row["kind"].as_str() != Some("fixed") {
             // not compared (lme4's profile of this parameter is not to be trusted): shown
             let iv = ci95.iter().find(|i| i.index == k).unwrap();
-            eprintln!("{name:20} {lme4_name:32} 0.95 ours {:?} {:?}, lme4 {} {} (not compared)", iv.lower, iv.upper, row["lower_0.95"], row["upper_0.95"]);
+            eprintln!(
+                "{name:20} {lme4_name:32} 0.95 ours {:?} {:?}, lme4 {} {} (not compared)",
+                iv.lower, iv.upper, row["lower_0.95"], row["upper_0.95"]
+            );
             continue;
         }
         let par = &pr.parameters()[k];
-        assert_eq!(par.group_var.as_deref(), row["group_var"].as_str(), "{name} {lme4_name} group_var");
-        assert_eq!(par.term, row["term"].as_str().unwrap(), "{name} {lme4_name} term");
+        assert_eq!(
+            par.group_var.as_deref(),
+            row["group_var"].as_str(),
+            "{name} {lme4_name} group_var"
+        );
+        assert_eq!(
+            par.term,
+            row["term"].as_str().unwrap(),
+            "{name} {lme4_name} term"
+        );
         let centre = num(&row["profile_base_value"]).unwrap();
         let c = pr.estimates()[k];
-        let d = if centre == 0.0 { c.abs() } else { rel(c, centre) };
+        let d = if centre == 0.0 {
+            c.abs()
+        } else {
+            rel(c, centre)
+        };
         worst.centre_rel = worst.centre_rel.max(d);
         for (level, ci) in [("0.95", &ci95), ("0.99", &ci99)] {
             let iv = ci.iter().find(|i| i.index == k).unwrap();
@@ -137,10 +171,17 @@ fn check(name: &str, fixed_only: bool, tol_limit: f64, tol_zeta: f64) -> Worst {
                         let d = if r == 0.0 { o.abs() } else { rel(o, r) };
                         worst.limits += 1;
                         // the exact profile at both limits: how far each is from ζ = ±z
-                        let z = profile::normal_quantile(0.5 * (1.0 + iv.level)) * if side == "lower" { -1.0 } else { 1.0 };
+                        let z = profile::normal_quantile(0.5 * (1.0 + iv.level))
+                            * if side == "lower" { -1.0 } else { 1.0 };
                         let at_bound = o == par.lower || o == par.upper;
-                        let (ours_off, theirs_off) =
-                            if at_bound { (0.0, 0.0) } else { ((pr.zeta(k, o).unwrap() - z).abs(), (pr.zeta(k, r).unwrap() - z).abs()) };
+                        let (ours_off, theirs_off) = if at_bound {
+                            (0.0, 0.0)
+                        } else {
+                            (
+                                (pr.zeta(k, o).unwrap() - z).abs(),
+                                (pr.zeta(k, r).unwrap() - z).abs(),
+                            )
+                        };
                         eprintln!(
                             "{name:20} {lme4_name:32} {side} {level}: {o:.10} lme4 {r:.10} rel {d:.2e}; |zeta - z| ours {ours_off:.1e} lme4's {theirs_off:.1e}"
                         );
@@ -150,14 +191,21 @@ fn check(name: &str, fixed_only: bool, tol_limit: f64, tol_zeta: f64) -> Worst {
                         }
                         // Beyond the tolerance: acceptable only where ours is the exact
                         // crossing and lme4's is off it (lme4 interpolates its points).
-                        if ours_off <= 1e-6 && theirs_off > 10.0 * ours_off.max(1e-7) && d <= 10.0 * tol_limit {
+                        if ours_off <= 1e-6
+                            && theirs_off > 10.0 * ours_off.max(1e-7)
+                            && d <= 10.0 * tol_limit
+                        {
                             worst.lme4_off += 1;
                             worst.lme4_off_rel = worst.lme4_off_rel.max(d);
                         } else {
-                            failures.push(format!("{lme4_name} {side} {level}: {o} vs lme4 {r} (rel {d:.2e})"));
+                            failures.push(format!(
+                                "{lme4_name} {side} {level}: {o} vs lme4 {r} (rel {d:.2e})"
+                            ));
                         }
                     }
-                    (o, r) => failures.push(format!("{lme4_name} {side} {level}: {o:?} vs lme4 {r:?}")),
+                    (o, r) => {
+                        failures.push(format!("{lme4_name} {side} {level}: {o:?} vs lme4 {r:?}"))
+                    }
                 }
             }
         }
@@ -171,7 +219,11 @@ fn check(name: &str, fixed_only: bool, tol_limit: f64, tol_zeta: f64) -> Worst {
         let values = floats(&zp["value"]);
         let zetas = floats(&zp["zeta"]);
         // lme4's conditional optimum at each point: every parameter, in our order
-        let columns: Vec<Vec<f64>> = pr.parameters().iter().map(|p| floats(&zp["all_params"][p.name.as_str()])).collect();
+        let columns: Vec<Vec<f64>> = pr
+            .parameters()
+            .iter()
+            .map(|p| floats(&zp["all_params"][p.name.as_str()]))
+            .collect();
         for (at, (v, z)) in values.iter().zip(&zetas).enumerate() {
             let ours = pr.zeta(k, *v).unwrap_or(f64::NAN);
             let d = (ours - z).abs();
@@ -180,7 +232,11 @@ fn check(name: &str, fixed_only: bool, tol_limit: f64, tol_zeta: f64) -> Worst {
             let theirs = pr.zeta_at_parameters(k, &all).unwrap_or(f64::NAN);
             let function = (theirs - z).abs();
             worst.points += 1;
-            worst.function_abs = worst.function_abs.max(if function.is_nan() { f64::INFINITY } else { function });
+            worst.function_abs = worst.function_abs.max(if function.is_nan() {
+                f64::INFINITY
+            } else {
+                function
+            });
             if d > 1e-5 && std::env::var_os("PROFILE_VERBOSE").is_some() {
                 eprintln!("{name} {lme4_name} at {v}: ours {ours} lme4 {z} (lme4's point under our likelihood {theirs})");
             }

@@ -53,8 +53,14 @@ pub fn shard(header: &[u8], levels: usize, stats: &[u8]) -> Result<Arc<Shard>> {
     if let Some(k) = all.iter().find(|k| k.key == key) {
         return Ok(k.shard.clone());
     }
-    all.push(Kept { key, bytes: stats.len(), shard: shard.clone() });
-    while all.len() > MAX_SHARDS || (all.len() > 1 && all.iter().map(|k| k.bytes).sum::<usize>() > MAX_BYTES) {
+    all.push(Kept {
+        key,
+        bytes: stats.len(),
+        shard: shard.clone(),
+    });
+    while all.len() > MAX_SHARDS
+        || (all.len() > 1 && all.iter().map(|k| k.bytes).sum::<usize>() > MAX_BYTES)
+    {
         all.remove(0);
     }
     Ok(shard)

@@ -42,8 +42,18 @@ struct Remote {
 
 impl Remote {
     /// The shards' answers to `request`, added; None if one is None or asking failed.
-    fn total<T>(&self, request: Request, read: impl Fn(&[f64]) -> Option<T>, add: impl Fn(&mut T, &T)) -> Option<T> {
-        if self.failure.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+    fn total<T>(
+        &self,
+        request: Request,
+        read: impl Fn(&[f64]) -> Option<T>,
+        add: impl Fn(&mut T, &T),
+    ) -> Option<T> {
+        if self
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
             return None;
         }
         *self.requests.lock().unwrap_or_else(|e| e.into_inner()) += 1;
@@ -73,14 +83,27 @@ impl Remote {
 impl Shards for Remote {
     fn partial(&self, lambda: &[f64], pos: Option<&[(usize, usize)]>) -> Option<Partial> {
         let nth = pos.map_or(0, |p| p.len());
-        let request = Request::Partial { lambda: lambda.to_vec(), positions: pos.map(|p| p.to_vec()) };
+        let request = Request::Partial {
+            lambda: lambda.to_vec(),
+            positions: pos.map(|p| p.to_vec()),
+        };
         let k = self.k;
-        self.total(request, |v| Partial::from_values(v, k, nth), |a, b| a.add(b))
+        self.total(
+            request,
+            |v| Partial::from_values(v, k, nth),
+            |a, b| a.add(b),
+        )
     }
 
     fn moments(&self, beta: &[f64]) -> Option<MomentSums> {
         let q = self.q;
-        self.total(Request::Moments { beta: beta.to_vec() }, |v| MomentSums::from_values(v, q), |a, b| a.add(b))
+        self.total(
+            Request::Moments {
+                beta: beta.to_vec(),
+            },
+            |v| MomentSums::from_values(v, q),
+            |a, b| a.add(b),
+        )
     }
 }
 
@@ -94,7 +117,13 @@ pub fn fit(merged: &Accumulator, levels: usize, ask: Arc<dyn Ask>) -> Result<Fit
     let setup = crate::fit::prepare_with(merged, Some(&[levels]))?;
     let spec = &setup.specs[0];
     let q = spec.zcols.len();
-    let remote = Arc::new(Remote { ask, k: setup.k, q, failure: Mutex::new(None), requests: Mutex::new(0) });
+    let remote = Arc::new(Remote {
+        ask,
+        k: setup.k,
+        q,
+        failure: Mutex::new(None),
+        requests: Mutex::new(0),
+    });
     let problem = Problem {
         n: setup.n,
         p: setup.p,
@@ -118,7 +147,19 @@ pub fn fit(merged: &Accumulator, levels: usize, ask: Arc<dyn Ask>) -> Result<Fit
     if let Some(e) = failed(&remote) {
         return Err(e);
     }
-    let blups = merged.options.ranef.then(|| Request::Blups { lambda: est.lambdas[0].clone(), beta: est.beta.clone(), sigma2: est.sigma2 });
+    let blups = merged.options.ranef.then(|| Request::Blups {
+        lambda: est.lambdas[0].clone(),
+        beta: est.beta.clone(),
+        sigma2: est.sigma2,
+    });
     let requests = *remote.requests.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(Fitted { tidy: Tidy { head, ran_vals: Vec::new(), tail }, blups, requests })
+    Ok(Fitted {
+        tidy: Tidy {
+            head,
+            ran_vals: Vec::new(),
+            tail,
+        },
+        blups,
+        requests,
+    })
 }

@@ -89,9 +89,17 @@ impl Ask for Channel {
             let waited = asked.elapsed();
             if waited >= PATIENCE {
                 s.abandoned = true;
-                bail!("the distributed fit had no answer from its host for {} s and stopped", PATIENCE.as_secs());
+                bail!(
+                    "the distributed fit had no answer from its host for {} s and stopped",
+                    PATIENCE.as_secs()
+                );
             }
-            s = self.0.changed.wait_timeout(s, PATIENCE - waited).unwrap_or_else(|e| e.into_inner()).0;
+            s = self
+                .0
+                .changed
+                .wait_timeout(s, PATIENCE - waited)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 }
@@ -106,19 +114,30 @@ impl Session {
     /// the fit's options) over `levels` groups on the shards.
     pub fn start(merged: Accumulator, levels: usize) -> Result<Session> {
         super::one_factor(&merged)?;
-        let shared = Arc::new(Shared { state: Mutex::new(State::default()), changed: Condvar::new() });
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        });
         let channel = Arc::new(Channel(shared.clone()));
         let fit_side = shared.clone();
         std::thread::Builder::new()
             .name("lmm-distributed-fit".into())
             .spawn(move || {
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver::fit(&merged, levels, channel)))
-                    .unwrap_or_else(|_| Err(LmmError::new("internal error: the distributed fit panicked")));
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    driver::fit(&merged, levels, channel)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(LmmError::new(
+                        "internal error: the distributed fit panicked",
+                    ))
+                });
                 let mut s = fit_side.lock();
                 s.result = Some(outcome);
                 fit_side.changed.notify_all();
             })
-            .map_err(|e| LmmError::new(format!("could not start the distributed fit's thread: {e}")))?;
+            .map_err(|e| {
+                LmmError::new(format!("could not start the distributed fit's thread: {e}"))
+            })?;
         Ok(Session { shared })
     }
 
@@ -145,7 +164,12 @@ impl Session {
             if now >= deadline {
                 return Ok(Next::Wait);
             }
-            s = self.shared.changed.wait_timeout(s, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            s = self
+                .shared
+                .changed
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
@@ -207,7 +231,10 @@ pub fn split_answers(mut b: &[u8]) -> Result<Vec<Option<Vec<f64>>>> {
             _ => b.len() + 1,
         };
         if len > b.len() {
-            bail!("the answers of the shards are truncated (shard {} of them)", out.len() + 1);
+            bail!(
+                "the answers of the shards are truncated (shard {} of them)",
+                out.len() + 1
+            );
         }
         out.push(answer_from_bytes(&b[..len])?);
         b = &b[len..];
@@ -229,7 +256,9 @@ fn sessions() -> MutexGuard<'static, Vec<Entry>> {
 
 /// A handle no other caller can guess from its own: the clock and a counter, mixed.
 fn new_handle() -> i64 {
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let mut h = t ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(40);
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);

@@ -20,7 +20,10 @@ fn shards(formula: &str, n: usize) -> (Vec<Vec<u8>>, Vec<u8>, usize) {
     for r in 0..d.y.len() {
         rows[d.g[r][1..].parse::<usize>().unwrap() % n].push(r);
     }
-    let stats: Vec<Vec<u8>> = rows.iter().map(|r| encode(&accumulate(formula, &d, r))).collect();
+    let stats: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|r| encode(&accumulate(formula, &d, r)))
+        .collect();
     let mut merged: Option<Accumulator> = None;
     let mut levels = 0;
     for s in &stats {
@@ -35,7 +38,12 @@ fn shards(formula: &str, n: usize) -> (Vec<Vec<u8>>, Vec<u8>, usize) {
 }
 
 /// Drive `session` to its end, answering from the cached shards.
-fn drive(session: &Session, stats: &[Vec<u8>], header: &[u8], levels: usize) -> crate::error::Result<usize> {
+fn drive(
+    session: &Session,
+    stats: &[Vec<u8>],
+    header: &[u8],
+    levels: usize,
+) -> crate::error::Result<usize> {
     let mut requests = 0;
     loop {
         match session.next(Duration::from_secs(10))? {
@@ -43,7 +51,11 @@ fn drive(session: &Session, stats: &[Vec<u8>], header: &[u8], levels: usize) -> 
                 let request = Request::from_bytes(&bytes)?;
                 let mut answers = Vec::new();
                 for s in stats {
-                    answers.extend(answer_to_bytes(cache::shard(header, levels, s)?.answer(&request)?.as_deref()));
+                    answers.extend(answer_to_bytes(
+                        cache::shard(header, levels, s)?
+                            .answer(&request)?
+                            .as_deref(),
+                    ));
                 }
                 session.reply(&answers)?;
                 requests += 1;
@@ -74,10 +86,17 @@ fn a_session_gives_the_fit_of_asking_the_shards_directly() {
             self.0.iter().map(|s| s.answer(r)).collect()
         }
     }
-    let direct: Vec<_> = stats.iter().map(|s| super::shard::Shard::new(&merged, levels, &decode(s).unwrap()).unwrap()).collect();
-    let expected = super::driver::fit(&merged, levels, std::sync::Arc::new(Direct(direct))).unwrap();
+    let direct: Vec<_> = stats
+        .iter()
+        .map(|s| super::shard::Shard::new(&merged, levels, &decode(s).unwrap()).unwrap())
+        .collect();
+    let expected =
+        super::driver::fit(&merged, levels, std::sync::Arc::new(Direct(direct))).unwrap();
     assert_eq!(fitted.tidy.into_rows(), expected.tidy.into_rows());
-    assert_eq!(Request::from_bytes(&blups).unwrap(), expected.blups.unwrap());
+    assert_eq!(
+        Request::from_bytes(&blups).unwrap(),
+        expected.blups.unwrap()
+    );
 }
 
 #[test]
@@ -88,9 +107,15 @@ fn a_host_out_of_step_gets_errors() {
     // a reply before any request
     let early = session.reply(&[]).err().unwrap().to_string();
     assert!(early.contains("no request"), "{early}");
-    let Next::Request(_) = session.next(Duration::from_secs(10)).unwrap() else { panic!("a request first") };
+    let Next::Request(_) = session.next(Duration::from_secs(10)).unwrap() else {
+        panic!("a request first")
+    };
     // another request before the answers
-    let twice = session.next(Duration::from_millis(10)).err().unwrap().to_string();
+    let twice = session
+        .next(Duration::from_millis(10))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(twice.contains("waiting for the answers"), "{twice}");
     // answers of the wrong size end the fit with a message
     session.reply(&answer_to_bytes(Some(&[1.0, 2.0]))).unwrap();
@@ -107,7 +132,9 @@ fn a_host_out_of_step_gets_errors() {
     // an abandoned session ends
     let s = exchange::open(decode(&header).unwrap(), levels).unwrap();
     let session = exchange::get(s).unwrap();
-    let Next::Request(_) = session.next(Duration::from_secs(10)).unwrap() else { panic!() };
+    let Next::Request(_) = session.next(Duration::from_secs(10)).unwrap() else {
+        panic!()
+    };
     exchange::close(s);
     assert!(exchange::get(s).is_err());
     let ended = loop {
@@ -117,7 +144,10 @@ fn a_host_out_of_step_gets_errors() {
             Ok(other) => panic!("{other:?}"),
         }
     };
-    assert!(ended.contains("waiting for the answers") || ended.contains("abandoned"), "{ended}");
+    assert!(
+        ended.contains("waiting for the answers") || ended.contains("abandoned"),
+        "{ended}"
+    );
     let _ = stats;
 }
 
@@ -133,6 +163,9 @@ fn the_cache_keys_shards_by_their_values() {
     let mut damaged = stats[0].clone();
     let last = damaged.len() - 1;
     damaged[last] ^= 1;
-    let e = cache::shard(&header, levels, &damaged).err().unwrap().to_string();
+    let e = cache::shard(&header, levels, &damaged)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("checksum"), "{e}");
 }

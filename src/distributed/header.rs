@@ -35,6 +35,8 @@ pub fn rebase(header: &Accumulator, shard: &Accumulator) -> Result<Accumulator> 
     }
     let mut acc = header.clone();
     acc.merge(shard)?;
+    // the header's scale() moments are every shard's already
+    acc.scale_moments.clone_from(&header.scale_moments);
     if acc.ext.len() != header.ext.len() {
         bail!("a shard's statistics have design columns the merged header lacks: its header was not merged into it");
     }

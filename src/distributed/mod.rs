@@ -73,8 +73,15 @@ fn one_factor(acc: &crate::accumulator::Accumulator) -> crate::error::Result<()>
 
 /// The columns whose values make the groups of `formula`'s one grouping
 /// factor (with `options`' `grp` and `re`): what to partition the rows by.
-pub fn grouping_columns(formula: &str, options: crate::options::Options) -> crate::error::Result<Vec<String>> {
+pub fn grouping_columns(
+    formula: &str,
+    options: crate::options::Options,
+) -> crate::error::Result<Vec<String>> {
     let acc = crate::accumulator::Accumulator::new(formula, options)?;
     one_factor(&acc)?;
-    Ok(acc.factors[0].vars.iter().map(|&v| acc.vars[v].name.clone()).collect())
+    Ok(acc.factors[0]
+        .vars
+        .iter()
+        .map(|&v| acc.vars[v].name.clone())
+        .collect())
 }

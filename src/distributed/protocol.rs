@@ -15,9 +15,18 @@ use crate::error::Result;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
-    Moments { beta: Vec<f64> },
-    Partial { lambda: Vec<f64>, positions: Option<Vec<(usize, usize)>> },
-    Blups { lambda: Vec<f64>, beta: Vec<f64>, sigma2: f64 },
+    Moments {
+        beta: Vec<f64>,
+    },
+    Partial {
+        lambda: Vec<f64>,
+        positions: Option<Vec<(usize, usize)>>,
+    },
+    Blups {
+        lambda: Vec<f64>,
+        beta: Vec<f64>,
+        sigma2: f64,
+    },
 }
 
 const WHAT: &str = "request of a distributed fit";
@@ -46,7 +55,11 @@ impl Request {
                     }
                 }
             }
-            Request::Blups { lambda, beta, sigma2 } => {
+            Request::Blups {
+                lambda,
+                beta,
+                sigma2,
+            } => {
                 w.u8(3);
                 vector(&mut w, lambda);
                 vector(&mut w, beta);
@@ -63,7 +76,9 @@ impl Request {
             r.f64s(n, what)
         };
         let out = match r.u8("its kind")? {
-            1 => Request::Moments { beta: vector(&mut r, "β")? },
+            1 => Request::Moments {
+                beta: vector(&mut r, "β")?,
+            },
             2 => {
                 let lambda = vector(&mut r, "Λ")?;
                 let positions = match r.u8("its gradient flag")? {
@@ -73,14 +88,21 @@ impl Request {
                         let n = r.count(n, 8, "θ's positions")?;
                         let mut pos = Vec::with_capacity(n);
                         for _ in 0..n {
-                            pos.push((r.u32("a position")? as usize, r.u32("a position")? as usize));
+                            pos.push((
+                                r.u32("a position")? as usize,
+                                r.u32("a position")? as usize,
+                            ));
                         }
                         Some(pos)
                     }
                 };
                 Request::Partial { lambda, positions }
             }
-            3 => Request::Blups { lambda: vector(&mut r, "Λ")?, beta: vector(&mut r, "β")?, sigma2: r.f64("σ²")? },
+            3 => Request::Blups {
+                lambda: vector(&mut r, "Λ")?,
+                beta: vector(&mut r, "β")?,
+                sigma2: r.f64("σ²")?,
+            },
             _ => return Err(r.corrupt("its kind")),
         };
         if !r.is_at_end() {

@@ -48,7 +48,12 @@ impl Shard {
             tmat: spec.tmat.clone(),
             group_var: spec.name.as_str().into(),
             terms: spec.zcols.iter().map(|c| c.name.as_str().into()).collect(),
-            labels: factor.levels.keys.iter().map(|k| crate::levels::label(k).into()).collect(),
+            labels: factor
+                .levels
+                .keys
+                .iter()
+                .map(|k| crate::levels::label(k).into())
+                .collect(),
             order: factor.levels.sorted(),
         })
     }
@@ -78,7 +83,9 @@ impl Shard {
         match request {
             Request::Moments { beta } => {
                 self.check_beta(beta)?;
-                Ok(Some(crate::start::moment_sums(&self.problem, beta).to_values()))
+                Ok(Some(
+                    crate::start::moment_sums(&self.problem, beta).to_values(),
+                ))
             }
             Request::Partial { lambda, positions } => {
                 self.check_lambda(lambda)?;
@@ -88,16 +95,26 @@ impl Shard {
                         bail!("a request of a distributed fit names a θ position outside Λ's lower triangle");
                     }
                 }
-                Ok(self.problem.partial_sum(lambda, positions.as_deref()).map(|p| p.to_values()))
+                Ok(self
+                    .problem
+                    .partial_sum(lambda, positions.as_deref())
+                    .map(|p| p.to_values()))
             }
-            Request::Blups { .. } => bail!("a BLUPs request asks for rows (Shard::blups), not numbers"),
+            Request::Blups { .. } => {
+                bail!("a BLUPs request asks for rows (Shard::blups), not numbers")
+            }
         }
     }
 
     /// The shard's `ran_vals` rows at the estimates of a `Blups` request:
     /// BLUPs and conditional SDs on the data scale, levels sorted as lme4 does.
     pub fn blups(&self, request: &Request) -> Result<Tidy> {
-        let Request::Blups { lambda, beta, sigma2 } = request else {
+        let Request::Blups {
+            lambda,
+            beta,
+            sigma2,
+        } = request
+        else {
             bail!("Shard::blups takes a BLUPs request");
         };
         self.check_lambda(lambda)?;
@@ -105,9 +122,24 @@ impl Shard {
         let Some((blups, cond)) = self.problem.modes(lambda, beta, *sigma2) else {
             bail!("a group's system is not positive definite at the estimates");
         };
-        let (estimate, std_error) = crate::fit::data_scale(&self.tmat, self.problem.q, &self.order, &blups, Some(&cond));
-        let levels = self.order.iter().map(|&g| self.labels[g as usize].clone()).collect();
-        let ran_vals = vec![RanVals { group_var: self.group_var.clone(), terms: self.terms.clone(), levels, estimate, std_error }];
-        Ok(Tidy { head: Vec::new(), ran_vals, tail: Vec::new() })
+        let (estimate, std_error) =
+            crate::fit::data_scale(&self.tmat, self.problem.q, &self.order, &blups, Some(&cond));
+        let levels = self
+            .order
+            .iter()
+            .map(|&g| self.labels[g as usize].clone())
+            .collect();
+        let ran_vals = vec![RanVals {
+            group_var: self.group_var.clone(),
+            terms: self.terms.clone(),
+            levels,
+            estimate,
+            std_error,
+        }];
+        Ok(Tidy {
+            head: Vec::new(),
+            ran_vals,
+            tail: Vec::new(),
+        })
     }
 }

@@ -10,10 +10,12 @@ use libduckdb_sys as ffi;
 
 use super::boxed::{self, report};
 use super::guard::guard;
-use super::jobs;
 use super::hash::IntMap;
+use super::jobs;
 use super::output;
-use super::vectors::{first_differing_options_row, option_pairs, string_at, EnumCache, RowStruct, Validity};
+use super::vectors::{
+    first_differing_options_row, option_pairs, string_at, EnumCache, RowStruct, Validity,
+};
 use crate::accumulator::Accumulator;
 use crate::error::{LmmError, Result};
 use crate::options::Options;
@@ -43,7 +45,13 @@ impl State {
     }
 
     fn new(formula: String, acc: Accumulator) -> State {
-        State { key: formula_key(&formula), formula, acc, layout: None, enums: EnumCache::default() }
+        State {
+            key: formula_key(&formula),
+            formula,
+            acc,
+            layout: None,
+            enums: EnumCache::default(),
+        }
     }
 }
 
@@ -82,7 +90,10 @@ unsafe extern "C" fn combine(
     target: *mut ffi::duckdb_aggregate_state,
     count: ffi::idx_t,
 ) {
-    report(info, guard(|| unsafe { combine_impl(source, target, count as usize) }));
+    report(
+        info,
+        guard(|| unsafe { combine_impl(source, target, count as usize) }),
+    );
 }
 
 unsafe extern "C" fn finalize(
@@ -92,7 +103,10 @@ unsafe extern "C" fn finalize(
     count: ffi::idx_t,
     offset: ffi::idx_t,
 ) {
-    report(info, guard(|| unsafe { finalize_impl(source, result, count as usize, offset as usize) }));
+    report(
+        info,
+        guard(|| unsafe { finalize_impl(source, result, count as usize, offset as usize) }),
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -153,7 +167,11 @@ impl Groups {
         let n = states.len();
         let first = states[0];
         if states.iter().all(|&s| s == first) {
-            return Groups { states: vec![first], offsets: vec![0, n], rows: (0..n).collect() };
+            return Groups {
+                states: vec![first],
+                offsets: vec![0, n],
+                rows: (0..n).collect(),
+            };
         }
         let mut distinct: Vec<ffi::duckdb_aggregate_state> = Vec::new();
         let mut index: IntMap<usize, u32> = IntMap::default();
@@ -188,7 +206,11 @@ impl Groups {
             rows[next[g as usize]] = r;
             next[g as usize] += 1;
         }
-        Groups { states: distinct, offsets, rows }
+        Groups {
+            states: distinct,
+            offsets,
+            rows,
+        }
     }
 
     fn iter(&self) -> impl Iterator<Item = (ffi::duckdb_aggregate_state, &[usize])> + '_ {
@@ -199,7 +221,10 @@ impl Groups {
     }
 }
 
-unsafe fn update_impl(input: ffi::duckdb_data_chunk, states: *mut ffi::duckdb_aggregate_state) -> Result<()> {
+unsafe fn update_impl(
+    input: ffi::duckdb_data_chunk,
+    states: *mut ffi::duckdb_aggregate_state,
+) -> Result<()> {
     unsafe {
         let n = ffi::duckdb_data_chunk_get_size(input) as usize;
         if n == 0 {
@@ -229,9 +254,14 @@ unsafe fn update_impl(input: ffi::duckdb_data_chunk, states: *mut ffi::duckdb_ag
             let p = b.read_unaligned();
             if p.is_null() {
                 let acc = Accumulator::new(formula, options.into_owned())?;
-                b.write_unaligned(Box::into_raw(Box::new(State::new(formula.to_string(), acc))));
+                b.write_unaligned(Box::into_raw(Box::new(State::new(
+                    formula.to_string(),
+                    acc,
+                ))));
             } else if (*p).key != key {
-                return Err(LmmError::new("the formula must be the same for all rows of a group"));
+                return Err(LmmError::new(
+                    "the formula must be the same for all rows of a group",
+                ));
             } else if (*p).acc.options != *options {
                 return Err(LmmError::new(OPTIONS_DIFFER));
             }
@@ -329,9 +359,21 @@ unsafe fn for_each_state(
 /// A group of a GROUP BY, as far as its statistics tell: its rows and the
 /// first levels of its first grouping factor.
 fn describe(acc: &Accumulator) -> String {
-    let Some(factor) = acc.factors.first() else { return "with no rows".to_string() };
-    let name: Vec<&str> = factor.vars.iter().map(|&v| acc.vars[v].name.as_str()).collect();
-    let levels: Vec<String> = factor.levels.sorted().iter().take(3).map(|&l| crate::levels::label(&factor.levels.keys[l as usize])).collect();
+    let Some(factor) = acc.factors.first() else {
+        return "with no rows".to_string();
+    };
+    let name: Vec<&str> = factor
+        .vars
+        .iter()
+        .map(|&v| acc.vars[v].name.as_str())
+        .collect();
+    let levels: Vec<String> = factor
+        .levels
+        .sorted()
+        .iter()
+        .take(3)
+        .map(|&l| crate::levels::label(&factor.levels.keys[l as usize]))
+        .collect();
     let more = if factor.levels.len() > 3 { ", ..." } else { "" };
     format!(
         "with {} row(s) used, {} level(s) of '{}': {}{more}",
@@ -366,7 +408,10 @@ unsafe extern "C" fn finalize_model(
     count: ffi::idx_t,
     offset: ffi::idx_t,
 ) {
-    report(info, guard(|| unsafe { finalize_model_impl(source, result, count as usize, offset as usize) }));
+    report(
+        info,
+        guard(|| unsafe { finalize_model_impl(source, result, count as usize, offset as usize) }),
+    );
 }
 
 /// `lmm_model_agg`: the fitted model as a BLOB (see `crate::model`).
@@ -394,7 +439,12 @@ unsafe extern "C" fn finalize_accumulation(
     count: ffi::idx_t,
     offset: ffi::idx_t,
 ) {
-    report(info, guard(|| unsafe { finalize_accumulation_impl(source, result, count as usize, offset as usize) }));
+    report(
+        info,
+        guard(|| unsafe {
+            finalize_accumulation_impl(source, result, count as usize, offset as usize)
+        }),
+    );
 }
 
 /// `lmm_accumulate_agg`: the accumulation itself, deposited for a fit that
@@ -523,7 +573,10 @@ unsafe fn register_set(
         if ok {
             Ok(())
         } else {
-            Err(LmmError::new(format!("could not register the aggregate function {}", name.to_string_lossy())))
+            Err(LmmError::new(format!(
+                "could not register the aggregate function {}",
+                name.to_string_lossy()
+            )))
         }
     }
 }

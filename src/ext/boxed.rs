@@ -29,7 +29,10 @@ pub unsafe extern "C" fn state_size<T>(_info: ffi::duckdb_function_info) -> ffi:
     std::mem::size_of::<*mut T>() as ffi::idx_t
 }
 
-pub unsafe extern "C" fn state_init<T>(info: ffi::duckdb_function_info, state: ffi::duckdb_aggregate_state) {
+pub unsafe extern "C" fn state_init<T>(
+    info: ffi::duckdb_function_info,
+    state: ffi::duckdb_aggregate_state,
+) {
     report(
         info,
         guard(|| {
@@ -56,15 +59,25 @@ pub unsafe extern "C" fn destroy<T>(states: *mut ffi::duckdb_aggregate_state, co
     }
 }
 
-pub type ScalarCallback = unsafe extern "C" fn(ffi::duckdb_function_info, ffi::duckdb_data_chunk, ffi::duckdb_vector);
+pub type ScalarCallback =
+    unsafe extern "C" fn(ffi::duckdb_function_info, ffi::duckdb_data_chunk, ffi::duckdb_vector);
 
 /// Register a volatile scalar function with special NULL handling.
-pub unsafe fn register_scalar(con: ffi::duckdb_connection, name: &std::ffi::CStr, params: &[ffi::DUCKDB_TYPE], returns: LogicalType, callback: ScalarCallback) -> Result<()> {
+pub unsafe fn register_scalar(
+    con: ffi::duckdb_connection,
+    name: &std::ffi::CStr,
+    params: &[ffi::DUCKDB_TYPE],
+    returns: LogicalType,
+    callback: ScalarCallback,
+) -> Result<()> {
     unsafe {
         let params: Vec<LogicalType> = params.iter().map(|&t| LogicalType::new(t)).collect();
         let mut f = ffi::duckdb_create_scalar_function();
         if f.is_null() {
-            return Err(LmmError::new(format!("could not create the scalar function {}", name.to_string_lossy())));
+            return Err(LmmError::new(format!(
+                "could not create the scalar function {}",
+                name.to_string_lossy()
+            )));
         }
         ffi::duckdb_scalar_function_set_name(f, name.as_ptr());
         for t in &params {
@@ -79,7 +92,10 @@ pub unsafe fn register_scalar(con: ffi::duckdb_connection, name: &std::ffi::CStr
         if ok {
             Ok(())
         } else {
-            Err(LmmError::new(format!("could not register the scalar function {}", name.to_string_lossy())))
+            Err(LmmError::new(format!(
+                "could not register the scalar function {}",
+                name.to_string_lossy()
+            )))
         }
     }
 }

@@ -17,7 +17,12 @@ use libduckdb_sys as ffi;
 use crate::error::{LmmError, Result};
 
 extern "C" {
-    fn lmm_call_v_p(f: unsafe extern "C" fn(*mut c_void), a: *mut c_void, msg: *mut c_char, cap: usize) -> i32;
+    fn lmm_call_v_p(
+        f: unsafe extern "C" fn(*mut c_void),
+        a: *mut c_void,
+        msg: *mut c_char,
+        cap: usize,
+    ) -> i32;
     fn lmm_call_v_ps(
         f: unsafe extern "C" fn(*mut c_void, *const c_char),
         a: *mut c_void,
@@ -75,7 +80,8 @@ pub unsafe fn set_api(api: *const ffi::duckdb_ext_api_v1) {
 }
 
 fn api() -> Result<&'static ffi::duckdb_ext_api_v1> {
-    API.get().ok_or_else(|| LmmError::new("internal error: the DuckDB API is not initialised"))
+    API.get()
+        .ok_or_else(|| LmmError::new("internal error: the DuckDB API is not initialised"))
 }
 
 /// The function pointer `name` of the API struct, as the trampoline's type.
@@ -103,7 +109,9 @@ fn outcome(code: i32, msg: &[c_char; CAP], doing: &str) -> Result<()> {
     } else {
         ""
     };
-    Err(LmmError::new(format!("DuckDB failed while {doing}: {text}{hint}")))
+    Err(LmmError::new(format!(
+        "DuckDB failed while {doing}: {text}{hint}"
+    )))
 }
 
 /// The first line of a DuckDB exception's message. DuckDB's `what()` is a
@@ -132,7 +140,10 @@ fn exception_message(raw: &str) -> String {
 
 /// `duckdb_vector_ensure_validity_writable`.
 pub fn ensure_validity_writable(v: ffi::duckdb_vector) -> Result<()> {
-    let f = entry!(duckdb_vector_ensure_validity_writable, unsafe extern "C" fn(*mut c_void));
+    let f = entry!(
+        duckdb_vector_ensure_validity_writable,
+        unsafe extern "C" fn(*mut c_void)
+    );
     let mut msg = [0 as c_char; CAP];
     let code = unsafe { lmm_call_v_p(f, v as *mut c_void, msg.as_mut_ptr(), CAP) };
     outcome(code, &msg, "allocating a validity mask")
@@ -167,7 +178,16 @@ fn list_call(
 ) -> Result<()> {
     let mut msg = [0 as c_char; CAP];
     let mut state = 0i32;
-    let code = unsafe { lmm_call_i_pu(f, v as *mut c_void, n as u64, &mut state, msg.as_mut_ptr(), CAP) };
+    let code = unsafe {
+        lmm_call_i_pu(
+            f,
+            v as *mut c_void,
+            n as u64,
+            &mut state,
+            msg.as_mut_ptr(),
+            CAP,
+        )
+    };
     outcome(code, &msg, doing)?;
     if state != ffi::DuckDBSuccess as i32 {
         return Err(LmmError::new(format!("DuckDB refused {doing}")));
@@ -177,13 +197,24 @@ fn list_call(
 
 /// `duckdb_list_vector_reserve`.
 pub fn list_reserve(v: ffi::duckdb_vector, capacity: usize) -> Result<()> {
-    let f = entry!(duckdb_list_vector_reserve, unsafe extern "C" fn(*mut c_void, u64) -> i32);
-    list_call(f, v, capacity, &format!("reserving {capacity} rows of the result list"))
+    let f = entry!(
+        duckdb_list_vector_reserve,
+        unsafe extern "C" fn(*mut c_void, u64) -> i32
+    );
+    list_call(
+        f,
+        v,
+        capacity,
+        &format!("reserving {capacity} rows of the result list"),
+    )
 }
 
 /// `duckdb_list_vector_set_size`.
 pub fn list_set_size(v: ffi::duckdb_vector, size: usize) -> Result<()> {
-    let f = entry!(duckdb_list_vector_set_size, unsafe extern "C" fn(*mut c_void, u64) -> i32);
+    let f = entry!(
+        duckdb_list_vector_set_size,
+        unsafe extern "C" fn(*mut c_void, u64) -> i32
+    );
     list_call(f, v, size, "setting the size of the result list")
 }
 
@@ -191,21 +222,39 @@ pub fn list_set_size(v: ffi::duckdb_vector, size: usize) -> Result<()> {
 /// report `message` for the query. Nothing can be reported if this fails.
 pub fn set_error(info: ffi::duckdb_function_info, message: &CStr, scalar: bool) {
     let Ok(api) = api() else { return };
-    let f = if scalar { api.duckdb_scalar_function_set_error } else { api.duckdb_aggregate_function_set_error };
+    let f = if scalar {
+        api.duckdb_scalar_function_set_error
+    } else {
+        api.duckdb_aggregate_function_set_error
+    };
     let Some(f) = f else { return };
     let f: unsafe extern "C" fn(*mut c_void, *const c_char) = unsafe { std::mem::transmute(f) };
     let mut msg = [0 as c_char; CAP];
-    unsafe { lmm_call_v_ps(f, info as *mut c_void, message.as_ptr(), msg.as_mut_ptr(), CAP) };
+    unsafe {
+        lmm_call_v_ps(
+            f,
+            info as *mut c_void,
+            message.as_ptr(),
+            msg.as_mut_ptr(),
+            CAP,
+        )
+    };
 }
 
 /// A call `handle -> handle` (logical types of vectors and of their children).
-fn pointer_call(f: unsafe extern "C" fn(*mut c_void) -> *mut c_void, a: *mut c_void, doing: &str) -> Result<*mut c_void> {
+fn pointer_call(
+    f: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
+    a: *mut c_void,
+    doing: &str,
+) -> Result<*mut c_void> {
     let mut msg = [0 as c_char; CAP];
     let mut out: *mut c_void = std::ptr::null_mut();
     let code = unsafe { lmm_call_p_p(f, a, &mut out, msg.as_mut_ptr(), CAP) };
     outcome(code, &msg, doing)?;
     if out.is_null() {
-        return Err(LmmError::new(format!("DuckDB returned nothing while {doing}")));
+        return Err(LmmError::new(format!(
+            "DuckDB returned nothing while {doing}"
+        )));
     }
     Ok(out)
 }
@@ -222,24 +271,44 @@ fn indexed_call(
     let code = unsafe { lmm_call_p_pu(f, a, i as u64, &mut out, msg.as_mut_ptr(), CAP) };
     outcome(code, &msg, doing)?;
     if out.is_null() {
-        return Err(LmmError::new(format!("DuckDB returned nothing while {doing}")));
+        return Err(LmmError::new(format!(
+            "DuckDB returned nothing while {doing}"
+        )));
     }
     Ok(out)
 }
 
 /// `duckdb_vector_get_column_type`.
 pub fn vector_type(v: ffi::duckdb_vector) -> Result<ffi::duckdb_logical_type> {
-    let f = entry!(duckdb_vector_get_column_type, unsafe extern "C" fn(*mut c_void) -> *mut c_void);
+    let f = entry!(
+        duckdb_vector_get_column_type,
+        unsafe extern "C" fn(*mut c_void) -> *mut c_void
+    );
     Ok(pointer_call(f, v as *mut c_void, "reading a column's type")? as ffi::duckdb_logical_type)
 }
 
 /// The child type of a LIST (`list`), ARRAY (`array`) or the key / value type of a MAP.
-pub fn child_type(t: ffi::duckdb_logical_type, which: ChildType) -> Result<ffi::duckdb_logical_type> {
+pub fn child_type(
+    t: ffi::duckdb_logical_type,
+    which: ChildType,
+) -> Result<ffi::duckdb_logical_type> {
     let f = match which {
-        ChildType::List => entry!(duckdb_list_type_child_type, unsafe extern "C" fn(*mut c_void) -> *mut c_void),
-        ChildType::Array => entry!(duckdb_array_type_child_type, unsafe extern "C" fn(*mut c_void) -> *mut c_void),
-        ChildType::MapKey => entry!(duckdb_map_type_key_type, unsafe extern "C" fn(*mut c_void) -> *mut c_void),
-        ChildType::MapValue => entry!(duckdb_map_type_value_type, unsafe extern "C" fn(*mut c_void) -> *mut c_void),
+        ChildType::List => entry!(
+            duckdb_list_type_child_type,
+            unsafe extern "C" fn(*mut c_void) -> *mut c_void
+        ),
+        ChildType::Array => entry!(
+            duckdb_array_type_child_type,
+            unsafe extern "C" fn(*mut c_void) -> *mut c_void
+        ),
+        ChildType::MapKey => entry!(
+            duckdb_map_type_key_type,
+            unsafe extern "C" fn(*mut c_void) -> *mut c_void
+        ),
+        ChildType::MapValue => entry!(
+            duckdb_map_type_value_type,
+            unsafe extern "C" fn(*mut c_void) -> *mut c_void
+        ),
     };
     Ok(pointer_call(f, t as *mut c_void, "reading a nested type")? as ffi::duckdb_logical_type)
 }
@@ -253,20 +322,35 @@ pub enum ChildType {
 }
 
 /// `duckdb_struct_type_child_type`.
-pub fn struct_child_type(t: ffi::duckdb_logical_type, i: usize) -> Result<ffi::duckdb_logical_type> {
-    let f = entry!(duckdb_struct_type_child_type, unsafe extern "C" fn(*mut c_void, u64) -> *mut c_void);
-    Ok(indexed_call(f, t as *mut c_void, i, "reading a STRUCT field's type")? as ffi::duckdb_logical_type)
+pub fn struct_child_type(
+    t: ffi::duckdb_logical_type,
+    i: usize,
+) -> Result<ffi::duckdb_logical_type> {
+    let f = entry!(
+        duckdb_struct_type_child_type,
+        unsafe extern "C" fn(*mut c_void, u64) -> *mut c_void
+    );
+    Ok(
+        indexed_call(f, t as *mut c_void, i, "reading a STRUCT field's type")?
+            as ffi::duckdb_logical_type,
+    )
 }
 
 /// `duckdb_struct_type_child_name` (a string to be freed with `duckdb_free`).
 pub fn struct_child_name(t: ffi::duckdb_logical_type, i: usize) -> Result<*mut c_char> {
-    let f = entry!(duckdb_struct_type_child_name, unsafe extern "C" fn(*mut c_void, u64) -> *mut c_void);
+    let f = entry!(
+        duckdb_struct_type_child_name,
+        unsafe extern "C" fn(*mut c_void, u64) -> *mut c_void
+    );
     Ok(indexed_call(f, t as *mut c_void, i, "reading a STRUCT field's name")? as *mut c_char)
 }
 
 /// `duckdb_enum_dictionary_value` (a string to be freed with `duckdb_free`).
 pub fn enum_label(t: ffi::duckdb_logical_type, i: usize) -> Result<*mut c_char> {
-    let f = entry!(duckdb_enum_dictionary_value, unsafe extern "C" fn(*mut c_void, u64) -> *mut c_void);
+    let f = entry!(
+        duckdb_enum_dictionary_value,
+        unsafe extern "C" fn(*mut c_void, u64) -> *mut c_void
+    );
     Ok(indexed_call(f, t as *mut c_void, i, "reading an ENUM label")? as *mut c_char)
 }
 
@@ -277,9 +361,15 @@ mod tests {
     #[test]
     fn duckdb_json_messages_are_reduced_to_their_first_line() {
         let raw = r#"{"exception_type":"Out of Memory","exception_message":"failed to allocate data of size 1.0 MiB (9.0 MiB/9.5 MiB used)\n\nPossible solutions:"}"#;
-        assert_eq!(exception_message(raw), "failed to allocate data of size 1.0 MiB (9.0 MiB/9.5 MiB used)");
+        assert_eq!(
+            exception_message(raw),
+            "failed to allocate data of size 1.0 MiB (9.0 MiB/9.5 MiB used)"
+        );
         assert_eq!(exception_message("std::bad_alloc"), "std::bad_alloc");
-        assert_eq!(exception_message(r#"{"exception_message":"a \"quoted\" word"}"#), "a \"quoted\" word");
+        assert_eq!(
+            exception_message(r#"{"exception_message":"a \"quoted\" word"}"#),
+            "a \"quoted\" word"
+        );
     }
 }
 
@@ -297,7 +387,8 @@ pub fn memory_limit(info: ffi::duckdb_bind_info) -> Option<u64> {
             return None;
         }
         let mut scope: ffi::duckdb_config_option_scope = std::mem::zeroed();
-        let mut value = ffi::duckdb_client_context_get_config_option(ctx, c"memory_limit".as_ptr(), &mut scope);
+        let mut value =
+            ffi::duckdb_client_context_get_config_option(ctx, c"memory_limit".as_ptr(), &mut scope);
         ffi::duckdb_destroy_client_context(&mut ctx);
         if value.is_null() {
             return None;

@@ -72,14 +72,21 @@ impl Args {
         if self.is_null(col, row) {
             return Err(LmmError::new(format!("{name} is NULL")));
         }
-        unsafe { Ok(string_at(ffi::duckdb_vector_get_data(self.cols[col].1) as *const ffi::duckdb_string_t, row)) }
+        unsafe {
+            Ok(string_at(
+                ffi::duckdb_vector_get_data(self.cols[col].1) as *const ffi::duckdb_string_t,
+                row,
+            ))
+        }
     }
 
     unsafe fn text(&self, col: usize, row: usize) -> String {
         if self.is_null(col, row) {
             return String::new();
         }
-        unsafe { String::from_utf8_lossy(self.bytes(col, row, "").unwrap_or_default()).into_owned() }
+        unsafe {
+            String::from_utf8_lossy(self.bytes(col, row, "").unwrap_or_default()).into_owned()
+        }
     }
 
     unsafe fn int(&self, col: usize, row: usize, name: &str) -> Result<i64> {
@@ -91,7 +98,11 @@ impl Args {
 
     unsafe fn count(&self, col: usize, row: usize, name: &str) -> Result<usize> {
         let v = unsafe { self.int(col, row, name)? };
-        usize::try_from(v).map_err(|_| LmmError::new(format!("{name} is {v}; it counts groups, so it cannot be negative")))
+        usize::try_from(v).map_err(|_| {
+            LmmError::new(format!(
+                "{name} is {v}; it counts groups, so it cannot be negative"
+            ))
+        })
     }
 }
 
@@ -104,7 +115,12 @@ unsafe fn write_bool(output: ffi::duckdb_vector, row: usize, v: bool) {
 }
 
 /// Run `f` for each row, reporting its first error to DuckDB.
-unsafe fn each(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector, f: impl Fn(&Args, usize, ffi::duckdb_vector) -> Result<()>) {
+unsafe fn each(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+    f: impl Fn(&Args, usize, ffi::duckdb_vector) -> Result<()>,
+) {
     let r = guard(|| unsafe {
         let args = Args::of(input);
         for row in 0..args.n {
@@ -117,54 +133,105 @@ unsafe fn each(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, o
     }
 }
 
-unsafe extern "C" fn shard_header(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+unsafe extern "C" fn shard_header(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
     unsafe {
         each(info, input, output, |a, r, out| {
             if a.is_null(0, r) {
                 return output::write_null_scalar(out, r);
             }
-            let (header, _) = crate::distributed::header::of(crate::statistics::decode(a.bytes(0, r, "the statistics value")?)?);
+            let (header, _) = crate::distributed::header::of(crate::statistics::decode(a.bytes(
+                0,
+                r,
+                "the statistics value",
+            )?)?);
             output::write_blob(out, r, &crate::statistics::encode(&header))
         })
     }
 }
 
-unsafe extern "C" fn shard_levels(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+unsafe extern "C" fn shard_levels(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
     unsafe {
         each(info, input, output, |a, r, out| {
             if a.is_null(0, r) {
                 return output::write_null_scalar(out, r);
             }
             let acc = crate::statistics::decode(a.bytes(0, r, "the statistics value")?)?;
-            write_int(out, r, acc.factors.first().map_or(0, |f| f.store.len()) as i64);
+            write_int(
+                out,
+                r,
+                acc.factors.first().map_or(0, |f| f.store.len()) as i64,
+            );
             Ok(())
         })
     }
 }
 
 /// The shard and request of a `lmm_shard_*` row (None: a shard without rows).
-unsafe fn shard_of(a: &Args, r: usize) -> Result<Option<(std::sync::Arc<crate::distributed::shard::Shard>, protocol::Request)>> {
+unsafe fn shard_of(
+    a: &Args,
+    r: usize,
+) -> Result<
+    Option<(
+        std::sync::Arc<crate::distributed::shard::Shard>,
+        protocol::Request,
+    )>,
+> {
     unsafe {
         if a.is_null(2, r) {
             return Ok(None);
         }
-        let header = a.bytes(0, r, "the merged header (lmm_shard_answer's first argument)")?;
-        let levels = a.count(1, r, "the number of groups (lmm_shard_answer's second argument)")?;
-        let request = protocol::Request::from_bytes(a.bytes(3, r, "the request (lmm_shard_answer's fourth argument)")?)?;
-        Ok(Some((cache::shard(header, levels, a.bytes(2, r, "the statistics value")?)?, request)))
+        let header = a.bytes(
+            0,
+            r,
+            "the merged header (lmm_shard_answer's first argument)",
+        )?;
+        let levels = a.count(
+            1,
+            r,
+            "the number of groups (lmm_shard_answer's second argument)",
+        )?;
+        let request = protocol::Request::from_bytes(a.bytes(
+            3,
+            r,
+            "the request (lmm_shard_answer's fourth argument)",
+        )?)?;
+        Ok(Some((
+            cache::shard(header, levels, a.bytes(2, r, "the statistics value")?)?,
+            request,
+        )))
     }
 }
 
-unsafe extern "C" fn shard_answer(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+unsafe extern "C" fn shard_answer(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
     unsafe {
         each(info, input, output, |a, r, out| match shard_of(a, r)? {
             None => output::write_null_scalar(out, r),
-            Some((shard, request)) => output::write_blob(out, r, &protocol::answer_to_bytes(shard.answer(&request)?.as_deref())),
+            Some((shard, request)) => output::write_blob(
+                out,
+                r,
+                &protocol::answer_to_bytes(shard.answer(&request)?.as_deref()),
+            ),
         })
     }
 }
 
-unsafe extern "C" fn shard_blups(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+unsafe extern "C" fn shard_blups(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
     unsafe {
         each(info, input, output, |a, r, out| match shard_of(a, r)? {
             None => output::write_null(out, r),
@@ -175,24 +242,40 @@ unsafe extern "C" fn shard_blups(info: ffi::duckdb_function_info, input: ffi::du
 
 /// Options as `key␟value␞…` (lmm_fit's spelling) to `Options`.
 fn options_of(text: &str) -> Result<crate::options::Options> {
-    let pairs: Vec<(String, Option<String>)> = crate::inference::run::parse_options(text).into_iter().map(|(k, v)| (k, Some(v))).collect();
+    let pairs: Vec<(String, Option<String>)> = crate::inference::run::parse_options(text)
+        .into_iter()
+        .map(|(k, v)| (k, Some(v)))
+        .collect();
     crate::options::Options::from_pairs(&pairs)
 }
 
-unsafe extern "C" fn dist_grouping(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+unsafe extern "C" fn dist_grouping(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
     unsafe {
         each(info, input, output, |a, r, out| {
             let formula = String::from_utf8_lossy(a.bytes(0, r, "the formula")?).into_owned();
-            let columns = crate::distributed::grouping_columns(&formula, options_of(&a.text(1, r))?)?;
+            let columns =
+                crate::distributed::grouping_columns(&formula, options_of(&a.text(1, r))?)?;
             output::write_blob(out, r, columns.join("\u{1f}").as_bytes())
         })
     }
 }
 
-unsafe extern "C" fn dist_start(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+unsafe extern "C" fn dist_start(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
     unsafe {
         each(info, input, output, |a, r, out| {
-            let merged = super::statistics::for_fit(a.bytes(0, r, "the merged header")?, &a.text(2, r), "lmm_dist_start takes")?;
+            let merged = super::statistics::for_fit(
+                a.bytes(0, r, "the merged header")?,
+                &a.text(2, r),
+                "lmm_dist_start takes",
+            )?;
             let levels = a.count(1, r, "the number of groups")?;
             write_int(out, r, exchange::open(merged, levels)?);
             Ok(())
@@ -200,7 +283,11 @@ unsafe extern "C" fn dist_start(info: ffi::duckdb_function_info, input: ffi::duc
     }
 }
 
-unsafe extern "C" fn dist_next(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+unsafe extern "C" fn dist_next(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
     unsafe {
         each(info, input, output, |a, r, out| {
             let handle = a.int(0, r, "the handle")?;
@@ -219,7 +306,11 @@ unsafe extern "C" fn dist_next(info: ffi::duckdb_function_info, input: ffi::duck
     }
 }
 
-unsafe extern "C" fn dist_reply(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+unsafe extern "C" fn dist_reply(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
     unsafe {
         each(info, input, output, |a, r, out| {
             exchange::get(a.int(0, r, "the handle")?)?.reply(a.bytes(1, r, "the answers")?)?;
@@ -229,16 +320,26 @@ unsafe extern "C" fn dist_reply(info: ffi::duckdb_function_info, input: ffi::duc
     }
 }
 
-unsafe extern "C" fn dist_blups(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+unsafe extern "C" fn dist_blups(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
     unsafe {
-        each(info, input, output, |a, r, out| match exchange::get(a.int(0, r, "the handle")?)?.blups_request()? {
-            Some(b) => output::write_blob(out, r, &b),
-            None => output::write_null_scalar(out, r),
+        each(info, input, output, |a, r, out| {
+            match exchange::get(a.int(0, r, "the handle")?)?.blups_request()? {
+                Some(b) => output::write_blob(out, r, &b),
+                None => output::write_null_scalar(out, r),
+            }
         })
     }
 }
 
-unsafe extern "C" fn dist_result(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+unsafe extern "C" fn dist_result(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
     unsafe {
         each(info, input, output, |a, r, out| {
             let handle = a.int(0, r, "the handle")?;
@@ -249,7 +350,11 @@ unsafe extern "C" fn dist_result(info: ffi::duckdb_function_info, input: ffi::du
     }
 }
 
-unsafe extern "C" fn dist_abandon(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+unsafe extern "C" fn dist_abandon(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
     unsafe {
         each(info, input, output, |a, r, out| {
             exchange::close(a.int(0, r, "the handle")?);
@@ -270,14 +375,56 @@ pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
         let t = LogicalType::new;
         boxed::register_scalar(con, c"lmm_shard_header", &[blob], t(blob), shard_header)?;
         boxed::register_scalar(con, c"lmm_shard_levels", &[blob], t(bigint), shard_levels)?;
-        boxed::register_scalar(con, c"lmm_shard_answer", &[blob, bigint, blob, blob], t(blob), shard_answer)?;
-        boxed::register_scalar(con, c"lmm_shard_blups", &[blob, bigint, blob, blob], output::result_type(), shard_blups)?;
-        boxed::register_scalar(con, c"lmm_dist_grouping", &[varchar, varchar], t(varchar), dist_grouping)?;
-        boxed::register_scalar(con, c"lmm_dist_start", &[blob, bigint, varchar], t(bigint), dist_start)?;
+        boxed::register_scalar(
+            con,
+            c"lmm_shard_answer",
+            &[blob, bigint, blob, blob],
+            t(blob),
+            shard_answer,
+        )?;
+        boxed::register_scalar(
+            con,
+            c"lmm_shard_blups",
+            &[blob, bigint, blob, blob],
+            output::result_type(),
+            shard_blups,
+        )?;
+        boxed::register_scalar(
+            con,
+            c"lmm_dist_grouping",
+            &[varchar, varchar],
+            t(varchar),
+            dist_grouping,
+        )?;
+        boxed::register_scalar(
+            con,
+            c"lmm_dist_start",
+            &[blob, bigint, varchar],
+            t(bigint),
+            dist_start,
+        )?;
         boxed::register_scalar(con, c"lmm_dist_next", &[bigint], t(blob), dist_next)?;
-        boxed::register_scalar(con, c"lmm_dist_reply", &[bigint, blob], t(boolean), dist_reply)?;
+        boxed::register_scalar(
+            con,
+            c"lmm_dist_reply",
+            &[bigint, blob],
+            t(boolean),
+            dist_reply,
+        )?;
         boxed::register_scalar(con, c"lmm_dist_blups", &[bigint], t(blob), dist_blups)?;
-        boxed::register_scalar(con, c"lmm_dist_result", &[bigint], output::result_type(), dist_result)?;
-        boxed::register_scalar(con, c"lmm_dist_abandon", &[bigint], t(boolean), dist_abandon)
+        boxed::register_scalar(
+            con,
+            c"lmm_dist_result",
+            &[bigint],
+            output::result_type(),
+            dist_result,
+        )?;
+        boxed::register_scalar(
+            con,
+            c"lmm_dist_abandon",
+            &[bigint],
+            t(boolean),
+            dist_abandon,
+        )
     }
 }

@@ -28,7 +28,11 @@ pub unsafe fn result_type() -> LogicalType {
         }
         let mut raw_types: Vec<ffi::duckdb_logical_type> = members.iter().map(|t| t.0).collect();
         let mut raw_names: Vec<*const c_char> = names.iter().map(|s| s.as_ptr()).collect();
-        let st = LogicalType(ffi::duckdb_create_struct_type(raw_types.as_mut_ptr(), raw_names.as_mut_ptr(), raw_types.len() as ffi::idx_t));
+        let st = LogicalType(ffi::duckdb_create_struct_type(
+            raw_types.as_mut_ptr(),
+            raw_names.as_mut_ptr(),
+            raw_types.len() as ffi::idx_t,
+        ));
         LogicalType(ffi::duckdb_create_list_type(st.0))
     }
 }
@@ -42,7 +46,10 @@ impl Arg {
     unsafe fn of(input: ffi::duckdb_data_chunk, i: usize) -> Arg {
         unsafe {
             let v = ffi::duckdb_data_chunk_get_vector(input, i as ffi::idx_t);
-            Arg { valid: Validity::of(v), data: ffi::duckdb_vector_get_data(v) as *const ffi::duckdb_string_t }
+            Arg {
+                valid: Validity::of(v),
+                data: ffi::duckdb_vector_get_data(v) as *const ffi::duckdb_string_t,
+            }
         }
     }
     unsafe fn get<'a>(&self, r: usize) -> Option<&'a [u8]> {
@@ -69,7 +76,9 @@ pub unsafe fn write_table(result: ffi::duckdb_vector, row: usize, table: &Table)
         let end = start + table.len();
         checked::list_reserve(result, end)?;
         let child = ffi::duckdb_list_vector_get_child(result);
-        let fields: Vec<ffi::duckdb_vector> = (0..TEXTS + NUMS).map(|k| ffi::duckdb_struct_vector_get_child(child, k as ffi::idx_t)).collect();
+        let fields: Vec<ffi::duckdb_vector> = (0..TEXTS + NUMS)
+            .map(|k| ffi::duckdb_struct_vector_get_child(child, k as ffi::idx_t))
+            .collect();
         for (j, r) in table.iter().enumerate() {
             let at = start + j;
             set_validity(child, at, true)?;
@@ -94,7 +103,10 @@ pub unsafe fn write_table(result: ffi::duckdb_vector, row: usize, table: &Table)
             }
         }
         let entries = ffi::duckdb_vector_get_data(result) as *mut ffi::duckdb_list_entry;
-        *entries.add(row) = ffi::duckdb_list_entry { offset: start as u64, length: table.len() as u64 };
+        *entries.add(row) = ffi::duckdb_list_entry {
+            offset: start as u64,
+            length: table.len() as u64,
+        };
         set_validity(result, row, true)?;
         checked::list_set_size(result, end)
     }
@@ -107,7 +119,10 @@ unsafe fn inference_impl(input: ffi::duckdb_data_chunk, result: ffi::duckdb_vect
         for r in 0..n {
             let (Some(kind), Some(model)) = (args[0].get(r), args[1].get(r)) else {
                 let entries = ffi::duckdb_vector_get_data(result) as *mut ffi::duckdb_list_entry;
-                *entries.add(r) = ffi::duckdb_list_entry { offset: ffi::duckdb_list_vector_get_size(result), length: 0 };
+                *entries.add(r) = ffi::duckdb_list_entry {
+                    offset: ffi::duckdb_list_vector_get_size(result),
+                    length: 0,
+                };
                 set_validity(result, r, false)?;
                 continue;
             };
@@ -115,7 +130,13 @@ unsafe fn inference_impl(input: ffi::duckdb_data_chunk, result: ffi::duckdb_vect
             let kind = String::from_utf8_lossy(kind).into_owned();
             let options = text(args[3].get(r)).unwrap_or_default();
             let contrast = text(args[4].get(r));
-            let table = crate::inference::run::run(&kind, model, args[2].get(r), &options, contrast.as_deref())?;
+            let table = crate::inference::run::run(
+                &kind,
+                model,
+                args[2].get(r),
+                &options,
+                contrast.as_deref(),
+            )?;
             write_table(result, r, &table)?;
         }
         Ok(())
@@ -146,13 +167,21 @@ unsafe fn start_impl(input: ffi::duckdb_data_chunk, result: ffi::duckdb_vector) 
     }
 }
 
-unsafe extern "C" fn start_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+unsafe extern "C" fn start_fn(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
     if let Err(e) = guard(|| unsafe { start_impl(input, output) }) {
         checked::set_error(info, &c_message(&e.to_string()), true);
     }
 }
 
-unsafe extern "C" fn inference_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+unsafe extern "C" fn inference_fn(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
     if let Err(e) = guard(|| unsafe { inference_impl(input, output) }) {
         checked::set_error(info, &c_message(&e.to_string()), true);
     }
@@ -160,9 +189,18 @@ unsafe extern "C" fn inference_fn(info: ffi::duckdb_function_info, input: ffi::d
 
 pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
     unsafe {
-        let (varchar, blob) = (ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR, ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB);
+        let (varchar, blob) = (
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR,
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB,
+        );
         let params = [varchar, blob, blob, varchar, varchar];
         super::boxed::register_scalar(con, c"lmm_inference", &params, result_type(), inference_fn)?;
-        super::boxed::register_scalar(con, c"lmm_inference_start", &params, LogicalType::new(blob), start_fn)
+        super::boxed::register_scalar(
+            con,
+            c"lmm_inference_start",
+            &params,
+            LogicalType::new(blob),
+            start_fn,
+        )
     }
 }

@@ -28,7 +28,9 @@ unsafe fn handles<'a>(input: ffi::duckdb_data_chunk) -> Vec<Option<&'a [u8]>> {
         let v = ffi::duckdb_data_chunk_get_vector(input, 0);
         let valid = Validity::of(v);
         let data = ffi::duckdb_vector_get_data(v) as *const ffi::duckdb_string_t;
-        (0..n).map(|i| valid.is_valid(i).then(|| string_at(data, i))).collect()
+        (0..n)
+            .map(|i| valid.is_valid(i).then(|| string_at(data, i)))
+            .collect()
     }
 }
 
@@ -40,8 +42,16 @@ struct PollBind {
 
 unsafe extern "C" fn poll_bind(info: ffi::duckdb_bind_info) {
     let _ = guard(|| {
-        let data = Box::into_raw(Box::new(PollBind { memory_limit: checked::memory_limit(info) }));
-        unsafe { ffi::duckdb_scalar_function_set_bind_data(info, data as *mut std::ffi::c_void, Some(drop_poll_bind)) };
+        let data = Box::into_raw(Box::new(PollBind {
+            memory_limit: checked::memory_limit(info),
+        }));
+        unsafe {
+            ffi::duckdb_scalar_function_set_bind_data(
+                info,
+                data as *mut std::ffi::c_void,
+                Some(drop_poll_bind),
+            )
+        };
         Ok(())
     });
 }
@@ -55,10 +65,19 @@ unsafe extern "C" fn drop_poll_bind(p: *mut std::ffi::c_void) {
     });
 }
 
-unsafe fn poll_impl(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector, product: jobs::Product) -> Result<()> {
+unsafe fn poll_impl(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+    product: jobs::Product,
+) -> Result<()> {
     unsafe {
         let bind = ffi::duckdb_scalar_function_get_bind_data(info) as *const PollBind;
-        let memory_limit = if bind.is_null() { None } else { (*bind).memory_limit };
+        let memory_limit = if bind.is_null() {
+            None
+        } else {
+            (*bind).memory_limit
+        };
         checked::ensure_validity_writable(output)?;
         let mask = ffi::duckdb_vector_get_validity(output);
         let out = ffi::duckdb_vector_get_data(output) as *mut bool;
@@ -72,16 +91,37 @@ unsafe fn poll_impl(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chu
     }
 }
 
-unsafe extern "C" fn poll_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
-    report(info, guard(|| unsafe { poll_impl(info, input, output, jobs::Product::Table) }));
+unsafe extern "C" fn poll_fn(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
+    report(
+        info,
+        guard(|| unsafe { poll_impl(info, input, output, jobs::Product::Table) }),
+    );
 }
 
-unsafe extern "C" fn inference_poll_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
-    report(info, guard(|| unsafe { poll_impl(info, input, output, jobs::Product::Inference) }));
+unsafe extern "C" fn inference_poll_fn(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
+    report(
+        info,
+        guard(|| unsafe { poll_impl(info, input, output, jobs::Product::Inference) }),
+    );
 }
 
-unsafe extern "C" fn model_poll_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
-    report(info, guard(|| unsafe { poll_impl(info, input, output, jobs::Product::Model) }));
+unsafe extern "C" fn model_poll_fn(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
+    report(
+        info,
+        guard(|| unsafe { poll_impl(info, input, output, jobs::Product::Model) }),
+    );
 }
 
 /// Write each row's finished job (`each`), or NULL for a NULL handle (`null`).
@@ -99,31 +139,55 @@ unsafe fn results(
     Ok(())
 }
 
-unsafe extern "C" fn result_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+unsafe extern "C" fn result_fn(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
     let each = |i, done| match done {
         jobs::Finished::Table(t) => unsafe { output::write_rows(output, i, &t) },
         _ => Err(LmmError::new("internal error: another job read as a table")),
     };
-    report(info, guard(|| unsafe { results(input, |i| output::write_null(output, i), each) }));
+    report(
+        info,
+        guard(|| unsafe { results(input, |i| output::write_null(output, i), each) }),
+    );
 }
 
-unsafe extern "C" fn model_result_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+unsafe extern "C" fn model_result_fn(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
     let each = |i, done| match done {
         jobs::Finished::Model(bytes) => unsafe { output::write_blob(output, i, &bytes) },
         _ => Err(LmmError::new("internal error: another job read as a model")),
     };
-    report(info, guard(|| unsafe { results(input, |i| output::write_null_scalar(output, i), each) }));
+    report(
+        info,
+        guard(|| unsafe { results(input, |i| output::write_null_scalar(output, i), each) }),
+    );
 }
 
-unsafe extern "C" fn inference_result_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+unsafe extern "C" fn inference_result_fn(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
     let each = |i, done| match done {
         jobs::Finished::Inference(t) => unsafe { super::inference::write_table(output, i, &t) },
-        _ => Err(LmmError::new("internal error: another job read as an inference table")),
+        _ => Err(LmmError::new(
+            "internal error: another job read as an inference table",
+        )),
     };
-    report(info, guard(|| unsafe { results(input, |i| output::write_null(output, i), each) }));
+    report(
+        info,
+        guard(|| unsafe { results(input, |i| output::write_null(output, i), each) }),
+    );
 }
 
-type Callback = unsafe extern "C" fn(ffi::duckdb_function_info, ffi::duckdb_data_chunk, ffi::duckdb_vector);
+type Callback =
+    unsafe extern "C" fn(ffi::duckdb_function_info, ffi::duckdb_data_chunk, ffi::duckdb_vector);
 
 type Bind = unsafe extern "C" fn(ffi::duckdb_bind_info);
 
@@ -138,7 +202,10 @@ unsafe fn register_one(
         let blob = LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB);
         let mut sf = ffi::duckdb_create_scalar_function();
         if sf.is_null() {
-            return Err(LmmError::new(format!("could not create the scalar function {}", name.to_string_lossy())));
+            return Err(LmmError::new(format!(
+                "could not create the scalar function {}",
+                name.to_string_lossy()
+            )));
         }
         ffi::duckdb_scalar_function_set_name(sf, name.as_ptr());
         ffi::duckdb_scalar_function_add_parameter(sf, blob.0);
@@ -153,19 +220,58 @@ unsafe fn register_one(
         if ok {
             Ok(())
         } else {
-            Err(LmmError::new(format!("could not register the scalar function {}", name.to_string_lossy())))
+            Err(LmmError::new(format!(
+                "could not register the scalar function {}",
+                name.to_string_lossy()
+            )))
         }
     }
 }
 
 pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
     unsafe {
-        register_one(con, c"lmm_fit_poll", LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN), poll_fn, Some(poll_bind))?;
-        register_one(con, c"lmm_fit_result", output::result_type(), result_fn, None)?;
+        register_one(
+            con,
+            c"lmm_fit_poll",
+            LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN),
+            poll_fn,
+            Some(poll_bind),
+        )?;
+        register_one(
+            con,
+            c"lmm_fit_result",
+            output::result_type(),
+            result_fn,
+            None,
+        )?;
         let boolean = LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN);
-        register_one(con, c"lmm_model_poll", boolean, model_poll_fn, Some(poll_bind))?;
-        register_one(con, c"lmm_model_result", LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB), model_result_fn, None)?;
-        register_one(con, c"lmm_inference_poll", LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN), inference_poll_fn, Some(poll_bind))?;
-        register_one(con, c"lmm_inference_result", super::inference::result_type(), inference_result_fn, None)
+        register_one(
+            con,
+            c"lmm_model_poll",
+            boolean,
+            model_poll_fn,
+            Some(poll_bind),
+        )?;
+        register_one(
+            con,
+            c"lmm_model_result",
+            LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB),
+            model_result_fn,
+            None,
+        )?;
+        register_one(
+            con,
+            c"lmm_inference_poll",
+            LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN),
+            inference_poll_fn,
+            Some(poll_bind),
+        )?;
+        register_one(
+            con,
+            c"lmm_inference_result",
+            super::inference::result_type(),
+            inference_result_fn,
+            None,
+        )
     }
 }

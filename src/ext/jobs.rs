@@ -106,7 +106,9 @@ fn now_ms() -> u64 {
 
 /// A value no other query can guess from its own handles: the clock and the id, mixed.
 fn nonce(id: u64) -> u64 {
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let mut h = t ^ id.rotate_left(32);
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -139,7 +141,12 @@ fn deposit_work(work: Work) -> Vec<u8> {
     if jobs.len() >= MAX_JOBS {
         jobs.remove(0);
     }
-    jobs.push(Entry { id, nonce, control, state });
+    jobs.push(Entry {
+        id,
+        nonce,
+        control,
+        state,
+    });
     let mut handle = Vec::with_capacity(HANDLE_LEN);
     handle.extend_from_slice(MAGIC);
     handle.extend_from_slice(&id.to_le_bytes());
@@ -181,17 +188,23 @@ pub fn poll(handle: &[u8], product: Product, memory_limit: Option<u64>) -> Resul
     let (control, state) = find(handle, "lmm_fit_poll")?;
     let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
     if let State::Waiting(_) = *state {
-        let State::Waiting(work) = std::mem::replace(&mut *state, State::Gone) else { unreachable!() };
+        let State::Waiting(work) = std::mem::replace(&mut *state, State::Gone) else {
+            unreachable!()
+        };
         *state = State::Running(start(work, product, control, memory_limit)?);
     }
     let outcome = match &*state {
         State::Running(rx) => match rx.recv_timeout(POLL) {
             Ok(outcome) => outcome,
             Err(RecvTimeoutError::Timeout) => return Ok(true),
-            Err(RecvTimeoutError::Disconnected) => Err(LmmError::new("internal error: the fitting thread ended without a result")),
+            Err(RecvTimeoutError::Disconnected) => Err(LmmError::new(
+                "internal error: the fitting thread ended without a result",
+            )),
         },
         State::Done(_) => return Ok(false),
-        State::Waiting(_) | State::Gone => return Err(LmmError::new("internal error: this fit was already taken")),
+        State::Waiting(_) | State::Gone => {
+            return Err(LmmError::new("internal error: this fit was already taken"))
+        }
     };
     match outcome {
         Ok(finished) => {
@@ -209,11 +222,16 @@ pub fn poll(handle: &[u8], product: Product, memory_limit: Option<u64>) -> Resul
 /// The finished table or model; the job is forgotten.
 pub fn take_result(handle: &[u8]) -> Result<Finished> {
     let (_, state) = find(handle, "lmm_fit_result")?;
-    let state = std::mem::replace(&mut *state.lock().unwrap_or_else(|e| e.into_inner()), State::Gone);
+    let state = std::mem::replace(
+        &mut *state.lock().unwrap_or_else(|e| e.into_inner()),
+        State::Gone,
+    );
     forget(handle);
     match state {
         State::Done(finished) => Ok(finished),
-        _ => Err(LmmError::new("internal error: lmm_fit_result was called before the fit finished")),
+        _ => Err(LmmError::new(
+            "internal error: lmm_fit_result was called before the fit finished",
+        )),
     }
 }
 
@@ -232,11 +250,20 @@ fn start(
             let fit = || {
                 super::guard::guard(|| match (&work, product) {
                     (Work::Fit(acc), Product::Table) => acc.finish_tidy().map(Finished::Table),
-                    (Work::Fit(acc), Product::Model) => acc.finish_model().map(|m| Finished::Model(m.to_bytes())),
-                    (Work::Inference(c), Product::Inference) => {
-                        crate::inference::run::run(&c.kind, &c.model, c.other.as_deref(), &c.options, c.contrast.as_deref()).map(Finished::Inference)
+                    (Work::Fit(acc), Product::Model) => {
+                        acc.finish_model().map(|m| Finished::Model(m.to_bytes()))
                     }
-                    _ => Err(LmmError::new("internal error: a job polled as another kind of job")),
+                    (Work::Inference(c), Product::Inference) => crate::inference::run::run(
+                        &c.kind,
+                        &c.model,
+                        c.other.as_deref(),
+                        &c.options,
+                        c.contrast.as_deref(),
+                    )
+                    .map(Finished::Inference),
+                    _ => Err(LmmError::new(
+                        "internal error: a job polled as another kind of job",
+                    )),
                 })
             };
             let budgeted = || match memory_limit {
@@ -245,7 +272,9 @@ fn start(
             };
             let outcome = match cancel::run_cancellable(control, budgeted) {
                 Ok(r) => r,
-                Err(cancel::Interrupted) => Err(LmmError::new("the computation was abandoned (its query stopped)")),
+                Err(cancel::Interrupted) => Err(LmmError::new(
+                    "the computation was abandoned (its query stopped)",
+                )),
             };
             // Nobody listens if the query is gone.
             let _ = send.send(outcome);

@@ -55,7 +55,14 @@ pub fn timestamp(micros: i64) -> String {
 pub fn uuid(upper: i64, lower: u64) -> String {
     let v = (((upper as u64) ^ (1 << 63)) as u128) << 64 | lower as u128;
     let h = format!("{v:032x}");
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// An INTERVAL as `M months D days HH:MM:SS[.ffffff]`.
@@ -76,7 +83,10 @@ mod tests {
         assert_eq!(date(11_016), "2000-02-29");
         assert_eq!(time(0), "00:00:00");
         assert_eq!(time(45_296_000_001), "12:34:56.000001");
-        assert_eq!(timestamp(1_577_836_800_000_000 + 3_600_000_000), "2020-01-01 01:00:00");
+        assert_eq!(
+            timestamp(1_577_836_800_000_000 + 3_600_000_000),
+            "2020-01-01 01:00:00"
+        );
         assert_eq!(timestamp(-1), "1969-12-31 23:59:59.999999");
     }
 

@@ -11,15 +11,15 @@ mod boxed;
 mod checked;
 mod distributed;
 mod guard;
+mod hash;
+mod inference;
 mod job_functions;
 mod jobs;
 mod keys;
-mod hash;
-mod inference;
 mod output;
 mod scalar;
-mod statistics;
 mod sql;
+mod statistics;
 mod types;
 mod vectors;
 
@@ -79,7 +79,9 @@ unsafe fn init(
         }
         // The same struct again, for the calls made through C++ (`checked`).
         let version = std::ffi::CString::new(C_API_VERSION).expect("no NUL in the version");
-        let get_api = (*access).get_api.ok_or_else(|| LmmError::new("DuckDB did not provide get_api"))?;
+        let get_api = (*access)
+            .get_api
+            .ok_or_else(|| LmmError::new("DuckDB did not provide get_api"))?;
         checked::set_api(get_api(info, version.as_ptr()) as *const ffi::duckdb_ext_api_v1);
         guard::install_panic_hook();
 
@@ -102,7 +104,12 @@ unsafe fn init(
             .and_then(|_| distributed::register(con));
         // Macros: see `sql::create_macros`; only a planted macro on a database
         // lmm cannot write fails the LOAD.
-        let macros = if registered.is_ok() { sql::create_macros(con).map_err(|e| LmmError::new(e.trim_start_matches("Invalid Input Error: "))) } else { Ok(()) };
+        let macros = if registered.is_ok() {
+            sql::create_macros(con)
+                .map_err(|e| LmmError::new(e.trim_start_matches("Invalid Input Error: ")))
+        } else {
+            Ok(())
+        };
         ffi::duckdb_disconnect(&mut con);
         registered.and(macros).map(|_| true)
     }

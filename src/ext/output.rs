@@ -11,8 +11,15 @@ use crate::tidy::Tidy;
 
 /// Text fields, then numeric fields, in the order of the result STRUCT.
 const TEXT_FIELDS: [&str; 4] = ["effect", "group_var", "level", "term"];
-const NUM_FIELDS: [&str; 7] =
-    ["estimate", "std_error", "statistic", "df", "p_value", "conf_low", "conf_high"];
+const NUM_FIELDS: [&str; 7] = [
+    "estimate",
+    "std_error",
+    "statistic",
+    "df",
+    "p_value",
+    "conf_low",
+    "conf_high",
+];
 
 /// LIST(STRUCT(effect VARCHAR, group_var VARCHAR, level VARCHAR, term VARCHAR,
 /// estimate DOUBLE, std_error DOUBLE, statistic DOUBLE, df DOUBLE, p_value DOUBLE,
@@ -22,10 +29,17 @@ pub unsafe fn result_type() -> LogicalType {
         let members: Vec<LogicalType> = TEXT_FIELDS
             .iter()
             .map(|_| LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR))
-            .chain(NUM_FIELDS.iter().map(|_| LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_DOUBLE)))
+            .chain(
+                NUM_FIELDS
+                    .iter()
+                    .map(|_| LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_DOUBLE)),
+            )
             .collect();
-        let names: Vec<CString> =
-            TEXT_FIELDS.iter().chain(NUM_FIELDS.iter()).map(|s| CString::new(*s).unwrap()).collect();
+        let names: Vec<CString> = TEXT_FIELDS
+            .iter()
+            .chain(NUM_FIELDS.iter())
+            .map(|s| CString::new(*s).unwrap())
+            .collect();
         let mut raw_types: Vec<ffi::duckdb_logical_type> = members.iter().map(|t| t.0).collect();
         let mut raw_names: Vec<*const c_char> = names.iter().map(|s| s.as_ptr()).collect();
         let st = LogicalType(ffi::duckdb_create_struct_type(
@@ -82,7 +96,10 @@ pub unsafe fn write_null(result: ffi::duckdb_vector, row: usize) -> Result<()> {
     unsafe {
         let size = ffi::duckdb_list_vector_get_size(result);
         let entries = ffi::duckdb_vector_get_data(result) as *mut ffi::duckdb_list_entry;
-        *entries.add(row) = ffi::duckdb_list_entry { offset: size, length: 0 };
+        *entries.add(row) = ffi::duckdb_list_entry {
+            offset: size,
+            length: 0,
+        };
         set_invalid(result, row)
     }
 }
@@ -113,12 +130,18 @@ pub unsafe fn write_rows(result: ffi::duckdb_vector, row: usize, rows: &Tidy) ->
         checked::list_reserve(result, end)?;
         // Reserving may reallocate the child: fetch the child vectors only now.
         let child = ffi::duckdb_list_vector_get_child(result);
-        let text: Vec<ffi::duckdb_vector> =
-            (0..TEXT_FIELDS.len()).map(|k| ffi::duckdb_struct_vector_get_child(child, k as ffi::idx_t)).collect();
-        let nums: Vec<ffi::duckdb_vector> = (0..NUM_FIELDS.len())
-            .map(|k| ffi::duckdb_struct_vector_get_child(child, (TEXT_FIELDS.len() + k) as ffi::idx_t))
+        let text: Vec<ffi::duckdb_vector> = (0..TEXT_FIELDS.len())
+            .map(|k| ffi::duckdb_struct_vector_get_child(child, k as ffi::idx_t))
             .collect();
-        let num_data: Vec<*mut f64> = nums.iter().map(|&v| ffi::duckdb_vector_get_data(v) as *mut f64).collect();
+        let nums: Vec<ffi::duckdb_vector> = (0..NUM_FIELDS.len())
+            .map(|k| {
+                ffi::duckdb_struct_vector_get_child(child, (TEXT_FIELDS.len() + k) as ffi::idx_t)
+            })
+            .collect();
+        let num_data: Vec<*mut f64> = nums
+            .iter()
+            .map(|&v| ffi::duckdb_vector_get_data(v) as *mut f64)
+            .collect();
         let child_mask = Mask::of(child)?;
         let text_masks: Vec<Mask> = text.iter().map(|&v| Mask::of(v)).collect::<Result<_>>()?;
         let num_masks: Vec<Mask> = nums.iter().map(|&v| Mask::of(v)).collect::<Result<_>>()?;
@@ -147,7 +170,10 @@ pub unsafe fn write_rows(result: ffi::duckdb_vector, row: usize, rows: &Tidy) ->
             }
         }
         let entries = ffi::duckdb_vector_get_data(result) as *mut ffi::duckdb_list_entry;
-        *entries.add(row) = ffi::duckdb_list_entry { offset: start as u64, length: rows.len() as u64 };
+        *entries.add(row) = ffi::duckdb_list_entry {
+            offset: start as u64,
+            length: rows.len() as u64,
+        };
         set_valid(result, row);
         checked::list_set_size(result, end)
     }

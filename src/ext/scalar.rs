@@ -76,7 +76,12 @@ impl Local {
         if self.models.len() >= LOCAL_MODELS {
             self.models.remove(0);
         }
-        self.models.push(LocalModel { id: prep.id, prep, index: [None, None], verified: vec![at] });
+        self.models.push(LocalModel {
+            id: prep.id,
+            prep,
+            index: [None, None],
+            verified: vec![at],
+        });
         Ok(self.models.len() - 1)
     }
 }
@@ -107,7 +112,9 @@ unsafe fn check_model_vector(v: ffi::duckdb_vector, function: &str) -> Result<bo
 unsafe extern "C" fn predict_init(info: ffi::duckdb_init_info) {
     let r = guard(|| {
         let state = Box::into_raw(Box::new(Local::default()));
-        unsafe { ffi::duckdb_scalar_function_init_set_state(info, state as *mut c_void, Some(drop_local)) };
+        unsafe {
+            ffi::duckdb_scalar_function_init_set_state(info, state as *mut c_void, Some(drop_local))
+        };
         Ok(())
     });
     if let Err(e) = r {
@@ -125,7 +132,11 @@ unsafe extern "C" fn drop_local(p: *mut c_void) {
     });
 }
 
-unsafe extern "C" fn predict_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+unsafe extern "C" fn predict_fn(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
     report(
         info,
         guard(|| unsafe {
@@ -140,7 +151,11 @@ unsafe extern "C" fn predict_fn(info: ffi::duckdb_function_info, input: ffi::duc
     );
 }
 
-unsafe fn predict_impl(local: &mut Local, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) -> Result<()> {
+unsafe fn predict_impl(
+    local: &mut Local,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) -> Result<()> {
     unsafe {
         let n = ffi::duckdb_data_chunk_get_size(input) as usize;
         if n == 0 {
@@ -170,8 +185,9 @@ unsafe fn predict_impl(local: &mut Local, input: ffi::duckdb_data_chunk, output:
         let re_data = ffi::duckdb_vector_get_data(vre) as *const u8;
         let model_data = ffi::duckdb_vector_get_data(vmodel) as *const ffi::duckdb_string_t;
 
-        let mut valid: Vec<bool> =
-            (0..n).map(|r| model_valid.is_valid(r) && row_valid.is_valid(r) && re_valid.is_valid(r)).collect();
+        let mut valid: Vec<bool> = (0..n)
+            .map(|r| model_valid.is_valid(r) && row_valid.is_valid(r) && re_valid.is_valid(r))
+            .collect();
         let re: Vec<bool> = (0..n).map(|r| *re_data.add(r) != 0).collect();
 
         // The model of each row: the same string handle as the previous row is the same model.
@@ -193,7 +209,11 @@ unsafe fn predict_impl(local: &mut Local, input: ffi::duckdb_data_chunk, output:
             };
         }
         let mut result = vec![0.0f64; n];
-        let mut distinct: Vec<usize> = model_of.iter().copied().filter(|&i| i != usize::MAX).collect();
+        let mut distinct: Vec<usize> = model_of
+            .iter()
+            .copied()
+            .filter(|&i| i != usize::MAX)
+            .collect();
         distinct.sort_unstable();
         distinct.dedup();
         for mi in distinct {
@@ -206,7 +226,10 @@ unsafe fn predict_impl(local: &mut Local, input: ffi::duckdb_data_chunk, output:
                 Some(ix) => ix.clone(),
                 None => {
                     let ix = row.resolve(&required).map_err(|e| {
-                        LmmError::new(format!("lmm_predict: {}; the model '{}' needs it", e.0, prep.model.formula))
+                        LmmError::new(format!(
+                            "lmm_predict: {}; the model '{}' needs it",
+                            e.0, prep.model.formula
+                        ))
                     })?;
                     lm.index[any_re as usize] = Some(ix.clone());
                     ix
@@ -232,7 +255,11 @@ unsafe fn predict_impl(local: &mut Local, input: ffi::duckdb_data_chunk, output:
 // lmm_model_tidy
 // ---------------------------------------------------------------------------
 
-unsafe extern "C" fn tidy_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
+unsafe extern "C" fn tidy_fn(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
     report(info, guard(|| unsafe { tidy_impl(input, output) }));
 }
 
@@ -276,7 +303,9 @@ pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
 
         let mut f = ffi::duckdb_create_scalar_function();
         if f.is_null() {
-            return Err(LmmError::new("could not create the scalar function lmm_predict_impl"));
+            return Err(LmmError::new(
+                "could not create the scalar function lmm_predict_impl",
+            ));
         }
         ffi::duckdb_scalar_function_set_name(f, PREDICT_NAME.as_ptr());
         ffi::duckdb_scalar_function_add_parameter(f, any.0);
@@ -289,12 +318,16 @@ pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
         let ok = ffi::duckdb_register_scalar_function(con, f) == ffi::DuckDBSuccess;
         ffi::duckdb_destroy_scalar_function(&mut f);
         if !ok {
-            return Err(LmmError::new("could not register the scalar function lmm_predict_impl"));
+            return Err(LmmError::new(
+                "could not register the scalar function lmm_predict_impl",
+            ));
         }
 
         let mut f = ffi::duckdb_create_scalar_function();
         if f.is_null() {
-            return Err(LmmError::new("could not create the scalar function lmm_model_tidy"));
+            return Err(LmmError::new(
+                "could not create the scalar function lmm_model_tidy",
+            ));
         }
         ffi::duckdb_scalar_function_set_name(f, TIDY_NAME.as_ptr());
         ffi::duckdb_scalar_function_add_parameter(f, any.0);
@@ -305,7 +338,9 @@ pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
         let ok = ffi::duckdb_register_scalar_function(con, f) == ffi::DuckDBSuccess;
         ffi::duckdb_destroy_scalar_function(&mut f);
         if !ok {
-            return Err(LmmError::new("could not register the scalar function lmm_model_tidy"));
+            return Err(LmmError::new(
+                "could not register the scalar function lmm_model_tidy",
+            ));
         }
         Ok(())
     }

@@ -43,13 +43,19 @@ WITH RECURSIVE __lmm_steps(__lmm_job, __lmm_running) AS (
     };
 }
 
-pub const LMM_FIT_MACRO: &str =
-    interruptible_fit!("lmm_fit", "lmm_fit_poll", "SELECT unnest(lmm_fit_result(__lmm_job), recursive := true)");
+pub const LMM_FIT_MACRO: &str = interruptible_fit!(
+    "lmm_fit",
+    "lmm_fit_poll",
+    "SELECT unnest(lmm_fit_result(__lmm_job), recursive := true)"
+);
 
 /// `lmm_model(tname, formula, ...)`: `lmm_fit`'s arguments, one row with the
 /// model value in `model` (what `lmm_model_agg` gives), interruptible alike.
-pub const LMM_MODEL_MACRO: &str =
-    interruptible_fit!("lmm_model", "lmm_model_poll", "SELECT lmm_model_result(__lmm_job) AS model");
+pub const LMM_MODEL_MACRO: &str = interruptible_fit!(
+    "lmm_model",
+    "lmm_model_poll",
+    "SELECT lmm_model_result(__lmm_job) AS model"
+);
 
 /// `lmm_predict(model, new_row, re := true)`: the scalar function with `re` defaulted.
 pub const LMM_PREDICT_MACRO: &str = "\
@@ -152,7 +158,13 @@ SELECT ", $columns, " FROM (SELECT unnest(lmm_inference_result(__lmm_job)) AS __
 
 /// `lmm_vcov(model, ddf := NULL)`: Cov(β̂) as rows `term1, term2, covariance`.
 pub const LMM_VCOV_MACRO: &str = inference_macro!(
-    "lmm_vcov", "model, ddf := NULL", "vcov", "model", "NULL", options!("ddf"), "NULL",
+    "lmm_vcov",
+    "model, ddf := NULL",
+    "vcov",
+    "model",
+    "NULL",
+    options!("ddf"),
+    "NULL",
     "__r.t0 AS term1, __r.t1 AS term2, __r.v0 AS covariance"
 );
 
@@ -190,7 +202,13 @@ pub const LMM_BOOTSTRAP_MACRO: &str = inference_macro!(
 
 /// `lmm_profile(model, parameter := NULL)`: the profile's points (lme4's `as.data.frame(profile(fit))`).
 pub const LMM_PROFILE_MACRO: &str = inference_macro!(
-    "lmm_profile", "model, parameter := NULL", "profile", "model", "NULL", options!("parameter"), "NULL",
+    "lmm_profile",
+    "model, parameter := NULL",
+    "profile",
+    "model",
+    "NULL",
+    options!("parameter"),
+    "NULL",
     "__r.t0 AS group_var, __r.t1 AS term, __r.v0 AS value, __r.v1 AS zeta, __r.t2 AS parameter"
 );
 
@@ -218,41 +236,130 @@ pub const LMM_MODEL_STATS_MACRO: &str = concat!(
     ")"
 );
 
-const STATS_PARAMS: &[(&str, Option<&str>)] = &[("stats", None), ("method", Some("'REML'")), ("ranef", Some("true")), ("ddf", Some("'none'")), ("contrasts", Some("NULL"))];
+const STATS_PARAMS: &[(&str, Option<&str>)] = &[
+    ("stats", None),
+    ("method", Some("'REML'")),
+    ("ranef", Some("true")),
+    ("ddf", Some("'none'")),
+    ("contrasts", Some("NULL")),
+];
 
 const MACROS: [Macro; 15] = [
-    Macro { name: "lmm_fit", table: true, params: FIT_PARAMS, create: LMM_FIT_MACRO },
-    Macro { name: "lmm_model", table: true, params: FIT_PARAMS, create: LMM_MODEL_MACRO },
-    Macro { name: "lmm_predict", table: false, params: &[("model", None), ("new_row", None), ("re", Some("true"))], create: LMM_PREDICT_MACRO },
-    Macro { name: "lmm_tidy", table: true, params: &[("model", None)], create: LMM_TIDY_MACRO },
+    Macro {
+        name: "lmm_fit",
+        table: true,
+        params: FIT_PARAMS,
+        create: LMM_FIT_MACRO,
+    },
+    Macro {
+        name: "lmm_model",
+        table: true,
+        params: FIT_PARAMS,
+        create: LMM_MODEL_MACRO,
+    },
+    Macro {
+        name: "lmm_predict",
+        table: false,
+        params: &[("model", None), ("new_row", None), ("re", Some("true"))],
+        create: LMM_PREDICT_MACRO,
+    },
+    Macro {
+        name: "lmm_tidy",
+        table: true,
+        params: &[("model", None)],
+        create: LMM_TIDY_MACRO,
+    },
     Macro {
         name: "lmm_score",
         table: true,
         params: &[("tname", None), ("model_table", None), ("re", Some("true"))],
         create: LMM_SCORE_MACRO,
     },
-    Macro { name: "lmm_vcov", table: true, params: &[("model", None), ("ddf", Some("NULL"))], create: LMM_VCOV_MACRO },
+    Macro {
+        name: "lmm_vcov",
+        table: true,
+        params: &[("model", None), ("ddf", Some("NULL"))],
+        create: LMM_VCOV_MACRO,
+    },
     Macro {
         name: "lmm_confint",
         table: true,
-        params: &[("model", None), ("method", Some("'profile'")), ("level", Some("0.95")), ("nsim", Some("1000")), ("seed", Some("0"))],
+        params: &[
+            ("model", None),
+            ("method", Some("'profile'")),
+            ("level", Some("0.95")),
+            ("nsim", Some("1000")),
+            ("seed", Some("0")),
+        ],
         create: LMM_CONFINT_MACRO,
     },
-    Macro { name: "lmm_lrt", table: true, params: &[("model0", None), ("model1", None), ("refit", Some("true"))], create: LMM_LRT_MACRO },
-    Macro { name: "lmm_anova", table: true, params: &[("model", None), ("type", Some("3")), ("ddf", Some("'Satterthwaite'"))], create: LMM_ANOVA_MACRO },
-    Macro { name: "lmm_summary", table: false, params: &[("model", None)], create: LMM_SUMMARY_MACRO },
-    Macro { name: "lmm_profile", table: true, params: &[("model", None), ("parameter", Some("NULL"))], create: LMM_PROFILE_MACRO },
-    Macro { name: "lmm_bootstrap", table: true, params: &[("model", None), ("nsim", None), ("seed", Some("0"))], create: LMM_BOOTSTRAP_MACRO },
-    Macro { name: "lmm_contrast", table: true, params: &[("model", None), ("L", None), ("ddf", Some("'Satterthwaite'"))], create: LMM_CONTRAST_MACRO },
-    Macro { name: "lmm_fit_stats", table: true, params: STATS_PARAMS, create: LMM_FIT_STATS_MACRO },
-    Macro { name: "lmm_model_stats", table: false, params: STATS_PARAMS, create: LMM_MODEL_STATS_MACRO },
+    Macro {
+        name: "lmm_lrt",
+        table: true,
+        params: &[("model0", None), ("model1", None), ("refit", Some("true"))],
+        create: LMM_LRT_MACRO,
+    },
+    Macro {
+        name: "lmm_anova",
+        table: true,
+        params: &[
+            ("model", None),
+            ("type", Some("3")),
+            ("ddf", Some("'Satterthwaite'")),
+        ],
+        create: LMM_ANOVA_MACRO,
+    },
+    Macro {
+        name: "lmm_summary",
+        table: false,
+        params: &[("model", None)],
+        create: LMM_SUMMARY_MACRO,
+    },
+    Macro {
+        name: "lmm_profile",
+        table: true,
+        params: &[("model", None), ("parameter", Some("NULL"))],
+        create: LMM_PROFILE_MACRO,
+    },
+    Macro {
+        name: "lmm_bootstrap",
+        table: true,
+        params: &[("model", None), ("nsim", None), ("seed", Some("0"))],
+        create: LMM_BOOTSTRAP_MACRO,
+    },
+    Macro {
+        name: "lmm_contrast",
+        table: true,
+        params: &[
+            ("model", None),
+            ("L", None),
+            ("ddf", Some("'Satterthwaite'")),
+        ],
+        create: LMM_CONTRAST_MACRO,
+    },
+    Macro {
+        name: "lmm_fit_stats",
+        table: true,
+        params: STATS_PARAMS,
+        create: LMM_FIT_STATS_MACRO,
+    },
+    Macro {
+        name: "lmm_model_stats",
+        table: false,
+        params: STATS_PARAMS,
+        create: LMM_MODEL_STATS_MACRO,
+    },
 ];
 
 impl Macro {
     /// The body, created in `lmm_ext.main`.
     fn in_catalog(&self) -> String {
         let head = format!("CREATE OR REPLACE MACRO {}(", self.name);
-        self.create.replacen(&head, &format!("CREATE OR REPLACE MACRO {CATALOG}.main.{}(", self.name), 1)
+        self.create.replacen(
+            &head,
+            &format!("CREATE OR REPLACE MACRO {CATALOG}.main.{}(", self.name),
+            1,
+        )
     }
 
     /// A forwarder named `name` (in the schema `schema`, or the default one)
@@ -268,12 +375,28 @@ impl Macro {
                 None => p.to_string(),
             })
             .collect();
-        let args: Vec<String> =
-            self.params.iter().map(|(p, d)| if d.is_some() { format!("{p} := {p}") } else { p.to_string() }).collect();
+        let args: Vec<String> = self
+            .params
+            .iter()
+            .map(|(p, d)| {
+                if d.is_some() {
+                    format!("{p} := {p}")
+                } else {
+                    p.to_string()
+                }
+            })
+            .collect();
         let target = format!("{CATALOG}.main.{}({})", self.name, args.join(", "));
-        let body = if self.table { format!("TABLE SELECT * FROM {target}") } else { target };
+        let body = if self.table {
+            format!("TABLE SELECT * FROM {target}")
+        } else {
+            target
+        };
         let qualified = schema.map_or(name.to_string(), |s| format!("{s}.{name}"));
-        format!("CREATE OR REPLACE MACRO {qualified}({}) AS {body}", params.join(", "))
+        format!(
+            "CREATE OR REPLACE MACRO {qualified}({}) AS {body}",
+            params.join(", ")
+        )
     }
 }
 
@@ -310,7 +433,13 @@ pub unsafe fn create_macros(con: ffi::duckdb_connection) -> Result<(), String> {
         for m in &MACROS {
             execute(con, &m.in_catalog())?;
             // The reference copy of the forwarder, to compare read-only databases with.
-            execute(con, &m.forwarder(Some(&format!("{CATALOG}.main")), &format!("__forwarder_{}", m.name)))?;
+            execute(
+                con,
+                &m.forwarder(
+                    Some(&format!("{CATALOG}.main")),
+                    &format!("__forwarder_{}", m.name),
+                ),
+            )?;
         }
         let mut writable = true;
         for m in &MACROS {
@@ -354,16 +483,28 @@ mod tests {
              method := method, ranef := ranef, ddf := ddf, weights := weights, contrasts := contrasts)"
         );
         let predict = MACROS.iter().find(|m| m.name == "lmm_predict").unwrap();
-        assert!(predict.forwarder(None, "lmm_predict").ends_with("AS lmm_ext.main.lmm_predict(model, new_row, re := re)"));
+        assert!(predict
+            .forwarder(None, "lmm_predict")
+            .ends_with("AS lmm_ext.main.lmm_predict(model, new_row, re := re)"));
         for m in &MACROS {
-            assert!(m.in_catalog().starts_with(&format!("CREATE OR REPLACE MACRO lmm_ext.main.{}(", m.name)), "{}", m.name);
+            assert!(
+                m.in_catalog()
+                    .starts_with(&format!("CREATE OR REPLACE MACRO lmm_ext.main.{}(", m.name)),
+                "{}",
+                m.name
+            );
             // The declared parameters are those of the body.
             let declared: Vec<String> = m
                 .params
                 .iter()
                 .map(|(p, d)| d.map_or(p.to_string(), |d| format!("{p} := {d}")))
                 .collect();
-            assert!(m.create.contains(&format!("{}({})", m.name, declared.join(", "))), "{}", m.name);
+            assert!(
+                m.create
+                    .contains(&format!("{}({})", m.name, declared.join(", "))),
+                "{}",
+                m.name
+            );
         }
     }
 }

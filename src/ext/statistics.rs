@@ -49,7 +49,10 @@ fn same_model(a: &Accumulator, b: &Accumulator) -> Result<()> {
         )));
     }
     if a.options.weights != b.options.weights {
-        let name = |w: &Option<String>| w.as_ref().map_or("no weights".to_string(), |c| format!("weights '{c}'"));
+        let name = |w: &Option<String>| {
+            w.as_ref()
+                .map_or("no weights".to_string(), |c| format!("weights '{c}'"))
+        };
         return Err(LmmError::new(format!(
             "lmm_stats_merge: statistics made with {} and with {} cannot be merged",
             name(&a.options.weights),
@@ -59,7 +62,11 @@ fn same_model(a: &Accumulator, b: &Accumulator) -> Result<()> {
     Ok(())
 }
 
-unsafe extern "C" fn update(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, states: *mut ffi::duckdb_aggregate_state) {
+unsafe extern "C" fn update(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    states: *mut ffi::duckdb_aggregate_state,
+) {
     report(
         info,
         guard(|| unsafe {
@@ -69,7 +76,10 @@ unsafe extern "C" fn update(info: ffi::duckdb_function_info, input: ffi::duckdb_
             let data = ffi::duckdb_vector_get_data(v) as *const ffi::duckdb_string_t;
             for r in 0..n {
                 if valid.is_valid(r) {
-                    absorb(block(*states.add(r)), crate::statistics::decode(string_at(data, r))?)?;
+                    absorb(
+                        block(*states.add(r)),
+                        crate::statistics::decode(string_at(data, r))?,
+                    )?;
                 }
             }
             Ok(())
@@ -128,8 +138,14 @@ unsafe extern "C" fn finalize(
 /// ("lmm_dist_start takes").
 pub(super) fn for_fit(stats: &[u8], options: &str, who: &str) -> Result<Accumulator> {
     let mut acc = crate::statistics::decode(stats)?;
-    let pairs: Vec<(String, Option<String>)> = crate::inference::run::parse_options(options).into_iter().map(|(k, v)| (k, Some(v))).collect();
-    if let Some((k, _)) = pairs.iter().find(|(k, _)| !["method", "ranef", "ddf", "contrasts"].contains(&k.as_str())) {
+    let pairs: Vec<(String, Option<String>)> = crate::inference::run::parse_options(options)
+        .into_iter()
+        .map(|(k, v)| (k, Some(v)))
+        .collect();
+    if let Some((k, _)) = pairs
+        .iter()
+        .find(|(k, _)| !["method", "ranef", "ddf", "contrasts"].contains(&k.as_str()))
+    {
         return Err(LmmError::new(format!(
             "{who} method, ranef, ddf and contrasts; '{k}' belongs to lmm_stats_agg (it shapes the statistics)"
         )));
@@ -142,12 +158,20 @@ pub(super) fn for_fit(stats: &[u8], options: &str, who: &str) -> Result<Accumula
 
 /// Row by row: (stats, options) → `make`'s BLOB; a NULL value gives NULL, or
 /// the error `null` where there is one.
-unsafe fn blob_each(input: ffi::duckdb_data_chunk, result: ffi::duckdb_vector, null: Option<&str>, make: impl Fn(Accumulator) -> Result<Vec<u8>>) -> Result<()> {
+unsafe fn blob_each(
+    input: ffi::duckdb_data_chunk,
+    result: ffi::duckdb_vector,
+    null: Option<&str>,
+    make: impl Fn(Accumulator) -> Result<Vec<u8>>,
+) -> Result<()> {
     unsafe {
         let n = ffi::duckdb_data_chunk_get_size(input) as usize;
         let arg = |i: usize| {
             let v = ffi::duckdb_data_chunk_get_vector(input, i as ffi::idx_t);
-            (Validity::of(v), ffi::duckdb_vector_get_data(v) as *const ffi::duckdb_string_t)
+            (
+                Validity::of(v),
+                ffi::duckdb_vector_get_data(v) as *const ffi::duckdb_string_t,
+            )
         };
         let ((sv, sd), (ov, od)) = (arg(0), arg(1));
         for r in 0..n {
@@ -158,8 +182,16 @@ unsafe fn blob_each(input: ffi::duckdb_data_chunk, result: ffi::duckdb_vector, n
                 super::output::write_null_scalar(result, r)?;
                 continue;
             }
-            let options = if ov.is_valid(r) { String::from_utf8_lossy(string_at(od, r)).into_owned() } else { String::new() };
-            let acc = for_fit(string_at(sd, r), &options, "lmm_fit_stats / lmm_model_stats take")?;
+            let options = if ov.is_valid(r) {
+                String::from_utf8_lossy(string_at(od, r)).into_owned()
+            } else {
+                String::new()
+            };
+            let acc = for_fit(
+                string_at(sd, r),
+                &options,
+                "lmm_fit_stats / lmm_model_stats take",
+            )?;
             super::output::write_blob(result, r, &make(acc)?)?;
         }
         Ok(())
@@ -168,14 +200,30 @@ unsafe fn blob_each(input: ffi::duckdb_data_chunk, result: ffi::duckdb_vector, n
 
 const NULL_STATS: &str = "lmm_fit_stats: the statistics value is NULL (lmm_stats_agg saw no rows, or every shard was empty)";
 
-unsafe extern "C" fn start_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
-    if let Err(e) = guard(|| unsafe { blob_each(input, output, Some(NULL_STATS), |acc| Ok(super::jobs::deposit(acc))) }) {
+unsafe extern "C" fn start_fn(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
+    if let Err(e) = guard(|| unsafe {
+        blob_each(input, output, Some(NULL_STATS), |acc| {
+            Ok(super::jobs::deposit(acc))
+        })
+    }) {
         checked::set_error(info, &c_message(&e.to_string()), true);
     }
 }
 
-unsafe extern "C" fn model_fn(info: ffi::duckdb_function_info, input: ffi::duckdb_data_chunk, output: ffi::duckdb_vector) {
-    if let Err(e) = guard(|| unsafe { blob_each(input, output, None, |acc| Ok(acc.finish_model()?.to_bytes())) }) {
+unsafe extern "C" fn model_fn(
+    info: ffi::duckdb_function_info,
+    input: ffi::duckdb_data_chunk,
+    output: ffi::duckdb_vector,
+) {
+    if let Err(e) = guard(|| unsafe {
+        blob_each(input, output, None, |acc| {
+            Ok(acc.finish_model()?.to_bytes())
+        })
+    }) {
         checked::set_error(info, &c_message(&e.to_string()), true);
     }
 }
@@ -183,9 +231,24 @@ unsafe extern "C" fn model_fn(info: ffi::duckdb_function_info, input: ffi::duckd
 pub unsafe fn register(con: ffi::duckdb_connection) -> Result<()> {
     unsafe {
         register_merge(con)?;
-        let (blob, varchar) = (ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB, ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR);
-        boxed::register_scalar(con, c"lmm_stats_start", &[blob, varchar], LogicalType::new(blob), start_fn)?;
-        boxed::register_scalar(con, c"lmm_model_stats_impl", &[blob, varchar], LogicalType::new(blob), model_fn)
+        let (blob, varchar) = (
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB,
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR,
+        );
+        boxed::register_scalar(
+            con,
+            c"lmm_stats_start",
+            &[blob, varchar],
+            LogicalType::new(blob),
+            start_fn,
+        )?;
+        boxed::register_scalar(
+            con,
+            c"lmm_model_stats_impl",
+            &[blob, varchar],
+            LogicalType::new(blob),
+            model_fn,
+        )
     }
 }
 
@@ -194,19 +257,30 @@ unsafe fn register_merge(con: ffi::duckdb_connection) -> Result<()> {
         let blob = LogicalType::new(ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB);
         let mut f = ffi::duckdb_create_aggregate_function();
         if f.is_null() {
-            return Err(LmmError::new("could not create the aggregate function lmm_stats_merge"));
+            return Err(LmmError::new(
+                "could not create the aggregate function lmm_stats_merge",
+            ));
         }
         ffi::duckdb_aggregate_function_set_name(f, c"lmm_stats_merge".as_ptr());
         ffi::duckdb_aggregate_function_add_parameter(f, blob.0);
         ffi::duckdb_aggregate_function_set_return_type(f, blob.0);
-        ffi::duckdb_aggregate_function_set_functions(f, Some(boxed::state_size::<Accumulator>), Some(boxed::state_init::<Accumulator>), Some(update), Some(combine), Some(finalize));
+        ffi::duckdb_aggregate_function_set_functions(
+            f,
+            Some(boxed::state_size::<Accumulator>),
+            Some(boxed::state_init::<Accumulator>),
+            Some(update),
+            Some(combine),
+            Some(finalize),
+        );
         ffi::duckdb_aggregate_function_set_destructor(f, Some(boxed::destroy::<Accumulator>));
         let ok = ffi::duckdb_register_aggregate_function(con, f) == ffi::DuckDBSuccess;
         ffi::duckdb_destroy_aggregate_function(&mut f);
         if ok {
             Ok(())
         } else {
-            Err(LmmError::new("could not register the aggregate function lmm_stats_merge"))
+            Err(LmmError::new(
+                "could not register the aggregate function lmm_stats_merge",
+            ))
         }
     }
 }

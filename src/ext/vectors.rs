@@ -86,11 +86,9 @@ unsafe fn wide_ints<T: Copy>(
         match f(x) {
             Some(y) => out.push(y),
             None if !valid[i] => out.push(0),
-            None => {
-                return Err(LmmError::new(format!(
-                    "column '{name}' ({type_name}) has a value that does not fit in a 64-bit integer"
-                )))
-            }
+            None => return Err(LmmError::new(format!(
+                "column '{name}' ({type_name}) has a value that does not fit in a 64-bit integer"
+            ))),
         }
     }
     Ok(out)
@@ -104,7 +102,9 @@ unsafe fn decimal_rows(v: ffi::duckdb_vector, ty: &LogicalType, n: usize) -> Vec
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_SMALLINT => map_rows(v, n, |x: i16| x as f64 / div),
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_INTEGER => map_rows(v, n, |x: i32| x as f64 / div),
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_BIGINT => map_rows(v, n, |x: i64| x as f64 / div),
-            _ => map_rows(v, n, |x: ffi::duckdb_hugeint| hugeint_to_i128(x) as f64 / div),
+            _ => map_rows(v, n, |x: ffi::duckdb_hugeint| {
+                hugeint_to_i128(x) as f64 / div
+            }),
         }
     }
 }
@@ -155,7 +155,11 @@ impl EnumLabels {
         } else {
             SlotMap::Sparse(IntMap::default())
         };
-        EnumLabels { dict_size, slots, labels: Vec::new() }
+        EnumLabels {
+            dict_size,
+            slots,
+            labels: Vec::new(),
+        }
     }
 
     #[inline]
@@ -227,7 +231,10 @@ pub struct RowStruct {
 enum Data<'v> {
     Ready(ColumnData<'v>),
     /// Enum slots into the state's `EnumCache` (column position `pos`).
-    Enum { pos: usize, slots: Vec<u32> },
+    Enum {
+        pos: usize,
+        slots: Vec<u32>,
+    },
     /// Grouping keys formatted as text (`keys`), borrowed by the chunk.
     Formatted(Vec<Vec<u8>>),
 }
@@ -244,7 +251,10 @@ impl RowStruct {
     pub unsafe fn new(vec: ffi::duckdb_vector, n: usize, what: &str) -> Result<RowStruct> {
         let ty = unsafe { LogicalType::of_vector(vec)? };
         if ty.id() != ffi::DUCKDB_TYPE_DUCKDB_TYPE_STRUCT {
-            return Err(LmmError::new(format!("{what}; got a value of type {}", ty.name())));
+            return Err(LmmError::new(format!(
+                "{what}; got a value of type {}",
+                ty.name()
+            )));
         }
         let valid = unsafe { Validity::of(vec) };
         Ok(RowStruct { vec, ty, n, valid })
@@ -258,7 +268,9 @@ impl RowStruct {
     /// Index of each required column among the row's children: exact name
     /// first, then case-insensitive.
     pub fn resolve(&self, required: &[String]) -> Result<Vec<usize>> {
-        let names: Vec<String> = (0..self.width()).map(|i| self.ty.struct_child_name(i)).collect::<Result<_>>()?;
+        let names: Vec<String> = (0..self.width())
+            .map(|i| self.ty.struct_child_name(i))
+            .collect::<Result<_>>()?;
         required
             .iter()
             .map(|name| {
@@ -295,9 +307,12 @@ impl RowStruct {
             let valid: Vec<bool> = if self.valid.all_valid() && cval.all_valid() {
                 vec![true; n]
             } else {
-                (0..n).map(|i| self.valid.is_valid(i) && cval.is_valid(i)).collect()
+                (0..n)
+                    .map(|i| self.valid.is_valid(i) && cval.is_valid(i))
+                    .collect()
             };
-            let data = unsafe { read_column(child, &cty, n, &valid, name, &type_name, pos, cache)? };
+            let data =
+                unsafe { read_column(child, &cty, n, &valid, name, &type_name, pos, cache)? };
             columns.push((name.clone(), type_name, data, valid));
         }
         Ok(Prepared { columns, len: n })
@@ -321,30 +336,50 @@ unsafe fn read_column<'v>(
     }
     let d = unsafe {
         match ty.id() {
-            ffi::DUCKDB_TYPE_DUCKDB_TYPE_DOUBLE => Float(slice::from_raw_parts(data_ptr::<f64>(v), n).to_vec()),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_DOUBLE => {
+                Float(slice::from_raw_parts(data_ptr::<f64>(v), n).to_vec())
+            }
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_FLOAT => Float(map_rows(v, n, |x: f32| x as f64)),
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_DECIMAL => Float(decimal_rows(v, ty, n)),
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_TINYINT => Int(map_rows(v, n, |x: i8| x as i64)),
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_SMALLINT => Int(map_rows(v, n, |x: i16| x as i64)),
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_INTEGER => Int(map_rows(v, n, |x: i32| x as i64)),
-            ffi::DUCKDB_TYPE_DUCKDB_TYPE_BIGINT => Int(slice::from_raw_parts(data_ptr::<i64>(v), n).to_vec()),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_BIGINT => {
+                Int(slice::from_raw_parts(data_ptr::<i64>(v), n).to_vec())
+            }
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_UTINYINT => Int(map_rows(v, n, |x: u8| x as i64)),
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_USMALLINT => Int(map_rows(v, n, |x: u16| x as i64)),
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_UINTEGER => Int(map_rows(v, n, |x: u32| x as i64)),
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_UBIGINT => {
-                Int(wide_ints(v, n, valid, name, type_name, |x: u64| i64::try_from(x).ok())?)
+                Int(wide_ints(v, n, valid, name, type_name, |x: u64| {
+                    i64::try_from(x).ok()
+                })?)
             }
-            ffi::DUCKDB_TYPE_DUCKDB_TYPE_HUGEINT => Int(wide_ints(v, n, valid, name, type_name, |x| {
-                i64::try_from(hugeint_to_i128(x)).ok()
-            })?),
-            ffi::DUCKDB_TYPE_DUCKDB_TYPE_UHUGEINT => Int(wide_ints(v, n, valid, name, type_name, |x| {
-                i64::try_from(uhugeint_to_u128(x)).ok()
-            })?),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_HUGEINT => {
+                Int(wide_ints(v, n, valid, name, type_name, |x| {
+                    i64::try_from(hugeint_to_i128(x)).ok()
+                })?)
+            }
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_UHUGEINT => {
+                Int(wide_ints(v, n, valid, name, type_name, |x| {
+                    i64::try_from(uhugeint_to_u128(x)).ok()
+                })?)
+            }
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN => Bool(map_rows(v, n, |x: u8| x != 0)),
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR => {
                 let data = data_ptr::<ffi::duckdb_string_t>(v);
                 // The slot of a NULL string may be uninitialised: do not follow its pointer.
-                Text((0..n).map(|i| if valid[i] { string_at(data, i) } else { &b""[..] }).collect())
+                Text(
+                    (0..n)
+                        .map(|i| {
+                            if valid[i] {
+                                string_at(data, i)
+                            } else {
+                                &b""[..]
+                            }
+                        })
+                        .collect(),
+                )
             }
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_ENUM => {
                 let idx = enum_indices(v, ty, n);
@@ -390,7 +425,9 @@ impl<'v> Prepared<'v> {
                 let mut valid = std::mem::take(valid);
                 let data = match data {
                     Data::Ready(d) => std::mem::replace(d, ColumnData::Bool(Vec::new())),
-                    Data::Formatted(keys) => ColumnData::Key(keys.iter().map(|k| k.as_slice()).collect()),
+                    Data::Formatted(keys) => {
+                        ColumnData::Key(keys.iter().map(|k| k.as_slice()).collect())
+                    }
                     Data::Enum { pos, slots } => ColumnData::Text(
                         slots
                             .iter()
@@ -406,7 +443,12 @@ impl<'v> Prepared<'v> {
                             .collect(),
                     ),
                 };
-                Column { name: std::mem::take(name), type_name: std::mem::take(type_name), data, valid }
+                Column {
+                    name: std::mem::take(name),
+                    type_name: std::mem::take(type_name),
+                    data,
+                    valid,
+                }
             })
             .collect();
         Chunk { columns, len }
@@ -414,39 +456,80 @@ impl<'v> Prepared<'v> {
 }
 
 /// Rows of a column of a key-only type, formatted by `f` (valid rows only).
-unsafe fn formatted<T: Copy>(v: ffi::duckdb_vector, n: usize, valid: &[bool], f: impl Fn(T) -> String) -> Data<'static> {
+unsafe fn formatted<T: Copy>(
+    v: ffi::duckdb_vector,
+    n: usize,
+    valid: &[bool],
+    f: impl Fn(T) -> String,
+) -> Data<'static> {
     let data = unsafe { slice::from_raw_parts(data_ptr::<T>(v), n) };
     Data::Formatted(
-        data.iter().zip(valid).map(|(&x, &ok)| if ok { f(x).into_bytes() } else { Vec::new() }).collect(),
+        data.iter()
+            .zip(valid)
+            .map(|(&x, &ok)| if ok { f(x).into_bytes() } else { Vec::new() })
+            .collect(),
     )
 }
 
 /// The key-only types (see `keys`): their rows as text, or `None` for another type.
-unsafe fn key_column<'v>(v: ffi::duckdb_vector, id: ffi::DUCKDB_TYPE, n: usize, valid: &[bool]) -> Option<Data<'v>> {
+unsafe fn key_column<'v>(
+    v: ffi::duckdb_vector,
+    id: ffi::DUCKDB_TYPE,
+    n: usize,
+    valid: &[bool],
+) -> Option<Data<'v>> {
     use super::keys;
     unsafe {
         Some(match id {
-            ffi::DUCKDB_TYPE_DUCKDB_TYPE_DATE => formatted(v, n, valid, |d: i32| keys::date(d as i64)),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_DATE => {
+                formatted(v, n, valid, |d: i32| keys::date(d as i64))
+            }
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIME => formatted(v, n, valid, keys::time),
-            ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIME_NS => formatted(v, n, valid, |t: i64| format!("{}ns", t)),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIME_NS => {
+                formatted(v, n, valid, |t: i64| format!("{}ns", t))
+            }
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP => formatted(v, n, valid, keys::timestamp),
-            ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP_TZ => formatted(v, n, valid, |t: i64| keys::timestamp(t) + "+00"),
-            ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP_S => formatted(v, n, valid, |t: i64| keys::timestamp(t.saturating_mul(1_000_000))),
-            ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP_MS => formatted(v, n, valid, |t: i64| keys::timestamp(t.saturating_mul(1000))),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP_TZ => {
+                formatted(v, n, valid, |t: i64| keys::timestamp(t) + "+00")
+            }
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP_S => formatted(v, n, valid, |t: i64| {
+                keys::timestamp(t.saturating_mul(1_000_000))
+            }),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP_MS => formatted(v, n, valid, |t: i64| {
+                keys::timestamp(t.saturating_mul(1000))
+            }),
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_TIMESTAMP_NS => formatted(v, n, valid, |t: i64| {
                 let frac = t.rem_euclid(1000);
                 let base = keys::timestamp(t.div_euclid(1000));
-                if frac == 0 { base } else { format!("{base}+{frac}ns") }
+                if frac == 0 {
+                    base
+                } else {
+                    format!("{base}+{frac}ns")
+                }
             }),
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_UUID => {
-                formatted(v, n, valid, |h: ffi::duckdb_hugeint| keys::uuid(h.upper, h.lower))
+                formatted(v, n, valid, |h: ffi::duckdb_hugeint| {
+                    keys::uuid(h.upper, h.lower)
+                })
             }
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_INTERVAL => {
-                formatted(v, n, valid, |i: ffi::duckdb_interval| keys::interval(i.months, i.days, i.micros))
+                formatted(v, n, valid, |i: ffi::duckdb_interval| {
+                    keys::interval(i.months, i.days, i.micros)
+                })
             }
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB => {
                 let data = data_ptr::<ffi::duckdb_string_t>(v);
-                Data::Ready(ColumnData::Key((0..n).map(|i| if valid[i] { string_at(data, i) } else { &b""[..] }).collect()))
+                Data::Ready(ColumnData::Key(
+                    (0..n)
+                        .map(|i| {
+                            if valid[i] {
+                                string_at(data, i)
+                            } else {
+                                &b""[..]
+                            }
+                        })
+                        .collect(),
+                ))
             }
             _ => return None,
         })
@@ -459,18 +542,27 @@ unsafe fn key_column<'v>(v: ffi::duckdb_vector, id: ffi::DUCKDB_TYPE, n: usize, 
 
 /// The value at row `i` as text, for options: VARCHAR as is, BOOLEAN as
 /// true/false, numbers formatted. `None` for NULL.
-pub unsafe fn scalar_text(v: ffi::duckdb_vector, ty: &LogicalType, i: usize, what: &str) -> Result<Option<String>> {
+pub unsafe fn scalar_text(
+    v: ffi::duckdb_vector,
+    ty: &LogicalType,
+    i: usize,
+    what: &str,
+) -> Result<Option<String>> {
     if ty.id() == ffi::DUCKDB_TYPE_DUCKDB_TYPE_SQLNULL || !unsafe { Validity::of(v) }.is_valid(i) {
         return Ok(None);
     }
     unsafe {
         let s = match ty.id() {
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR => {
-                String::from_utf8_lossy(string_at(data_ptr::<ffi::duckdb_string_t>(v), i)).into_owned()
+                String::from_utf8_lossy(string_at(data_ptr::<ffi::duckdb_string_t>(v), i))
+                    .into_owned()
             }
-            ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN => {
-                if *data_ptr::<u8>(v).add(i) != 0 { "true" } else { "false" }.to_string()
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN => if *data_ptr::<u8>(v).add(i) != 0 {
+                "true"
+            } else {
+                "false"
             }
+            .to_string(),
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_TINYINT => (*data_ptr::<i8>(v).add(i)).to_string(),
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_SMALLINT => (*data_ptr::<i16>(v).add(i)).to_string(),
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_INTEGER => (*data_ptr::<i32>(v).add(i)).to_string(),
@@ -479,7 +571,9 @@ pub unsafe fn scalar_text(v: ffi::duckdb_vector, ty: &LogicalType, i: usize, wha
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_USMALLINT => (*data_ptr::<u16>(v).add(i)).to_string(),
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_UINTEGER => (*data_ptr::<u32>(v).add(i)).to_string(),
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_UBIGINT => (*data_ptr::<u64>(v).add(i)).to_string(),
-            ffi::DUCKDB_TYPE_DUCKDB_TYPE_HUGEINT => hugeint_to_i128(*data_ptr::<ffi::duckdb_hugeint>(v).add(i)).to_string(),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_HUGEINT => {
+                hugeint_to_i128(*data_ptr::<ffi::duckdb_hugeint>(v).add(i)).to_string()
+            }
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_UHUGEINT => {
                 uhugeint_to_u128(*data_ptr::<ffi::duckdb_uhugeint>(v).add(i)).to_string()
             }
@@ -507,7 +601,10 @@ pub unsafe fn scalar_text(v: ffi::duckdb_vector, ty: &LogicalType, i: usize, wha
 
 /// The options argument at row `i`: a STRUCT (`{'method': 'ML'}`) or a
 /// MAP (`MAP {'method': 'ML'}`), as (name, value-as-text) pairs.
-pub unsafe fn option_pairs(v: ffi::duckdb_vector, i: usize) -> Result<Vec<(String, Option<String>)>> {
+pub unsafe fn option_pairs(
+    v: ffi::duckdb_vector,
+    i: usize,
+) -> Result<Vec<(String, Option<String>)>> {
     let ty = unsafe { LogicalType::of_vector(v)? };
     let mut pairs = Vec::new();
     match ty.id() {
@@ -560,8 +657,13 @@ pub unsafe fn option_pairs(v: ffi::duckdb_vector, i: usize) -> Result<Vec<(Strin
 /// from row 0 only; this check keeps a per-row options column from being
 /// silently reduced to its first row. Struct fields of fixed width and
 /// VARCHAR fields are compared in place; anything else (a MAP) row by row.
-pub unsafe fn first_differing_options_row(v: ffi::duckdb_vector, rows: &[usize]) -> Result<Option<usize>> {
-    let Some((&r0, rest)) = rows.split_first() else { return Ok(None) };
+pub unsafe fn first_differing_options_row(
+    v: ffi::duckdb_vector,
+    rows: &[usize],
+) -> Result<Option<usize>> {
+    let Some((&r0, rest)) = rows.split_first() else {
+        return Ok(None);
+    };
     let ty = unsafe { LogicalType::of_vector(v)? };
     match ty.id() {
         ffi::DUCKDB_TYPE_DUCKDB_TYPE_SQLNULL => Ok(None),
@@ -613,7 +715,9 @@ impl Field {
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_BOOLEAN
             | ffi::DUCKDB_TYPE_DUCKDB_TYPE_TINYINT
             | ffi::DUCKDB_TYPE_DUCKDB_TYPE_UTINYINT => Some(1),
-            ffi::DUCKDB_TYPE_DUCKDB_TYPE_SMALLINT | ffi::DUCKDB_TYPE_DUCKDB_TYPE_USMALLINT => Some(2),
+            ffi::DUCKDB_TYPE_DUCKDB_TYPE_SMALLINT | ffi::DUCKDB_TYPE_DUCKDB_TYPE_USMALLINT => {
+                Some(2)
+            }
             ffi::DUCKDB_TYPE_DUCKDB_TYPE_INTEGER
             | ffi::DUCKDB_TYPE_DUCKDB_TYPE_UINTEGER
             | ffi::DUCKDB_TYPE_DUCKDB_TYPE_FLOAT => Some(4),
@@ -623,8 +727,23 @@ impl Field {
             _ => None,
         };
         let null = ty.id() == ffi::DUCKDB_TYPE_DUCKDB_TYPE_SQLNULL;
-        let (valid, data) = unsafe { (Validity::of(v), if null { std::ptr::null() } else { data_ptr::<u8>(v) }) };
-        Field { v, ty, valid, data, width }
+        let (valid, data) = unsafe {
+            (
+                Validity::of(v),
+                if null {
+                    std::ptr::null()
+                } else {
+                    data_ptr::<u8>(v)
+                },
+            )
+        };
+        Field {
+            v,
+            ty,
+            valid,
+            data,
+            width,
+        }
     }
 
     /// Whether rows `a` and `b` hold the same value (or are both NULL).
@@ -641,8 +760,10 @@ impl Field {
                     let s = self.data as *const ffi::duckdb_string_t;
                     Ok(string_at(s, a) == string_at(s, b))
                 }
-                Some(w) => Ok(slice::from_raw_parts(self.data.add(a * w), w) == slice::from_raw_parts(self.data.add(b * w), w)),
-                None => Ok(scalar_text(self.v, &self.ty, a, "an option")? == scalar_text(self.v, &self.ty, b, "an option")?),
+                Some(w) => Ok(slice::from_raw_parts(self.data.add(a * w), w)
+                    == slice::from_raw_parts(self.data.add(b * w), w)),
+                None => Ok(scalar_text(self.v, &self.ty, a, "an option")?
+                    == scalar_text(self.v, &self.ty, b, "an option")?),
             }
         }
     }

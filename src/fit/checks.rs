@@ -23,7 +23,11 @@ pub(super) fn check_scale(what: &str, magnitude: f64) -> Result<()> {
         );
     }
     if !(magnitude <= HUGE) {
-        let reach = if magnitude.is_finite() { format!("reach about {magnitude:.1e}") } else { "are so large".to_string() };
+        let reach = if magnitude.is_finite() {
+            format!("reach about {magnitude:.1e}")
+        } else {
+            "are so large".to_string()
+        };
         bail!(
             "{what} is too large to be represented: its values {reach}, and their squares \
              overflow double precision (values must lie between {TINY:e} and {HUGE:e} in absolute value); \
@@ -53,14 +57,20 @@ pub(super) fn check_response(name: &str, comoment: f64, mean: f64, magnitude: f6
 /// pivot passes, `check_rank` would keep every column; otherwise it decides.
 fn full_rank_by_blocked_cholesky(rtr: &[f64], k: usize, xcols: &[DesignColumn]) -> bool {
     let p = xcols.len();
-    if p < crate::dense::FAER_FROM || xcols.iter().enumerate().any(|(j, c)| matches!(c.source, Source::Zero) || rtr[j * k + j] == 0.0) {
+    if p < crate::dense::FAER_FROM
+        || xcols
+            .iter()
+            .enumerate()
+            .any(|(j, c)| matches!(c.source, Source::Zero) || rtr[j * k + j] == 0.0)
+    {
         return false;
     }
     let mut a = vec![0.0; p * p];
     for c in 0..p {
         a[c * p + c..(c + 1) * p].copy_from_slice(&rtr[c * k + c..c * k + p]);
     }
-    crate::dense::cholesky_lower(&mut a, p) && (0..p).all(|j| a[j * p + j] * a[j * p + j] > 1e-10 * rtr[j * k + j])
+    crate::dense::cholesky_lower(&mut a, p)
+        && (0..p).all(|j| a[j * p + j] * a[j * p + j] > 1e-10 * rtr[j * k + j])
 }
 
 /// Check the fit's large buffers against the memory budget before any is made:
@@ -71,18 +81,25 @@ fn full_rank_by_blocked_cholesky(rtr: &[f64], k: usize, xcols: &[DesignColumn]) 
 pub(super) fn check_memory(specs: &[FactorSpec], k: usize) -> Result<()> {
     use crate::budget;
     let k = k as u128;
-    let per_level: u128 = specs.iter().map(|s| (s.nlev * s.zcols.len()) as u128 * (s.zcols.len() as u128 + k)).sum();
+    let per_level: u128 = specs
+        .iter()
+        .map(|s| (s.nlev * s.zcols.len()) as u128 * (s.zcols.len() as u128 + k))
+        .sum();
     let dense = if specs.len() == 1 {
         4 * k * k
     } else {
-        let sizes: Vec<u128> = specs.iter().map(|s| (s.nlev * s.zcols.len()) as u128).collect();
+        let sizes: Vec<u128> = specs
+            .iter()
+            .map(|s| (s.nlev * s.zcols.len()) as u128)
+            .collect();
         let m = sizes.iter().sum::<u128>() - sizes.iter().max().copied().unwrap_or(0);
         2 * (m + k) * (m + k)
     };
     let what = if specs.len() == 1 {
         "the fit (per-group blocks and the fixed-effects system)".to_string()
     } else {
-        "the fit (per-level blocks and the dense block of the crossed factors after the largest)".to_string()
+        "the fit (per-level blocks and the dense block of the crossed factors after the largest)"
+            .to_string()
     };
     budget::check(&what, budget::doubles(k * k + per_level + dense))
 }
@@ -97,7 +114,12 @@ pub(super) fn check_memory(specs: &[FactorSpec], k: usize) -> Result<()> {
 /// new column j costs one triangular solve L w = G_Kj; its squared residual
 /// after regression on the kept columns is G_jj − wᵀw. Kept, it appends the row
 /// (wᵀ, √residual); aliased, its coefficients are L⁻ᵀ w. O(p³) in all.
-pub(super) fn check_rank(rtr: &[f64], k: usize, xcols: &[DesignColumn], means: Option<&[f64]>) -> Result<()> {
+pub(super) fn check_rank(
+    rtr: &[f64],
+    k: usize,
+    xcols: &[DesignColumn],
+    means: Option<&[f64]>,
+) -> Result<()> {
     let p = xcols.len();
     if full_rank_by_blocked_cholesky(rtr, k, xcols) {
         return Ok(());
@@ -111,7 +133,10 @@ pub(super) fn check_rank(rtr: &[f64], k: usize, xcols: &[DesignColumn], means: O
         if matches!(xcols[j].source, Source::Zero) || sjj == 0.0 {
             let why = if matches!(xcols[j].source, Source::Zero) {
                 "is zero on every row (that level combination never occurs)".to_string()
-            } else if kept.iter().any(|&i| matches!(xcols[i].source, Source::Ones)) {
+            } else if kept
+                .iter()
+                .any(|&i| matches!(xcols[i].source, Source::Ones))
+            {
                 "is constant, so it is collinear with '(Intercept)'".to_string()
             } else {
                 "is zero on every row".to_string()
@@ -149,15 +174,28 @@ pub(super) fn check_rank(rtr: &[f64], k: usize, xcols: &[DesignColumn], means: O
             .map(|(&i, _)| format!("'{}'", xcols[i].name))
             .collect();
         if let Some(mv) = means {
-            let intercept = kept.iter().position(|&i| matches!(xcols[i].source, Source::Ones));
-            let constant = mv[j] - kept.iter().zip(coef.iter()).map(|(&i, c)| c * mv[i]).sum::<f64>();
+            let intercept = kept
+                .iter()
+                .position(|&i| matches!(xcols[i].source, Source::Ones));
+            let constant = mv[j]
+                - kept
+                    .iter()
+                    .zip(coef.iter())
+                    .map(|(&i, c)| c * mv[i])
+                    .sum::<f64>();
             if let Some(pos) = intercept {
-                if constant.abs() > 1e-8 * mv[j].abs().max(sjj.sqrt()) && !with.contains(&"'(Intercept)'".to_string()) {
+                if constant.abs() > 1e-8 * mv[j].abs().max(sjj.sqrt())
+                    && !with.contains(&"'(Intercept)'".to_string())
+                {
                     with.insert(0, format!("'{}'", xcols[kept[pos]].name));
                 }
             }
         }
-        problems.push(format!("'{}' is a linear combination of {}", xcols[j].name, with.join(", ")));
+        problems.push(format!(
+            "'{}' is a linear combination of {}",
+            xcols[j].name,
+            with.join(", ")
+        ));
     }
     if !problems.is_empty() {
         bail!("the fixed-effects design is rank deficient: {}; remove the aliased term(s) from the formula", problems.join("; "));

@@ -17,8 +17,16 @@ pub(crate) struct Col {
 pub(crate) fn each_term(s: &Source, mut f: impl FnMut(usize, f64)) {
     match s {
         Source::Ext(c) => f(*c, 1.0),
-        Source::Combo(terms) => terms.iter().for_each(|&(c, w)| f(c, w)),
+        Source::Combo(terms, _) => terms.iter().for_each(|&(c, w)| f(c, w)),
         Source::Ones | Source::Zero => {}
+    }
+}
+
+/// The constant of a combination (a centred scale() column's −c/s), 0 otherwise.
+pub(crate) fn constant_of(s: &Source) -> f64 {
+    match s {
+        Source::Combo(_, k) => *k,
+        _ => 0.0,
     }
 }
 
@@ -26,7 +34,13 @@ pub(crate) fn each_term(s: &Source, mut f: impl FnMut(usize, f64)) {
 /// weights: the sums are then weighted), means and co-moments
 /// (`comoment(i, j)` for extended columns i, j). A combination's mean and
 /// co-moments are those of its terms, combined.
-fn cross_with(n: f64, mean: impl Fn(usize) -> f64, comoment: impl Fn(usize, usize) -> f64, a: &Col, b: &Col) -> f64 {
+fn cross_with(
+    n: f64,
+    mean: impl Fn(usize) -> f64,
+    comoment: impl Fn(usize, usize) -> f64,
+    a: &Col,
+    b: &Col,
+) -> f64 {
     let combined_mean = |s: &Source| {
         let mut m = 0.0;
         each_term(s, |c, w| m += w * mean(c));
@@ -36,14 +50,18 @@ fn cross_with(n: f64, mean: impl Fn(usize) -> f64, comoment: impl Fn(usize, usiz
         (Source::Zero, _) | (_, Source::Zero) => 0.0,
         (Source::Ones, Source::Ones) => n,
         (Source::Ext(i), Source::Ext(j)) => {
-            (comoment(*i, *j) + n * (mean(*i) - a.centre) * (mean(*j) - b.centre)) / (a.scale * b.scale)
+            (comoment(*i, *j) + n * (mean(*i) - a.centre) * (mean(*j) - b.centre))
+                / (a.scale * b.scale)
         }
         (Source::Ones, s) => n * (combined_mean(s) - b.centre) / b.scale,
         (s, Source::Ones) => n * (combined_mean(s) - a.centre) / a.scale,
         (sa, sb) => {
             let mut c = 0.0;
-            each_term(sa, |i, wi| each_term(sb, |j, wj| c += wi * wj * comoment(i, j)));
-            (c + n * (combined_mean(sa) - a.centre) * (combined_mean(sb) - b.centre)) / (a.scale * b.scale)
+            each_term(sa, |i, wi| {
+                each_term(sb, |j, wj| c += wi * wj * comoment(i, j))
+            });
+            (c + n * (combined_mean(sa) - a.centre) * (combined_mean(sb) - b.centre))
+                / (a.scale * b.scale)
         }
     }
 }

@@ -23,7 +23,12 @@ pub(crate) struct Estimates {
 
 /// Snap diagonal θ entries that ended a rounding error away from 0 onto the
 /// boundary, where lme4 reports them (a singular fit), if that is no worse.
-pub(super) fn snap_to_boundary(theta: &mut [f64], f: &mut f64, diagonal: &[usize], dev: &dyn Fn(&[f64]) -> f64) {
+pub(super) fn snap_to_boundary(
+    theta: &mut [f64],
+    f: &mut f64,
+    diagonal: &[usize],
+    dev: &dyn Fn(&[f64]) -> f64,
+) {
     for &i in diagonal {
         if theta[i] > 0.0 && theta[i] < 1e-6 {
             let mut trial = theta.to_vec();

@@ -45,7 +45,11 @@ pub fn fit_model(acc: &Accumulator) -> Result<Model> {
         }
     };
     let setup = setup::prepare(acc)?;
-    let est = if setup.specs.len() == 1 { one_factor::estimate(acc, &setup, &trace)? } else { several_factors::estimate(acc, &setup, &trace)? };
+    let est = if setup.specs.len() == 1 {
+        one_factor::estimate(acc, &setup, &trace)?
+    } else {
+        several_factors::estimate(acc, &setup, &trace)?
+    };
     trace(&format!("optimized ({} evaluations)", est.evaluations));
     let model = report::model(acc, &setup, est)?;
     trace("results");

@@ -10,13 +10,27 @@ use crate::error::Result;
 use crate::optimizer::{self, Settings};
 use crate::reml::Problem;
 
-pub(super) fn estimate(acc: &Accumulator, setup: &Setup, trace: &dyn Fn(&str)) -> Result<Estimates> {
+pub(super) fn estimate(
+    acc: &Accumulator,
+    setup: &Setup,
+    trace: &dyn Fn(&str),
+) -> Result<Estimates> {
     let (n, p, specs) = (setup.n, setup.p, &setup.specs);
     let rtr = setup.rtr.clone();
     let spec = &specs[0];
     let q = spec.zcols.len();
     let (ztz, ztr) = setup.level_blocks(acc, spec);
-    let problem = Problem { n, p, q, groups: spec.nlev, ztz, ztr, rtr, method: acc.options.method, shards: None };
+    let problem = Problem {
+        n,
+        p,
+        q,
+        groups: spec.nlev,
+        ztz,
+        ztr,
+        rtr,
+        method: acc.options.method,
+        shards: None,
+    };
     trace(&format!("setup ({} groups)", spec.nlev));
     optimize(problem, &spec.layout)
 }
@@ -38,13 +52,30 @@ pub(crate) fn optimize(problem: Problem, layout: &crate::theta::ThetaLayout) -> 
         }
     }
     let mut outcome = optimizer::minimize_bfgs(&mut objective, &start, &lower, 1000, near, 1e-13);
-    outcome = optimizer::leave_saddles(&mut objective, outcome, &lower, &layout.diagonal(), 1000, 1e-13);
+    outcome = optimizer::leave_saddles(
+        &mut objective,
+        outcome,
+        &lower,
+        &layout.diagonal(),
+        1000,
+        1e-13,
+    );
     outcome.evaluations += extra;
     if !outcome.converged {
         // Fall back on the derivative-free method from where the quasi-Newton one stopped.
         let mut dev = |theta: &[f64]| problem.deviance(&layout.lambda(theta));
-        let start = if outcome.f.is_finite() { outcome.x.clone() } else { layout.start() };
-        let nm = optimizer::minimize(&mut dev, &start, &lower, &layout.diagonal(), &Settings::default());
+        let start = if outcome.f.is_finite() {
+            outcome.x.clone()
+        } else {
+            layout.start()
+        };
+        let nm = optimizer::minimize(
+            &mut dev,
+            &start,
+            &lower,
+            &layout.diagonal(),
+            &Settings::default(),
+        );
         let evaluations = outcome.evaluations + nm.evaluations;
         if nm.f <= outcome.f || !outcome.f.is_finite() {
             outcome = nm;
@@ -53,7 +84,9 @@ pub(crate) fn optimize(problem: Problem, layout: &crate::theta::ThetaLayout) -> 
     }
     let mut theta = outcome.x.clone();
     let diagonal = layout.diagonal();
-    snap_to_boundary(&mut theta, &mut outcome.f, &diagonal, &|t: &[f64]| problem.deviance(&layout.lambda(t)));
+    snap_to_boundary(&mut theta, &mut outcome.f, &diagonal, &|t: &[f64]| {
+        problem.deviance(&layout.lambda(t))
+    });
     let lambda = layout.lambda(&theta);
     let Some(sol) = problem.solution(&lambda) else {
         bail!("the fit failed: the model matrices are not positive definite at the optimum");

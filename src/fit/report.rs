@@ -82,7 +82,10 @@ fn covariance_se(stats: &Stored, f: usize, offset: usize, a: &Asymptotic) -> Vec
             grads[e][i] = (cu[e] - cd[e]) / (2.0 * h);
         }
     }
-    grads.iter().map(|g| a.variance_of(g).max(0.0).sqrt()).collect()
+    grads
+        .iter()
+        .map(|g| a.variance_of(g).max(0.0).sqrt())
+        .collect()
 }
 
 /// The rows of the fixed effects: z tests, or t tests on Satterthwaite's df.
@@ -112,7 +115,12 @@ fn fixed_rows(setup: &Setup, beta: &[f64], vcov: &[f64], df: Option<&[f64]>) -> 
 }
 
 /// var/sd/cov/cor per factor and block, then the residual's, with the SEs of var and cov.
-fn ran_pars_rows(setup: &Setup, est: &Estimates, stats: &Stored, asym: Option<&Asymptotic>) -> Vec<TidyRow> {
+fn ran_pars_rows(
+    setup: &Setup,
+    est: &Estimates,
+    stats: &Stored,
+    asym: Option<&Asymptotic>,
+) -> Vec<TidyRow> {
     let mut rows = Vec::new();
     let mut offset = 0;
     for (f, &si) in out_order(&setup.specs).iter().enumerate() {
@@ -123,7 +131,8 @@ fn ran_pars_rows(setup: &Setup, est: &Estimates, stats: &Stored, asym: Option<&A
         offset += spec.layout.len();
         let group_text: Text = spec.name.as_str().into();
         let at = |a: usize, b: usize| sigma_b[b * q + a];
-        let se_at = |a: usize, b: usize| se.as_ref().map(|s| s[b * q + a]).filter(|v| v.is_finite());
+        let se_at =
+            |a: usize, b: usize| se.as_ref().map(|s| s[b * q + a]).filter(|v| v.is_finite());
         for (bi, &(off, s)) in spec.layout.blocks.iter().enumerate() {
             let names = &spec.bars_terms[bi];
             let mut push = |term: String, v: f64, std_error: Option<f64>| {
@@ -136,15 +145,31 @@ fn ran_pars_rows(setup: &Setup, est: &Estimates, stats: &Stored, asym: Option<&A
             };
             for j in off..off + s {
                 push(format!("var__{}", names[j - off]), at(j, j), se_at(j, j));
-                push(format!("sd__{}", names[j - off]), at(j, j).max(0.0).sqrt(), None);
+                push(
+                    format!("sd__{}", names[j - off]),
+                    at(j, j).max(0.0).sqrt(),
+                    None,
+                );
             }
             for a in off..off + s {
                 for b in a + 1..off + s {
                     let (c, va, vb) = (at(a, b), at(a, a), at(b, b));
-                    push(format!("cov__{}.{}", names[a - off], names[b - off]), c, se_at(a, b));
+                    push(
+                        format!("cov__{}.{}", names[a - off], names[b - off]),
+                        c,
+                        se_at(a, b),
+                    );
                     // Each SD on its own: va·vb overflows (or underflows) at extreme scales of y.
-                    let cor = if va > 0.0 && vb > 0.0 { (c / (va.sqrt() * vb.sqrt())).clamp(-1.0, 1.0) } else { f64::NAN };
-                    push(format!("cor__{}.{}", names[a - off], names[b - off]), cor, None);
+                    let cor = if va > 0.0 && vb > 0.0 {
+                        (c / (va.sqrt() * vb.sqrt())).clamp(-1.0, 1.0)
+                    } else {
+                        f64::NAN
+                    };
+                    push(
+                        format!("cor__{}.{}", names[a - off], names[b - off]),
+                        cor,
+                        None,
+                    );
                 }
             }
         }
@@ -155,7 +180,10 @@ fn ran_pars_rows(setup: &Setup, est: &Estimates, stats: &Stored, asym: Option<&A
         g[a.phi.len() - 1] = 2.0 * a.sigma2;
         a.variance_of(&g).sqrt()
     });
-    for (term, v, se) in [("var__Observation", est.sigma2, sigma_se), ("sd__Observation", est.sigma2.sqrt(), None)] {
+    for (term, v, se) in [
+        ("var__Observation", est.sigma2, sigma_se),
+        ("sd__Observation", est.sigma2.sqrt(), None),
+    ] {
         let mut r = TidyRow::new("ran_pars");
         r.group_var = Some("Residual".into());
         r.term = Some(term.into());
@@ -169,10 +197,20 @@ fn ran_pars_rows(setup: &Setup, est: &Estimates, stats: &Stored, asym: Option<&A
 /// One factor's BLUPs on the data scale, b = T b_c, term by term (term a's
 /// levels at a·nl…, in `order`), and from the conditional covariances `cond`
 /// (when given) their conditional SDs, sqrt(diag(T C Tᵀ)); else no SDs.
-pub(crate) fn data_scale(tmat: &[f64], q: usize, order: &[u32], blups: &[f64], cond: Option<&[f64]>) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn data_scale(
+    tmat: &[f64],
+    q: usize,
+    order: &[u32],
+    blups: &[f64],
+    cond: Option<&[f64]>,
+) -> (Vec<f64>, Vec<f64>) {
     let nl = order.len();
     let mut estimate = vec![0.0; q * nl];
-    let mut std_error = if cond.is_some() { vec![0.0; q * nl] } else { Vec::new() };
+    let mut std_error = if cond.is_some() {
+        vec![0.0; q * nl]
+    } else {
+        Vec::new()
+    };
     for a in 0..q {
         for (li, &g) in order.iter().enumerate() {
             let g = g as usize;
@@ -180,7 +218,13 @@ pub(crate) fn data_scale(tmat: &[f64], q: usize, order: &[u32], blups: &[f64], c
             estimate[a * nl + li] = (0..q).map(|t| tmat[t * q + a] * bc[t]).sum();
             if let Some(cond) = cond {
                 let cc = &cond[g * q * q..(g + 1) * q * q];
-                let var: f64 = (0..q).map(|s| (0..q).map(|t| tmat[s * q + a] * cc[t * q + s] * tmat[t * q + a]).sum::<f64>()).sum();
+                let var: f64 = (0..q)
+                    .map(|s| {
+                        (0..q)
+                            .map(|t| tmat[s * q + a] * cc[t * q + s] * tmat[t * q + a])
+                            .sum::<f64>()
+                    })
+                    .sum();
                 std_error[a * nl + li] = var.max(0.0).sqrt();
             }
         }
@@ -189,7 +233,11 @@ pub(crate) fn data_scale(tmat: &[f64], q: usize, order: &[u32], blups: &[f64], c
 }
 
 /// BLUPs on the data scale (b = T b_c) for every factor, with their conditional SDs when asked for.
-fn factor_results<'a>(acc: &Accumulator, setup: &'a Setup, est: &Estimates) -> Vec<FactorResult<'a>> {
+fn factor_results<'a>(
+    acc: &Accumulator,
+    setup: &'a Setup,
+    est: &Estimates,
+) -> Vec<FactorResult<'a>> {
     let mut out = Vec::new();
     for &si in &out_order(&setup.specs) {
         let spec = &setup.specs[si];
@@ -207,7 +255,11 @@ fn factor_results<'a>(acc: &Accumulator, setup: &'a Setup, est: &Estimates) -> V
             order,
             factor_index: spec.index,
             blup: estimate,
-            cond_sd: if acc.options.ranef { Some(std_error) } else { None },
+            cond_sd: if acc.options.ranef {
+                Some(std_error)
+            } else {
+                None
+            },
         });
     }
     out
@@ -228,16 +280,35 @@ fn fit_rows(acc: &Accumulator, setup: &Setup, est: &Estimates) -> Vec<TidyRow> {
         r.group_var = group;
         r
     };
-    let mut rows = vec![row("nobs", n, None), row("nobs_dropped", acc.n_dropped as f64, None)];
+    let mut rows = vec![
+        row("nobs", n, None),
+        row("nobs_dropped", acc.n_dropped as f64, None),
+    ];
     for &si in &out_order(specs) {
-        rows.push(row("ngroups", specs[si].nlev as f64, Some(specs[si].name.as_str().into())));
+        rows.push(row(
+            "ngroups",
+            specs[si].nlev as f64,
+            Some(specs[si].name.as_str().into()),
+        ));
     }
     rows.push(row("logLik", -dev / 2.0, None));
     rows.push(row("AIC", dev + 2.0 * df, None));
     rows.push(row("BIC", dev + df * n.ln(), None));
-    rows.push(row(if acc.options.method == Method::Reml { "REMLcrit" } else { "deviance" }, dev, None));
+    rows.push(row(
+        if acc.options.method == Method::Reml {
+            "REMLcrit"
+        } else {
+            "deviance"
+        },
+        dev,
+        None,
+    ));
     rows.push(row("sigma", est.sigma2.sqrt(), None));
-    rows.push(row("converged", if est.converged { 1.0 } else { 0.0 }, None));
+    rows.push(row(
+        "converged",
+        if est.converged { 1.0 } else { 0.0 },
+        None,
+    ));
     rows.push(row("singular", if singular { 1.0 } else { 0.0 }, None));
     rows.push(row("iterations", est.evaluations as f64, None));
     rows
@@ -257,13 +328,24 @@ pub(super) fn model(acc: &Accumulator, setup: &Setup, mut est: Estimates) -> Res
 /// β on the data scale and the tidy rows before the BLUPs (fixed, ran_pars)
 /// and after them (fit), with the df `acc`'s options ask for, the
 /// asymptotics taken on `lik` (the stored problem, or its shards).
-pub(crate) fn table(acc: &Accumulator, setup: &Setup, est: &Estimates, stats: &Stored, lik: &dyn Likelihood) -> Result<(Vec<f64>, Vec<TidyRow>, Vec<TidyRow>)> {
-    let asym = crate::inference::fitted::asymptotic_of(stats, lik, acc.options.ddf == Ddf::Satterthwaite);
+pub(crate) fn table(
+    acc: &Accumulator,
+    setup: &Setup,
+    est: &Estimates,
+    stats: &Stored,
+    lik: &dyn Likelihood,
+) -> Result<(Vec<f64>, Vec<TidyRow>, Vec<TidyRow>)> {
+    let asym =
+        crate::inference::fitted::asymptotic_of(stats, lik, acc.options.ddf == Ddf::Satterthwaite);
     let beta = stats.beta_on_data_scale(&est.beta);
     let (vcov, df) = match acc.options.ddf {
         Ddf::None => (stats.vcov_on_data_scale(&est.vcov), None),
         Ddf::Satterthwaite => {
-            let df = asym.as_ref().map(|a| (0..setup.p).map(|j| a.df(&unit(setup.p, j))).collect::<Vec<f64>>());
+            let df = asym.as_ref().map(|a| {
+                (0..setup.p)
+                    .map(|j| a.df(&unit(setup.p, j)))
+                    .collect::<Vec<f64>>()
+            });
             (stats.vcov_on_data_scale(&est.vcov), df)
         }
         Ddf::KenwardRoger => kenward_roger(stats, lik)?,

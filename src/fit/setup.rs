@@ -2,7 +2,7 @@
 //! their cross-products: everything the optimizer's problem is made of.
 
 use super::checks::{check_memory, check_rank, check_response, check_scale, HUGE, TINY};
-use super::columns::{cross, cross_group, each_term, Col};
+use super::columns::{constant_of, cross, cross_group, each_term, Col};
 use crate::accumulator::Accumulator;
 use crate::bail;
 use crate::design::{self, DesignColumn, Source};
@@ -23,7 +23,6 @@ pub(crate) struct FactorSpec {
     pub tmat: Vec<f64>,
     pub bars_terms: Vec<Vec<String>>,
 }
-
 
 /// The fit's columns and cross-products, ready for the optimizer.
 pub(crate) struct Setup {
@@ -55,10 +54,12 @@ impl Setup {
             let m = &store.group(i);
             for a in 0..q {
                 for b in 0..q {
-                    ztz[i * q * q + b * q + a] = cross_group(m, &spec.zc[a], &spec.zc[b], &acc.zindex);
+                    ztz[i * q * q + b * q + a] =
+                        cross_group(m, &spec.zc[a], &spec.zc[b], &acc.zindex);
                 }
                 for j in 0..k {
-                    ztr[i * q * k + j * q + a] = cross_group(m, &spec.zc[a], &rcols[j], &acc.zindex);
+                    ztr[i * q * k + j * q + a] =
+                        cross_group(m, &spec.zc[a], &rcols[j], &acc.zindex);
                 }
             }
         }
@@ -78,7 +79,11 @@ pub(crate) fn prepare_with(acc: &Accumulator, levels: Option<&[usize]>) -> Resul
     let f = &acc.formula;
     design::check_contrasts(acc)?;
     // A header (`distributed`) keeps no groups: its rows are the all-rows moments'.
-    let n_obs = if levels.is_some() { acc.global.n } else { acc.n_obs() };
+    let n_obs = if levels.is_some() {
+        acc.global.n
+    } else {
+        acc.n_obs()
+    };
     if n_obs == 0 {
         bail!(
             "no rows left to fit after dropping {} row(s) with NULL or non-finite values in the model's columns ({})",
@@ -100,18 +105,33 @@ pub(crate) fn prepare_with(acc: &Accumulator, levels: Option<&[usize]>) -> Resul
     let magnitude = |c: usize| {
         let spread = if sd(c).is_finite() { sd(c) } else { 0.0 };
         let base = abs_mean(c).abs().max(spread);
-        let settled = sd(c).is_finite() && base >= TINY && abs_mean(c).abs() + spread * n.sqrt() <= HUGE;
+        let settled =
+            sd(c).is_finite() && base >= TINY && abs_mean(c).abs() + spread * n.sqrt() <= HUGE;
         if settled {
             return base;
         }
         let store = &acc.factors[0].store;
-        (0..store.len()).map(|g| (acc.shift[c] + store.group(g).mean(c)).abs()).fold(base, f64::max)
+        (0..store.len())
+            .map(|g| (acc.shift[c] + store.group(g).mean(c)).abs())
+            .fold(base, f64::max)
     };
-    check_response(&acc.vars[0].name, total.comoment(0, 0), abs_mean(0), magnitude(0))?;
+    check_response(
+        &acc.vars[0].name,
+        total.comoment(0, 0),
+        abs_mean(0),
+        magnitude(0),
+    )?;
     for c in 1..d {
         if !total.comoment(c, c).is_finite() {
-            let name: Vec<&str> = acc.terms[acc.ext[c].term].vars.iter().map(|&v| acc.vars[v].name.as_str()).collect();
-            check_scale(&format!("the term '{}'", name.join(":")), f64::INFINITY.max(magnitude(c)))?;
+            let name: Vec<&str> = acc.terms[acc.ext[c].term]
+                .vars
+                .iter()
+                .map(|&v| acc.vars[v].name.as_str())
+                .collect();
+            check_scale(
+                &format!("the term '{}'", name.join(":")),
+                f64::INFINITY.max(magnitude(c)),
+            )?;
         }
     }
 
@@ -120,39 +140,65 @@ pub(crate) fn prepare_with(acc: &Accumulator, levels: Option<&[usize]>) -> Resul
     let p = xcols.len();
     let centre_x = f.intercept;
     // A column's (or combination's) mean relative to the state's shift, the
-    // shift itself, and its SD.
+    // shift itself (with a combination's constant), and its SD.
     let rel_mean = |src: &Source| {
         let mut m = 0.0;
         each_term(src, |c, w| m += w * total.mean(c));
         m
     };
     let shift_of = |src: &Source| {
-        let mut m = 0.0;
+        let mut m = constant_of(src);
         each_term(src, |c, w| m += w * acc.shift[c]);
         m
     };
     let src_sd = |src: &Source| {
         let mut v = 0.0;
-        each_term(src, |i, wi| each_term(src, |j, wj| v += wi * wj * total.comoment(i, j)));
+        each_term(src, |i, wi| {
+            each_term(src, |j, wj| v += wi * wj * total.comoment(i, j))
+        });
         (v / total.w).sqrt()
     };
     let col_x = |dc: &DesignColumn| match &dc.source {
-        s @ (Source::Ext(_) | Source::Combo(_)) if centre_x => Col { source: s.clone(), centre: rel_mean(s), scale: 1.0 },
-        s @ (Source::Ext(_) | Source::Combo(_)) => Col { source: s.clone(), centre: -shift_of(s), scale: 1.0 },
-        s => Col { source: s.clone(), centre: 0.0, scale: 1.0 },
+        s @ (Source::Ext(_) | Source::Combo(..)) if centre_x => Col {
+            source: s.clone(),
+            centre: rel_mean(s),
+            scale: 1.0,
+        },
+        s @ (Source::Ext(_) | Source::Combo(..)) => Col {
+            source: s.clone(),
+            centre: -shift_of(s),
+            scale: 1.0,
+        },
+        s => Col {
+            source: s.clone(),
+            centre: 0.0,
+            scale: 1.0,
+        },
     };
     let mut rcols: Vec<Col> = xcols.iter().map(col_x).collect();
     rcols.push(if centre_x {
-        Col { source: Source::Ext(0), centre: total.mean(0), scale: 1.0 }
+        Col {
+            source: Source::Ext(0),
+            centre: total.mean(0),
+            scale: 1.0,
+        }
     } else {
-        Col { source: Source::Ext(0), centre: -acc.shift[0], scale: 1.0 }
+        Col {
+            source: Source::Ext(0),
+            centre: -acc.shift[0],
+            scale: 1.0,
+        }
     });
     let k = p + 1;
 
     // Random effects: per grouping factor, one block per bar.
     let mut specs: Vec<FactorSpec> = Vec::new();
     for (fi, factor) in acc.factors.iter().enumerate() {
-        let group_vars: Vec<String> = factor.vars.iter().map(|&v| acc.vars[v].name.clone()).collect();
+        let group_vars: Vec<String> = factor
+            .vars
+            .iter()
+            .map(|&v| acc.vars[v].name.clone())
+            .collect();
         let name = group_vars.join(":");
         let nlev = levels.map_or(factor.store.len(), |l| l[fi]);
         if nlev < 2 {
@@ -179,15 +225,30 @@ pub(crate) fn prepare_with(acc: &Accumulator, levels: Option<&[usize]>) -> Resul
             let centre = bar.intercept && cols.len() > 1;
             for dc in &cols {
                 let col = match &dc.source {
-                    src @ (Source::Ext(_) | Source::Combo(_)) => {
+                    src @ (Source::Ext(_) | Source::Combo(..)) => {
                         if let Source::Ext(c) = src {
-                            check_scale(&format!("the random-effect column '{}' of '{name}'", dc.name), magnitude(*c))?;
+                            check_scale(
+                                &format!("the random-effect column '{}' of '{name}'", dc.name),
+                                magnitude(*c),
+                            )?;
                         }
                         let s = src_sd(src);
                         let s = if s > 0.0 && s.is_finite() { s } else { 1.0 };
-                        Col { source: src.clone(), centre: if centre { rel_mean(src) } else { -shift_of(src) }, scale: s }
+                        Col {
+                            source: src.clone(),
+                            centre: if centre {
+                                rel_mean(src)
+                            } else {
+                                -shift_of(src)
+                            },
+                            scale: s,
+                        }
                     }
-                    s => Col { source: s.clone(), centre: 0.0, scale: 1.0 },
+                    s => Col {
+                        source: s.clone(),
+                        centre: 0.0,
+                        scale: 1.0,
+                    },
                 };
                 zc.push(col);
             }
@@ -205,14 +266,23 @@ pub(crate) fn prepare_with(acc: &Accumulator, levels: Option<&[usize]>) -> Resul
                 let c = &zc[off + j];
                 tmat[(off + j) * q + off + j] = 1.0 / c.scale;
                 if bar_intercepts[bi] && j > 0 && s > 1 {
-                    if matches!(c.source, Source::Ext(_) | Source::Combo(_)) {
+                    if matches!(c.source, Source::Ext(_) | Source::Combo(..)) {
                         // the intercept absorbs −c_j/s_j b_cj
                         tmat[(off + j) * q + off] = -(shift_of(&c.source) + c.centre) / c.scale;
                     }
                 }
             }
         }
-        specs.push(FactorSpec { index: fi, name, nlev, zcols, zc, layout, tmat, bars_terms });
+        specs.push(FactorSpec {
+            index: fi,
+            name,
+            nlev,
+            zcols,
+            zc,
+            layout,
+            tmat,
+            bars_terms,
+        });
     }
     for s in &specs {
         if (n_obs as usize) <= s.nlev * s.zcols.len() {
@@ -224,7 +294,9 @@ pub(crate) fn prepare_with(acc: &Accumulator, levels: Option<&[usize]>) -> Resul
         }
     }
     if (n_obs as usize) <= p {
-        bail!("number of observations ({n_obs}) must exceed the number of fixed-effect columns ({p})");
+        bail!(
+            "number of observations ({n_obs}) must exceed the number of fixed-effect columns ({p})"
+        );
     }
     if levels.is_none() {
         check_memory(&specs, k)?;
@@ -255,10 +327,21 @@ pub(crate) fn prepare_with(acc: &Accumulator, levels: Option<&[usize]>) -> Resul
     let uncentre = centre_x && p > 0 && matches!(xcols[0].source, Source::Ones);
     let intercept_shift = (0..p)
         .map(|j| match &xcols[j].source {
-            Source::Ext(_) | Source::Combo(_) if uncentre && j > 0 => -xmeans[j],
+            Source::Ext(_) | Source::Combo(..) if uncentre && j > 0 => -xmeans[j],
             _ => 0.0,
         })
         .collect();
     let y_mean = abs_mean(0);
-    Ok(Setup { n, p, k, xcols, rcols, specs, rtr, uncentre, intercept_shift, y_mean })
+    Ok(Setup {
+        n,
+        p,
+        k,
+        xcols,
+        rcols,
+        specs,
+        rtr,
+        uncentre,
+        intercept_shift,
+        y_mean,
+    })
 }

@@ -15,7 +15,11 @@ use crate::theta::ThetaLayout;
 /// Several grouping factors: the blocked likelihood of `crossed`, optimised
 /// without derivatives (bounded Nelder–Mead with restarts, as lme4's own
 /// derivative-free optimizers do).
-pub(super) fn estimate(acc: &Accumulator, setup: &Setup, trace: &dyn Fn(&str)) -> Result<Estimates> {
+pub(super) fn estimate(
+    acc: &Accumulator,
+    setup: &Setup,
+    trace: &dyn Fn(&str),
+) -> Result<Estimates> {
     let (n, p, specs) = (setup.n, setup.p, &setup.specs[..]);
     let rtr = setup.rtr.clone();
     // Elimination order: most levels first.
@@ -26,7 +30,13 @@ pub(super) fn estimate(acc: &Accumulator, setup: &Setup, trace: &dyn Fn(&str)) -
         .iter()
         .map(|&si| {
             let (ztz, ztr) = setup.level_blocks(acc, &specs[si]);
-            crossed::Factor { q: specs[si].zcols.len(), nlev: specs[si].nlev, ztz, ztr, off: 0 }
+            crossed::Factor {
+                q: specs[si].zcols.len(),
+                nlev: specs[si].nlev,
+                ztz,
+                ztr,
+                off: 0,
+            }
         })
         .collect();
     let mut pairs = Vec::new();
@@ -36,7 +46,11 @@ pub(super) fn estimate(acc: &Accumulator, setup: &Setup, trace: &dyn Fn(&str)) -
         let sb = specs.iter().position(|s| s.index == cells.b).unwrap();
         let (pa, pb) = (pos_of(sa), pos_of(sb));
         // Store with the earlier-eliminated factor first.
-        let (first, second, swap) = if pa < pb { (sa, sb, false) } else { (sb, sa, true) };
+        let (first, second, swap) = if pa < pb {
+            (sa, sb, false)
+        } else {
+            (sb, sa, true)
+        };
         let (qa, qb) = (specs[first].zcols.len(), specs[second].zcols.len());
         let mut blocks = Vec::with_capacity(cells.keys.len() * qa * qb);
         let mut keys = Vec::with_capacity(cells.keys.len());
@@ -44,12 +58,22 @@ pub(super) fn estimate(acc: &Accumulator, setup: &Setup, trace: &dyn Fn(&str)) -
             let m = cells.store.group(ci);
             for c in 0..qb {
                 for r in 0..qa {
-                    blocks.push(cross_group(&m, &specs[first].zc[r], &specs[second].zc[c], &acc.zindex));
+                    blocks.push(cross_group(
+                        &m,
+                        &specs[first].zc[r],
+                        &specs[second].zc[c],
+                        &acc.zindex,
+                    ));
                 }
             }
             keys.push(if swap { (lb, la) } else { (la, lb) });
         }
-        pairs.push(crossed::Pair { a: pa.min(pb), b: pa.max(pb), cells: keys, blocks });
+        pairs.push(crossed::Pair {
+            a: pa.min(pb),
+            b: pa.max(pb),
+            cells: keys,
+            blocks,
+        });
     }
     // A start per factor from the one-factor moment estimate (each factor on
     // its own, then corrected for the other factors' variance inside its
@@ -73,7 +97,11 @@ pub(super) fn estimate(acc: &Accumulator, setup: &Setup, trace: &dyn Fn(&str)) -
         })
         .collect();
     let mut problem = crossed::CrossedProblem::new(n, p, acc.options.method, factors, pairs, rtr);
-    trace(&format!("setup ({} factors, {} dense columns)", specs.len(), problem.m));
+    trace(&format!(
+        "setup ({} factors, {} dense columns)",
+        specs.len(),
+        problem.m
+    ));
     // θ: the factors' layouts concatenated in elimination order.
     let layouts: Vec<&ThetaLayout> = elim.iter().map(|&si| &specs[si].layout).collect();
     let mut lower = Vec::new();
@@ -153,23 +181,40 @@ pub(super) fn estimate(acc: &Accumulator, setup: &Setup, trace: &dyn Fn(&str)) -
     outcome = optimizer::leave_saddles(&mut fg, outcome, &lower, &diagonal, 500, 1e-9);
     if !outcome.converged {
         let mut dev_mut = |theta: &[f64]| dev(theta);
-        let nm = optimizer::minimize(&mut dev_mut, &outcome.x, &lower, &diagonal, &Settings::default());
+        let nm = optimizer::minimize(
+            &mut dev_mut,
+            &outcome.x,
+            &lower,
+            &diagonal,
+            &Settings::default(),
+        );
         if nm.f <= outcome.f {
             outcome = nm;
         }
     }
     outcome.evaluations = evals.get();
     let mut theta = outcome.x.clone();
-    snap_to_boundary(&mut theta, &mut outcome.f, &diagonal, &|t: &[f64]| problem.deviance(&lambdas(t)));
+    snap_to_boundary(&mut theta, &mut outcome.f, &diagonal, &|t: &[f64]| {
+        problem.deviance(&lambdas(t))
+    });
     let lam = lambdas(&theta);
     let Some(sol) = problem.solution(&lam) else {
         bail!("the fit failed: the model matrices are not positive definite at the optimum");
     };
-    let blocks_back: Vec<(Vec<f64>, Vec<f64>)> = problem.factors.iter_mut().map(|f| (std::mem::take(&mut f.ztz), std::mem::take(&mut f.ztr))).collect();
+    let blocks_back: Vec<(Vec<f64>, Vec<f64>)> = problem
+        .factors
+        .iter_mut()
+        .map(|f| (std::mem::take(&mut f.ztz), std::mem::take(&mut f.ztr)))
+        .collect();
     let pairs_back = problem
         .pairs
         .iter_mut()
-        .map(|p| crate::inference::stored::PairStats { a: p.a, b: p.b, cells: std::mem::take(&mut p.cells), blocks: std::mem::take(&mut p.blocks) })
+        .map(|p| crate::inference::stored::PairStats {
+            a: p.a,
+            b: p.b,
+            cells: std::mem::take(&mut p.cells),
+            blocks: std::mem::take(&mut p.blocks),
+        })
         .collect();
     let rtr_back = std::mem::take(&mut problem.rtr);
     // Back to spec order.

@@ -18,7 +18,8 @@
 use super::tokens::Tok;
 use super::{Derived, Parser};
 use crate::error::Result;
-use crate::transform::expr::{Expr, Function, Op, FUNCTION_NAMES};
+use crate::transform::expr::{r_number, Expr, Function, Op, FUNCTION_NAMES};
+use crate::transform::scale::{ScaleArg, Scaling};
 
 /// Most parts the formula's expressions may have together (bounds the
 /// parser's and the evaluation's recursion, and the work per row).
@@ -26,8 +27,10 @@ pub const MAX_EXPRESSION_NODES: usize = 256;
 
 /// Functions R users write that lmm does not evaluate (yet), with what to do instead.
 const NOT_YET: &[(&str, &str)] = &[
-    ("poly", "write the powers with I(x^2), I(x^3) (raw polynomials)"),
-    ("scale", "centre and scale the column in SQL before the fit"),
+    (
+        "poly",
+        "write the powers with I(x^2), I(x^3) (raw polynomials)",
+    ),
     ("ns", "compute the spline basis in SQL"),
     ("bs", "compute the spline basis in SQL"),
 ];
@@ -35,14 +38,21 @@ const NOT_YET: &[(&str, &str)] = &[
 fn known_functions() -> String {
     let mut names: Vec<&str> = vec!["I"];
     names.extend(FUNCTION_NAMES.iter().map(|(n, _)| *n));
-    names.extend(["factor", "C", "offset"]);
-    names.iter().map(|n| format!("{n}()")).collect::<Vec<_>>().join(", ")
+    names.extend(["factor", "C", "offset", "scale"]);
+    names
+        .iter()
+        .map(|n| format!("{n}()"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Parser<'_> {
     /// Is the next token a name followed by '('?
     pub(super) fn at_call(&self) -> Option<String> {
-        match (self.toks.get(self.pos).map(|t| &t.0), self.toks.get(self.pos + 1).map(|t| &t.0)) {
+        match (
+            self.toks.get(self.pos).map(|t| &t.0),
+            self.toks.get(self.pos + 1).map(|t| &t.0),
+        ) {
             (Some(Tok::Ident(name)), Some(Tok::LParen)) => Some(name.clone()),
             _ => None,
         }
@@ -68,6 +78,7 @@ impl Parser<'_> {
                 Ok(var)
             }
             "offset" => self.error("offset() is a term of its own on the fixed side, as in 'y ~ x + offset(log_n) + (1 | g)'"),
+            "scale" => self.scale_call(),
             _ => {
                 let e = self.atom()?;
                 if let Expr::Column(c) = &e {
@@ -78,6 +89,95 @@ impl Parser<'_> {
                 Ok(var)
             }
         }
+    }
+
+    /// `scale(e [, center] [, scale])`, arguments by position or name, each
+    /// TRUE/T, FALSE/F or a number; named as R deparses the call.
+    fn scale_call(&mut self) -> Result<String> {
+        self.pos += 2;
+        let e = self.expr()?;
+        let mut how = Scaling {
+            center: ScaleArg::Data,
+            scale: ScaleArg::Data,
+        };
+        let mut written = vec![e.deparse()];
+        let mut given = [false; 2];
+        let mut position = 0;
+        while self.peek() == Some(&Tok::Comma) {
+            self.pos += 1;
+            let named = match (
+                self.peek().cloned(),
+                self.toks.get(self.pos + 1).map(|t| &t.0),
+            ) {
+                (Some(Tok::Ident(n)), Some(Tok::Equals)) => {
+                    self.pos += 2;
+                    Some(n)
+                }
+                _ => None,
+            };
+            let slot =
+                match named.as_deref() {
+                    Some("center") => 0,
+                    Some("scale") => 1,
+                    Some(other) => {
+                        return self.error(&format!(
+                            "scale() has no argument '{other}'; it takes center and scale"
+                        ))
+                    }
+                    None if position < 2 => position,
+                    None => return self.error(
+                        "scale() takes at most two arguments after the column: center and scale",
+                    ),
+                };
+            position += 1;
+            if given[slot] {
+                return self.error(&format!(
+                    "scale(): the argument '{}' is given twice",
+                    ["center", "scale"][slot]
+                ));
+            }
+            given[slot] = true;
+            let (arg, text) = self.scale_arg()?;
+            if slot == 0 {
+                how.center = arg
+            } else {
+                how.scale = arg
+            }
+            written.push(match named {
+                Some(n) => format!("{n} = {text}"),
+                None => text,
+            });
+        }
+        self.expect(Tok::RParen, "')' closing scale(")?;
+        let var = format!("scale({})", written.join(", "));
+        self.register(&var, super::Derived::Scaled(e, how));
+        Ok(var)
+    }
+
+    /// TRUE, T, FALSE, F or a (signed) number, and how R deparses it.
+    fn scale_arg(&mut self) -> Result<(ScaleArg, String)> {
+        let negative = self.peek() == Some(&Tok::Minus);
+        if negative {
+            self.pos += 1;
+        }
+        let arg = match self.peek().cloned() {
+            Some(Tok::Ident(t)) if !negative && matches!(t.as_str(), "TRUE" | "T") => {
+                (ScaleArg::Data, t)
+            }
+            Some(Tok::Ident(f)) if !negative && matches!(f.as_str(), "FALSE" | "F") => {
+                (ScaleArg::Off, f)
+            }
+            Some(Tok::Num(text)) => match text.parse::<f64>() {
+                Ok(x) => {
+                    let x = if negative { -x } else { x };
+                    (ScaleArg::Value(x), r_number(x))
+                }
+                Err(_) => return self.error(&format!("'{text}' is not a number")),
+            },
+            _ => return self.error("scale()'s center and scale are TRUE, FALSE or a number"),
+        };
+        self.pos += 1;
+        Ok(arg)
     }
 
     /// `offset(e)`: its expression.
@@ -97,7 +197,9 @@ impl Parser<'_> {
     fn node(&mut self) -> Result<()> {
         self.nodes += 1;
         if self.nodes > MAX_EXPRESSION_NODES {
-            return self.error(&format!("the formula's expressions have more than {MAX_EXPRESSION_NODES} parts"));
+            return self.error(&format!(
+                "the formula's expressions have more than {MAX_EXPRESSION_NODES} parts"
+            ));
         }
         Ok(())
     }
@@ -148,7 +250,11 @@ impl Parser<'_> {
                 }
                 self.pos += 1;
                 self.node()?;
-                Ok(Expr::Binary(Op::Pow, Box::new(base), Box::new(self.unary()?)))
+                Ok(Expr::Binary(
+                    Op::Pow,
+                    Box::new(base),
+                    Box::new(self.unary()?),
+                ))
             }
         }
     }
@@ -200,6 +306,8 @@ impl Parser<'_> {
         let what = match name {
             "factor" | "C" => format!("{name}() makes a factor of a column; it cannot be part of arithmetic"),
             "offset" => "offset() is a term of its own on the fixed side".to_string(),
+            "scale" => "scale() is a variable of a term, as in 'y ~ scale(x) + (scale(x) | g)'; it cannot be part of arithmetic or the response \
+                        (scale the column in SQL for that)".to_string(),
             _ => match NOT_YET.iter().find(|(n, _)| *n == name) {
                 Some((_, instead)) => format!("the function '{name}()' is not supported yet ({instead}); lmm knows {}", known_functions()),
                 None => format!("unknown function '{name}()'; lmm knows {}", known_functions()),

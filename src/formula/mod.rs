@@ -77,6 +77,9 @@ pub enum Derived {
     Numeric(Expr),
     /// `factor(x)`, `C(x)`: the column's values as the levels of a factor.
     Factor(String),
+    /// `scale(e, center, scale)`: (e − c)/s, c and s from the data
+    /// (`transform::scale`); a row's value is e's, the design applies c and s.
+    Scaled(Expr, crate::transform::scale::Scaling),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -128,8 +131,17 @@ impl<'a> Parser<'a> {
         self.toks.get(self.pos).map(|t| &t.0)
     }
     fn error<T>(&self, what: &str) -> Result<T> {
-        let at = self.toks.get(self.pos).map(|t| t.1).unwrap_or(self.src.len());
-        bail!("formula syntax error: {what} at position {}\n  {}\n  {}^", at + 1, self.src, " ".repeat(at))
+        let at = self
+            .toks
+            .get(self.pos)
+            .map(|t| t.1)
+            .unwrap_or(self.src.len());
+        bail!(
+            "formula syntax error: {what} at position {}\n  {}\n  {}^",
+            at + 1,
+            self.src,
+            " ".repeat(at)
+        )
     }
     fn expect(&mut self, t: Tok, what: &str) -> Result<()> {
         if self.peek() == Some(&t) {
@@ -169,7 +181,12 @@ impl<'a> Parser<'a> {
         if !sign {
             return self.error("a random-effects term cannot be removed");
         }
-        let open = self.toks[if structure == Structure::Plain { self.pos } else { self.pos - 1 }].1;
+        let open = self.toks[if structure == Structure::Plain {
+            self.pos
+        } else {
+            self.pos - 1
+        }]
+        .1;
         self.pos += 1;
         let mut inner = Rhs::default();
         self.sum(&mut inner, true)?;
@@ -187,7 +204,10 @@ impl<'a> Parser<'a> {
         self.expect(Tok::RParen, "')' closing the random-effects term")?;
         let bar_text = &self.src[open..close];
         if inner.terms.iter().flatten().any(|v| *v == self.response) {
-            bail!("the response '{}' also appears in the random-effects term '{bar_text}'", self.response);
+            bail!(
+                "the response '{}' also appears in the random-effects term '{bar_text}'",
+                self.response
+            );
         }
         if groups.iter().flatten().any(|v| *v == self.response) {
             bail!("the response '{}' is also a grouping column in the random-effects term '{bar_text}'", self.response);
@@ -204,7 +224,11 @@ impl<'a> Parser<'a> {
         }
         let double = double || structure == Structure::Diagonal;
         let diag_of = (structure == Structure::Diagonal).then(|| bar_text.to_string());
-        let bars_per_group = if double { intercept as usize + terms.len() } else { 1 };
+        let bars_per_group = if double {
+            intercept as usize + terms.len()
+        } else {
+            1
+        };
         let total = rhs.bars.len() + bars_per_group * groups.len();
         if total > MAX_BARS {
             bail!(
@@ -215,13 +239,28 @@ impl<'a> Parser<'a> {
         for group in groups {
             if double {
                 if intercept {
-                    rhs.bars.push(RandomBar { intercept: true, terms: vec![], group: group.clone(), diag_of: diag_of.clone() });
+                    rhs.bars.push(RandomBar {
+                        intercept: true,
+                        terms: vec![],
+                        group: group.clone(),
+                        diag_of: diag_of.clone(),
+                    });
                 }
                 for t in &terms {
-                    rhs.bars.push(RandomBar { intercept: false, terms: vec![t.clone()], group: group.clone(), diag_of: diag_of.clone() });
+                    rhs.bars.push(RandomBar {
+                        intercept: false,
+                        terms: vec![t.clone()],
+                        group: group.clone(),
+                        diag_of: diag_of.clone(),
+                    });
                 }
             } else {
-                rhs.bars.push(RandomBar { intercept, terms: terms.clone(), group, diag_of: None });
+                rhs.bars.push(RandomBar {
+                    intercept,
+                    terms: terms.clone(),
+                    group,
+                    diag_of: None,
+                });
             }
         }
         let mut factors: Vec<&Vec<String>> = Vec::new();
@@ -247,19 +286,40 @@ impl<'a> Parser<'a> {
                 let v = match n.as_str() {
                     "0" => false,
                     "1" => true,
-                    _ => return { self.pos -= 1; self.error(&format!("only 0 or 1 may appear as a number, found '{n}'")) },
+                    _ => {
+                        return {
+                            self.pos -= 1;
+                            self.error(&format!("only 0 or 1 may appear as a number, found '{n}'"))
+                        }
+                    }
                 };
                 rhs.intercept = Some(if sign { v } else { !v });
                 return Ok(());
             }
             Some(Tok::LParen) if !in_bar => return self.bar(rhs, sign, Structure::Plain),
-            Some(Tok::Ident(name)) if !in_bar && self.at_call().is_some() && matches!(name.as_str(), "us" | "diag") => {
+            Some(Tok::Ident(name))
+                if !in_bar
+                    && self.at_call().is_some()
+                    && matches!(name.as_str(), "us" | "diag") =>
+            {
                 self.pos += 1;
-                let structure = if name == "us" { Structure::Unstructured } else { Structure::Diagonal };
+                let structure = if name == "us" {
+                    Structure::Unstructured
+                } else {
+                    Structure::Diagonal
+                };
                 return self.bar(rhs, sign, structure);
             }
-            Some(Tok::Ident(name)) if !in_bar && self.at_call().is_some() && STRUCTURES_NOT_YET.iter().any(|(n, _)| *n == name) => {
-                let what = STRUCTURES_NOT_YET.iter().find(|(n, _)| *n == name).unwrap().1;
+            Some(Tok::Ident(name))
+                if !in_bar
+                    && self.at_call().is_some()
+                    && STRUCTURES_NOT_YET.iter().any(|(n, _)| *n == name) =>
+            {
+                let what = STRUCTURES_NOT_YET
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .unwrap()
+                    .1;
                 return self.error(&format!(
                     "the covariance structure '{name}(…)' ({what}) is not supported yet; lmm fits us(…) = (… | g), the unstructured \
                      block, and diag(…) = (… || g), independent terms"
@@ -288,7 +348,9 @@ impl<'a> Parser<'a> {
             self.pos += 1;
             let it = self.colon_term()?;
             // (t1 + … + tk) * it = t1 + … + tk + it + t1:it + … + tk:it, equal terms once.
-            let products: Vec<Term> = std::iter::once(it.clone()).chain(expansion.iter().map(|t| concat(t, &it))).collect();
+            let products: Vec<Term> = std::iter::once(it.clone())
+                .chain(expansion.iter().map(|t| concat(t, &it)))
+                .collect();
             for t in products {
                 if t.len() > MAX_TERM_VARIABLES {
                     let end = self.toks.get(self.pos).map_or(self.src.len(), |t| t.1);
@@ -305,7 +367,11 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        let list = if sign { &mut rhs.terms } else { &mut rhs.removed };
+        let list = if sign {
+            &mut rhs.terms
+        } else {
+            &mut rhs.removed
+        };
         for t in expansion {
             if !list.iter().any(|e| same_term(e, &t)) {
                 if list.len() == MAX_TERMS {
@@ -321,7 +387,11 @@ impl<'a> Parser<'a> {
     fn too_many_terms<T>(&self, start: usize, in_bar: bool) -> Result<T> {
         let end = self.toks.get(self.pos).map_or(self.src.len(), |t| t.1);
         let text = quote_excerpt(self.src[start..end].trim_end());
-        let side = if in_bar { "random-effect terms in one bar" } else { "fixed-effect terms" };
+        let side = if in_bar {
+            "random-effect terms in one bar"
+        } else {
+            "fixed-effect terms"
+        };
         bail!(
             "the formula expands to more than {MAX_TERMS} {side} at '{text}'; \
              each '*' doubles the number of terms, so write the interactions you need with ':' instead"
@@ -416,7 +486,9 @@ impl<'a> Parser<'a> {
         if segments.len() > 1 && segments.last().is_some_and(|s| s.is_empty()) {
             segments.pop();
         }
-        Ok((0..segments.len()).map(|i| segments[..=i].iter().rev().flatten().cloned().collect()).collect())
+        Ok((0..segments.len())
+            .map(|i| segments[..=i].iter().rev().flatten().cloned().collect())
+            .collect())
     }
 }
 
@@ -446,7 +518,10 @@ fn same_term(a: &Term, b: &Term) -> bool {
 }
 
 fn expand_removals(terms: Vec<Term>, removed: &[Term]) -> Vec<Term> {
-    terms.into_iter().filter(|t| !removed.iter().any(|r| same_term(t, r))).collect()
+    terms
+        .into_iter()
+        .filter(|t| !removed.iter().any(|r| same_term(t, r)))
+        .collect()
 }
 
 pub fn parse(src: &str) -> Result<Formula> {
@@ -457,7 +532,14 @@ pub fn parse(src: &str) -> Result<Formula> {
         );
     }
     let toks = tokenize(src)?;
-    let mut p = Parser { src, toks, pos: 0, response: String::new(), derived: Vec::new(), nodes: 0 };
+    let mut p = Parser {
+        src,
+        toks,
+        pos: 0,
+        response: String::new(),
+        derived: Vec::new(),
+        nodes: 0,
+    };
     let response = match (p.peek().cloned(), p.toks.get(1).map(|t| t.0.clone())) {
         (Some(Tok::Ident(name)), Some(Tok::Tilde)) => {
             p.pos = 2;
@@ -508,7 +590,14 @@ pub fn parse(src: &str) -> Result<Formula> {
     if fixed.iter().flatten().any(|v| *v == response) {
         bail!("the response '{response}' also appears on the right-hand side of the formula");
     }
-    Ok(Formula { response, intercept, fixed, random: rhs.bars, derived: p.derived, offsets: rhs.offsets })
+    Ok(Formula {
+        response,
+        intercept,
+        fixed,
+        random: rhs.bars,
+        derived: p.derived,
+        offsets: rhs.offsets,
+    })
 }
 
 #[cfg(test)]
@@ -525,7 +614,15 @@ mod tests {
         assert_eq!(f.response, "Weight");
         assert!(f.intercept);
         assert_eq!(f.fixed, vec![t(&["Time"])]);
-        assert_eq!(f.random, vec![RandomBar { intercept: true, terms: vec![t(&["Time"])], group: t(&["Pig"]), diag_of: None }]);
+        assert_eq!(
+            f.random,
+            vec![RandomBar {
+                intercept: true,
+                terms: vec![t(&["Time"])],
+                group: t(&["Pig"]),
+                diag_of: None
+            }]
+        );
     }
 
     #[test]
@@ -538,22 +635,49 @@ mod tests {
 
     #[test]
     fn structures_us_and_diag_are_bar_and_double_bar() {
-        let plain = |f: &Formula| f.random.iter().map(|b| (b.intercept, b.terms.clone(), b.group.clone())).collect::<Vec<_>>();
+        let plain = |f: &Formula| {
+            f.random
+                .iter()
+                .map(|b| (b.intercept, b.terms.clone(), b.group.clone()))
+                .collect::<Vec<_>>()
+        };
         let us = parse("Reaction ~ Days + us(Days | Subject)").unwrap();
-        assert_eq!(us.random, parse("Reaction ~ Days + (Days | Subject)").unwrap().random);
+        assert_eq!(
+            us.random,
+            parse("Reaction ~ Days + (Days | Subject)").unwrap().random
+        );
         let diag = parse("Reaction ~ Days + diag(1 + Days | Subject) + (1 | Other)").unwrap();
         let double = parse("Reaction ~ Days + (1 + Days || Subject) + (1 | Other)").unwrap();
         assert_eq!(plain(&diag), plain(&double));
-        assert_eq!(diag.random[0].diag_of.as_deref(), Some("diag(1 + Days | Subject)"));
-        assert_eq!(diag.random[1].diag_of.as_deref(), Some("diag(1 + Days | Subject)"));
+        assert_eq!(
+            diag.random[0].diag_of.as_deref(),
+            Some("diag(1 + Days | Subject)")
+        );
+        assert_eq!(
+            diag.random[1].diag_of.as_deref(),
+            Some("diag(1 + Days | Subject)")
+        );
         assert_eq!(diag.random[2].diag_of, None);
         // a column called diag is still a column
-        assert_eq!(parse("y ~ diag + (1 | g)").unwrap().fixed, vec![t(&["diag"])]);
+        assert_eq!(
+            parse("y ~ diag + (1 | g)").unwrap().fixed,
+            vec![t(&["diag"])]
+        );
         let e = parse("y ~ x + diag(x || g)").unwrap_err();
         assert!(e.0.contains("single '|'"), "{}", e.0);
-        for (name, what) in [("cs", "compound symmetry"), ("ar1", "autoregressive"), ("homcs", "one variance")] {
+        for (name, what) in [
+            ("cs", "compound symmetry"),
+            ("ar1", "autoregressive"),
+            ("homcs", "one variance"),
+        ] {
             let e = parse(&format!("y ~ week + {name}(0 + week_f | patient)")).unwrap_err();
-            assert!(e.0.contains(&format!("'{name}(…)'")) && e.0.contains(what) && e.0.contains("diag(…)"), "{}", e.0);
+            assert!(
+                e.0.contains(&format!("'{name}(…)'"))
+                    && e.0.contains(what)
+                    && e.0.contains("diag(…)"),
+                "{}",
+                e.0
+            );
         }
     }
 
@@ -561,7 +685,10 @@ mod tests {
     fn star_and_colon_and_no_intercept() {
         let f = parse("y ~ 0 + a*b + c:d + (0 + x | g)").unwrap();
         assert!(!f.intercept);
-        assert_eq!(f.fixed, vec![t(&["a"]), t(&["b"]), t(&["a", "b"]), t(&["c", "d"])]);
+        assert_eq!(
+            f.fixed,
+            vec![t(&["a"]), t(&["b"]), t(&["a", "b"]), t(&["c", "d"])]
+        );
         assert!(!f.random[0].intercept);
         let g = parse("y ~ x - 1 + (1 | g)").unwrap();
         assert!(!g.intercept);
@@ -592,17 +719,36 @@ mod tests {
         assert_eq!(f.random[0].group, t(&["Subject"]));
         let f = parse("y ~ x + (1 | Subject:Subject) + (1 | a/b/a) + (1 | c/c/d)").unwrap();
         let groups: Vec<Term> = f.random.iter().map(|b| b.group.clone()).collect();
-        assert_eq!(groups, vec![t(&["Subject"]), t(&["a"]), t(&["b", "a"]), t(&["c"]), t(&["d", "c"])]);
+        assert_eq!(
+            groups,
+            vec![
+                t(&["Subject"]),
+                t(&["a"]),
+                t(&["b", "a"]),
+                t(&["c"]),
+                t(&["d", "c"])
+            ]
+        );
     }
 
     #[test]
     fn expansion_limits_are_errors_not_allocations() {
         let vars: Vec<String> = (0..22).map(|i| format!("x{i}")).collect();
         let e = parse(&format!("y ~ {} + (1 | g)", vars.join("*"))).unwrap_err();
-        assert!(e.0.contains("more than 1000 fixed-effect terms at 'x0*x1*"), "{}", e.0);
+        assert!(
+            e.0.contains("more than 1000 fixed-effect terms at 'x0*x1*"),
+            "{}",
+            e.0
+        );
         // Ten factors make 1023 terms: just over; nine make 511.
         assert!(parse(&format!("y ~ {} + (1 | g)", vars[..10].join("*"))).is_err());
-        assert_eq!(parse(&format!("y ~ {} + (1 | g)", vars[..9].join("*"))).unwrap().fixed.len(), 511);
+        assert_eq!(
+            parse(&format!("y ~ {} + (1 | g)", vars[..9].join("*")))
+                .unwrap()
+                .fixed
+                .len(),
+            511
+        );
         let e = parse(&format!("y ~ x + ({} | g)", vars.join("*"))).unwrap_err();
         assert!(e.0.contains("random-effect terms in one bar"), "{}", e.0);
         let wide: Vec<String> = (0..40).map(|i| format!("v{i}")).collect();
@@ -610,13 +756,25 @@ mod tests {
         assert!(e.0.contains("more than 32 variables"), "{}", e.0);
         let segs: Vec<String> = (0..3000).map(|i| format!("g{i}")).collect();
         let e = parse(&format!("y ~ x + (1 | {})", segs.join("/"))).unwrap_err();
-        assert!(e.0.contains("more than 20 nesting levels") && e.0.contains("'g0/g1/g2"), "{}", e.0);
+        assert!(
+            e.0.contains("more than 20 nesting levels") && e.0.contains("'g0/g1/g2"),
+            "{}",
+            e.0
+        );
         let bars: Vec<String> = (0..101).map(|i| format!("(1 | g{})", i % 7)).collect();
         let e = parse(&format!("y ~ x + {}", bars.join(" + "))).unwrap_err();
-        assert!(e.0.contains("more than 100 random-effects terms"), "{}", e.0);
+        assert!(
+            e.0.contains("more than 100 random-effects terms"),
+            "{}",
+            e.0
+        );
         let bars: Vec<String> = (0..21).map(|i| format!("(1 | g{i})")).collect();
         let e = parse(&format!("y ~ x + {}", bars.join(" + "))).unwrap_err();
-        assert!(e.0.contains("more than 20 distinct grouping factors") && e.0.contains("(1 | g20)"), "{}", e.0);
+        assert!(
+            e.0.contains("more than 20 distinct grouping factors") && e.0.contains("(1 | g20)"),
+            "{}",
+            e.0
+        );
         let long = format!("y ~ x + (1 | g){}", " ".repeat(100_000));
         assert!(parse(&long).unwrap_err().0.contains("at most 100000 bytes"));
         let many: Vec<String> = (0..1001).map(|i| format!("x{i}")).collect();
@@ -638,15 +796,27 @@ mod tests {
     fn functions_become_variables_named_as_r_names_them() {
         let f = parse("log(Reaction) ~ I(Days^2) + I(-x * 2 + 1e-3) + factor(k):log10(z) + offset(log(n)) + (I(Days/10) | g)").unwrap();
         assert_eq!(f.response, "log(Reaction)");
-        assert_eq!(f.fixed, vec![t(&["I(Days^2)"]), t(&["I(-x * 2 + 0.001)"]), t(&["factor(k)", "log10(z)"])]);
+        assert_eq!(
+            f.fixed,
+            vec![
+                t(&["I(Days^2)"]),
+                t(&["I(-x * 2 + 0.001)"]),
+                t(&["factor(k)", "log10(z)"])
+            ]
+        );
         assert_eq!(f.random[0].terms, vec![t(&["I(Days/10)"])]);
         assert_eq!(f.offsets.len(), 1);
         assert_eq!(f.offsets[0].deparse(), "log(n)");
         assert_eq!(f.derived("factor(k)"), Some(&Derived::Factor("k".into())));
-        assert!(matches!(f.derived("log(Reaction)"), Some(Derived::Numeric(_))));
+        assert!(matches!(
+            f.derived("log(Reaction)"),
+            Some(Derived::Numeric(_))
+        ));
         // -x^2 is -(x^2), 2^-1 is 2^(-1), as in R
         let f = parse("y ~ I(-x^2 + 2^-1) + (1 | g)").unwrap();
-        let Some(Derived::Numeric(e)) = f.derived(&f.fixed[0][0]) else { panic!() };
+        let Some(Derived::Numeric(e)) = f.derived(&f.fixed[0][0]) else {
+            panic!()
+        };
         assert_eq!(e.eval(&|_| 3.0), -9.0 + 0.5);
     }
 
@@ -654,8 +824,14 @@ mod tests {
     fn expressions_are_bounded() {
         let deep = format!("y ~ I({}x{}) + (1 | g)", "(".repeat(300), ")".repeat(300));
         assert!(parse(&deep).unwrap_err().0.contains("more than 256 parts"));
-        assert!(parse("y ~ poly(x, 2) + (1 | g)").unwrap_err().0.contains("'poly()' is not supported yet"));
-        assert!(parse("y ~ x + offset(z):a + (1 | g)").unwrap_err().0.contains("cannot be part of an interaction"));
+        assert!(parse("y ~ poly(x, 2) + (1 | g)")
+            .unwrap_err()
+            .0
+            .contains("'poly()' is not supported yet"));
+        assert!(parse("y ~ x + offset(z):a + (1 | g)")
+            .unwrap_err()
+            .0
+            .contains("cannot be part of an interaction"));
     }
 
     #[test]

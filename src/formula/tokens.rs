@@ -19,6 +19,7 @@ pub(super) enum Tok {
     RParen,
     Caret,
     Comma,
+    Equals,
 }
 
 pub(super) fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>> {
@@ -41,6 +42,7 @@ pub(super) fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>> {
             b'/' => out.push((Tok::Slash, start)),
             b'^' => out.push((Tok::Caret, start)),
             b',' => out.push((Tok::Comma, start)),
+            b'=' => out.push((Tok::Equals, start)),
             b'(' => out.push((Tok::LParen, start)),
             b')' => out.push((Tok::RParen, start)),
             b'|' => {
@@ -65,7 +67,9 @@ pub(super) fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>> {
                 i = j;
             }
             // A number: digits with a point, and an exponent (`1e-3`, `.5`).
-            _ if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) => {
+            _ if c.is_ascii_digit()
+                || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) =>
+            {
                 let mut j = i;
                 while j < b.len() && (b[j].is_ascii_digit() || b[j] == b'.') {
                     j += 1;
@@ -88,7 +92,12 @@ pub(super) fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>> {
             }
             _ if c.is_ascii_alphabetic() || c == b'_' || c == b'.' || c >= 0x80 => {
                 let mut j = i;
-                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] == b'.' || b[j] >= 0x80) {
+                while j < b.len()
+                    && (b[j].is_ascii_alphanumeric()
+                        || b[j] == b'_'
+                        || b[j] == b'.'
+                        || b[j] >= 0x80)
+                {
                     j += 1;
                 }
                 out.push((Tok::Ident(src[i..j].to_string()), start));
@@ -107,4 +116,3 @@ pub(super) fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>> {
     }
     Ok(out)
 }
-

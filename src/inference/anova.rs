@@ -30,11 +30,19 @@ pub fn terms(m: &Fitted) -> Vec<Term> {
             continue;
         }
         let mut vars: Vec<u32> = c.parts.iter().map(|&(v, _)| v).collect();
-        let name = vars.iter().map(|&v| m.model.vars[v as usize].name.as_str()).collect::<Vec<_>>().join(":");
+        let name = vars
+            .iter()
+            .map(|&v| m.model.vars[v as usize].name.as_str())
+            .collect::<Vec<_>>()
+            .join(":");
         vars.sort();
         match out.iter_mut().find(|t| t.vars == vars) {
             Some(t) => t.columns.push(j),
-            None => out.push(Term { name, columns: vec![j], vars }),
+            None => out.push(Term {
+                name,
+                columns: vec![j],
+                vars,
+            }),
         }
     }
     out
@@ -46,7 +54,9 @@ fn gram(m: &Fitted) -> Vec<f64> {
     let a = &m.stats.intercept_shift;
     // X = X_c B, B = I − e₀aᵀ: G = Bᵀ G_c B.
     let gc = |i: usize, j: usize| m.stats.rtr[j * k + i];
-    let b = |r: usize, c: usize| -> f64 { (if r == c { 1.0 } else { 0.0 }) - if r == 0 { a[c] } else { 0.0 } };
+    let b = |r: usize, c: usize| -> f64 {
+        (if r == c { 1.0 } else { 0.0 }) - if r == 0 { a[c] } else { 0.0 }
+    };
     let mut g = vec![0.0; p * p];
     for i in 0..p {
         for j in 0..p {
@@ -89,12 +99,27 @@ fn type1(g: &[f64], p: usize, cols: &[usize]) -> Result<Vec<Vec<f64>>> {
     if !crate::dense::cholesky_lower(&mut c, p) {
         bail!("the fixed-effects design is not of full rank");
     }
-    Ok(cols.iter().map(|&j| (0..p).map(|r| if r < j { 0.0 } else { c[j * p + r] / c[j * p + j] }).collect()).collect())
+    Ok(cols
+        .iter()
+        .map(|&j| {
+            (0..p)
+                .map(|r| {
+                    if r < j {
+                        0.0
+                    } else {
+                        c[j * p + r] / c[j * p + j]
+                    }
+                })
+                .collect()
+        })
+        .collect())
 }
 
 /// Type 2: X_Fᵀ(I − P₁)X.
 fn type2(g: &[f64], p: usize, f: &Term, all: &[Term]) -> Result<Vec<Vec<f64>>> {
-    let mut one: Vec<usize> = (0..p).filter(|&j| all.iter().all(|t| !t.columns.contains(&j))).collect();
+    let mut one: Vec<usize> = (0..p)
+        .filter(|&j| all.iter().all(|t| !t.columns.contains(&j)))
+        .collect();
     for t in all {
         if t.vars != f.vars && !contains(t, f) {
             one.extend(&t.columns);
@@ -112,13 +137,26 @@ fn type2(g: &[f64], p: usize, f: &Term, all: &[Term]) -> Result<Vec<Vec<f64>>> {
     for &fc in &f.columns {
         // G_F1 G_11⁻¹ (solve G_11 w = G_1F)
         let rhs: Vec<f64> = one.iter().map(|&i| g[fc * p + i]).collect();
-        let w = if n1 == 0 { Vec::new() } else {
+        let w = if n1 == 0 {
+            Vec::new()
+        } else {
             match crate::dense::solve_spd(&g11, &rhs, n1) {
                 Some(w) => w,
                 None => bail!("the fixed-effects design is not of full rank"),
             }
         };
-        rows.push((0..p).map(|c| g[c * p + fc] - one.iter().zip(&w).map(|(&i, wi)| wi * g[c * p + i]).sum::<f64>()).collect());
+        rows.push(
+            (0..p)
+                .map(|c| {
+                    g[c * p + fc]
+                        - one
+                            .iter()
+                            .zip(&w)
+                            .map(|(&i, wi)| wi * g[c * p + i])
+                            .sum::<f64>()
+                })
+                .collect(),
+        );
     }
     Ok(rows)
 }
@@ -133,7 +171,11 @@ pub fn anova(m: &Fitted, type_: u32, beta: &[f64], a: &Asymptotic) -> Result<Vec
 }
 
 /// The table with each term's hypothesis tested by `test` (Satterthwaite's or Kenward–Roger's).
-pub fn anova_with(m: &Fitted, type_: u32, test: &dyn Fn(&[Vec<f64>]) -> Result<JointTest>) -> Result<Vec<AnovaRow>> {
+pub fn anova_with(
+    m: &Fitted,
+    type_: u32,
+    test: &dyn Fn(&[Vec<f64>]) -> Result<JointTest>,
+) -> Result<Vec<AnovaRow>> {
     let p = m.p();
     let all = terms(m);
     let g = gram(m);
@@ -154,7 +196,10 @@ pub fn anova_with(m: &Fitted, type_: u32, test: &dyn Fn(&[Vec<f64>]) -> Result<J
             }
             t => bail!("type := {t} is not an ANOVA type; use 1, 2 or 3"),
         };
-        out.push(AnovaRow { term: f.name.clone(), test: test(&rows)? });
+        out.push(AnovaRow {
+            term: f.name.clone(),
+            test: test(&rows)?,
+        });
     }
     Ok(out)
 }

@@ -32,7 +32,9 @@ pub struct JointTest {
 }
 
 fn form(l: &[f64], v: &[f64], p: usize) -> f64 {
-    (0..p).map(|a| (0..p).map(|b| l[a] * v[b * p + a] * l[b]).sum::<f64>()).sum()
+    (0..p)
+        .map(|a| (0..p).map(|b| l[a] * v[b * p + a] * l[b]).sum::<f64>())
+        .sum()
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -46,7 +48,15 @@ pub fn row_test(l: &[f64], beta: &[f64], a: &Asymptotic) -> RowTest {
     let df = a.df(l);
     let t_value = estimate / std_error;
     let crit = t_quantile(0.975, df);
-    RowTest { estimate, std_error, df, t_value, p_value: t_two_sided(t_value, df), conf_low: estimate - crit * std_error, conf_high: estimate + crit * std_error }
+    RowTest {
+        estimate,
+        std_error,
+        df,
+        t_value,
+        p_value: t_two_sided(t_value, df),
+        conf_low: estimate - crit * std_error,
+        conf_high: estimate + crit * std_error,
+    }
 }
 
 /// The joint F test of L β = 0 (rows of L, each of length p).
@@ -56,24 +66,41 @@ pub fn joint_test(rows: &[Vec<f64>], beta: &[f64], a: &Asymptotic) -> JointTest 
     let mut vl = vec![0.0; r * r];
     for i in 0..r {
         for j in 0..r {
-            vl[j * r + i] = (0..p).map(|x| (0..p).map(|y| rows[i][x] * a.v0[y * p + x] * rows[j][y]).sum::<f64>()).sum();
+            vl[j * r + i] = (0..p)
+                .map(|x| {
+                    (0..p)
+                        .map(|y| rows[i][x] * a.v0[y * p + x] * rows[j][y])
+                        .sum::<f64>()
+                })
+                .sum();
         }
     }
     let (values, vectors) = symmetric_eigen(&vl, r);
     let top = values.iter().cloned().fold(0.0, f64::max);
-    let keep: Vec<usize> = (0..r).filter(|&m| values[m] > 1e-8 * top.max(f64::MIN_POSITIVE)).collect();
+    let keep: Vec<usize> = (0..r)
+        .filter(|&m| values[m] > 1e-8 * top.max(f64::MIN_POSITIVE))
+        .collect();
     let q = keep.len();
     let mut t2 = 0.0;
     let mut nu = Vec::with_capacity(q);
     for &m in &keep {
-        let lm: Vec<f64> = (0..p).map(|x| (0..r).map(|i| vectors[m * r + i] * rows[i][x]).sum()).collect();
+        let lm: Vec<f64> = (0..p)
+            .map(|x| (0..r).map(|i| vectors[m * r + i] * rows[i][x]).sum())
+            .collect();
         t2 += dot(&lm, beta).powi(2) / values[m];
         nu.push(a.df(&lm));
     }
     let f_value = t2 / q as f64;
     let den_df = f_ddf(&nu);
     let mean_sq = f_value * a.sigma2;
-    JointTest { sum_sq: mean_sq * q as f64, mean_sq, num_df: q as f64, den_df, f_value, p_value: f_upper(f_value, q as f64, den_df) }
+    JointTest {
+        sum_sq: mean_sq * q as f64,
+        mean_sq,
+        num_df: q as f64,
+        den_df,
+        f_value,
+        p_value: f_upper(f_value, q as f64, den_df),
+    }
 }
 
 /// lmerTest's denominator df of the F statistic from the contrasts' df.

@@ -20,7 +20,11 @@ pub fn t_quantile(prob: f64, df: f64) -> f64 {
         return f64::NAN;
     }
     let upper = super::tdist::two_sided_quantile(2.0 * (1.0 - prob).min(prob), df);
-    if prob >= 0.5 { upper } else { -upper }
+    if prob >= 0.5 {
+        upper
+    } else {
+        -upper
+    }
 }
 
 /// P(F > f) on (d1, d2) degrees of freedom.

@@ -32,29 +32,75 @@ pub fn load(bytes: &[u8], what: &str) -> Result<Fitted> {
 }
 
 /// The asymptotics at the stored optimum of `lik` (the stored problem under its criterion).
-pub fn asymptotic_of(stats: &Stored, lik: &dyn Likelihood, values_allowed: bool) -> Option<Asymptotic> {
+pub fn asymptotic_of(
+    stats: &Stored,
+    lik: &dyn Likelihood,
+    values_allowed: bool,
+) -> Option<Asymptotic> {
     let (method, n, p) = (lik.method(), stats.n, stats.p);
     let at = |t: &[f64]| {
         let pt = lik.point(t)?;
         let s2 = pt.sigma2(method, n, p);
-        Some((pt.logdets(method), s2, stats.vcov_on_data_scale(&pt.vcov(method, n, p))))
+        Some((
+            pt.logdets(method),
+            s2,
+            stats.vcov_on_data_scale(&pt.vcov(method, n, p)),
+        ))
     };
     let gradient = |t: &[f64]| lik.deviance_and_gradient(t).map(|(_, g)| g);
-    Asymptotic::new(&stats.theta, residual_dof(method, n, p), p, &at, Some(&gradient), values_allowed)
+    Asymptotic::new(
+        &stats.theta,
+        residual_dof(method, n, p),
+        p,
+        &at,
+        Some(&gradient),
+        values_allowed,
+    )
 }
 
 /// Kenward–Roger at the stored optimum of `lik` (REML), on the problem's columns.
-pub fn kenward_roger_of(stats: &Stored, lik: &dyn Likelihood) -> Result<super::kenward_roger::KenwardRoger> {
+pub fn kenward_roger_of(
+    stats: &Stored,
+    lik: &dyn Likelihood,
+) -> Result<super::kenward_roger::KenwardRoger> {
     use crate::crossed::{Factor, Pair};
-    let factors: Vec<Factor> = stats.factors.iter().map(|f| Factor { q: f.q, nlev: f.nlev, ztz: f.ztz.clone(), ztr: f.ztr.clone(), off: 0 }).collect();
-    let pairs: Vec<Pair> = stats.pairs.iter().map(|p| Pair { a: p.a, b: p.b, cells: p.cells.clone(), blocks: p.blocks.clone() }).collect();
+    let factors: Vec<Factor> = stats
+        .factors
+        .iter()
+        .map(|f| Factor {
+            q: f.q,
+            nlev: f.nlev,
+            ztz: f.ztz.clone(),
+            ztr: f.ztr.clone(),
+            off: 0,
+        })
+        .collect();
+    let pairs: Vec<Pair> = stats
+        .pairs
+        .iter()
+        .map(|p| Pair {
+            a: p.a,
+            b: p.b,
+            cells: p.cells.clone(),
+            blocks: p.blocks.clone(),
+        })
+        .collect();
     let blocks: Vec<Vec<usize>> = stats.factors.iter().map(|f| f.blocks.clone()).collect();
     let lambdas = lik.lambdas(&stats.theta);
     let Some(pt) = lik.point(&stats.theta) else {
         bail!("the model's statistics do not give a positive definite system at its estimates");
     };
     let sigma2 = pt.sigma2(lik.method(), stats.n, stats.p);
-    let input = super::kenward_roger::KrInput { n: stats.n, p: stats.p, factors: &factors, pairs: &pairs, rtr: &stats.rtr, lambdas: &lambdas, blocks: &blocks, sigma2 };
+    let input = super::kenward_roger::KrInput {
+        n: stats.n,
+        p: stats.p,
+        factors: &factors,
+        pairs: &pairs,
+        rtr: &stats.rtr,
+        lambdas: &lambdas,
+        blocks: &blocks,
+        sigma2,
+    };
     super::kenward_roger::KenwardRoger::new(&input)
 }
 
@@ -79,14 +125,18 @@ impl Fitted {
     pub fn point(&self) -> Result<Point> {
         match self.lik.point(&self.stats.theta) {
             Some(p) => Ok(p),
-            None => bail!("the model's statistics do not give a positive definite system at its estimates"),
+            None => bail!(
+                "the model's statistics do not give a positive definite system at its estimates"
+            ),
         }
     }
 
     /// Cov(β̂) on the data scale.
     pub fn vcov(&self) -> Result<Vec<f64>> {
         let pt = self.point()?;
-        Ok(self.stats.vcov_on_data_scale(&pt.vcov(self.method(), self.n(), self.p())))
+        Ok(self
+            .stats
+            .vcov_on_data_scale(&pt.vcov(self.method(), self.n(), self.p())))
     }
 
     /// The asymptotic covariance of (θ, σ) and the derivatives of Cov(β̂) (data scale).
@@ -129,7 +179,12 @@ impl Fitted {
         if !beta.is_empty() {
             beta[0] += self.stats.y_shift;
         }
-        (rows.iter().flat_map(|l| self.stats.contrast_on_problem_scale(l).0).collect(), beta)
+        (
+            rows.iter()
+                .flat_map(|l| self.stats.contrast_on_problem_scale(l).0)
+                .collect(),
+            beta,
+        )
     }
 
     /// A contrast matrix from rows of (coefficient, weight); unknown names are an error listing the known ones.

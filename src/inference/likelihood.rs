@@ -64,7 +64,12 @@ impl Point {
 
     /// The log-determinant terms of the criterion `method`.
     pub fn logdets(&self, method: Method) -> f64 {
-        self.logdet_l + if method == Method::Reml { self.logdet_rx } else { 0.0 }
+        self.logdet_l
+            + if method == Method::Reml {
+                self.logdet_rx
+            } else {
+                0.0
+            }
     }
 
     /// The criterion `method` profiled over σ (either, from one evaluation).
@@ -74,9 +79,18 @@ impl Point {
     }
 
     /// D(θ, σ) not profiled over σ, with ρ² raised by `extra` (a constrained β).
-    pub fn criterion_at_sigma(&self, method: Method, n: f64, p: usize, sigma2: f64, extra: f64) -> f64 {
+    pub fn criterion_at_sigma(
+        &self,
+        method: Method,
+        n: f64,
+        p: usize,
+        sigma2: f64,
+        extra: f64,
+    ) -> f64 {
         let c = residual_dof(method, n, p);
-        self.logdets(method) + c * (2.0 * std::f64::consts::PI * sigma2).ln() + (self.pwrss + extra) / sigma2
+        self.logdets(method)
+            + c * (2.0 * std::f64::consts::PI * sigma2).ln()
+            + (self.pwrss + extra) / sigma2
     }
 
     /// Cov(β̂) at the profiled σ̂².
@@ -118,7 +132,11 @@ pub struct OneFactor {
 impl OneFactor {
     pub fn new(problem: Problem, layout: ThetaLayout) -> OneFactor {
         let positions = layout.positions();
-        OneFactor { problem, layout, positions }
+        OneFactor {
+            problem,
+            layout,
+            positions,
+        }
     }
 }
 
@@ -148,13 +166,15 @@ impl Likelihood for OneFactor {
         self.problem.deviance(&self.layout.lambda(theta))
     }
     fn deviance_and_gradient(&self, theta: &[f64]) -> Option<(f64, Vec<f64>)> {
-        self.problem.deviance_and_gradient(&self.layout.lambda(theta), &self.positions)
+        self.problem
+            .deviance_and_gradient(&self.layout.lambda(theta), &self.positions)
     }
     fn point(&self, theta: &[f64]) -> Option<Point> {
         self.problem.point(&self.layout.lambda(theta))
     }
     fn gradients(&self, theta: &[f64], beta: &dyn Fn(&Point) -> Vec<f64>) -> Option<Gradients> {
-        self.problem.gradients(&self.layout.lambda(theta), &self.positions, beta)
+        self.problem
+            .gradients(&self.layout.lambda(theta), &self.positions, beta)
     }
 }
 
@@ -168,7 +188,11 @@ pub struct Crossed {
 impl Crossed {
     pub fn new(problem: CrossedProblem, layouts: Vec<ThetaLayout>) -> Crossed {
         let positions = layouts.iter().map(|l| l.positions()).collect();
-        Crossed { problem, layouts, positions }
+        Crossed {
+            problem,
+            layouts,
+            positions,
+        }
     }
 }
 
@@ -210,12 +234,14 @@ impl Likelihood for Crossed {
         self.problem.deviance(&self.lambdas(theta))
     }
     fn deviance_and_gradient(&self, theta: &[f64]) -> Option<(f64, Vec<f64>)> {
-        self.problem.deviance_and_gradient(&self.lambdas(theta), &self.positions)
+        self.problem
+            .deviance_and_gradient(&self.lambdas(theta), &self.positions)
     }
     fn point(&self, theta: &[f64]) -> Option<Point> {
         self.problem.point(&self.lambdas(theta))
     }
     fn gradients(&self, theta: &[f64], beta: &dyn Fn(&Point) -> Vec<f64>) -> Option<Gradients> {
-        self.problem.gradients(&self.lambdas(theta), &self.positions, beta)
+        self.problem
+            .gradients(&self.lambdas(theta), &self.positions, beta)
     }
 }

@@ -30,19 +30,36 @@ pub struct Lrt {
 }
 
 fn line(m: &Fitted, refit: bool) -> Result<ModelLine> {
-    let scaled = if refit || m.method() == Method::Ml { m.ml_deviance()? } else { m.point()?.deviance };
+    let scaled = if refit || m.method() == Method::Ml {
+        m.ml_deviance()?
+    } else {
+        m.point()?.deviance
+    };
     // prior weights: the criterion is that of the √w-scaled rows (`stored`)
     let deviance = scaled - m.stats.log_weights;
     let npar = m.npar();
     let k = npar as f64;
-    Ok(ModelLine { npar, aic: deviance + 2.0 * k, bic: deviance + k * m.n().ln(), loglik: -deviance / 2.0, deviance })
+    Ok(ModelLine {
+        npar,
+        aic: deviance + 2.0 * k,
+        bic: deviance + k * m.n().ln(),
+        loglik: -deviance / 2.0,
+        deviance,
+    })
 }
 
 pub fn lrt(m0: &Fitted, m1: &Fitted, refit: bool) -> Result<Lrt> {
     if m0.n() != m1.n() {
         bail!("the models were fitted to different rows: {} and {} observations; a likelihood-ratio test compares fits to the same data", m0.n(), m1.n());
     }
-    let response = |m: &Fitted| m.model.vars.iter().find(|v| v.response).map(|v| v.name.clone()).unwrap_or_default();
+    let response = |m: &Fitted| {
+        m.model
+            .vars
+            .iter()
+            .find(|v| v.response)
+            .map(|v| v.name.clone())
+            .unwrap_or_default()
+    };
     if response(m0) != response(m1) {
         bail!("the models have different responses ('{}' and '{}'); a likelihood-ratio test compares models of the same response", response(m0), response(m1));
     }
@@ -57,5 +74,11 @@ pub fn lrt(m0: &Fitted, m1: &Fitted, refit: bool) -> Result<Lrt> {
     let (small, large) = (&lines[smaller], &lines[1 - smaller]);
     let chisq = (small.deviance - large.deviance).max(0.0);
     let df = large.npar - small.npar;
-    Ok(Lrt { chisq, df, p_value: chisq_upper(chisq, df as f64), smaller, lines })
+    Ok(Lrt {
+        chisq,
+        df,
+        p_value: chisq_upper(chisq, df as f64),
+        smaller,
+        lines,
+    })
 }

@@ -48,7 +48,11 @@ pub fn inverse_hessian(lik: &dyn Likelihood, theta: &[f64]) -> Option<Vec<f64>> 
 }
 
 /// `optimize` with a given starting inverse Hessian (see `optimizer::minimize_bfgs_from`).
-pub fn optimize_from(lik: &dyn Likelihood, start: &[f64], inverse_hessian: Option<&[f64]>) -> Optimum {
+pub fn optimize_from(
+    lik: &dyn Likelihood,
+    start: &[f64],
+    inverse_hessian: Option<&[f64]>,
+) -> Optimum {
     let lower = lik.lower();
     let diagonal = lik.diagonal();
     let evals = std::cell::Cell::new(0usize);
@@ -58,7 +62,9 @@ pub fn optimize_from(lik: &dyn Likelihood, start: &[f64], inverse_hessian: Optio
     };
     let mut fg = |theta: &[f64]| -> Option<(f64, Vec<f64>)> {
         evals.set(evals.get() + 1);
-        let (f0, mut g) = lik.deviance_and_gradient(theta).unwrap_or_else(|| (lik.deviance(theta), vec![f64::NAN; theta.len()]));
+        let (f0, mut g) = lik
+            .deviance_and_gradient(theta)
+            .unwrap_or_else(|| (lik.deviance(theta), vec![f64::NAN; theta.len()]));
         if !f0.is_finite() {
             return None;
         }
@@ -79,10 +85,15 @@ pub fn optimize_from(lik: &dyn Likelihood, start: &[f64], inverse_hessian: Optio
         }
         Some((f0, g))
     };
-    let mut outcome = optimizer::minimize_bfgs_from(&mut fg, start, &lower, 500, true, inverse_hessian, 1e-10);
+    let mut outcome =
+        optimizer::minimize_bfgs_from(&mut fg, start, &lower, 500, true, inverse_hessian, 1e-10);
     if !outcome.converged || !outcome.f.is_finite() {
         let mut d = |t: &[f64]| dev(t);
-        let from = if outcome.f.is_finite() { outcome.x.clone() } else { start.to_vec() };
+        let from = if outcome.f.is_finite() {
+            outcome.x.clone()
+        } else {
+            start.to_vec()
+        };
         let nm = optimizer::minimize(&mut d, &from, &lower, &diagonal, &Settings::default());
         if nm.f <= outcome.f || !outcome.f.is_finite() {
             outcome = nm;
@@ -101,5 +112,10 @@ pub fn optimize_from(lik: &dyn Likelihood, start: &[f64], inverse_hessian: Optio
             }
         }
     }
-    Optimum { theta, deviance: f, converged: outcome.converged, evaluations: evals.get() }
+    Optimum {
+        theta,
+        deviance: f,
+        converged: outcome.converged,
+        evaluations: evals.get(),
+    }
 }

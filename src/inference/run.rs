@@ -17,14 +17,20 @@ use crate::error::Result;
 pub fn parse_options(text: &str) -> HashMap<String, String> {
     text.split('\u{1e}')
         .filter(|s| !s.is_empty())
-        .filter_map(|kv| kv.split_once('\u{1f}').map(|(k, v)| (k.to_string(), v.to_string())))
+        .filter_map(|kv| {
+            kv.split_once('\u{1f}')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect()
 }
 
 fn number(opts: &HashMap<String, String>, key: &str, default: f64) -> Result<f64> {
     match opts.get(key) {
         None => Ok(default),
-        Some(v) => v.trim().parse::<f64>().map_err(|_| crate::error::LmmError::new(format!("{key} := '{v}' is not a number"))),
+        Some(v) => v
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| crate::error::LmmError::new(format!("{key} := '{v}' is not a number"))),
     }
 }
 
@@ -41,7 +47,9 @@ fn ddf(opts: &HashMap<String, String>) -> Result<Ddf> {
     match opts.get("ddf").map(|s| s.to_ascii_lowercase()).as_deref() {
         None | Some("satterthwaite") => Ok(Ddf::Satterthwaite),
         Some("kenward-roger") | Some("kenward_roger") => Ok(Ddf::KenwardRoger),
-        Some(other) => bail!("ddf := '{other}' is not known; use 'Satterthwaite' or 'Kenward-Roger'"),
+        Some(other) => {
+            bail!("ddf := '{other}' is not known; use 'Satterthwaite' or 'Kenward-Roger'")
+        }
     }
 }
 
@@ -58,8 +66,14 @@ pub fn parse_contrast(text: &str) -> Result<Vec<Vec<(String, f64)>>> {
             row.split('\u{1d}')
                 .filter(|e| !e.is_empty())
                 .map(|e| {
-                    let (k, v) = e.split_once('\u{1f}').ok_or_else(|| crate::error::LmmError::new("a contrast entry is not name → weight"))?;
-                    let w = v.trim().parse::<f64>().map_err(|_| crate::error::LmmError::new(format!("the contrast's weight for '{k}' ('{v}') is not a number")))?;
+                    let (k, v) = e.split_once('\u{1f}').ok_or_else(|| {
+                        crate::error::LmmError::new("a contrast entry is not name → weight")
+                    })?;
+                    let w = v.trim().parse::<f64>().map_err(|_| {
+                        crate::error::LmmError::new(format!(
+                            "the contrast's weight for '{k}' ('{v}') is not a number"
+                        ))
+                    })?;
                     Ok((k.to_string(), w))
                 })
                 .collect()
@@ -67,13 +81,21 @@ pub fn parse_contrast(text: &str) -> Result<Vec<Vec<(String, f64)>>> {
         .collect()
 }
 
-pub fn run(kind: &str, model: &[u8], other: Option<&[u8]>, options: &str, contrast: Option<&str>) -> Result<Table> {
+pub fn run(
+    kind: &str,
+    model: &[u8],
+    other: Option<&[u8]>,
+    options: &str,
+    contrast: Option<&str>,
+) -> Result<Table> {
     let opts = parse_options(options);
     match kind {
         "vcov" => vcov(&load(model, "lmm_vcov")?, &opts),
         "confint" => confint(&load(model, "lmm_confint")?, &opts),
         "lrt" => {
-            let Some(other) = other else { bail!("lmm_lrt needs two models") };
+            let Some(other) = other else {
+                bail!("lmm_lrt needs two models")
+            };
             let refit = !matches!(opts.get("refit").map(String::as_str), Some("false"));
             let (m0, m1) = (load(model, "lmm_lrt")?, load(other, "lmm_lrt")?);
             let t = lrt(&m0, &m1, refit)?;
@@ -115,18 +137,35 @@ pub fn run(kind: &str, model: &[u8], other: Option<&[u8]>, options: &str, contra
                 .iter()
                 .map(|r| {
                     let t = &r.test;
-                    Row::new(&[Some(&r.term)], &[Some(t.sum_sq), Some(t.mean_sq), Some(t.num_df), Some(t.den_df), Some(t.f_value), Some(t.p_value)])
+                    Row::new(
+                        &[Some(&r.term)],
+                        &[
+                            Some(t.sum_sq),
+                            Some(t.mean_sq),
+                            Some(t.num_df),
+                            Some(t.den_df),
+                            Some(t.f_value),
+                            Some(t.p_value),
+                        ],
+                    )
                 })
                 .collect())
         }
         "profile" => {
             let m = load(model, "lmm_profile")?;
-            let pr = super::profile::profile(&m.model, &m.stats, opts.get("parameter").map(String::as_str))?;
+            let pr = super::profile::profile(
+                &m.model,
+                &m.stats,
+                opts.get("parameter").map(String::as_str),
+            )?;
             let mut out = Vec::new();
             for t in &pr.traces {
                 let p = &t.parameter;
                 for pt in &t.points {
-                    out.push(Row::new(&[p.group_var.as_deref(), Some(&p.term), Some(&p.name)], &[Some(pt.value), Some(pt.zeta)]));
+                    out.push(Row::new(
+                        &[p.group_var.as_deref(), Some(&p.term), Some(&p.name)],
+                        &[Some(pt.value), Some(pt.zeta)],
+                    ));
                 }
             }
             Ok(out)
@@ -145,10 +184,16 @@ pub fn run(kind: &str, model: &[u8], other: Option<&[u8]>, options: &str, contra
             for (i, r) in reps.iter().enumerate() {
                 let rep = Some((i + 1) as f64);
                 for (name, b) in names.iter().zip(&r.beta) {
-                    out.push(Row::new(&[Some("fixed"), None, Some(name)], &[rep, Some(*b)]));
+                    out.push(Row::new(
+                        &[Some("fixed"), None, Some(name)],
+                        &[rep, Some(*b)],
+                    ));
                 }
                 for ((g, t), v) in vp.iter().zip(&r.varpar) {
-                    out.push(Row::new(&[Some("ran_pars"), Some(g), Some(t)], &[rep, Some(*v)]));
+                    out.push(Row::new(
+                        &[Some("ran_pars"), Some(g), Some(t)],
+                        &[rep, Some(*v)],
+                    ));
                 }
             }
             Ok(out)
@@ -165,7 +210,20 @@ pub fn run(kind: &str, model: &[u8], other: Option<&[u8]>, options: &str, contra
             let j = joint_test(&rows, beta, &a);
             out.push(Row::new(
                 &[Some("joint")],
-                &[None, None, None, None, None, None, None, Some(j.sum_sq), Some(j.mean_sq), Some(j.num_df), Some(j.den_df), Some(j.f_value)],
+                &[
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    Some(j.sum_sq),
+                    Some(j.mean_sq),
+                    Some(j.num_df),
+                    Some(j.den_df),
+                    Some(j.f_value),
+                ],
             ));
             out[0].num[6] = Some(j.p_value);
             for (i, l) in rows.iter().enumerate() {
@@ -173,7 +231,15 @@ pub fn run(kind: &str, model: &[u8], other: Option<&[u8]>, options: &str, contra
                 let name = format!("{}", i + 1);
                 out.push(Row::new(
                     &[Some("row"), Some(&name)],
-                    &[Some(r.estimate), Some(r.std_error), Some(r.df), Some(r.t_value), Some(r.conf_low), Some(r.conf_high), Some(r.p_value)],
+                    &[
+                        Some(r.estimate),
+                        Some(r.std_error),
+                        Some(r.df),
+                        Some(r.t_value),
+                        Some(r.conf_low),
+                        Some(r.conf_high),
+                        Some(r.p_value),
+                    ],
                 ));
             }
             Ok(out)
@@ -183,7 +249,11 @@ pub fn run(kind: &str, model: &[u8], other: Option<&[u8]>, options: &str, contra
 }
 
 /// The Kenward–Roger F test of L β = 0 (rows on the data scale).
-fn kr_joint(m: &Fitted, kr: &super::kenward_roger::KenwardRoger, rows: &[Vec<f64>]) -> Result<super::contrast::JointTest> {
+fn kr_joint(
+    m: &Fitted,
+    kr: &super::kenward_roger::KenwardRoger,
+    rows: &[Vec<f64>],
+) -> Result<super::contrast::JointTest> {
     // KR's own β̂ (GLS at θ̂): no evaluation of the likelihood per test.
     let (lc, beta) = m.on_problem_scale(rows, &kr.beta);
     let t = kr.test(&lc, rows.len(), &beta)?;
@@ -204,7 +274,20 @@ fn kr_contrast_table(m: &Fitted, rows: &[Vec<f64>]) -> Result<Table> {
     let j = kr_joint(m, &kr, rows)?;
     let mut out = vec![Row::new(
         &[Some("joint")],
-        &[None, None, None, None, None, None, Some(j.p_value), Some(j.sum_sq), Some(j.mean_sq), Some(j.num_df), Some(j.den_df), Some(j.f_value)],
+        &[
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some(j.p_value),
+            Some(j.sum_sq),
+            Some(j.mean_sq),
+            Some(j.num_df),
+            Some(j.den_df),
+            Some(j.f_value),
+        ],
     )];
     for (i, l) in rows.iter().enumerate() {
         let (lc, beta) = m.on_problem_scale(std::slice::from_ref(l), &kr.beta);
@@ -213,7 +296,15 @@ fn kr_contrast_table(m: &Fitted, rows: &[Vec<f64>]) -> Result<Table> {
         let name = format!("{}", i + 1);
         out.push(Row::new(
             &[Some("row"), Some(&name)],
-            &[Some(c.estimate), Some(c.std_error), Some(c.df), Some(c.t_value), Some(c.estimate - crit * c.std_error), Some(c.estimate + crit * c.std_error), Some(c.p_value)],
+            &[
+                Some(c.estimate),
+                Some(c.std_error),
+                Some(c.df),
+                Some(c.t_value),
+                Some(c.estimate - crit * c.std_error),
+                Some(c.estimate + crit * c.std_error),
+                Some(c.p_value),
+            ],
         ));
     }
     Ok(out)
@@ -238,14 +329,24 @@ fn count(opts: &HashMap<String, String>, key: &str, default: u64) -> Result<u64>
 fn varpar_names(m: &Fitted) -> Result<Vec<(String, String)>> {
     let pt = m.point()?;
     let s2 = pt.sigma2(m.method(), m.n(), m.p());
-    Ok(super::varpar::sdcor(&m.stats, &m.model, &m.lik.lambdas(&m.stats.theta), s2).into_iter().map(|v| (v.group_var, v.term)).collect())
+    Ok(
+        super::varpar::sdcor(&m.stats, &m.model, &m.lik.lambdas(&m.stats.theta), s2)
+            .into_iter()
+            .map(|v| (v.group_var, v.term))
+            .collect(),
+    )
 }
 
 /// Every parameter of a confidence table with its estimate: fixed effects, then sd/cor and σ.
 fn estimates(m: &Fitted) -> Result<Vec<(Option<String>, String, f64)>> {
     let pt = m.point()?;
     let s2 = pt.sigma2(m.method(), m.n(), m.p());
-    let mut out: Vec<(Option<String>, String, f64)> = m.coef_names().into_iter().zip(m.model.beta.iter()).map(|(n, b)| (None, n, *b)).collect();
+    let mut out: Vec<(Option<String>, String, f64)> = m
+        .coef_names()
+        .into_iter()
+        .zip(m.model.beta.iter())
+        .map(|(n, b)| (None, n, *b))
+        .collect();
     for v in super::varpar::sdcor(&m.stats, &m.model, &m.lik.lambdas(&m.stats.theta), s2) {
         out.push((Some(v.group_var), v.term, v.value));
     }
@@ -266,7 +367,9 @@ fn quantile(sorted: &[f64], prob: f64) -> Option<f64> {
 /// Rows `term1, term2, covariance` of Cov(β̂).
 fn vcov(m: &Fitted, opts: &HashMap<String, String>) -> Result<Table> {
     let v = match opts.get("ddf") {
-        Some(_) if ddf(opts)? == Ddf::KenwardRoger => m.stats.vcov_on_data_scale(&m.kenward_roger()?.vcov_adj),
+        Some(_) if ddf(opts)? == Ddf::KenwardRoger => {
+            m.stats.vcov_on_data_scale(&m.kenward_roger()?.vcov_adj)
+        }
         _ => m.vcov()?,
     };
     let names = m.coef_names();
@@ -283,7 +386,10 @@ fn vcov(m: &Fitted, opts: &HashMap<String, String>) -> Result<Table> {
 /// `group_var, term, estimate, conf_low, conf_high, method`.
 fn confint(m: &Fitted, opts: &HashMap<String, String>) -> Result<Table> {
     let level = level(opts)?;
-    let method = opts.get("method").map(|s| s.to_ascii_lowercase()).unwrap_or_else(|| "profile".into());
+    let method = opts
+        .get("method")
+        .map(|s| s.to_ascii_lowercase())
+        .unwrap_or_else(|| "profile".into());
     match method.as_str() {
         "wald" => {
             let v = m.vcov()?;
@@ -294,7 +400,10 @@ fn confint(m: &Fitted, opts: &HashMap<String, String>) -> Result<Table> {
                 .enumerate()
                 .map(|(j, name)| {
                     let (e, se) = (m.model.beta[j], v[j * p + j].sqrt());
-                    Row::new(&[None, Some(name), Some("Wald")], &[Some(e), Some(e - z * se), Some(e + z * se)])
+                    Row::new(
+                        &[None, Some(name), Some("Wald")],
+                        &[Some(e), Some(e - z * se), Some(e + z * se)],
+                    )
                 })
                 .collect())
         }
@@ -304,10 +413,26 @@ fn confint(m: &Fitted, opts: &HashMap<String, String>) -> Result<Table> {
             let est = estimates(m)?;
             let mut out = Vec::new();
             for (j, (g, t, e)) in est.iter().enumerate() {
-                let mut values: Vec<f64> = reps.iter().map(|r| if j < m.p() { r.beta[j] } else { r.varpar[j - m.p()] }).filter(|v| v.is_finite()).collect();
+                let mut values: Vec<f64> = reps
+                    .iter()
+                    .map(|r| {
+                        if j < m.p() {
+                            r.beta[j]
+                        } else {
+                            r.varpar[j - m.p()]
+                        }
+                    })
+                    .filter(|v| v.is_finite())
+                    .collect();
                 values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-                let (lo, hi) = (quantile(&values, (1.0 - level) / 2.0), quantile(&values, (1.0 + level) / 2.0));
-                out.push(Row::new(&[g.as_deref(), Some(t), Some("boot")], &[Some(*e), lo, hi]));
+                let (lo, hi) = (
+                    quantile(&values, (1.0 - level) / 2.0),
+                    quantile(&values, (1.0 + level) / 2.0),
+                );
+                out.push(Row::new(
+                    &[g.as_deref(), Some(t), Some("boot")],
+                    &[Some(*e), lo, hi],
+                ));
             }
             Ok(out)
         }
@@ -317,15 +442,27 @@ fn confint(m: &Fitted, opts: &HashMap<String, String>) -> Result<Table> {
             // A correlation estimated at ±1 (a singular fit inside a block): the
             // variance parameters sit on the boundary of their space, where ζ has
             // no regular profile; lme4 gives NA for all of them (score_rs), so do we.
-            let degenerate = est.iter().any(|(_, t, v)| t.starts_with("cor__") && v.abs() > 1.0 - 1e-6);
+            let degenerate = est
+                .iter()
+                .any(|(_, t, v)| t.starts_with("cor__") && v.abs() > 1.0 - 1e-6);
             Ok(limits
                 .iter()
                 .map(|iv| {
                     let p = &iv.parameter;
-                    let e = est.iter().find(|(g, t, _)| *g == p.group_var && *t == p.term).map(|x| x.2);
+                    let e = est
+                        .iter()
+                        .find(|(g, t, _)| *g == p.group_var && *t == p.term)
+                        .map(|x| x.2);
                     let variance = !matches!(p.kind, super::profile::Kind::Fixed { .. });
-                    let (lo, hi) = if degenerate && variance { (None, None) } else { (iv.lower, iv.upper) };
-                    Row::new(&[p.group_var.as_deref(), Some(&p.term), Some("profile")], &[e, lo, hi])
+                    let (lo, hi) = if degenerate && variance {
+                        (None, None)
+                    } else {
+                        (iv.lower, iv.upper)
+                    };
+                    Row::new(
+                        &[p.group_var.as_deref(), Some(&p.term), Some("profile")],
+                        &[e, lo, hi],
+                    )
                 })
                 .collect())
         }

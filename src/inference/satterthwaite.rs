@@ -64,7 +64,14 @@ impl Asymptotic {
     /// `c` is n − p for REML, n for ML (the weight of log σ² in the criterion).
     /// Without `values_allowed`, only the gradient route is taken (None where
     /// the likelihood gives no gradient): the cheap default of a fit.
-    pub fn new(theta: &[f64], c: f64, p: usize, at: &AtTheta, gradient: Option<&Gradient>, values_allowed: bool) -> Option<Asymptotic> {
+    pub fn new(
+        theta: &[f64],
+        c: f64,
+        p: usize,
+        at: &AtTheta,
+        gradient: Option<&Gradient>,
+        values_allowed: bool,
+    ) -> Option<Asymptotic> {
         let (l0, s2, v0) = at(theta)?;
         let k = theta.len();
         // The profiled criterion (s at its optimum √r), less constants:
@@ -94,13 +101,15 @@ impl Asymptotic {
         }
         // H_d: central differences of the gradient where it is given, else
         // Richardson-extrapolated second differences of d̃.
-        let hd = gradient.and_then(|g| hessian_from_gradient(theta, g)).or_else(|| {
-            if k > MAX_VALUE_HESSIAN || !values_allowed {
-                return None;
-            }
-            let value = |t: &[f64]| profiled(t).map(|(d, ..)| d);
-            hessian_from_values(theta, l0, &value, VALUE_STEP)
-        })?;
+        let hd = gradient
+            .and_then(|g| hessian_from_gradient(theta, g))
+            .or_else(|| {
+                if k > MAX_VALUE_HESSIAN || !values_allowed {
+                    return None;
+                }
+                let value = |t: &[f64]| profiled(t).map(|(d, ..)| d);
+                hessian_from_values(theta, l0, &value, VALUE_STEP)
+            })?;
         // V(θ, s) = s² V(θ)/r(θ): ∂V/∂s = 2V at s = 1.
         dv[k] = v0.iter().map(|x| 2.0 * x).collect();
         // D(θ, s) = L + c ln s² + c r/s²: H_ss = 4c, H_θs = −2c ∇r; H_d is the
@@ -108,7 +117,11 @@ impl Asymptotic {
         // without forming H_θθ (whose entries are c times larger and cancel).
         let hss = 4.0 * c;
         let w: Vec<f64> = grad_r.iter().map(|g| -2.0 * c * g / hss).collect();
-        let hd_inv = if k == 0 { Vec::new() } else { invert_spd(&hd, k)? };
+        let hd_inv = if k == 0 {
+            Vec::new()
+        } else {
+            invert_spd(&hd, k)?
+        };
         let m = k + 1;
         let mut hinv = vec![0.0; m * m];
         let mut hw = vec![0.0; k];
@@ -125,19 +138,36 @@ impl Asymptotic {
         hinv[k * m + k] = 1.0 / hss + w.iter().zip(&hw).map(|(x, y)| x * y).sum::<f64>();
         let mut phi = theta.to_vec();
         phi.push(1.0);
-        Some(Asymptotic { phi, hinv, v0, dv, sigma2: s2, p })
+        Some(Asymptotic {
+            phi,
+            hinv,
+            v0,
+            dv,
+            sigma2: s2,
+            p,
+        })
     }
 
     /// gᵀ H⁻¹ g.
     fn quad(&self, g: &[f64]) -> f64 {
         let m = self.phi.len();
-        (0..m).map(|a| (0..m).map(|b| g[a] * self.hinv[b * m + a] * g[b]).sum::<f64>()).sum()
+        (0..m)
+            .map(|a| {
+                (0..m)
+                    .map(|b| g[a] * self.hinv[b * m + a] * g[b])
+                    .sum::<f64>()
+            })
+            .sum()
     }
 
     /// lᵀ V l and its gradient in φ.
     fn contrast(&self, l: &[f64]) -> (f64, Vec<f64>) {
         let p = self.p;
-        let form = |v: &[f64]| -> f64 { (0..p).map(|a| (0..p).map(|b| l[a] * v[b * p + a] * l[b]).sum::<f64>()).sum() };
+        let form = |v: &[f64]| -> f64 {
+            (0..p)
+                .map(|a| (0..p).map(|b| l[a] * v[b * p + a] * l[b]).sum::<f64>())
+                .sum()
+        };
         (form(&self.v0), self.dv.iter().map(|d| form(d)).collect())
     }
 
@@ -184,7 +214,12 @@ fn hessian_from_gradient(theta: &[f64], gradient: &Gradient) -> Option<Vec<f64>>
 }
 
 /// H of d̃ by second differences of its values at relative step `rel` (d0 = d̃(θ)).
-fn hessian_from_values(theta: &[f64], d0: f64, value: &dyn Fn(&[f64]) -> Option<f64>, rel: f64) -> Option<Vec<f64>> {
+fn hessian_from_values(
+    theta: &[f64],
+    d0: f64,
+    value: &dyn Fn(&[f64]) -> Option<f64>,
+    rel: f64,
+) -> Option<Vec<f64>> {
     let k = theta.len();
     let h: Vec<f64> = theta.iter().map(|x| rel * x.abs().max(1e-2)).collect();
     let at = |steps: &[(usize, f64)]| {
@@ -198,7 +233,10 @@ fn hessian_from_values(theta: &[f64], d0: f64, value: &dyn Fn(&[f64]) -> Option<
     for i in 0..k {
         hd[i * k + i] = (at(&[(i, 1.0)])? - 2.0 * d0 + at(&[(i, -1.0)])?) / (h[i] * h[i]);
         for l in 0..i {
-            let v = (at(&[(i, 1.0), (l, 1.0)])? - at(&[(i, 1.0), (l, -1.0)])? - at(&[(i, -1.0), (l, 1.0)])? + at(&[(i, -1.0), (l, -1.0)])?)
+            let v = (at(&[(i, 1.0), (l, 1.0)])?
+                - at(&[(i, 1.0), (l, -1.0)])?
+                - at(&[(i, -1.0), (l, 1.0)])?
+                + at(&[(i, -1.0), (l, -1.0)])?)
                 / (4.0 * h[i] * h[l]);
             hd[l * k + i] = v;
             hd[i * k + l] = v;

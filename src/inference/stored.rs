@@ -69,7 +69,10 @@ impl Stored {
     }
 
     pub fn layouts(&self) -> Vec<ThetaLayout> {
-        self.factors.iter().map(|f| ThetaLayout::new(&f.blocks)).collect()
+        self.factors
+            .iter()
+            .map(|f| ThetaLayout::new(&f.blocks))
+            .collect()
     }
 
     /// The likelihood of the stored problem under criterion `method`.
@@ -93,10 +96,28 @@ impl Stored {
         let factors = self
             .factors
             .iter()
-            .map(|f| Factor { q: f.q, nlev: f.nlev, ztz: f.ztz.clone(), ztr: f.ztr.clone(), off: 0 })
+            .map(|f| Factor {
+                q: f.q,
+                nlev: f.nlev,
+                ztz: f.ztz.clone(),
+                ztr: f.ztr.clone(),
+                off: 0,
+            })
             .collect();
-        let pairs = self.pairs.iter().map(|p| Pair { a: p.a, b: p.b, cells: p.cells.clone(), blocks: p.blocks.clone() }).collect();
-        Box::new(Crossed::new(CrossedProblem::new(self.n, self.p, method, factors, pairs, self.rtr.clone()), layouts))
+        let pairs = self
+            .pairs
+            .iter()
+            .map(|p| Pair {
+                a: p.a,
+                b: p.b,
+                cells: p.cells.clone(),
+                blocks: p.blocks.clone(),
+            })
+            .collect();
+        Box::new(Crossed::new(
+            CrossedProblem::new(self.n, self.p, method, factors, pairs, self.rtr.clone()),
+            layouts,
+        ))
     }
 
     /// `likelihood`, taking the statistics instead of copying them.
@@ -105,19 +126,57 @@ impl Stored {
         let (n, p) = (self.n, self.p);
         if self.factors.len() == 1 {
             let f = self.factors.into_iter().next().unwrap();
-            let problem = Problem { n, p, q: f.q, groups: f.nlev, ztz: f.ztz, ztr: f.ztr, rtr: self.rtr, method, shards: None };
+            let problem = Problem {
+                n,
+                p,
+                q: f.q,
+                groups: f.nlev,
+                ztz: f.ztz,
+                ztr: f.ztr,
+                rtr: self.rtr,
+                method,
+                shards: None,
+            };
             return Box::new(OneFactor::new(problem, layouts.into_iter().next().unwrap()));
         }
-        let factors = self.factors.into_iter().map(|f| Factor { q: f.q, nlev: f.nlev, ztz: f.ztz, ztr: f.ztr, off: 0 }).collect();
-        let pairs = self.pairs.into_iter().map(|p| Pair { a: p.a, b: p.b, cells: p.cells, blocks: p.blocks }).collect();
-        Box::new(Crossed::new(CrossedProblem::new(n, p, method, factors, pairs, self.rtr), layouts))
+        let factors = self
+            .factors
+            .into_iter()
+            .map(|f| Factor {
+                q: f.q,
+                nlev: f.nlev,
+                ztz: f.ztz,
+                ztr: f.ztr,
+                off: 0,
+            })
+            .collect();
+        let pairs = self
+            .pairs
+            .into_iter()
+            .map(|p| Pair {
+                a: p.a,
+                b: p.b,
+                cells: p.cells,
+                blocks: p.blocks,
+            })
+            .collect();
+        Box::new(Crossed::new(
+            CrossedProblem::new(n, p, method, factors, pairs, self.rtr),
+            layouts,
+        ))
     }
 
     /// β on the data scale from β on the problem's columns.
     pub fn beta_on_data_scale(&self, beta_c: &[f64]) -> Vec<f64> {
         let mut beta = beta_c.to_vec();
         if !beta.is_empty() {
-            beta[0] += self.intercept_shift.iter().zip(beta_c).map(|(a, b)| a * b).sum::<f64>() + self.y_shift;
+            beta[0] += self
+                .intercept_shift
+                .iter()
+                .zip(beta_c)
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
+                + self.y_shift;
         }
         beta
     }
@@ -130,7 +189,9 @@ impl Stored {
             return out;
         }
         let a = &self.intercept_shift;
-        let sa: Vec<f64> = (0..p).map(|r| (0..p).map(|c| s[c * p + r] * a[c]).sum()).collect();
+        let sa: Vec<f64> = (0..p)
+            .map(|r| (0..p).map(|c| s[c * p + r] * a[c]).sum())
+            .collect();
         let asa: f64 = a.iter().zip(&sa).map(|(x, y)| x * y).sum();
         for c in 0..p {
             out[c * p] += sa[c];
@@ -148,7 +209,14 @@ impl Stored {
                 lc[j] += l[0] * self.intercept_shift[j];
             }
         }
-        (lc, if l.is_empty() { 0.0 } else { l[0] * self.y_shift })
+        (
+            lc,
+            if l.is_empty() {
+                0.0
+            } else {
+                l[0] * self.y_shift
+            },
+        )
     }
 
     // -----------------------------------------------------------------------
@@ -217,7 +285,9 @@ impl Stored {
             if nb > q {
                 return Err(bad("a factor's blocks"));
             }
-            let blocks = (0..nb).map(|_| r.u32().map(|b| b as usize)).collect::<Result<Vec<_>>>()?;
+            let blocks = (0..nb)
+                .map(|_| r.u32().map(|b| b as usize))
+                .collect::<Result<Vec<_>>>()?;
             if blocks.iter().sum::<usize>() != q || blocks.contains(&0) {
                 return Err(bad("a factor's blocks"));
             }
@@ -225,7 +295,14 @@ impl Stored {
             let tmat = r.f64s_of(q * q)?;
             let ztz = r.f64s_of(nlev.checked_mul(q * q).ok_or_else(|| bad("a factor"))?)?;
             let ztr = r.f64s_of(nlev.checked_mul(q * k).ok_or_else(|| bad("a factor"))?)?;
-            factors.push(FactorStats { q, nlev, blocks, tmat, ztz, ztr });
+            factors.push(FactorStats {
+                q,
+                nlev,
+                blocks,
+                tmat,
+                ztz,
+                ztr,
+            });
         }
         let np = r.u32()? as usize;
         if np != nf * (nf - 1) / 2 {
@@ -250,22 +327,44 @@ impl Stored {
                 cells.push((la, lb));
             }
             let blocks = r.f64s_of(nc * factors[a].q * factors[b].q)?;
-            pairs.push(PairStats { a, b, cells, blocks });
+            pairs.push(PairStats {
+                a,
+                b,
+                cells,
+                blocks,
+            });
         }
         let rtr = r.f64s_of(k * k)?;
         let theta = r.f64s_of(ntheta)?;
         let intercept_shift = r.f64s_of(p)?;
         let y_shift = r.f64s_of(1)?[0];
-        let log_weights = if r.pos < data.len() { r.f64s_of(1)?[0] } else { 0.0 };
+        let log_weights = if r.pos < data.len() {
+            r.f64s_of(1)?[0]
+        } else {
+            0.0
+        };
         if r.pos != data.len() || !log_weights.is_finite() {
             return Err(bad("the end of the section"));
         }
-        Ok(Stored { n, p, method, factors, pairs, rtr, theta, intercept_shift, y_shift, log_weights })
+        Ok(Stored {
+            n,
+            p,
+            method,
+            factors,
+            pairs,
+            rtr,
+            theta,
+            intercept_shift,
+            y_shift,
+            log_weights,
+        })
     }
 }
 
 fn bad(what: &str) -> crate::error::LmmError {
-    crate::error::LmmError::new(format!("the model value's statistics are corrupt (cannot read {what})"))
+    crate::error::LmmError::new(format!(
+        "the model value's statistics are corrupt (cannot read {what})"
+    ))
 }
 
 struct W<'a>(&'a mut Vec<u8>);
@@ -318,6 +417,8 @@ impl R<'_> {
             return Err(bad("a block of statistics"));
         }
         let b = self.take(8 * n)?;
-        Ok(b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect())
+        Ok(b.chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect())
     }
 }

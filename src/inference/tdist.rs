@@ -16,7 +16,8 @@ fn incomplete_beta(x: f64, a: f64, b: f64) -> f64 {
         return 1.0;
     }
     // x^a (1−x)^b / (a B(a, b))
-    let ln_front = libm::lgamma(a + b) - libm::lgamma(a) - libm::lgamma(b) + a * x.ln() + b * (1.0 - x).ln();
+    let ln_front =
+        libm::lgamma(a + b) - libm::lgamma(a) - libm::lgamma(b) + a * x.ln() + b * (1.0 - x).ln();
     if x < (a + 1.0) / (a + b + 2.0) {
         ln_front.exp() * beta_fraction(x, a, b) / a
     } else {
@@ -38,7 +39,10 @@ fn beta_fraction(x: f64, a: f64, b: f64) -> f64 {
     for m in 1..10_000 {
         let m = m as f64;
         let even = m * (b - m) * x / ((a + 2.0 * m - 1.0) * (a + 2.0 * m));
-        for coef in [even, -(a + m) * (a + b + m) * x / ((a + 2.0 * m) * (a + 2.0 * m + 1.0))] {
+        for coef in [
+            even,
+            -(a + m) * (a + b + m) * x / ((a + 2.0 * m) * (a + 2.0 * m + 1.0)),
+        ] {
             d = 1.0 + coef * d;
             if d.abs() < tiny {
                 d = tiny;
@@ -129,7 +133,11 @@ mod tests {
             assert!((a / b - 1.0).abs() < 1e-12, "{a} {b}");
         }
         // F(2, ν): P(F > f) = (1 + 2f/ν)^(−ν/2)
-        for (f, nu) in [(0.5f64, 4.0f64), (3.0, 11.5), (930.2378416457169, 504.23531104020157)] {
+        for (f, nu) in [
+            (0.5f64, 4.0f64),
+            (3.0, 11.5),
+            (930.2378416457169, 504.23531104020157),
+        ] {
             let exact = (-0.5 * nu * (1.0 + 2.0 * f / nu).ln()).exp();
             let got = f_upper_p(f, 2.0, nu);
             assert!((got / exact - 1.0).abs() < 1e-10, "{got} {exact}");

@@ -3,8 +3,8 @@
 //! Var(b) = σ² T Λ Λᵀ Tᵀ, then `sd__Observation` of group `Residual`.
 
 use super::stored::Stored;
-use crate::model::Model;
 use crate::dense::sandwich;
+use crate::model::Model;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct VarPar {
@@ -19,7 +19,10 @@ pub fn covariance(stats: &Stored, f: usize, lambda: &[f64], sigma2: f64) -> Vec<
     let mut ll = vec![0.0; q * q];
     for a in 0..q {
         for b in 0..q {
-            ll[b * q + a] = (0..q).map(|t| lambda[t * q + a] * lambda[t * q + b]).sum::<f64>() * sigma2;
+            ll[b * q + a] = (0..q)
+                .map(|t| lambda[t * q + a] * lambda[t * q + b])
+                .sum::<f64>()
+                * sigma2;
         }
     }
     sandwich(&stats.factors[f].tmat, &ll, q)
@@ -31,23 +34,43 @@ pub fn sdcor(stats: &Stored, model: &Model, lambdas: &[Vec<f64>], sigma2: f64) -
     for (f, fs) in stats.factors.iter().enumerate() {
         let q = fs.q;
         let cov = covariance(stats, f, &lambdas[f], sigma2);
-        let names: Vec<&str> = model.factors[f].terms.iter().map(|t| t.name.as_str()).collect();
+        let names: Vec<&str> = model.factors[f]
+            .terms
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
         let group = &model.factors[f].name;
         let mut off = 0;
         for &s in &fs.blocks {
             for j in off..off + s {
-                out.push(VarPar { group_var: group.clone(), term: format!("sd__{}", names[j]), value: cov[j * q + j].max(0.0).sqrt() });
+                out.push(VarPar {
+                    group_var: group.clone(),
+                    term: format!("sd__{}", names[j]),
+                    value: cov[j * q + j].max(0.0).sqrt(),
+                });
             }
             for a in off..off + s {
                 for b in a + 1..off + s {
                     let (va, vb) = (cov[a * q + a], cov[b * q + b]);
-                    let cor = if va > 0.0 && vb > 0.0 { (cov[b * q + a] / (va.sqrt() * vb.sqrt())).clamp(-1.0, 1.0) } else { f64::NAN };
-                    out.push(VarPar { group_var: group.clone(), term: format!("cor__{}.{}", names[a], names[b]), value: cor });
+                    let cor = if va > 0.0 && vb > 0.0 {
+                        (cov[b * q + a] / (va.sqrt() * vb.sqrt())).clamp(-1.0, 1.0)
+                    } else {
+                        f64::NAN
+                    };
+                    out.push(VarPar {
+                        group_var: group.clone(),
+                        term: format!("cor__{}.{}", names[a], names[b]),
+                        value: cor,
+                    });
                 }
             }
             off += s;
         }
     }
-    out.push(VarPar { group_var: "Residual".into(), term: "sd__Observation".into(), value: sigma2.sqrt() });
+    out.push(VarPar {
+        group_var: "Residual".into(),
+        term: "sd__Observation".into(),
+        value: sigma2.sqrt(),
+    });
     out
 }

@@ -9,11 +9,14 @@ use crate::codec::Reader;
 use crate::error::{LmmError, Result};
 use crate::options::{Ddf, Method, Options};
 use crate::stats::{GroupStore, Moments};
+use crate::transform::scale::ScaleMoments;
 
 const VALUE: &str = "statistics value";
 
 fn damaged(why: &str) -> LmmError {
-    LmmError::new(format!("the statistics value is damaged or was not made by lmm: {why}"))
+    LmmError::new(format!(
+        "the statistics value is damaged or was not made by lmm: {why}"
+    ))
 }
 
 /// The accumulation a statistics value holds.
@@ -51,16 +54,39 @@ pub fn decode(data: &[u8]) -> Result<Accumulator> {
     let n = r.u64("the moments of all rows")?;
     let d = r.u32("the moments of all rows")? as usize;
     if d != acc.ext.len() {
-        return Err(damaged("the moments of all rows do not match the design columns"));
+        return Err(damaged(
+            "the moments of all rows do not match the design columns",
+        ));
     }
     let data = r.f64s(d + d * (d + 1) / 2, "the moments of all rows")?;
     let weighted = acc.options.weights.is_some();
-    let w = if weighted { r.f64("the weight total")? } else { n as f64 };
-    acc.log_weights = if weighted { r.f64("the log weights")? } else { 0.0 };
+    let w = if weighted {
+        r.f64("the weight total")?
+    } else {
+        n as f64
+    };
+    acc.log_weights = if weighted {
+        r.f64("the log weights")?
+    } else {
+        0.0
+    };
     if !(w.is_finite() && w >= 0.0 && acc.log_weights.is_finite()) {
-        return Err(damaged("the weight total is not a finite non-negative number"));
+        return Err(damaged(
+            "the weight total is not a finite non-negative number",
+        ));
     }
     acc.global = Moments { n, w, d, data };
+    for i in 0..acc.scale_moments.len() {
+        let m = ScaleMoments {
+            n: r.u64("the moments of a scale() variable")?,
+            mean: r.f64("the moments of a scale() variable")?,
+            m2: r.f64("the moments of a scale() variable")?,
+        };
+        if !(m.mean.is_finite() && m.m2.is_finite() && m.m2 >= 0.0) {
+            return Err(damaged("the moments of a scale() variable are not finite"));
+        }
+        acc.scale_moments[i].1 = m;
+    }
     let nf = r.u32("the grouping factors")? as usize;
     if nf != acc.factors.len() {
         return Err(damaged("the grouping factors do not match the formula"));
@@ -83,7 +109,10 @@ pub fn decode(data: &[u8]) -> Result<Accumulator> {
         return Err(damaged("the factor pairs do not match the formula"));
     }
     for pi in 0..np {
-        let (a, b) = (r.u32("a factor pair")? as usize, r.u32("a factor pair")? as usize);
+        let (a, b) = (
+            r.u32("a factor pair")? as usize,
+            r.u32("a factor pair")? as usize,
+        );
         let cells = &acc.cells[pi];
         if (a, b) != (cells.a, cells.b) {
             return Err(damaged("the factor pairs are out of order"));
@@ -112,7 +141,10 @@ pub fn decode(data: &[u8]) -> Result<Accumulator> {
 /// (checked against the value's content) and its length.
 pub fn identity(data: &[u8]) -> Result<(u64, usize)> {
     let payload = payload(data)?;
-    Ok((u64::from_le_bytes(data[16..24].try_into().unwrap()), payload.len()))
+    Ok((
+        u64::from_le_bytes(data[16..24].try_into().unwrap()),
+        payload.len(),
+    ))
 }
 
 /// The header checked (magic, version, length, checksum); the payload.
@@ -185,24 +217,41 @@ fn columns(r: &mut Reader, acc: &mut Accumulator) -> Result<()> {
         let term = r.u32("a design column")?;
         let nlv = r.u32("a design column")? as usize;
         let nlv = r.count(nlv as u64, 4, "a design column")?;
-        let levels = (0..nlv).map(|_| r.u32("a design column")).collect::<Result<Vec<u32>>>()?;
+        let levels = (0..nlv)
+            .map(|_| r.u32("a design column"))
+            .collect::<Result<Vec<u32>>>()?;
         let shift = r.f64("a design column's shift")?;
         if c == 0 {
             // column 0 is the response
             if term != u32::MAX || !levels.is_empty() {
                 return Err(damaged("the first design column is not the response"));
             }
-            acc.ext.push(ExtColumn { term: usize::MAX, levels });
+            acc.ext.push(ExtColumn {
+                term: usize::MAX,
+                levels,
+            });
             acc.shift.push(shift);
             acc.zindex.push(usize::MAX);
             continue;
         }
         let t = term as usize;
         if t >= acc.terms.len() {
-            return Err(damaged("a design column names a term the formula does not have"));
+            return Err(damaged(
+                "a design column names a term the formula does not have",
+            ));
         }
-        let cats: Vec<usize> = acc.terms[t].vars.iter().copied().filter(|&v| acc.vars[v].kind == Some(Kind::Categorical)).collect();
-        if cats.len() != levels.len() || cats.iter().zip(&levels).any(|(&v, &l)| l as usize >= acc.vars[v].levels.len()) {
+        let cats: Vec<usize> = acc.terms[t]
+            .vars
+            .iter()
+            .copied()
+            .filter(|&v| acc.vars[v].kind == Some(Kind::Categorical))
+            .collect();
+        if cats.len() != levels.len()
+            || cats
+                .iter()
+                .zip(&levels)
+                .any(|(&v, &l)| l as usize >= acc.vars[v].levels.len())
+        {
             return Err(damaged("a design column's levels do not match its term"));
         }
         if acc.terms[t].columns.contains_key(&levels) {
@@ -214,7 +263,13 @@ fn columns(r: &mut Reader, acc: &mut Accumulator) -> Result<()> {
 }
 
 /// A store of `groups` groups (d ≤ dmax columns, q ≤ qmax random-effect rows; `weighted`: counts are weight totals).
-fn store(r: &mut Reader, groups: usize, dmax: usize, qmax: usize, weighted: bool) -> Result<GroupStore> {
+fn store(
+    r: &mut Reader,
+    groups: usize,
+    dmax: usize,
+    qmax: usize,
+    weighted: bool,
+) -> Result<GroupStore> {
     let (d, q) = (r.u32("a store")? as usize, r.u32("a store")? as usize);
     if d > dmax || q > qmax {
         return Err(damaged("a store has more columns than the design"));
@@ -230,7 +285,11 @@ fn store(r: &mut Reader, groups: usize, dmax: usize, qmax: usize, weighted: bool
         let comoments = r.f64s(q * d, "a group's co-moments")?;
         // with prior weights the count is the group's weight total
         if !n.is_finite() || n < 0.0 || (!weighted && n.fract() != 0.0) {
-            return Err(damaged(if weighted { "a group's weight total is not a finite non-negative number" } else { "a group's count is not a whole number" }));
+            return Err(damaged(if weighted {
+                "a group's weight total is not a finite non-negative number"
+            } else {
+                "a group's count is not a whole number"
+            }));
         }
         s.set_group(g, n, &means, &comoments);
     }

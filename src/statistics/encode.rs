@@ -8,7 +8,9 @@ use crate::stats::GroupStore;
 
 /// The statistics value of `acc`.
 pub fn encode(acc: &Accumulator) -> Vec<u8> {
-    let mut w = Writer { buf: vec![0; HEADER_LEN] };
+    let mut w = Writer {
+        buf: vec![0; HEADER_LEN],
+    };
     w.str(&acc.formula_text);
     let o = &acc.options;
     w.u8(match o.method {
@@ -42,7 +44,11 @@ pub fn encode(acc: &Accumulator) -> Vec<u8> {
     w.u8(acc.shift_set as u8);
     w.u32(acc.ext.len() as u32);
     for (e, shift) in acc.ext.iter().zip(&acc.shift) {
-        w.u32(if e.term == usize::MAX { u32::MAX } else { e.term as u32 });
+        w.u32(if e.term == usize::MAX {
+            u32::MAX
+        } else {
+            e.term as u32
+        });
         w.u32(e.levels.len() as u32);
         for &l in &e.levels {
             w.u32(l);
@@ -55,6 +61,11 @@ pub fn encode(acc: &Accumulator) -> Vec<u8> {
     if o.weights.is_some() {
         w.f64(acc.global.w);
         w.f64(acc.log_weights);
+    }
+    for (_, m) in &acc.scale_moments {
+        w.u64(m.n);
+        w.f64(m.mean);
+        w.f64(m.m2);
     }
     w.u32(acc.factors.len() as u32);
     for f in &acc.factors {
@@ -80,7 +91,11 @@ pub fn encode(acc: &Accumulator) -> Vec<u8> {
     let len = (buf.len() - HEADER_LEN) as u64;
     buf[0..8].copy_from_slice(MAGIC);
     buf[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    let flags = if o.weights.is_some() { super::WEIGHTED } else { 0 };
+    let flags = if o.weights.is_some() {
+        super::WEIGHTED
+    } else {
+        0
+    };
     buf[12..16].copy_from_slice(&flags.to_le_bytes());
     buf[16..24].copy_from_slice(&checksum.to_le_bytes());
     buf[24..32].copy_from_slice(&len.to_le_bytes());

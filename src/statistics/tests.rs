@@ -20,11 +20,22 @@ pub(crate) struct Data {
 pub(crate) fn data() -> Data {
     let mut state: u64 = 7;
     let mut uniform = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 11) as f64 / (1u64 << 53) as f64
     };
-    let mut d = Data { g: vec![], h: vec![], c: vec![], x: vec![], y: vec![] };
-    let (bg, bh): (Vec<f64>, Vec<f64>) = ((0..40).map(|i| (i as f64 * 0.37).sin()).collect(), (0..7).map(|i| (i as f64 * 1.3).cos()).collect());
+    let mut d = Data {
+        g: vec![],
+        h: vec![],
+        c: vec![],
+        x: vec![],
+        y: vec![],
+    };
+    let (bg, bh): (Vec<f64>, Vec<f64>) = (
+        (0..40).map(|i| (i as f64 * 0.37).sin()).collect(),
+        (0..7).map(|i| (i as f64 * 1.3).cos()).collect(),
+    );
     for i in 0..600 {
         let g = (uniform() * uniform() * 40.0) as usize;
         let h = (uniform() * 7.0) as usize;
@@ -34,14 +45,21 @@ pub(crate) fn data() -> Data {
         d.h.push(format!("h{h}"));
         d.c.push(["a", "b", "c"][c].to_string());
         d.x.push(x);
-        d.y.push(1.0 + 0.5 * x + [0.0, 0.3, -0.2][c] + bg[g] * (1.0 + 0.2 * x) + bh[h] + (uniform() - 0.5) * 1.5);
+        d.y.push(
+            1.0 + 0.5 * x
+                + [0.0, 0.3, -0.2][c]
+                + bg[g] * (1.0 + 0.2 * x)
+                + bh[h]
+                + (uniform() - 0.5) * 1.5,
+        );
     }
     d
 }
 
 fn chunk<'a>(acc: &Accumulator, d: &'a Data, rows: &[usize]) -> Chunk<'a> {
     let n = rows.len();
-    let text = |v: &'a Vec<String>| ColumnData::Text(rows.iter().map(|&r| v[r].as_bytes()).collect());
+    let text =
+        |v: &'a Vec<String>| ColumnData::Text(rows.iter().map(|&r| v[r].as_bytes()).collect());
     let num = |v: &Vec<f64>| ColumnData::Float(rows.iter().map(|&r| v[r]).collect());
     let columns = acc
         .required_columns()
@@ -54,7 +72,12 @@ fn chunk<'a>(acc: &Accumulator, d: &'a Data, rows: &[usize]) -> Chunk<'a> {
                 "x" => (num(&d.x), "DOUBLE"),
                 _ => (num(&d.y), "DOUBLE"),
             };
-            Column { name: name.clone(), type_name: t.into(), data, valid: vec![true; n] }
+            Column {
+                name: name.clone(),
+                type_name: t.into(),
+                data,
+                valid: vec![true; n],
+            }
         })
         .collect();
     Chunk { columns, len: n }
@@ -77,12 +100,24 @@ pub(crate) fn key(r: &TidyRow) -> String {
 fn assert_same_fit(a: &Accumulator, b: &Accumulator, what: &str) {
     let (ra, rb) = (a.finish().unwrap(), b.finish().unwrap());
     assert_eq!(ra.len(), rb.len(), "{what}: rows");
-    let mut by_key: std::collections::HashMap<String, &TidyRow> = rb.iter().map(|r| (key(r), r)).collect();
+    let mut by_key: std::collections::HashMap<String, &TidyRow> =
+        rb.iter().map(|r| (key(r), r)).collect();
     for r in &ra {
-        let o = by_key.remove(&key(r)).unwrap_or_else(|| panic!("{what}: no row {}", key(r)));
-        for (x, y) in [(r.estimate, o.estimate), (r.std_error, o.std_error), (r.statistic, o.statistic), (r.df, o.df)] {
+        let o = by_key
+            .remove(&key(r))
+            .unwrap_or_else(|| panic!("{what}: no row {}", key(r)));
+        for (x, y) in [
+            (r.estimate, o.estimate),
+            (r.std_error, o.std_error),
+            (r.statistic, o.statistic),
+            (r.df, o.df),
+        ] {
             match (x, y) {
-                (Some(x), Some(y)) => assert!((x - y).abs() <= 1e-9 * x.abs().max(1e-3), "{what} {}: {x} vs {y}", key(r)),
+                (Some(x), Some(y)) => assert!(
+                    (x - y).abs() <= 1e-9 * x.abs().max(1e-3),
+                    "{what} {}: {x} vs {y}",
+                    key(r)
+                ),
                 (None, None) => {}
                 _ => panic!("{what} {}: {x:?} vs {y:?}", key(r)),
             }
@@ -90,7 +125,11 @@ fn assert_same_fit(a: &Accumulator, b: &Accumulator, what: &str) {
     }
 }
 
-const FORMULAS: [&str; 3] = ["y ~ x + c + (1 + x | g)", "y ~ x + c + (1 | g) + (1 | h)", "y ~ x + (1 | h/g)"];
+const FORMULAS: [&str; 3] = [
+    "y ~ x + c + (1 + x | g)",
+    "y ~ x + c + (1 | g) + (1 | h)",
+    "y ~ x + (1 | h/g)",
+];
 
 #[test]
 fn a_round_trip_is_the_same_accumulation() {
@@ -114,15 +153,23 @@ fn any_partition_merges_to_the_fit_of_all_rows() {
     // with an empty shard and shards of one row
     let mut state: u64 = 99;
     let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 33) as usize
     };
     let by_hash: Vec<usize> = (0..n).map(|_| next() % 5).collect();
-    let by_group: Vec<usize> = (0..n).map(|r| d.g[r][1..].parse::<usize>().unwrap() % 4).collect();
+    let by_group: Vec<usize> = (0..n)
+        .map(|r| d.g[r][1..].parse::<usize>().unwrap() % 4)
+        .collect();
     let singles: Vec<usize> = (0..n).map(|r| if r < 3 { 10 + r } else { r % 2 }).collect();
     for f in FORMULAS {
         let whole = accumulate(f, &d, &all);
-        for (name, shard_of) in [("hash", &by_hash), ("group", &by_group), ("single rows", &singles)] {
+        for (name, shard_of) in [
+            ("hash", &by_hash),
+            ("group", &by_group),
+            ("single rows", &singles),
+        ] {
             let shards = shard_of.iter().max().unwrap() + 2; // the last one stays empty
             let values: Vec<Vec<u8>> = (0..shards)
                 .map(|s| {

@@ -52,10 +52,17 @@ impl Op {
 
 impl Function {
     pub fn by_name(name: &str) -> Option<Function> {
-        FUNCTION_NAMES.iter().find(|(n, _)| *n == name).map(|&(_, f)| f)
+        FUNCTION_NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, f)| f)
     }
     pub fn name(self) -> &'static str {
-        FUNCTION_NAMES.iter().find(|(_, f)| *f == self).map(|&(n, _)| n).unwrap()
+        FUNCTION_NAMES
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map(|&(n, _)| n)
+            .unwrap()
     }
     /// As R: a value outside the domain gives NaN (the row is then dropped,
     /// as R's `na.omit` drops it).
@@ -95,7 +102,9 @@ impl Expr {
                 }
             }
             Expr::Number(_) => {}
-            Expr::Negate(e) | Expr::Call(_, e) | Expr::Identity(e) | Expr::Paren(e) => e.columns(out),
+            Expr::Negate(e) | Expr::Call(_, e) | Expr::Identity(e) | Expr::Paren(e) => {
+                e.columns(out)
+            }
             Expr::Binary(_, a, b) => {
                 a.columns(out);
                 b.columns(out);
@@ -120,7 +129,10 @@ impl Expr {
     pub fn eval_rows(&self, names: &[String], columns: &[&[f64]], n: usize) -> Vec<f64> {
         match self {
             Expr::Column(c) => {
-                let k = names.iter().position(|x| x == c).expect("column read for the expression");
+                let k = names
+                    .iter()
+                    .position(|x| x == c)
+                    .expect("column read for the expression");
                 columns[k][..n].to_vec()
             }
             Expr::Number(x) => vec![*x; n],
@@ -181,8 +193,12 @@ fn pow(a: f64, b: f64) -> f64 {
 
 /// A column name as R deparses it: backquoted unless it is a syntactic name.
 fn quote_name(c: &str) -> String {
-    let syntactic = c.chars().next().is_some_and(|ch| ch.is_alphabetic() || ch == '.')
-        && c.chars().all(|ch| ch.is_alphanumeric() || ch == '.' || ch == '_')
+    let syntactic = c
+        .chars()
+        .next()
+        .is_some_and(|ch| ch.is_alphabetic() || ch == '.')
+        && c.chars()
+            .all(|ch| ch.is_alphanumeric() || ch == '.' || ch == '_')
         && !(c.starts_with('.') && c.chars().nth(1).is_some_and(|ch| ch.is_ascii_digit()));
     if syntactic {
         c.to_string()
@@ -199,7 +215,13 @@ pub fn r_number(x: f64) -> String {
         return "0".into();
     }
     if !x.is_finite() {
-        return if x.is_nan() { "NaN".into() } else if x > 0.0 { "Inf".into() } else { "-Inf".into() };
+        return if x.is_nan() {
+            "NaN".into()
+        } else if x > 0.0 {
+            "Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     // Shortest digits that round-trip at 15 significant digits.
     let sci = format!("{:.14e}", x);
@@ -242,10 +264,17 @@ mod tests {
     #[test]
     fn names_and_values() {
         let days = || Box::new(Expr::Column("Days".into()));
-        let sq = Expr::Identity(Box::new(Expr::Binary(Op::Pow, days(), Box::new(Expr::Number(2.0)))));
+        let sq = Expr::Identity(Box::new(Expr::Binary(
+            Op::Pow,
+            days(),
+            Box::new(Expr::Number(2.0)),
+        )));
         assert_eq!(sq.deparse(), "I(Days^2)");
         assert_eq!(sq.eval(&|_| 3.0), 9.0);
-        let e = Expr::Call(Function::Log, Box::new(Expr::Binary(Op::Add, days(), Box::new(Expr::Number(1.0)))));
+        let e = Expr::Call(
+            Function::Log,
+            Box::new(Expr::Binary(Op::Add, days(), Box::new(Expr::Number(1.0)))),
+        );
         assert_eq!(e.deparse(), "log(Days + 1)");
         assert!((e.eval(&|_| std::f64::consts::E - 1.0) - 1.0).abs() < 1e-15);
         assert!(Expr::Call(Function::Log, days()).eval(&|_| -1.0).is_nan());

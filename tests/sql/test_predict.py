@@ -114,6 +114,8 @@ def parse_model(blob):
         m["vars"].append({"name": name, "type": type_name, "flags": flags, "tag": tag, "levels": r.keys()})
         if flags & 8:  # version 3: the contrast matrix
             m["vars"][-1]["coding"] = r.f64s()[1]
+        if flags & 16:  # version 4: scale()'s centre and scale
+            m["vars"][-1]["scaling"] = r.f64s()[1]
     m["fixed"] = [r.col() for _ in range(r.u32())]
     m["beta_at"], m["beta"] = r.f64s()
     for _ in range(r.u32()):
@@ -441,12 +443,12 @@ def test_wrong_kind_of_model_value(con):
 def test_damaged_model_values(con, blob):
     b = bytes(blob)
     future = bytearray(b)
-    struct.pack_into("<I", future, 8, 4)
+    struct.pack_into("<I", future, 8, 5)
     wrong_magic = b"LMMMODEX" + b[8:]
     truncated = b[:-7]
     flipped = bytearray(b)
     flipped[32 + model_length(b) // 2] ^= 0x10  # in the model part (prediction never reads the statistics)
-    cases = [(bytes(future), ["format version 4", "newer"]), (wrong_magic, ["not an lmm model"]),
+    cases = [(bytes(future), ["format version 5", "newer"]), (wrong_magic, ["not an lmm model"]),
              (truncated, ["truncated"]), (b[:20], ["truncated"]), (bytes(flipped), ["corrupt"]),
              (b"", ["not an lmm model"])]
     for value, needles in cases:

@@ -41,7 +41,12 @@ pub struct GramFactor {
 }
 
 impl GramFactor {
-    pub fn new(p: usize, factors: &[Factor], pairs: &[Pair], rtr: &[f64]) -> Result<GramFactor, String> {
+    pub fn new(
+        p: usize,
+        factors: &[Factor],
+        pairs: &[Pair],
+        rtr: &[f64],
+    ) -> Result<GramFactor, String> {
         check_shapes(p, factors, pairs, rtr)?;
         let (offsets, m) = dense_offsets(factors);
         let f0 = &factors[0];
@@ -59,7 +64,11 @@ impl GramFactor {
             support: Vec::new(),
             h_ptr: vec![0],
             h: Vec::new(),
-            dense: PivotedCholesky { n: 0, pivots: Vec::new(), l: Vec::new() },
+            dense: PivotedCholesky {
+                n: 0,
+                pivots: Vec::new(),
+                l: Vec::new(),
+            },
         };
         for (i, level_cells) in cells.iter().enumerate() {
             let a = &f0.ztz[i * q0 * q0..(i + 1) * q0 * q0];
@@ -112,7 +121,11 @@ impl GramFactor {
         let (q0, r) = (self.q0, self.rank_ptr[i + 1] - self.rank_ptr[i]);
         let w = &self.w[i * q0 * q0..i * q0 * q0 + q0 * r];
         let h = &self.h[self.h_ptr[i]..self.h_ptr[i + 1]];
-        (w, h, &self.support[self.support_ptr[i]..self.support_ptr[i + 1]])
+        (
+            w,
+            h,
+            &self.support[self.support_ptr[i]..self.support_ptr[i + 1]],
+        )
     }
 
     /// S = G₂₂ − Σ_i H_iᵀH_i, in place (both triangles).
@@ -197,7 +210,11 @@ fn dense_offsets(factors: &[Factor]) -> (Vec<usize>, usize) {
 
 /// Per level of factor 0: its cells with the other factors, as (pair, cell,
 /// the cell's first dense column), in increasing column order.
-fn first_factor_cells(factors: &[Factor], pairs: &[Pair], offsets: &[usize]) -> Vec<Vec<(usize, usize, usize)>> {
+fn first_factor_cells(
+    factors: &[Factor],
+    pairs: &[Pair],
+    offsets: &[usize],
+) -> Vec<Vec<(usize, usize, usize)>> {
     let mut cells = vec![Vec::new(); factors[0].nlev];
     for (pi, pair) in pairs.iter().enumerate().filter(|(_, pr)| pr.a == 0) {
         let qb = factors[pair.b].q;
@@ -213,7 +230,14 @@ fn first_factor_cells(factors: &[Factor], pairs: &[Pair], offsets: &[usize]) -> 
 
 /// G₂₂ = [Z_D X]ᵀ[Z_D X], dense (m+p)², both triangles: the other factors'
 /// own blocks, their cells with each other, their ZᵀX, and XᵀX.
-fn dense_gram(p: usize, factors: &[Factor], pairs: &[Pair], rtr: &[f64], offsets: &[usize], m: usize) -> Vec<f64> {
+fn dense_gram(
+    p: usize,
+    factors: &[Factor],
+    pairs: &[Pair],
+    rtr: &[f64],
+    offsets: &[usize],
+    m: usize,
+) -> Vec<f64> {
     let (dim, k) = (m + p, p + 1);
     let mut g = vec![0.0; dim * dim];
     let mut put = |r: usize, c: usize, v: f64| {
@@ -241,7 +265,10 @@ fn dense_gram(p: usize, factors: &[Factor], pairs: &[Pair], rtr: &[f64], offsets
     for pair in pairs.iter().filter(|pr| pr.a > 0) {
         let (qa, qb) = (factors[pair.a].q, factors[pair.b].q);
         for (ci, &(la, lb)) in pair.cells.iter().enumerate() {
-            let (oa, ob) = (offsets[pair.a] + la as usize * qa, offsets[pair.b] + lb as usize * qb);
+            let (oa, ob) = (
+                offsets[pair.a] + la as usize * qa,
+                offsets[pair.b] + lb as usize * qb,
+            );
             let block = &pair.blocks[ci * qa * qb..(ci + 1) * qa * qb];
             for c in 0..qb {
                 for r in 0..qa {
@@ -264,21 +291,36 @@ fn check_shapes(p: usize, factors: &[Factor], pairs: &[Pair], rtr: &[f64]) -> Re
         return Err("bootstrap: the model has no grouping factor".into());
     }
     if rtr.len() != k * k {
-        return Err(format!("bootstrap: [X y]ᵀ[X y] has {} entries, expected {}", rtr.len(), k * k));
+        return Err(format!(
+            "bootstrap: [X y]ᵀ[X y] has {} entries, expected {}",
+            rtr.len(),
+            k * k
+        ));
     }
     for (fi, f) in factors.iter().enumerate() {
         if f.q == 0 || f.ztz.len() != f.nlev * f.q * f.q || f.ztr.len() != f.nlev * f.q * k {
-            return Err(format!("bootstrap: factor {fi}'s blocks do not match its {} levels of {} columns", f.nlev, f.q));
+            return Err(format!(
+                "bootstrap: factor {fi}'s blocks do not match its {} levels of {} columns",
+                f.nlev, f.q
+            ));
         }
     }
     for (pi, pair) in pairs.iter().enumerate() {
         if !(pair.a < pair.b && pair.b < factors.len()) {
-            return Err(format!("bootstrap: pair {pi} joins factors {} and {}", pair.a, pair.b));
+            return Err(format!(
+                "bootstrap: pair {pi} joins factors {} and {}",
+                pair.a, pair.b
+            ));
         }
         let (fa, fb) = (&factors[pair.a], &factors[pair.b]);
-        let in_range = pair.cells.iter().all(|&(la, lb)| (la as usize) < fa.nlev && (lb as usize) < fb.nlev);
+        let in_range = pair
+            .cells
+            .iter()
+            .all(|&(la, lb)| (la as usize) < fa.nlev && (lb as usize) < fb.nlev);
         if !in_range || pair.blocks.len() != pair.cells.len() * fa.q * fb.q {
-            return Err(format!("bootstrap: pair {pi}'s cells do not match its factors"));
+            return Err(format!(
+                "bootstrap: pair {pi}'s cells do not match its factors"
+            ));
         }
     }
     Ok(())

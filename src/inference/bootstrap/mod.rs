@@ -37,7 +37,11 @@ pub fn apply(response: &Response, factors: &mut [Factor], rtr: &mut [f64]) {
     let p = response.xty.len();
     let k = p + 1;
     assert_eq!(rtr.len(), k * k, "bootstrap: rtr is (p+1)×(p+1)");
-    assert_eq!(response.zty.len(), factors.len(), "bootstrap: a response for every factor");
+    assert_eq!(
+        response.zty.len(),
+        factors.len(),
+        "bootstrap: a response for every factor"
+    );
     for (f, zty) in factors.iter_mut().zip(&response.zty) {
         let q = f.q;
         assert_eq!(zty.len(), f.nlev * q, "bootstrap: Zᵀy has nlev × q values");

@@ -82,7 +82,10 @@ impl PivotedCholesky {
 
     /// Lᵀ v (r values).
     pub fn transpose_times(&self, v: &[f64]) -> Vec<f64> {
-        self.l.chunks_exact(self.n).map(|column| dot(column, v)).collect()
+        self.l
+            .chunks_exact(self.n)
+            .map(|column| dot(column, v))
+            .collect()
     }
 }
 

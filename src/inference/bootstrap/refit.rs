@@ -28,9 +28,29 @@ pub struct Replicate {
 }
 
 fn simulator(s: &Stored) -> Result<Simulator> {
-    let factors: Vec<Factor> = s.factors.iter().map(|f| Factor { q: f.q, nlev: f.nlev, ztz: f.ztz.clone(), ztr: f.ztr.clone(), off: 0 }).collect();
-    let pairs: Vec<Pair> = s.pairs.iter().map(|p| Pair { a: p.a, b: p.b, cells: p.cells.clone(), blocks: p.blocks.clone() }).collect();
-    Simulator::new(s.n, s.p, &factors, &pairs, &s.rtr).map_err(|e| crate::error::LmmError::new(format!("the bootstrap cannot start: {e}")))
+    let factors: Vec<Factor> = s
+        .factors
+        .iter()
+        .map(|f| Factor {
+            q: f.q,
+            nlev: f.nlev,
+            ztz: f.ztz.clone(),
+            ztr: f.ztr.clone(),
+            off: 0,
+        })
+        .collect();
+    let pairs: Vec<Pair> = s
+        .pairs
+        .iter()
+        .map(|p| Pair {
+            a: p.a,
+            b: p.b,
+            cells: p.cells.clone(),
+            blocks: p.blocks.clone(),
+        })
+        .collect();
+    Simulator::new(s.n, s.p, &factors, &pairs, &s.rtr)
+        .map_err(|e| crate::error::LmmError::new(format!("the bootstrap cannot start: {e}")))
 }
 
 /// The stored statistics with a replicate's response in place of y's.
@@ -78,12 +98,27 @@ pub fn bootstrap(m: &Fitted, nsim: u64, seed: u64) -> Result<Vec<Replicate>> {
             bail!("bootstrap replicate {} could not be refitted", i + 1);
         };
         let s2 = pt.sigma2(method, n, p);
-        let varpar = sdcor(stored, model, &lik.lambdas(&opt.theta), s2).into_iter().map(|v| v.value).collect();
+        let varpar = sdcor(stored, model, &lik.lambdas(&opt.theta), s2)
+            .into_iter()
+            .map(|v| v.value)
+            .collect();
         let mut beta = pt.beta.clone();
         if !beta.is_empty() {
-            beta[0] += intercept_shift.iter().zip(&pt.beta).map(|(a, b)| a * b).sum::<f64>() + y_shift;
+            beta[0] += intercept_shift
+                .iter()
+                .zip(&pt.beta)
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
+                + y_shift;
         }
-        Ok(Replicate { beta, varpar, converged: opt.converged })
+        Ok(Replicate {
+            beta,
+            varpar,
+            converged: opt.converged,
+        })
     };
-    (0..nsim).into_par_iter().map(|i| cancel::with(control.clone(), || one(i))).collect()
+    (0..nsim)
+        .into_par_iter()
+        .map(|i| cancel::with(control.clone(), || one(i)))
+        .collect()
 }

@@ -111,7 +111,13 @@ impl Simulator {
     /// From the statistics of the fit (only their Z and X parts are read;
     /// ztr's and rtr's y column are ignored). A pair of factors that is not
     /// listed shares no rows.
-    pub fn new(n: f64, p: usize, factors: &[Factor], pairs: &[Pair], rtr: &[f64]) -> Result<Simulator, String> {
+    pub fn new(
+        n: f64,
+        p: usize,
+        factors: &[Factor],
+        pairs: &[Pair],
+        rtr: &[f64],
+    ) -> Result<Simulator, String> {
         let gram = GramFactor::new(p, factors, pairs, rtr)?;
         let shapes = factors.iter().map(|f| (f.q, f.nlev)).collect();
         Ok(Simulator { n, p, shapes, gram })
@@ -125,7 +131,14 @@ impl Simulator {
     /// The y statistics of replicate `index` (0-based) under `seed`: y* drawn
     /// at `beta`, the relative covariance factors `lambdas` (per factor,
     /// q_f×q_f lower triangular, column-major) and `sigma`.
-    pub fn replicate(&self, seed: u64, index: u64, beta: &[f64], lambdas: &[Vec<f64>], sigma: f64) -> Response {
+    pub fn replicate(
+        &self,
+        seed: u64,
+        index: u64,
+        beta: &[f64],
+        lambdas: &[Vec<f64>],
+        sigma: f64,
+    ) -> Response {
         let mut rng = stream(seed, index);
         let effects = self.draw_effects(&mut rng, lambdas, sigma);
         let noise = self.draw_noise(&mut rng, sigma);
@@ -141,14 +154,37 @@ impl Simulator {
         let (t1, t2) = self.gram.transpose_times(&v1, &v2);
         let (g1, g2) = self.gram.times(&t1, &t2);
         let mean = self.split(g1, g2);
-        let cross: f64 = effects.iter().zip(&noise.zty).map(|(b, c)| dot(b, c)).sum::<f64>() + dot(beta, &noise.xty);
-        let zty = mean.zty.iter().zip(&noise.zty).map(|(g, c)| add(g, c)).collect();
-        Response { zty, xty: add(&mean.xty, &noise.xty), yty: dot(&t1, &t1) + dot(&t2, &t2) + 2.0 * cross + noise.yty }
+        let cross: f64 = effects
+            .iter()
+            .zip(&noise.zty)
+            .map(|(b, c)| dot(b, c))
+            .sum::<f64>()
+            + dot(beta, &noise.xty);
+        let zty = mean
+            .zty
+            .iter()
+            .zip(&noise.zty)
+            .map(|(g, c)| add(g, c))
+            .collect();
+        Response {
+            zty,
+            xty: add(&mean.xty, &noise.xty),
+            yty: dot(&t1, &t1) + dot(&t2, &t2) + 2.0 * cross + noise.yty,
+        }
     }
 
     /// b*_{f,l} = σ Λ_f z_{f,l}, per factor (nlev_f·q_f, level-major).
-    fn draw_effects(&self, rng: &mut ChaCha8Rng, lambdas: &[Vec<f64>], sigma: f64) -> Vec<Vec<f64>> {
-        assert_eq!(lambdas.len(), self.shapes.len(), "bootstrap: one Λ per factor");
+    fn draw_effects(
+        &self,
+        rng: &mut ChaCha8Rng,
+        lambdas: &[Vec<f64>],
+        sigma: f64,
+    ) -> Vec<Vec<f64>> {
+        assert_eq!(
+            lambdas.len(),
+            self.shapes.len(),
+            "bootstrap: one Λ per factor"
+        );
         self.shapes
             .iter()
             .zip(lambdas)
@@ -157,7 +193,11 @@ impl Simulator {
                 let mut b = Vec::with_capacity(nlev * q);
                 for _ in 0..nlev {
                     let z = normals(rng, q);
-                    b.extend((0..q).map(|r| sigma * (0..=r).map(|c| lambda[c * q + r] * z[c]).sum::<f64>()));
+                    b.extend(
+                        (0..q).map(|r| {
+                            sigma * (0..=r).map(|c| lambda[c * q + r] * z[c]).sum::<f64>()
+                        }),
+                    );
                 }
                 b
             })
@@ -169,7 +209,13 @@ impl Simulator {
         let u1 = normals(rng, self.gram.block_rank());
         let u2 = normals(rng, self.gram.dense_rank());
         let df = self.n - self.rank() as f64;
-        let remainder = if df > 0.0 { ChiSquared::new(df).expect("χ² degrees of freedom").sample(rng) } else { 0.0 };
+        let remainder = if df > 0.0 {
+            ChiSquared::new(df)
+                .expect("χ² degrees of freedom")
+                .sample(rng)
+        } else {
+            0.0
+        };
         let (c1, c2) = self.gram.times(&u1, &u2);
         let mut noise = self.split(c1, c2);
         for x in noise.zty.iter_mut().flatten().chain(noise.xty.iter_mut()) {
@@ -182,9 +228,17 @@ impl Simulator {
     /// v = [b; β] as a block vector (factor 0's b) and a dense one (the other
     /// factors' b, then β).
     fn join(&self, effects: &[Vec<f64>], beta: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        assert_eq!(effects.len(), self.shapes.len(), "bootstrap: effects for every factor");
+        assert_eq!(
+            effects.len(),
+            self.shapes.len(),
+            "bootstrap: effects for every factor"
+        );
         for (b, &(q, nlev)) in effects.iter().zip(&self.shapes) {
-            assert_eq!(b.len(), q * nlev, "bootstrap: effects are nlev × q per factor");
+            assert_eq!(
+                b.len(),
+                q * nlev,
+                "bootstrap: effects are nlev × q per factor"
+            );
         }
         let mut v2: Vec<f64> = effects[1..].iter().flatten().copied().collect();
         v2.extend_from_slice(beta);
@@ -199,7 +253,11 @@ impl Simulator {
             let o = self.gram.offsets[fi];
             zty.push(y2[o..o + q * nlev].to_vec());
         }
-        Response { zty, xty: y2[self.gram.m..].to_vec(), yty: 0.0 }
+        Response {
+            zty,
+            xty: y2[self.gram.m..].to_vec(),
+            yty: 0.0,
+        }
     }
 }
 

@@ -60,7 +60,13 @@ impl Design {
                     }
                 }
             }
-            factors.push(Factor { q, nlev: g.nlev, ztz, ztr, off: 0 });
+            factors.push(Factor {
+                q,
+                nlev: g.nlev,
+                ztz,
+                ztr,
+                off: 0,
+            });
         }
         let mut pairs = Vec::new();
         for a in 0..self.groupings.len() {
@@ -68,7 +74,9 @@ impl Design {
                 let (ga, gb) = (&self.groupings[a], &self.groupings[b]);
                 let mut cells: BTreeMap<(u32, u32), Vec<f64>> = BTreeMap::new();
                 for i in 0..self.n() {
-                    let block = cells.entry((ga.level[i] as u32, gb.level[i] as u32)).or_insert_with(|| vec![0.0; ga.q * gb.q]);
+                    let block = cells
+                        .entry((ga.level[i] as u32, gb.level[i] as u32))
+                        .or_insert_with(|| vec![0.0; ga.q * gb.q]);
                     for c in 0..gb.q {
                         for r in 0..ga.q {
                             block[c * ga.q + r] += ga.z[i][r] * gb.z[i][c];
@@ -76,7 +84,12 @@ impl Design {
                     }
                 }
                 let blocks = cells.values().flatten().copied().collect();
-                pairs.push(Pair { a, b, cells: cells.keys().copied().collect(), blocks });
+                pairs.push(Pair {
+                    a,
+                    b,
+                    cells: cells.keys().copied().collect(),
+                    blocks,
+                });
             }
         }
         let mut rtr = vec![0.0; k * k];
@@ -106,8 +119,14 @@ impl Design {
                 s
             })
             .collect();
-        let xty = (0..self.p()).map(|j| (0..self.n()).map(|i| self.x[i][j] * v[i]).sum()).collect();
-        Response { zty, xty, yty: v.iter().map(|a| a * a).sum() }
+        let xty = (0..self.p())
+            .map(|j| (0..self.n()).map(|i| self.x[i][j] * v[i]).sum())
+            .collect();
+        Response {
+            zty,
+            xty,
+            yty: v.iter().map(|a| a * a).sum(),
+        }
     }
 
     fn simulator(&self) -> Simulator {
@@ -124,7 +143,11 @@ impl Design {
                     .groupings
                     .iter()
                     .zip(effects)
-                    .map(|(g, b)| (0..g.q).map(|a| g.z[i][a] * b[g.level[i] * g.q + a]).sum::<f64>())
+                    .map(|(g, b)| {
+                        (0..g.q)
+                            .map(|a| g.z[i][a] * b[g.level[i] * g.q + a])
+                            .sum::<f64>()
+                    })
                     .sum();
                 fixed + random + eps[i]
             })
@@ -141,12 +164,16 @@ impl Design {
                 let mut b = Vec::new();
                 for _ in 0..g.nlev {
                     let z: Vec<f64> = (0..g.q).map(|_| rng.sample(StandardNormal)).collect();
-                    b.extend((0..g.q).map(|r| truth.sigma * (0..=r).map(|c| lambda[c * g.q + r] * z[c]).sum::<f64>()));
+                    b.extend((0..g.q).map(|r| {
+                        truth.sigma * (0..=r).map(|c| lambda[c * g.q + r] * z[c]).sum::<f64>()
+                    }));
                 }
                 b
             })
             .collect();
-        let eps: Vec<f64> = (0..self.n()).map(|_| truth.sigma * rng.sample::<f64, _>(StandardNormal)).collect();
+        let eps: Vec<f64> = (0..self.n())
+            .map(|_| truth.sigma * rng.sample::<f64, _>(StandardNormal))
+            .collect();
         self.response_of(&self.response_vector(&truth.beta, &effects, &eps))
     }
 
@@ -156,7 +183,11 @@ impl Design {
         for g in &self.groupings {
             for l in 0..g.nlev {
                 for a in 0..g.q {
-                    columns.push((0..self.n()).map(|i| if g.level[i] == l { g.z[i][a] } else { 0.0 }).collect());
+                    columns.push(
+                        (0..self.n())
+                            .map(|i| if g.level[i] == l { g.z[i][a] } else { 0.0 })
+                            .collect(),
+                    );
                 }
             }
         }
@@ -206,10 +237,23 @@ fn one_factor() -> Design {
     for l in 1..nlev {
         level.extend(std::iter::repeat(l).take(3 + l % 4));
     }
-    let x: Vec<f64> = level.iter().map(|&l| if l == 1 { 0.5 } else { normal(&mut rng) }).collect();
-    let rows = (0..level.len()).map(|i| vec![1.0, x[i], group_w[level[i]], normal(&mut rng)]).collect();
+    let x: Vec<f64> = level
+        .iter()
+        .map(|&l| if l == 1 { 0.5 } else { normal(&mut rng) })
+        .collect();
+    let rows = (0..level.len())
+        .map(|i| vec![1.0, x[i], group_w[level[i]], normal(&mut rng)])
+        .collect();
     let z = x.iter().map(|&x| vec![1.0, x]).collect();
-    Design { x: rows, groupings: vec![Grouping { q: 2, nlev, level, z }] }
+    Design {
+        x: rows,
+        groupings: vec![Grouping {
+            q: 2,
+            nlev,
+            level,
+            z,
+        }],
+    }
 }
 
 /// Two crossed factors: 16 levels with intercept and slope, 5 levels with
@@ -223,8 +267,18 @@ fn crossed() -> Design {
     Design {
         x: x.iter().map(|&x| vec![1.0, x]).collect(),
         groupings: vec![
-            Grouping { q: 2, nlev: 16, level: first, z: x.iter().map(|&x| vec![1.0, x]).collect() },
-            Grouping { q: 1, nlev: 5, level: second, z: vec![vec![1.0]; n] },
+            Grouping {
+                q: 2,
+                nlev: 16,
+                level: first,
+                z: x.iter().map(|&x| vec![1.0, x]).collect(),
+            },
+            Grouping {
+                q: 1,
+                nlev: 5,
+                level: second,
+                z: vec![vec![1.0]; n],
+            },
         ],
     }
 }
@@ -244,10 +298,22 @@ fn nested() -> Design {
     let x: Vec<f64> = (0..n).map(|_| normal(&mut rng)).collect();
     let z: Vec<Vec<f64>> = x.iter().map(|&x| vec![1.0, x]).collect();
     Design {
-        x: (0..n).map(|i| vec![1.0, x[i], normal(&mut rng), school_w[school[i]]]).collect(),
+        x: (0..n)
+            .map(|i| vec![1.0, x[i], normal(&mut rng), school_w[school[i]]])
+            .collect(),
         groupings: vec![
-            Grouping { q: 2, nlev: 12, level: class, z: z.clone() },
-            Grouping { q: 2, nlev: 3, level: school, z },
+            Grouping {
+                q: 2,
+                nlev: 12,
+                level: class,
+                z: z.clone(),
+            },
+            Grouping {
+                q: 2,
+                nlev: 3,
+                level: school,
+                z,
+            },
         ],
     }
 }
@@ -258,19 +324,42 @@ fn three_factors() -> Design {
     let mut rng = ChaCha8Rng::seed_from_u64(14);
     let n = 70;
     let x: Vec<f64> = (0..n).map(|_| normal(&mut rng)).collect();
-    let levels: Vec<Vec<usize>> = [20, 5, 3].iter().map(|&nlev| (0..n).map(|i| covering_level(&mut rng, i, nlev)).collect()).collect();
+    let levels: Vec<Vec<usize>> = [20, 5, 3]
+        .iter()
+        .map(|&nlev| (0..n).map(|i| covering_level(&mut rng, i, nlev)).collect())
+        .collect();
     Design {
         x: (0..n).map(|i| vec![1.0, x[i], normal(&mut rng)]).collect(),
         groupings: vec![
-            Grouping { q: 1, nlev: 20, level: levels[0].clone(), z: vec![vec![1.0]; n] },
-            Grouping { q: 2, nlev: 5, level: levels[1].clone(), z: x.iter().map(|&x| vec![1.0, x]).collect() },
-            Grouping { q: 1, nlev: 3, level: levels[2].clone(), z: vec![vec![1.0]; n] },
+            Grouping {
+                q: 1,
+                nlev: 20,
+                level: levels[0].clone(),
+                z: vec![vec![1.0]; n],
+            },
+            Grouping {
+                q: 2,
+                nlev: 5,
+                level: levels[1].clone(),
+                z: x.iter().map(|&x| vec![1.0, x]).collect(),
+            },
+            Grouping {
+                q: 1,
+                nlev: 3,
+                level: levels[2].clone(),
+                z: vec![vec![1.0]; n],
+            },
         ],
     }
 }
 
 fn designs() -> Vec<(&'static str, Design)> {
-    vec![("one factor", one_factor()), ("crossed", crossed()), ("nested", nested()), ("three factors", three_factors())]
+    vec![
+        ("one factor", one_factor()),
+        ("crossed", crossed()),
+        ("nested", nested()),
+        ("three factors", three_factors()),
+    ]
 }
 
 fn truth(design: &Design) -> Truth {
@@ -283,13 +372,24 @@ fn truth(design: &Design) -> Truth {
     };
     Truth {
         beta: [1.0, -0.5, 0.3, 2.0][..design.p()].to_vec(),
-        lambdas: design.groupings.iter().enumerate().map(|(f, g)| lambda(g.q, f)).collect(),
+        lambdas: design
+            .groupings
+            .iter()
+            .enumerate()
+            .map(|(f, g)| lambda(g.q, f))
+            .collect(),
         sigma: 0.7,
     }
 }
 
 fn flatten(r: &Response) -> Vec<f64> {
-    r.zty.iter().flatten().chain(&r.xty).copied().chain([r.yty]).collect()
+    r.zty
+        .iter()
+        .flatten()
+        .chain(&r.xty)
+        .copied()
+        .chain([r.yty])
+        .collect()
 }
 
 fn bits(r: &Response) -> Vec<u64> {
@@ -307,7 +407,11 @@ fn exact_algebra_matches_rows() {
         let truth = truth(&design);
         let sim = design.simulator();
         let mut rng = ChaCha8Rng::seed_from_u64(99);
-        let effects: Vec<Vec<f64>> = design.groupings.iter().map(|g| (0..g.nlev * g.q).map(|_| normal(&mut rng)).collect()).collect();
+        let effects: Vec<Vec<f64>> = design
+            .groupings
+            .iter()
+            .map(|g| (0..g.nlev * g.q).map(|_| normal(&mut rng)).collect())
+            .collect();
         let eps: Vec<f64> = (0..design.n()).map(|_| 0.7 * normal(&mut rng)).collect();
         let y = design.response_vector(&truth.beta, &effects, &eps);
         let expected = design.response_of(&y);
@@ -315,18 +419,28 @@ fn exact_algebra_matches_rows() {
         let (e, g) = (flatten(&expected), flatten(&got));
         let scale = e.iter().fold(1.0f64, |m, x| m.max(x.abs()));
         for (j, (a, b)) in e.iter().zip(&g).enumerate() {
-            assert!((a - b).abs() <= 1e-11 * scale, "{name}: statistic {j}: rows {a}, statistics {b}");
+            assert!(
+                (a - b).abs() <= 1e-11 * scale,
+                "{name}: statistic {j}: rows {a}, statistics {b}"
+            );
         }
         // apply: the replicate's statistics are those of y* from rows, entry for entry.
         let (mut factors, pairs, mut rtr) = design.statistics(&vec![0.0; design.n()]);
         apply(&got, &mut factors, &mut rtr);
         let (factors_y, _, rtr_y) = design.statistics(&y);
-        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-11 * scale);
+        let close =
+            |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-11 * scale);
         assert!(close(&rtr, &rtr_y), "{name}: rtr after apply");
         for (f, fy) in factors.iter().zip(&factors_y) {
-            assert!(close(&f.ztr, &fy.ztr) && close(&f.ztz, &fy.ztz), "{name}: ztr after apply");
+            assert!(
+                close(&f.ztr, &fy.ztr) && close(&f.ztz, &fy.ztz),
+                "{name}: ztr after apply"
+            );
         }
-        assert_eq!(pairs.len(), design.groupings.len() * (design.groupings.len() - 1) / 2);
+        assert_eq!(
+            pairs.len(),
+            design.groupings.len() * (design.groupings.len() - 1) / 2
+        );
     }
 }
 
@@ -353,11 +467,16 @@ struct Moments {
 impl Moments {
     fn of(samples: &[Vec<f64>]) -> Moments {
         let (count, d) = (samples.len() as f64, samples[0].len());
-        let mean: Vec<f64> = (0..d).map(|j| samples.iter().map(|s| s[j]).sum::<f64>() / count).collect();
+        let mean: Vec<f64> = (0..d)
+            .map(|j| samples.iter().map(|s| s[j]).sum::<f64>() / count)
+            .collect();
         let mut cov = Vec::new();
         for j in 0..d {
             for l in 0..=j {
-                let products: Vec<f64> = samples.iter().map(|s| (s[j] - mean[j]) * (s[l] - mean[l])).collect();
+                let products: Vec<f64> = samples
+                    .iter()
+                    .map(|s| (s[j] - mean[j]) * (s[l] - mean[l]))
+                    .collect();
                 let m = products.iter().sum::<f64>() / count;
                 let v = products.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (count - 1.0);
                 cov.push((m, v));
@@ -378,7 +497,10 @@ impl Moments {
             let se = (self.variance(j) / self.count + other.variance(j) / other.count).sqrt();
             let z = (self.mean[j] - other.mean[j]).abs() / se;
             if z > worst.0 {
-                worst = (z, format!("mean {j}: {} vs {}", self.mean[j], other.mean[j]));
+                worst = (
+                    z,
+                    format!("mean {j}: {} vs {}", self.mean[j], other.mean[j]),
+                );
             }
         }
         let mut t = 0;
@@ -400,13 +522,17 @@ const REPLICATES: u64 = 20_000;
 
 fn statistics_level(design: &Design, truth: &Truth, sigma: f64) -> Moments {
     let sim = design.simulator();
-    let samples: Vec<Vec<f64>> = (0..REPLICATES).map(|i| flatten(&sim.replicate(7, i, &truth.beta, &truth.lambdas, sigma))).collect();
+    let samples: Vec<Vec<f64>> = (0..REPLICATES)
+        .map(|i| flatten(&sim.replicate(7, i, &truth.beta, &truth.lambdas, sigma)))
+        .collect();
     Moments::of(&samples)
 }
 
 fn row_level(design: &Design, truth: &Truth) -> Moments {
     let mut rng = ChaCha8Rng::seed_from_u64(8);
-    let samples: Vec<Vec<f64>> = (0..REPLICATES).map(|_| flatten(&design.row_replicate(&mut rng, truth))).collect();
+    let samples: Vec<Vec<f64>> = (0..REPLICATES)
+        .map(|_| flatten(&design.row_replicate(&mut rng, truth)))
+        .collect();
     Moments::of(&samples)
 }
 
@@ -442,7 +568,10 @@ fn distribution_matches_rows() {
             assert!(z < 5.0, "{name}, {what}: {worst} ({z:.1} standard errors)");
             let (z_off, _) = statistics_level(&design, at, at.sigma * 1.1).worst_z(&rows);
             eprintln!("{name}, {what}: off {z_off:.2}");
-            assert!(z_off > 5.0, "{name}, {what}: σ × 1.1 went unnoticed ({z_off:.1} standard errors)");
+            assert!(
+                z_off > 5.0,
+                "{name}, {what}: σ × 1.1 went unnoticed ({z_off:.1} standard errors)"
+            );
         }
     }
 }
@@ -455,7 +584,8 @@ fn replicates_are_reproducible() {
     let design = three_factors();
     let truth = truth(&design);
     let sim = design.simulator();
-    let draw = |seed: u64, i: u64| bits(&sim.replicate(seed, i, &truth.beta, &truth.lambdas, truth.sigma));
+    let draw =
+        |seed: u64, i: u64| bits(&sim.replicate(seed, i, &truth.beta, &truth.lambdas, truth.sigma));
     assert_eq!(draw(5, 3), draw(5, 3));
     assert_ne!(draw(5, 3), draw(5, 4));
     assert_ne!(draw(5, 3), draw(6, 3));
@@ -467,7 +597,14 @@ fn replicates_are_reproducible() {
     let mut threaded: Vec<Vec<u64>> = vec![Vec::new(); count as usize];
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..2u64)
-            .map(|t| scope.spawn(move || (t..count).step_by(2).map(|i| (i, draw(5, i))).collect::<Vec<_>>()))
+            .map(|t| {
+                scope.spawn(move || {
+                    (t..count)
+                        .step_by(2)
+                        .map(|i| (i, draw(5, i)))
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         for handle in handles {
             for (i, r) in handle.join().unwrap() {

@@ -63,7 +63,8 @@ fn lt_solve(lam: &[f64], l: &[f64], q: usize, x: &[f64], m: usize, out: &mut [f6
 fn minus_wt(w: &[f64], q: usize, x: &[f64], y: &[f64], m: usize, out: &mut [f64]) {
     for j in 0..m {
         for a in 0..q {
-            out[j * q + a] = x[j * q + a] - (0..q).map(|t| w[a * q + t] * y[j * q + t]).sum::<f64>();
+            out[j * q + a] =
+                x[j * q + a] - (0..q).map(|t| w[a * q + t] * y[j * q + t]).sum::<f64>();
         }
     }
 }
@@ -78,7 +79,15 @@ fn add_tn(a: &[f64], b: &[f64], q: usize, m: usize, out: &mut [f64]) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn level(f: &Factor, lam: &[f64], l_idx: usize, p: usize, terms: &[Vec<(usize, usize)>], s: &mut Scratch, part: &mut Partial) {
+fn level(
+    f: &Factor,
+    lam: &[f64],
+    l_idx: usize,
+    p: usize,
+    terms: &[Vec<(usize, usize)>],
+    s: &mut Scratch,
+    part: &mut Partial,
+) {
     let (q, k) = (f.q, p + 1);
     let kl = &f.ztz[l_idx * q * q..(l_idx + 1) * q * q];
     let zr = &f.ztr[l_idx * q * k..(l_idx + 1) * q * k];
@@ -90,7 +99,10 @@ fn level(f: &Factor, lam: &[f64], l_idx: usize, p: usize, terms: &[Vec<(usize, u
     }
     for c in 0..q {
         for r in 0..q {
-            s.l[c * q + r] = (r..q).map(|t| lam[r * q + t] * s.klam[c * q + t]).sum::<f64>() + if r == c { 1.0 } else { 0.0 };
+            s.l[c * q + r] = (r..q)
+                .map(|t| lam[r * q + t] * s.klam[c * q + t])
+                .sum::<f64>()
+                + if r == c { 1.0 } else { 0.0 };
         }
     }
     // S ≥ I: always positive definite
@@ -105,7 +117,8 @@ fn level(f: &Factor, lam: &[f64], l_idx: usize, p: usize, terms: &[Vec<(usize, u
     }
     for c in 0..q {
         for r in 0..q {
-            s.c[c * q + r] = kl[c * q + r] - (0..q).map(|t| s.w[r * q + t] * s.w[c * q + t]).sum::<f64>();
+            s.c[c * q + r] =
+                kl[c * q + r] - (0..q).map(|t| s.w[r * q + t] * s.w[c * q + t]).sum::<f64>();
         }
     }
     // R = L⁻¹ΛᵀZᵀ[X y]; B̂ = ZᵀX − WᵀR_X; Rb = L⁻¹ΛᵀB̂; B̂₂ = B̂ − WᵀRb
@@ -128,7 +141,9 @@ fn level(f: &Factor, lam: &[f64], l_idx: usize, p: usize, terms: &[Vec<(usize, u
     let mut fro = 0.0;
     for b in 0..q {
         for a in 0..q {
-            let v: f64 = (a.max(b)..q).map(|t| s.linv[a * q + t] * s.linv[b * q + t]).sum();
+            let v: f64 = (a.max(b)..q)
+                .map(|t| s.linv[a * q + t] * s.linv[b * q + t])
+                .sum();
             fro += v * v;
         }
     }
@@ -136,11 +151,19 @@ fn level(f: &Factor, lam: &[f64], l_idx: usize, p: usize, terms: &[Vec<(usize, u
     let c2 = &s.c2;
     // Ĉ₂ is symmetric (T_lK_lT_lᵀ); average its two triangles
     let c2_at = |i: usize, j: usize| 0.5 * (c2[j * q + i] + c2[i * q + j]);
-    part.sums.add_block(terms, q, &s.b, &s.b2, &s.c, &c2_at, &mut s.y);
+    part.sums
+        .add_block(terms, q, &s.b, &s.b2, &s.c, &c2_at, &mut s.y);
 }
 
 /// The module doc's moments for one factor, from its per-level blocks.
-pub fn moments(n: f64, p: usize, f: &Factor, lam: &[f64], params: &[Param], rtr: &[f64]) -> Moments {
+pub fn moments(
+    n: f64,
+    p: usize,
+    f: &Factor,
+    lam: &[f64],
+    params: &[Param],
+    rtr: &[f64],
+) -> Moments {
     use rayon::prelude::*;
     let (q, k) = (f.q, p + 1);
     let terms: Vec<Vec<(usize, usize)>> = params.iter().map(|pr| pr.local_terms()).collect();
@@ -164,14 +187,26 @@ pub fn moments(n: f64, p: usize, f: &Factor, lam: &[f64], params: &[Param], rtr:
                 linv: vec![0.0; qq],
                 y: vec![0.0; q * p],
             };
-            let mut part = Partial { rtr_minus: vec![0.0; k * k], a2_minus: vec![0.0; p * p], a3_minus: vec![0.0; p * p], fro: 0.0, sums: Sums::new(nr, p) };
+            let mut part = Partial {
+                rtr_minus: vec![0.0; k * k],
+                a2_minus: vec![0.0; p * p],
+                a3_minus: vec![0.0; p * p],
+                fro: 0.0,
+                sums: Sums::new(nr, p),
+            };
             for l_idx in ci * CHUNK..((ci + 1) * CHUNK).min(f.nlev) {
                 level(f, lam, l_idx, p, &terms, &mut s, &mut part);
             }
             part
         })
         .collect();
-    let mut total = Partial { rtr_minus: vec![0.0; k * k], a2_minus: vec![0.0; p * p], a3_minus: vec![0.0; p * p], fro: 0.0, sums: Sums::new(nr, p) };
+    let mut total = Partial {
+        rtr_minus: vec![0.0; k * k],
+        a2_minus: vec![0.0; p * p],
+        a3_minus: vec![0.0; p * p],
+        fro: 0.0,
+        sums: Sums::new(nr, p),
+    };
     for part in &partials {
         for (a, b) in total.rtr_minus.iter_mut().zip(&part.rtr_minus) {
             *a += b;
@@ -185,7 +220,11 @@ pub fn moments(n: f64, p: usize, f: &Factor, lam: &[f64], params: &[Param], rtr:
         total.fro += part.fro;
         total.sums.add(&part.sums);
     }
-    let a_full: Vec<f64> = rtr.iter().zip(&total.rtr_minus).map(|(a, b)| a - b).collect();
+    let a_full: Vec<f64> = rtr
+        .iter()
+        .zip(&total.rtr_minus)
+        .map(|(a, b)| a - b)
+        .collect();
     let mut a2 = vec![0.0; p * p];
     let mut a3 = vec![0.0; p * p];
     for j in 0..p {
@@ -198,5 +237,11 @@ pub fn moments(n: f64, p: usize, f: &Factor, lam: &[f64], params: &[Param], rtr:
     }
     super::linalg::symmetrize(&mut a2, p);
     super::linalg::symmetrize(&mut a3, p);
-    Moments { a_full, a2, a3, tr_h2: n + total.fro, sums: total.sums }
+    Moments {
+        a_full,
+        a2,
+        a3,
+        tr_h2: n + total.fro,
+        sums: total.sums,
+    }
 }

@@ -26,7 +26,13 @@ impl<'a> Columns<'a> {
             off.push(qt);
             qt += f.nlev * f.q;
         }
-        Columns { factors, pairs, lambdas, off, qt }
+        Columns {
+            factors,
+            pairs,
+            lambdas,
+            off,
+            qt,
+        }
     }
 
     /// First column of factor f's level l.
@@ -74,7 +80,10 @@ impl<'a> Columns<'a> {
         for pr in self.pairs {
             let (qa, qb) = (self.factors[pr.a].q, self.factors[pr.b].q);
             for (ci, &(la, lb)) in pr.cells.iter().enumerate() {
-                let (oa, ob) = (self.column(pr.a, la as usize), self.column(pr.b, lb as usize));
+                let (oa, ob) = (
+                    self.column(pr.a, la as usize),
+                    self.column(pr.b, lb as usize),
+                );
                 let blk = &pr.blocks[ci * qa * qb..(ci + 1) * qa * qb];
                 for j in 0..cols {
                     let col = j * qt;
@@ -100,7 +109,10 @@ impl<'a> Columns<'a> {
             for l in 0..f.nlev {
                 let o = self.column(fi, l);
                 for j in 0..cols {
-                    let (x, y) = (&v[j * qt + o..j * qt + o + q], &mut out[j * qt + o..j * qt + o + q]);
+                    let (x, y) = (
+                        &v[j * qt + o..j * qt + o + q],
+                        &mut out[j * qt + o..j * qt + o + q],
+                    );
                     lambda_block(lam, q, x, y, transposed);
                 }
             }
@@ -112,6 +124,10 @@ impl<'a> Columns<'a> {
 /// y = Λx (`transposed`: Λᵀx) for one q-vector; Λ q×q lower triangular, column-major.
 pub fn lambda_block(lam: &[f64], q: usize, x: &[f64], y: &mut [f64], transposed: bool) {
     for r in 0..q {
-        y[r] = if transposed { (r..q).map(|t| lam[r * q + t] * x[t]).sum() } else { (0..=r).map(|t| lam[t * q + r] * x[t]).sum() };
+        y[r] = if transposed {
+            (r..q).map(|t| lam[r * q + t] * x[t]).sum()
+        } else {
+            (0..=r).map(|t| lam[t * q + r] * x[t]).sum()
+        };
     }
 }

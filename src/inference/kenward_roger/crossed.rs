@@ -47,7 +47,15 @@ pub fn sizes(factors: &[Factor]) -> (usize, usize) {
 
 /// The module doc's moments for several factors (m·qt ≤ `MAX_DENSE`², checked by the caller).
 #[allow(clippy::too_many_arguments)]
-pub fn moments(n: f64, p: usize, factors: &[Factor], pairs: &[Pair], lambdas: &[Vec<f64>], params: &[Param], rtr: &[f64]) -> Moments {
+pub fn moments(
+    n: f64,
+    p: usize,
+    factors: &[Factor],
+    pairs: &[Pair],
+    lambdas: &[Vec<f64>],
+    params: &[Param],
+    rtr: &[f64],
+) -> Moments {
     let k = p + 1;
     let cols = Columns::new(factors, pairs, lambdas);
     let qt = cols.qt;
@@ -56,7 +64,8 @@ pub fn moments(n: f64, p: usize, factors: &[Factor], pairs: &[Pair], lambdas: &[
         let lv = cols.lambda_times(v, c, true);
         cols.lambda_times(&el.s_solve(&lv, c), c, false)
     };
-    let minus = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x - y).collect() };
+    let minus =
+        |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x - y).collect() };
     // [X y]ᵀH[X y], B̂, B̂₂, Â₂, Â₃
     let zr = cols.zt_xy(k);
     let mzr = m_times(&zr, k);
@@ -84,7 +93,13 @@ pub fn moments(n: f64, p: usize, factors: &[Factor], pairs: &[Pair], lambdas: &[
             let q = factors[pr.factor].q;
             let local = pr.local_terms();
             let o = cols.off[pr.factor];
-            (0..factors[pr.factor].nlev).flat_map(|l| local.iter().map(move |&(a, b)| (o + l * q + a, o + l * q + b))).collect()
+            (0..factors[pr.factor].nlev)
+                .flat_map(|l| {
+                    local
+                        .iter()
+                        .map(move |&(a, b)| (o + l * q + a, o + l * q + b))
+                })
+                .collect()
         })
         .collect();
     let nr = params.len();
@@ -127,5 +142,11 @@ pub fn moments(n: f64, p: usize, factors: &[Factor], pairs: &[Pair], lambdas: &[
             sums.k[s * nr + r] = tr.k[s * nr + r];
         }
     }
-    Moments { a_full, a2, a3, tr_h2, sums }
+    Moments {
+        a_full,
+        a2,
+        a3,
+        tr_h2,
+        sums,
+    }
 }

@@ -48,7 +48,15 @@ enum Side {
     LeftT,
 }
 
-fn apply_lambda(x: &[f64], rows: usize, cols: usize, side: Side, blocks: &[(usize, usize)], factors: &[Factor], lambdas: &[Vec<f64>]) -> Vec<f64> {
+fn apply_lambda(
+    x: &[f64],
+    rows: usize,
+    cols: usize,
+    side: Side,
+    blocks: &[(usize, usize)],
+    factors: &[Factor],
+    lambdas: &[Vec<f64>],
+) -> Vec<f64> {
     let mut out = vec![0.0; rows * cols];
     for &(o, fi) in blocks {
         let (q, lam) = (factors[fi].q, &lambdas[fi]);
@@ -94,7 +102,15 @@ fn apply_lambda(x: &[f64], rows: usize, cols: usize, side: Side, blocks: &[(usiz
 
 /// The module doc's moments for several factors, on qt×qt matrices.
 #[allow(clippy::too_many_arguments)]
-pub fn moments(n: f64, p: usize, factors: &[Factor], pairs: &[Pair], lambdas: &[Vec<f64>], params: &[Param], rtr: &[f64]) -> Moments {
+pub fn moments(
+    n: f64,
+    p: usize,
+    factors: &[Factor],
+    pairs: &[Pair],
+    lambdas: &[Vec<f64>],
+    params: &[Param],
+    rtr: &[f64],
+) -> Moments {
     let k = p + 1;
     let (offsets, blocks) = column_blocks(factors);
     let qt: usize = factors.iter().map(|f| f.nlev * f.q).sum();
@@ -120,7 +136,10 @@ pub fn moments(n: f64, p: usize, factors: &[Factor], pairs: &[Pair], lambdas: &[
     for pr in pairs {
         let (qa, qb) = (factors[pr.a].q, factors[pr.b].q);
         for (ci, &(la, lb)) in pr.cells.iter().enumerate() {
-            let (oa, ob) = (offsets[pr.a] + la as usize * qa, offsets[pr.b] + lb as usize * qb);
+            let (oa, ob) = (
+                offsets[pr.a] + la as usize * qa,
+                offsets[pr.b] + lb as usize * qb,
+            );
             for c in 0..qb {
                 for r in 0..qa {
                     let v = pr.blocks[ci * qa * qb + c * qa + r];
@@ -193,7 +212,13 @@ pub fn moments(n: f64, p: usize, factors: &[Factor], pairs: &[Pair], lambdas: &[
             let f = &factors[pr.factor];
             let local = pr.local_terms();
             let o = offsets[pr.factor];
-            (0..f.nlev).flat_map(|l| local.iter().map(move |&(a, b)| (o + l * f.q + a, o + l * f.q + b))).collect()
+            (0..f.nlev)
+                .flat_map(|l| {
+                    local
+                        .iter()
+                        .map(move |&(a, b)| (o + l * f.q + a, o + l * f.q + b))
+                })
+                .collect()
         })
         .collect();
     // Ĉ₂[i, j] = Σ_t T[i, t] Ĉ[t, j], asked for within level blocks only
@@ -208,5 +233,11 @@ pub fn moments(n: f64, p: usize, factors: &[Factor], pairs: &[Pair], lambdas: &[
     let mut sums = Sums::new(params.len(), p);
     let mut y = vec![0.0; qt * p];
     sums.add_block(&terms, qt, &b, &b2, &c, &c2_at, &mut y);
-    Moments { a_full, a2, a3, tr_h2: n - qt as f64 + fro, sums }
+    Moments {
+        a_full,
+        a2,
+        a3,
+        tr_h2: n - qt as f64 + fro,
+        sums,
+    }
 }

@@ -98,7 +98,8 @@ impl Elimination {
         };
         for fi in 1..factors.len() {
             for l in 0..factors[fi].nlev {
-                e.rest_blocks.push((cols.column(fi, l) - r0, factors[fi].q, fi));
+                e.rest_blocks
+                    .push((cols.column(fi, l) - r0, factors[fi].q, fi));
             }
         }
         for l in 0..n0 {
@@ -168,18 +169,27 @@ impl Elimination {
         let n11 = &mut self.n11[l * qq..(l + 1) * qq];
         for c in 0..q0 {
             for r in 0..q0 {
-                n11[c * q0 + r] = kl[c * q0 + r] - (0..q0).map(|t| w[r * q0 + t] * w[c * q0 + t]).sum::<f64>();
+                n11[c * q0 + r] =
+                    kl[c * q0 + r] - (0..q0).map(|t| w[r * q0 + t] * w[c * q0 + t]).sum::<f64>();
             }
         }
         // G_l = [G_lc]_c (q₀ × Σq), N₁₂ = K_lc − W_lᵀG_lc, B_lc = Λ₀ᵀK_lcΛ_c
         let (lo, hi) = (self.cell_ptr[l], self.cell_ptr[l + 1]);
-        let (start, end) = if lo < hi { (self.cells[lo].at, self.cells[hi - 1].at + q0 * self.cells[hi - 1].q) } else { (0, 0) };
+        let (start, end) = if lo < hi {
+            (
+                self.cells[lo].at,
+                self.cells[hi - 1].at + q0 * self.cells[hi - 1].q,
+            )
+        } else {
+            (0, 0)
+        };
         let ncols = (end - start) / q0.max(1);
         let mut g = vec![0.0; end - start];
         lt_solve(&self.cell_k[start..end], ncols, &mut g);
         for i in start..end {
             let (c, r) = ((i - start) / q0, (i - start) % q0);
-            self.cell_n[i] = self.cell_k[i] - (0..q0).map(|t| w[r * q0 + t] * g[c * q0 + t]).sum::<f64>();
+            self.cell_n[i] =
+                self.cell_k[i] - (0..q0).map(|t| w[r * q0 + t] * g[c * q0 + t]).sum::<f64>();
         }
         let mut col = vec![0.0; q0];
         for cell in &self.cells[lo..hi] {
@@ -188,9 +198,17 @@ impl Elimination {
             // K_lcΛ_c by columns, then Λ₀ᵀ on each
             for c in 0..qc {
                 for r in 0..q0 {
-                    col[r] = (c..qc).map(|t| self.cell_k[at + t * q0 + r] * lam[c * qc + t]).sum();
+                    col[r] = (c..qc)
+                        .map(|t| self.cell_k[at + t * q0 + r] * lam[c * qc + t])
+                        .sum();
                 }
-                lambda_block(lam0, q0, &col, &mut self.cell_b[at + c * q0..at + (c + 1) * q0], true);
+                lambda_block(
+                    lam0,
+                    q0,
+                    &col,
+                    &mut self.cell_b[at + c * q0..at + (c + 1) * q0],
+                    true,
+                );
             }
         }
         self.cell_g[start..end].copy_from_slice(&g);
@@ -205,24 +223,30 @@ impl Elimination {
         const BAND: usize = 64;
         let (m, q0) = (self.m, self.q0);
         let (cells, ptr, g) = (&self.cells, &self.cell_ptr, &self.cell_g);
-        self.n22.par_chunks_mut(BAND * m).enumerate().for_each(|(bi, band)| {
-            let (c0, c1) = (bi * BAND, (bi * BAND + band.len() / m).min(m));
-            for l in 0..self.n0 {
-                let level = &cells[ptr[l]..ptr[l + 1]];
-                for cb in level.iter().filter(|cb| cb.col < c1 && cb.col + cb.q > c0) {
-                    let gb = &g[cb.at..cb.at + q0 * cb.q];
-                    for j in (0..cb.q).filter(|&j| (c0..c1).contains(&(cb.col + j))) {
-                        let column = &mut band[(cb.col + j - c0) * m..(cb.col + j - c0 + 1) * m];
-                        for ca in level.iter().filter(|ca| ca.col >= cb.col) {
-                            let ga = &g[ca.at..ca.at + q0 * ca.q];
-                            for (i, d) in column[ca.col..ca.col + ca.q].iter_mut().enumerate() {
-                                *d -= (0..q0).map(|t| ga[i * q0 + t] * gb[j * q0 + t]).sum::<f64>();
+        self.n22
+            .par_chunks_mut(BAND * m)
+            .enumerate()
+            .for_each(|(bi, band)| {
+                let (c0, c1) = (bi * BAND, (bi * BAND + band.len() / m).min(m));
+                for l in 0..self.n0 {
+                    let level = &cells[ptr[l]..ptr[l + 1]];
+                    for cb in level.iter().filter(|cb| cb.col < c1 && cb.col + cb.q > c0) {
+                        let gb = &g[cb.at..cb.at + q0 * cb.q];
+                        for j in (0..cb.q).filter(|&j| (c0..c1).contains(&(cb.col + j))) {
+                            let column =
+                                &mut band[(cb.col + j - c0) * m..(cb.col + j - c0 + 1) * m];
+                            for ca in level.iter().filter(|ca| ca.col >= cb.col) {
+                                let ga = &g[ca.at..ca.at + q0 * ca.q];
+                                for (i, d) in column[ca.col..ca.col + ca.q].iter_mut().enumerate() {
+                                    *d -= (0..q0)
+                                        .map(|t| ga[i * q0 + t] * gb[j * q0 + t])
+                                        .sum::<f64>();
+                                }
                             }
                         }
                     }
                 }
-            }
-        });
+            });
         for c in 0..m {
             for r in c + 1..m {
                 self.n22[r * m + c] = self.n22[c * m + r];
@@ -236,7 +260,13 @@ impl Elimination {
         let mut out = vec![0.0; m * cols];
         for j in 0..cols {
             for &(o, q, fi) in &self.rest_blocks {
-                lambda_block(&lambdas[fi], q, &v[j * m + o..j * m + o + q], &mut out[j * m + o..j * m + o + q], true);
+                lambda_block(
+                    &lambdas[fi],
+                    q,
+                    &v[j * m + o..j * m + o + q],
+                    &mut out[j * m + o..j * m + o + q],
+                    true,
+                );
             }
         }
         out
@@ -314,7 +344,8 @@ impl Elimination {
                 for j in 0..ncol {
                     let yl = &y1[j * r0 + l * q0..j * r0 + (l + 1) * q0];
                     for c in 0..cell.q {
-                        out[j * qt + r0 + cell.col + c] -= (0..q0).map(|r| b[c * q0 + r] * yl[r]).sum::<f64>();
+                        out[j * qt + r0 + cell.col + c] -=
+                            (0..q0).map(|r| b[c * q0 + r] * yl[r]).sum::<f64>();
                     }
                 }
             }
@@ -323,9 +354,14 @@ impl Elimination {
         {
             let par = faer::get_global_parallelism();
             let lc = faer::MatRef::from_column_major_slice(&self.sc, m, m);
-            let mut z2 = faer::MatMut::from_column_major_slice_with_stride_mut(&mut out[r0..], m, ncol, qt);
+            let mut z2 =
+                faer::MatMut::from_column_major_slice_with_stride_mut(&mut out[r0..], m, ncol, qt);
             faer::linalg::triangular_solve::solve_lower_triangular_in_place(lc, z2.as_mut(), par);
-            faer::linalg::triangular_solve::solve_upper_triangular_in_place(lc.transpose(), z2, par);
+            faer::linalg::triangular_solve::solve_upper_triangular_in_place(
+                lc.transpose(),
+                z2,
+                par,
+            );
         }
         // z₁ = A⁻¹(x₁ − Bz₂) = y₁ − A⁻¹Bz₂
         for l in 0..self.n0 {
@@ -356,7 +392,8 @@ impl Elimination {
 /// cells), with level pointers and their Z_lᵀZ_c blocks copied in that order.
 fn cells_by_level(cols: &Columns, r0: usize) -> (Vec<Cell>, Vec<usize>, Vec<f64>) {
     let (q0, n0) = (cols.factors[0].q, cols.factors[0].nlev);
-    let first_pairs: Vec<&crate::crossed::Pair> = cols.pairs.iter().filter(|pr| pr.a == 0).collect();
+    let first_pairs: Vec<&crate::crossed::Pair> =
+        cols.pairs.iter().filter(|pr| pr.a == 0).collect();
     let mut ptr = vec![0usize; n0 + 1];
     for pr in &first_pairs {
         for &(la, _) in &pr.cells {
@@ -379,7 +416,12 @@ fn cells_by_level(cols: &Columns, r0: usize) -> (Vec<Cell>, Vec<usize>, Vec<f64>
     for &(pi, ci) in &slots {
         let pr = first_pairs[pi];
         let qb = cols.factors[pr.b].q;
-        cells.push(Cell { factor: pr.b, q: qb, col: cols.column(pr.b, pr.cells[ci].1 as usize) - r0, at: blocks.len() });
+        cells.push(Cell {
+            factor: pr.b,
+            q: qb,
+            col: cols.column(pr.b, pr.cells[ci].1 as usize) - r0,
+            at: blocks.len(),
+        });
         blocks.extend_from_slice(&pr.blocks[ci * q0 * qb..(ci + 1) * q0 * qb]);
     }
     (cells, ptr, blocks)
@@ -402,7 +444,10 @@ fn rest_ztz(cols: &Columns, r0: usize, m: usize) -> Vec<f64> {
     for pr in cols.pairs.iter().filter(|pr| pr.a > 0) {
         let (qa, qb) = (cols.factors[pr.a].q, cols.factors[pr.b].q);
         for (ci, &(la, lb)) in pr.cells.iter().enumerate() {
-            let (oa, ob) = (cols.column(pr.a, la as usize) - r0, cols.column(pr.b, lb as usize) - r0);
+            let (oa, ob) = (
+                cols.column(pr.a, la as usize) - r0,
+                cols.column(pr.b, lb as usize) - r0,
+            );
             for c in 0..qb {
                 for r in 0..qa {
                     let v = pr.blocks[ci * qa * qb + c * qa + r];

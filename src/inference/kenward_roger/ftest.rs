@@ -29,7 +29,11 @@ pub(super) fn ddf_and_scale(a1: f64, a2: f64, rows: usize) -> (f64, f64) {
     let (v1, v2) = (1.0 - c2 * b, 1.0 - c3 * b);
     let rho = div_zero(1.0 - a2 / l, v1).powi(2) * v0 / (l * v2);
     let m = 4.0 + (l + 2.0) / (l * rho - 1.0);
-    let scale = if (m - 2.0).abs() < 1e-2 { 1.0 } else { m * (1.0 - a2 / l) / (m - 2.0) };
+    let scale = if (m - 2.0).abs() < 1e-2 {
+        1.0
+    } else {
+        m * (1.0 - a2 / l) / (m - 2.0)
+    };
     (m, scale)
 }
 
@@ -41,14 +45,29 @@ impl KenwardRoger {
             return Err(LmmError::new("Kenward-Roger: L must have full row rank"));
         }
         let lt = l; // row-major ℓ×p L read column-major is Lᵀ (p×ℓ)
-        // LΦ̂Lᵀ and Θ̂ = Lᵀ(LΦ̂Lᵀ)⁻¹L
+                    // LΦ̂Lᵀ and Θ̂ = Lᵀ(LΦ̂Lᵀ)⁻¹L
         let phi_lt = mul(&self.phi_hat, lt, p, p, rows);
         let lpl = linalg::mul_tn(lt, &phi_lt, p, rows, rows);
-        let inv = invert_spd(&lpl, rows).ok_or_else(|| LmmError::new("Kenward-Roger: LΦLᵀ is singular (L must have full row rank)"))?;
-        let theta = mul(&mul(lt, &inv, p, rows, rows), &transpose(lt, p, rows), p, rows, p);
+        let inv = invert_spd(&lpl, rows).ok_or_else(|| {
+            LmmError::new("Kenward-Roger: LΦLᵀ is singular (L must have full row rank)")
+        })?;
+        let theta = mul(
+            &mul(lt, &inv, p, rows, rows),
+            &transpose(lt, p, rows),
+            p,
+            rows,
+            p,
+        );
         let theta_phi = mul(&theta, &self.phi_hat, p, p, p);
-        let us: Vec<Vec<f64>> = self.p_hat.iter().map(|pm| mul(&mul(&theta_phi, pm, p, p, p), &self.phi_hat, p, p, p)).collect();
-        let traces: Vec<f64> = us.iter().map(|u| (0..p).map(|i| u[i * p + i]).sum()).collect();
+        let us: Vec<Vec<f64>> = self
+            .p_hat
+            .iter()
+            .map(|pm| mul(&mul(&theta_phi, pm, p, p, p), &self.phi_hat, p, p, p))
+            .collect();
+        let traces: Vec<f64> = us
+            .iter()
+            .map(|u| (0..p).map(|i| u[i * p + i]).sum())
+            .collect();
         let np = self.n_params;
         let (mut a1, mut a2) = (0.0, 0.0);
         for s in 0..np {
@@ -65,7 +84,9 @@ impl KenwardRoger {
     pub fn test(&self, l: &[f64], rows: usize, beta: &[f64]) -> Result<KrTest> {
         let p = self.p;
         if rows == 0 || l.len() != rows * p || beta.len() != p {
-            return Err(LmmError::new("Kenward-Roger: L must be rows×p and β of length p"));
+            return Err(LmmError::new(
+                "Kenward-Roger: L must be rows×p and β of length p",
+            ));
         }
         let (a1, a2) = self.a1_a2(l, rows)?;
         let (den_df, scale) = ddf_and_scale(a1, a2, rows);
@@ -73,12 +94,20 @@ impl KenwardRoger {
         let lb = linalg::mul_tn(lt, beta, p, rows, 1);
         let la = mul(&self.vcov_adj, lt, p, p, rows);
         let lal = linalg::mul_tn(lt, &la, p, rows, rows);
-        let sol = crate::dense::solve_spd(&lal, &lb, rows).ok_or_else(|| LmmError::new("Kenward-Roger: LΦ_ALᵀ is not positive definite"))?;
+        let sol = crate::dense::solve_spd(&lal, &lb, rows)
+            .ok_or_else(|| LmmError::new("Kenward-Roger: LΦ_ALᵀ is not positive definite"))?;
         let wald: f64 = lb.iter().zip(&sol).map(|(a, b)| a * b).sum();
         let f_unscaled = wald / rows as f64;
         let f_value = scale * f_unscaled;
         let p_value = crate::inference::tdist::f_upper_p(f_value, rows as f64, den_df);
-        Ok(KrTest { f_value, f_unscaled, num_df: rows, den_df, scale, p_value })
+        Ok(KrTest {
+            f_value,
+            f_unscaled,
+            num_df: rows,
+            den_df,
+            scale,
+            p_value,
+        })
     }
 
     /// The KR t test of lᵀβ = 0 (lmerTest's `contest1D`, `summary`).
@@ -90,11 +119,23 @@ impl KenwardRoger {
         let (a1, a2) = self.a1_a2(l, 1)?;
         let (df, _) = ddf_and_scale(a1, a2, 1);
         let estimate: f64 = l.iter().zip(beta).map(|(a, b)| a * b).sum();
-        let var: f64 = (0..p).map(|j| (0..p).map(|i| l[i] * self.vcov_adj[j * p + i] * l[j]).sum::<f64>()).sum();
+        let var: f64 = (0..p)
+            .map(|j| {
+                (0..p)
+                    .map(|i| l[i] * self.vcov_adj[j * p + i] * l[j])
+                    .sum::<f64>()
+            })
+            .sum();
         let std_error = var.sqrt();
         let t_value = estimate / std_error;
         let p_value = crate::inference::tdist::two_sided_p(t_value, df);
-        Ok(KrContrast { estimate, std_error, df, t_value, p_value })
+        Ok(KrContrast {
+            estimate,
+            std_error,
+            df,
+            t_value,
+            p_value,
+        })
     }
 }
 
@@ -102,7 +143,13 @@ impl KenwardRoger {
 /// Cholesky pivots of LLᵀ, relative to the rows' squared norms, stay above
 /// 1e-10 (about the rank tolerance of R's `rankMatrix`, squared).
 fn full_row_rank(l: &[f64], rows: usize, p: usize) -> bool {
-    let mut g: Vec<f64> = (0..rows * rows).map(|ij| (0..p).map(|t| l[(ij % rows) * p + t] * l[(ij / rows) * p + t]).sum()).collect();
+    let mut g: Vec<f64> = (0..rows * rows)
+        .map(|ij| {
+            (0..p)
+                .map(|t| l[(ij % rows) * p + t] * l[(ij / rows) * p + t])
+                .sum()
+        })
+        .collect();
     let norms: Vec<f64> = (0..rows).map(|i| g[i * rows + i]).collect();
     for j in 0..rows {
         let mut d = g[j * rows + j];

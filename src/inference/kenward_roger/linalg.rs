@@ -100,7 +100,9 @@ mod tests {
     fn jacobi_reconstructs() {
         let n = 4;
         // A = BᵀB − 3I: symmetric, indefinite
-        let b: Vec<f64> = (0..n * n).map(|i| ((i * 7 + 3) % 11) as f64 / 5.0 - 1.0).collect();
+        let b: Vec<f64> = (0..n * n)
+            .map(|i| ((i * 7 + 3) % 11) as f64 / 5.0 - 1.0)
+            .collect();
         let mut a = mul_tn(&b, &b, n, n, n);
         for i in 0..n {
             a[i * n + i] -= 3.0;

@@ -184,27 +184,43 @@ fn check(input: &KrInput) -> Result<()> {
     let (p, k) = (input.p, input.p + 1);
     let nf = input.factors.len();
     if p == 0 {
-        return Err(LmmError::new("Kenward-Roger needs at least one fixed effect"));
+        return Err(LmmError::new(
+            "Kenward-Roger needs at least one fixed effect",
+        ));
     }
     if nf == 0 {
         return Err(LmmError::new("Kenward-Roger needs a random effect"));
     }
     if input.lambdas.len() != nf || input.blocks.len() != nf {
-        return Err(LmmError::new("Kenward-Roger: one Λ and one block list per factor"));
+        return Err(LmmError::new(
+            "Kenward-Roger: one Λ and one block list per factor",
+        ));
     }
     if input.rtr.len() != k * k {
-        return Err(LmmError::new("Kenward-Roger: [X y]ᵀ[X y] must be (p+1)×(p+1)"));
+        return Err(LmmError::new(
+            "Kenward-Roger: [X y]ᵀ[X y] must be (p+1)×(p+1)",
+        ));
     }
     if !(input.sigma2 > 0.0 && input.sigma2.is_finite()) {
-        return Err(LmmError::new("Kenward-Roger: σ² must be positive and finite"));
+        return Err(LmmError::new(
+            "Kenward-Roger: σ² must be positive and finite",
+        ));
     }
     for (fi, f) in input.factors.iter().enumerate() {
         let q = f.q;
-        if f.ztz.len() != f.nlev * q * q || f.ztr.len() != f.nlev * q * k || input.lambdas[fi].len() != q * q {
-            return Err(LmmError::new(format!("Kenward-Roger: factor {fi}'s blocks do not match q = {q}, {} levels, p = {p}", f.nlev)));
+        if f.ztz.len() != f.nlev * q * q
+            || f.ztr.len() != f.nlev * q * k
+            || input.lambdas[fi].len() != q * q
+        {
+            return Err(LmmError::new(format!(
+                "Kenward-Roger: factor {fi}'s blocks do not match q = {q}, {} levels, p = {p}",
+                f.nlev
+            )));
         }
         if input.blocks[fi].iter().sum::<usize>() != q || input.blocks[fi].contains(&0) {
-            return Err(LmmError::new(format!("Kenward-Roger: factor {fi}'s bars must be positive and sum to q = {q}")));
+            return Err(LmmError::new(format!(
+                "Kenward-Roger: factor {fi}'s bars must be positive and sum to q = {q}"
+            )));
         }
         // Λ must vanish above the diagonal and outside the bars.
         let mut bar = vec![0; q];
@@ -220,18 +236,27 @@ fn check(input: &KrInput) -> Result<()> {
                     return Err(LmmError::new(format!("Kenward-Roger: factor {fi}'s Λ has a nonzero entry ({r}, {c}) outside its lower-triangular bars")));
                 }
                 if !v.is_finite() {
-                    return Err(LmmError::new(format!("Kenward-Roger: factor {fi}'s Λ is not finite")));
+                    return Err(LmmError::new(format!(
+                        "Kenward-Roger: factor {fi}'s Λ is not finite"
+                    )));
                 }
             }
         }
     }
     for pr in input.pairs {
-        if pr.a >= pr.b || pr.b >= nf || pr.blocks.len() != pr.cells.len() * input.factors[pr.a].q * input.factors[pr.b].q {
-            return Err(LmmError::new("Kenward-Roger: a pair's factors or blocks do not match"));
+        if pr.a >= pr.b
+            || pr.b >= nf
+            || pr.blocks.len() != pr.cells.len() * input.factors[pr.a].q * input.factors[pr.b].q
+        {
+            return Err(LmmError::new(
+                "Kenward-Roger: a pair's factors or blocks do not match",
+            ));
         }
         for &(la, lb) in &pr.cells {
             if la as usize >= input.factors[pr.a].nlev || lb as usize >= input.factors[pr.b].nlev {
-                return Err(LmmError::new("Kenward-Roger: a pair's cell names a level that does not exist"));
+                return Err(LmmError::new(
+                    "Kenward-Roger: a pair's cell names a level that does not exist",
+                ));
             }
         }
     }
@@ -246,7 +271,14 @@ impl KenwardRoger {
         let (p, k) = (input.p, input.p + 1);
         let params = terms::parameters(input.blocks);
         let mo = if input.factors.len() == 1 {
-            blocks::moments(input.n, p, &input.factors[0], &input.lambdas[0], &params, input.rtr)
+            blocks::moments(
+                input.n,
+                p,
+                &input.factors[0],
+                &input.lambdas[0],
+                &params,
+                input.rtr,
+            )
         } else {
             let (m, qt) = crossed::sizes(input.factors);
             if m * qt > MAX_DENSE * MAX_DENSE {
@@ -255,7 +287,15 @@ impl KenwardRoger {
                     MAX_DENSE * MAX_DENSE
                 )));
             }
-            crossed::moments(input.n, p, input.factors, input.pairs, input.lambdas, &params, input.rtr)
+            crossed::moments(
+                input.n,
+                p,
+                input.factors,
+                input.pairs,
+                input.lambdas,
+                &params,
+                input.rtr,
+            )
         };
         Self::assemble(p, k, input.sigma2, mo)
     }
@@ -272,10 +312,14 @@ impl KenwardRoger {
             }
         }
         let xhy: Vec<f64> = (0..p).map(|i| mo.a_full[p * k + i]).collect();
-        let phi = invert_spd(&a, p).ok_or_else(|| LmmError::new("Kenward-Roger: XᵀΣ⁻¹X is not positive definite (X rank deficient?)"))?;
+        let phi = invert_spd(&a, p).ok_or_else(|| {
+            LmmError::new("Kenward-Roger: XᵀΣ⁻¹X is not positive definite (X rank deficient?)")
+        })?;
         let beta = mul(&phi, &xhy, p, p, 1);
         // P̂_r, Q̂_rs (all ordered pairs), K̂ with σ² as the last parameter
-        let mut p_hat: Vec<Vec<f64>> = (0..nr).map(|r| mo.sums.p_mats[r * pp..(r + 1) * pp].to_vec()).collect();
+        let mut p_hat: Vec<Vec<f64>> = (0..nr)
+            .map(|r| mo.sums.p_mats[r * pp..(r + 1) * pp].to_vec())
+            .collect();
         p_hat.push(mo.a2.iter().map(|v| -v).collect());
         let q_at = |r: usize, s: usize| -> Vec<f64> {
             let (lo, hi, tr) = if r <= s { (r, s, false) } else { (s, r, true) };
@@ -309,7 +353,8 @@ impl KenwardRoger {
         for s in 0..np {
             for r in 0..np {
                 let q = q_at(r, s);
-                ie2[s * np + r] = k_hat[s * np + r] - 2.0 * trace_of_product(&phi, &q, p) + trace_of_product(&phi_p[r], &phi_p[s], p);
+                ie2[s * np + r] = k_hat[s * np + r] - 2.0 * trace_of_product(&phi, &q, p)
+                    + trace_of_product(&phi_p[r], &phi_p[s], p);
                 q_all[s * np + r] = q;
             }
         }
@@ -317,8 +362,15 @@ impl KenwardRoger {
         let (vals, vecs) = symmetric_eigen(&ie2, np);
         let sigma4 = sigma2 * sigma2;
         let condi = vals.iter().fold(f64::INFINITY, |m, v| m.min(v.abs())) / sigma4;
-        let tol = if condi > 1e-10 { 0.0 } else { f64::EPSILON.sqrt() };
-        let w_hat: Vec<f64> = inverse_from_eigen(&vals, &vecs, np, tol).iter().map(|v| 2.0 * v).collect();
+        let tol = if condi > 1e-10 {
+            0.0
+        } else {
+            f64::EPSILON.sqrt()
+        };
+        let w_hat: Vec<f64> = inverse_from_eigen(&vals, &vecs, np, tol)
+            .iter()
+            .map(|v| 2.0 * v)
+            .collect();
         // Û = Σ_rs Ŵ_rs (Q̂_rs − P̂_rΦ̂P̂_s), Φ_A = σ²(Φ̂ + 2Φ̂ÛΦ̂)
         let mut u = vec![0.0; pp];
         for s in 0..np {
@@ -334,10 +386,24 @@ impl KenwardRoger {
             }
         }
         let phi_u_phi = mul(&mul(&phi, &u, p, p, p), &phi, p, p, p);
-        let mut vcov_adj: Vec<f64> = (0..pp).map(|i| sigma2 * (phi[i] + 2.0 * phi_u_phi[i])).collect();
+        let mut vcov_adj: Vec<f64> = (0..pp)
+            .map(|i| sigma2 * (phi[i] + 2.0 * phi_u_phi[i]))
+            .collect();
         linalg::symmetrize(&mut vcov_adj, p);
         let vcov = phi.iter().map(|v| sigma2 * v).collect();
         let w = w_hat.iter().map(|v| v * sigma4).collect();
-        Ok(KenwardRoger { p, sigma2, beta, vcov, vcov_adj, n_params: np, w, condi, phi_hat: phi, p_hat, w_hat })
+        Ok(KenwardRoger {
+            p,
+            sigma2,
+            beta,
+            vcov,
+            vcov_adj,
+            n_params: np,
+            w,
+            condi,
+            phi_hat: phi,
+            p_hat,
+            w_hat,
+        })
     }
 }

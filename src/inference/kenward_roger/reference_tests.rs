@@ -45,27 +45,44 @@ fn read_csv(name: &str) -> Csv {
     let path = format!("{}/tests/fixtures/data/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut lines = text.lines().filter(|l| !l.is_empty());
-    let names = lines.next().unwrap().split(',').map(str::to_string).collect();
-    let rows = lines.map(|l| l.split(',').map(str::to_string).collect()).collect();
+    let names = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let rows = lines
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
     Csv { names, rows }
 }
 
 impl Csv {
     fn col(&self, name: &str) -> usize {
-        self.names.iter().position(|n| n == name).unwrap_or_else(|| panic!("no column {name}"))
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .unwrap_or_else(|| panic!("no column {name}"))
     }
     fn num(&self, row: usize, name: &str) -> f64 {
-        self.rows[row][self.col(name)].parse().unwrap_or_else(|_| panic!("{name} row {row} is not a number"))
+        self.rows[row][self.col(name)]
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} row {row} is not a number"))
     }
 }
 
 fn json(path: &str) -> Value {
     let path = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .unwrap()
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap_or(f64::NAN))
+        .collect()
 }
 
 fn matrix_rows(v: &Value) -> Vec<f64> {
@@ -102,7 +119,14 @@ fn run(m: &Model) -> Worst {
     let n = csv.rows.len();
     // Rows with raw columns; levels numbered in sorted order of their keys.
     let p = m.x.len();
-    let mut rows = Rows { p, x: vec![], y: vec![], nlev: vec![], level: vec![], z: vec![] };
+    let mut rows = Rows {
+        p,
+        x: vec![],
+        y: vec![],
+        nlev: vec![],
+        level: vec![],
+        z: vec![],
+    };
     for i in 0..n {
         rows.x.push(
             m.x.iter()
@@ -116,18 +140,43 @@ fn run(m: &Model) -> Worst {
         rows.y.push(csv.num(i, m.y));
     }
     for fs in m.factors {
-        let keys: Vec<String> = (0..n).map(|i| fs.key.iter().map(|c| csv.rows[i][csv.col(c)].as_str()).collect::<Vec<_>>().join(":")).collect();
+        let keys: Vec<String> = (0..n)
+            .map(|i| {
+                fs.key
+                    .iter()
+                    .map(|c| csv.rows[i][csv.col(c)].as_str())
+                    .collect::<Vec<_>>()
+                    .join(":")
+            })
+            .collect();
         let mut levels = keys.clone();
         levels.sort();
         levels.dedup();
         rows.nlev.push(levels.len());
-        rows.level.push(keys.iter().map(|k| levels.binary_search(k).unwrap()).collect());
-        rows.z.push((0..n).map(|i| fs.z.iter().map(|c| if *c == "1" { 1.0 } else { csv.num(i, c) }).collect()).collect());
+        rows.level.push(
+            keys.iter()
+                .map(|k| levels.binary_search(k).unwrap())
+                .collect(),
+        );
+        rows.z.push(
+            (0..n)
+                .map(|i| {
+                    fs.z.iter()
+                        .map(|c| if *c == "1" { 1.0 } else { csv.num(i, c) })
+                        .collect()
+                })
+                .collect(),
+        );
     }
     assert_eq!(base["n_obs"].as_u64().unwrap() as usize, n);
     // Λ from lme4's θ (per bar, its lower triangle by columns)
     let theta = floats(&reml["theta"]);
-    let names: Vec<&str> = reml["theta_names"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let names: Vec<&str> = reml["theta_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     let mut lambdas = Vec::new();
     for fs in m.factors {
         let q = fs.z.len();
@@ -137,7 +186,13 @@ fn run(m: &Model) -> Worst {
         for &b in fs.bars {
             for c in start..start + b {
                 for r in c..start + b {
-                    assert!(names[t].starts_with(fs.theta_name), "{}: θ {} is {}", m.id, t, names[t]);
+                    assert!(
+                        names[t].starts_with(fs.theta_name),
+                        "{}: θ {} is {}",
+                        m.id,
+                        t,
+                        names[t]
+                    );
                     lam[c * q + r] = theta[t];
                     t += 1;
                 }
@@ -149,7 +204,16 @@ fn run(m: &Model) -> Worst {
     let sigma = reml["residual_std_dev"].as_f64().unwrap();
     let blocks: Vec<Vec<usize>> = m.factors.iter().map(|f| f.bars.to_vec()).collect();
     let (factors, pairs, rtr) = statistics(&rows);
-    let input = KrInput { n: n as f64, p, factors: &factors, pairs: &pairs, rtr: &rtr, lambdas: &lambdas, blocks: &blocks, sigma2: sigma * sigma };
+    let input = KrInput {
+        n: n as f64,
+        p,
+        factors: &factors,
+        pairs: &pairs,
+        rtr: &rtr,
+        lambdas: &lambdas,
+        blocks: &blocks,
+        sigma2: sigma * sigma,
+    };
     let kr = KenwardRoger::new(&input).unwrap();
 
     let mut w = Worst::default();
@@ -160,20 +224,35 @@ fn run(m: &Model) -> Worst {
     for i in 0..p {
         for j in 0..p {
             let s = (vcov_kr[i * p + i] * vcov_kr[j * p + j]).sqrt();
-            w.vcov_adj = w.vcov_adj.max((kr.vcov_adj[j * p + i] - vcov_kr[i * p + j]).abs() / s);
+            w.vcov_adj = w
+                .vcov_adj
+                .max((kr.vcov_adj[j * p + i] - vcov_kr[i * p + j]).abs() / s);
             let s0 = (vcov[i * p + i] * vcov[j * p + j]).sqrt();
-            w.vcov = w.vcov.max((kr.vcov[j * p + i] - vcov[i * p + j]).abs() / s0);
+            w.vcov = w
+                .vcov
+                .max((kr.vcov[j * p + i] - vcov[i * p + j]).abs() / s0);
         }
     }
     // summary(m, ddf = "Kenward-Roger")$coefficients
     let kc = &ct["kenward_roger"];
-    let (se, df, tv, pv) = (floats(&kc["std_error"]), floats(&kc["df"]), floats(&kc["t_value"]), floats(&kc["p_value"]));
+    let (se, df, tv, pv) = (
+        floats(&kc["std_error"]),
+        floats(&kc["df"]),
+        floats(&kc["t_value"]),
+        floats(&kc["p_value"]),
+    );
     let est = floats(&kc["estimate"]);
     for j in 0..p {
         let mut l = vec![0.0; p];
         l[j] = 1.0;
         let c = kr.contrast(&l, &kr.beta).unwrap();
-        assert!(rel(c.estimate, est[j]) < 1e-8, "{} β{j}: {} {}", m.id, c.estimate, est[j]);
+        assert!(
+            rel(c.estimate, est[j]) < 1e-8,
+            "{} β{j}: {} {}",
+            m.id,
+            c.estimate,
+            est[j]
+        );
         w.se = w.se.max(rel(c.std_error, se[j]));
         w.df = w.df.max(rel(c.df, df[j]));
         w.t = w.t.max(rel(c.t_value, tv[j]));
@@ -186,7 +265,13 @@ fn run(m: &Model) -> Worst {
         let r = c["L"].as_array().unwrap().len();
         let kr_c = &c["kenward_roger"];
         let rows_v = &kr_c["rows"];
-        let (e, s, d, t, pr) = (floats(&rows_v["estimate"]), floats(&rows_v["std_error"]), floats(&rows_v["df"]), floats(&rows_v["t_value"]), floats(&rows_v["p_value"]));
+        let (e, s, d, t, pr) = (
+            floats(&rows_v["estimate"]),
+            floats(&rows_v["std_error"]),
+            floats(&rows_v["df"]),
+            floats(&rows_v["t_value"]),
+            floats(&rows_v["p_value"]),
+        );
         for i in 0..r {
             let ci = kr.contrast(&l[i * p..(i + 1) * p], &kr.beta).unwrap();
             assert!(rel(ci.estimate, e[i]) < 1e-8);
@@ -198,10 +283,24 @@ fn run(m: &Model) -> Worst {
         tests.push((l, r, kr_c["joint"].clone()));
     }
     // anova(m, type = 1, 2, 3, ddf = "Kenward-Roger"), each term's L
-    for ty in ["type1_kenward_roger", "type2_kenward_roger", "type3_kenward_roger"] {
+    for ty in [
+        "type1_kenward_roger",
+        "type2_kenward_roger",
+        "type3_kenward_roger",
+    ] {
         let a = &inf["lme4"]["REML"]["anova_terms"][ty];
-        let (fv, dd, nd, pv) = (floats(&a["F_value"]), floats(&a["den_df"]), floats(&a["num_df"]), floats(&a["p_value"]));
-        for (ti, cm) in a["contrast_matrices"].as_array().unwrap().iter().enumerate() {
+        let (fv, dd, nd, pv) = (
+            floats(&a["F_value"]),
+            floats(&a["den_df"]),
+            floats(&a["num_df"]),
+            floats(&a["p_value"]),
+        );
+        for (ti, cm) in a["contrast_matrices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
             let r = cm["L"].as_array().unwrap().len();
             let joint = serde_json::json!({"F_value": fv[ti], "den_df": dd[ti], "num_df": nd[ti], "p_value": pv[ti]});
             tests.push((matrix_rows(&cm["L"]), r, joint));
@@ -211,8 +310,12 @@ fn run(m: &Model) -> Worst {
         let t = kr.test(l, *r, &kr.beta).unwrap();
         assert_eq!(t.num_df as f64, joint["num_df"].as_f64().unwrap());
         w.f = w.f.max(rel(t.f_value, joint["F_value"].as_f64().unwrap()));
-        w.den_df = w.den_df.max(rel(t.den_df, joint["den_df"].as_f64().unwrap()));
-        w.f_p = w.f_p.max(rel(t.p_value, joint["p_value"].as_f64().unwrap()));
+        w.den_df = w
+            .den_df
+            .max(rel(t.den_df, joint["den_df"].as_f64().unwrap()));
+        w.f_p = w
+            .f_p
+            .max(rel(t.p_value, joint["p_value"].as_f64().unwrap()));
         if let Some(ms) = joint.get("mean_sq") {
             // lmerTest's mean square is the unscaled F times σ²
             assert!(rel(t.f_unscaled * kr.sigma2, ms.as_f64().unwrap()) < 1e-6);
@@ -228,31 +331,193 @@ fn run(m: &Model) -> Worst {
 const SUBJECT: &[&str] = &["Subject"];
 
 const MODELS: &[Model] = &[
-    Model { id: "sleepstudy_ri", csv: "sleepstudy.csv", y: "Reaction", x: &[XTerm::One, XTerm::Num("Days")], factors: &[FactorSpec { key: SUBJECT, z: &["1"], bars: &[1], theta_name: "Subject.", theta_start: 0 }] },
-    Model { id: "sleepstudy_rs", csv: "sleepstudy.csv", y: "Reaction", x: &[XTerm::One, XTerm::Num("Days")], factors: &[FactorSpec { key: SUBJECT, z: &["1", "Days"], bars: &[2], theta_name: "Subject.", theta_start: 0 }] },
-    Model { id: "sleepstudy_rs_uncorr", csv: "sleepstudy.csv", y: "Reaction", x: &[XTerm::One, XTerm::Num("Days")], factors: &[FactorSpec { key: SUBJECT, z: &["1", "Days"], bars: &[1, 1], theta_name: "Subject", theta_start: 0 }] },
-    Model { id: "dietox_ri", csv: "dietox.csv", y: "Weight", x: &[XTerm::One, XTerm::Num("Time")], factors: &[FactorSpec { key: &["Pig"], z: &["1"], bars: &[1], theta_name: "Pig.", theta_start: 0 }] },
-    Model { id: "dietox_rs", csv: "dietox.csv", y: "Weight", x: &[XTerm::One, XTerm::Num("Time")], factors: &[FactorSpec { key: &["Pig"], z: &["1", "Time"], bars: &[2], theta_name: "Pig.", theta_start: 0 }] },
-    Model { id: "dietox_rs_uncorr", csv: "dietox.csv", y: "Weight", x: &[XTerm::One, XTerm::Num("Time")], factors: &[FactorSpec { key: &["Pig"], z: &["1", "Time"], bars: &[1, 1], theta_name: "Pig.", theta_start: 0 }] },
-    Model { id: "sitka_ri", csv: "sitka.csv", y: "size", x: &[XTerm::One, XTerm::Num("Time")], factors: &[FactorSpec { key: &["tree"], z: &["1"], bars: &[1], theta_name: "tree.", theta_start: 0 }] },
-    Model { id: "sitka_rs", csv: "sitka.csv", y: "size", x: &[XTerm::One, XTerm::Num("Time")], factors: &[FactorSpec { key: &["tree"], z: &["1", "Time"], bars: &[2], theta_name: "tree.", theta_start: 0 }] },
-    Model { id: "dyestuff", csv: "dyestuff.csv", y: "Yield", x: &[XTerm::One], factors: &[FactorSpec { key: &["Batch"], z: &["1"], bars: &[1], theta_name: "Batch.", theta_start: 0 }] },
-    Model { id: "dyestuff2", csv: "dyestuff2.csv", y: "Yield", x: &[XTerm::One], factors: &[FactorSpec { key: &["Batch"], z: &["1"], bars: &[1], theta_name: "Batch.", theta_start: 0 }] },
-    Model { id: "score_ri", csv: "score_parentedu_byclass.csv", y: "score", x: &[XTerm::One, XTerm::Num("edu")], factors: &[FactorSpec { key: &["classroom"], z: &["1"], bars: &[1], theta_name: "classroom.", theta_start: 0 }] },
-    Model { id: "score_rs", csv: "score_parentedu_byclass.csv", y: "score", x: &[XTerm::One, XTerm::Num("edu")], factors: &[FactorSpec { key: &["classroom"], z: &["1", "edu"], bars: &[2], theta_name: "classroom.", theta_start: 0 }] },
+    Model {
+        id: "sleepstudy_ri",
+        csv: "sleepstudy.csv",
+        y: "Reaction",
+        x: &[XTerm::One, XTerm::Num("Days")],
+        factors: &[FactorSpec {
+            key: SUBJECT,
+            z: &["1"],
+            bars: &[1],
+            theta_name: "Subject.",
+            theta_start: 0,
+        }],
+    },
+    Model {
+        id: "sleepstudy_rs",
+        csv: "sleepstudy.csv",
+        y: "Reaction",
+        x: &[XTerm::One, XTerm::Num("Days")],
+        factors: &[FactorSpec {
+            key: SUBJECT,
+            z: &["1", "Days"],
+            bars: &[2],
+            theta_name: "Subject.",
+            theta_start: 0,
+        }],
+    },
+    Model {
+        id: "sleepstudy_rs_uncorr",
+        csv: "sleepstudy.csv",
+        y: "Reaction",
+        x: &[XTerm::One, XTerm::Num("Days")],
+        factors: &[FactorSpec {
+            key: SUBJECT,
+            z: &["1", "Days"],
+            bars: &[1, 1],
+            theta_name: "Subject",
+            theta_start: 0,
+        }],
+    },
+    Model {
+        id: "dietox_ri",
+        csv: "dietox.csv",
+        y: "Weight",
+        x: &[XTerm::One, XTerm::Num("Time")],
+        factors: &[FactorSpec {
+            key: &["Pig"],
+            z: &["1"],
+            bars: &[1],
+            theta_name: "Pig.",
+            theta_start: 0,
+        }],
+    },
+    Model {
+        id: "dietox_rs",
+        csv: "dietox.csv",
+        y: "Weight",
+        x: &[XTerm::One, XTerm::Num("Time")],
+        factors: &[FactorSpec {
+            key: &["Pig"],
+            z: &["1", "Time"],
+            bars: &[2],
+            theta_name: "Pig.",
+            theta_start: 0,
+        }],
+    },
+    Model {
+        id: "dietox_rs_uncorr",
+        csv: "dietox.csv",
+        y: "Weight",
+        x: &[XTerm::One, XTerm::Num("Time")],
+        factors: &[FactorSpec {
+            key: &["Pig"],
+            z: &["1", "Time"],
+            bars: &[1, 1],
+            theta_name: "Pig.",
+            theta_start: 0,
+        }],
+    },
+    Model {
+        id: "sitka_ri",
+        csv: "sitka.csv",
+        y: "size",
+        x: &[XTerm::One, XTerm::Num("Time")],
+        factors: &[FactorSpec {
+            key: &["tree"],
+            z: &["1"],
+            bars: &[1],
+            theta_name: "tree.",
+            theta_start: 0,
+        }],
+    },
+    Model {
+        id: "sitka_rs",
+        csv: "sitka.csv",
+        y: "size",
+        x: &[XTerm::One, XTerm::Num("Time")],
+        factors: &[FactorSpec {
+            key: &["tree"],
+            z: &["1", "Time"],
+            bars: &[2],
+            theta_name: "tree.",
+            theta_start: 0,
+        }],
+    },
+    Model {
+        id: "dyestuff",
+        csv: "dyestuff.csv",
+        y: "Yield",
+        x: &[XTerm::One],
+        factors: &[FactorSpec {
+            key: &["Batch"],
+            z: &["1"],
+            bars: &[1],
+            theta_name: "Batch.",
+            theta_start: 0,
+        }],
+    },
+    Model {
+        id: "dyestuff2",
+        csv: "dyestuff2.csv",
+        y: "Yield",
+        x: &[XTerm::One],
+        factors: &[FactorSpec {
+            key: &["Batch"],
+            z: &["1"],
+            bars: &[1],
+            theta_name: "Batch.",
+            theta_start: 0,
+        }],
+    },
+    Model {
+        id: "score_ri",
+        csv: "score_parentedu_byclass.csv",
+        y: "score",
+        x: &[XTerm::One, XTerm::Num("edu")],
+        factors: &[FactorSpec {
+            key: &["classroom"],
+            z: &["1"],
+            bars: &[1],
+            theta_name: "classroom.",
+            theta_start: 0,
+        }],
+    },
+    Model {
+        id: "score_rs",
+        csv: "score_parentedu_byclass.csv",
+        y: "score",
+        x: &[XTerm::One, XTerm::Num("edu")],
+        factors: &[FactorSpec {
+            key: &["classroom"],
+            z: &["1", "edu"],
+            bars: &[2],
+            theta_name: "classroom.",
+            theta_start: 0,
+        }],
+    },
     Model {
         id: "orthodont",
         csv: "orthodont.csv",
         y: "distance",
         x: &[XTerm::One, XTerm::Num("age"), XTerm::Level("Sex", "Male")],
-        factors: &[FactorSpec { key: SUBJECT, z: &["1", "age"], bars: &[2], theta_name: "Subject.", theta_start: 0 }],
+        factors: &[FactorSpec {
+            key: SUBJECT,
+            z: &["1", "age"],
+            bars: &[2],
+            theta_name: "Subject.",
+            theta_start: 0,
+        }],
     },
     Model {
         id: "synthetic_small",
         csv: "synthetic_small.csv",
         y: "y",
-        x: &[XTerm::One, XTerm::Num("x1"), XTerm::Num("x2"), XTerm::Level("site", "site_b"), XTerm::Level("site", "site_c")],
-        factors: &[FactorSpec { key: &["g"], z: &["1", "x1"], bars: &[2], theta_name: "g.", theta_start: 0 }],
+        x: &[
+            XTerm::One,
+            XTerm::Num("x1"),
+            XTerm::Num("x2"),
+            XTerm::Level("site", "site_b"),
+            XTerm::Level("site", "site_c"),
+        ],
+        factors: &[FactorSpec {
+            key: &["g"],
+            z: &["1", "x1"],
+            bars: &[2],
+            theta_name: "g.",
+            theta_start: 0,
+        }],
     },
     Model {
         id: "penicillin_crossed",
@@ -260,8 +525,20 @@ const MODELS: &[Model] = &[
         y: "diameter",
         x: &[XTerm::One],
         factors: &[
-            FactorSpec { key: &["plate"], z: &["1"], bars: &[1], theta_name: "plate.", theta_start: 0 },
-            FactorSpec { key: &["sample"], z: &["1"], bars: &[1], theta_name: "sample.", theta_start: 1 },
+            FactorSpec {
+                key: &["plate"],
+                z: &["1"],
+                bars: &[1],
+                theta_name: "plate.",
+                theta_start: 0,
+            },
+            FactorSpec {
+                key: &["sample"],
+                z: &["1"],
+                bars: &[1],
+                theta_name: "sample.",
+                theta_start: 1,
+            },
         ],
     },
     Model {
@@ -270,8 +547,20 @@ const MODELS: &[Model] = &[
         y: "strength",
         x: &[XTerm::One],
         factors: &[
-            FactorSpec { key: &["batch", "cask"], z: &["1"], bars: &[1], theta_name: "cask:batch.", theta_start: 0 },
-            FactorSpec { key: &["batch"], z: &["1"], bars: &[1], theta_name: "batch.", theta_start: 1 },
+            FactorSpec {
+                key: &["batch", "cask"],
+                z: &["1"],
+                bars: &[1],
+                theta_name: "cask:batch.",
+                theta_start: 0,
+            },
+            FactorSpec {
+                key: &["batch"],
+                z: &["1"],
+                bars: &[1],
+                theta_name: "batch.",
+                theta_start: 1,
+            },
         ],
     },
 ];

@@ -37,7 +37,11 @@ pub fn parameters(blocks: &[Vec<usize>]) -> Vec<Param> {
         for &size in bars {
             for j in 0..size {
                 for i in j..size {
-                    out.push(Param { factor, i: start + i, j: start + j });
+                    out.push(Param {
+                        factor,
+                        i: start + i,
+                        j: start + j,
+                    });
                 }
             }
             start += size;
@@ -65,7 +69,15 @@ pub struct Sums {
 impl Sums {
     pub fn new(nr: usize, p: usize) -> Sums {
         let pp = p * p;
-        Sums { nr, p, p_mats: vec![0.0; nr * pp], q_mats: vec![0.0; nr * nr * pp], q_sigma: vec![0.0; nr * pp], k: vec![0.0; nr * nr], k_sigma: vec![0.0; nr] }
+        Sums {
+            nr,
+            p,
+            p_mats: vec![0.0; nr * pp],
+            q_mats: vec![0.0; nr * nr * pp],
+            q_sigma: vec![0.0; nr * pp],
+            k: vec![0.0; nr * nr],
+            k_sigma: vec![0.0; nr],
+        }
     }
 
     pub fn add(&mut self, other: &Sums) {
@@ -84,18 +96,50 @@ impl Sums {
     }
 
     /// P̂_r −= B̂ᵀE_rB̂ and Q̂_rσ += B̂ᵀE_rB̂₂ for one block of `rows` rows.
-    pub fn add_linear(&mut self, terms: &[Vec<(usize, usize)>], rows: usize, b: &[f64], b2: &[f64]) {
+    pub fn add_linear(
+        &mut self,
+        terms: &[Vec<(usize, usize)>],
+        rows: usize,
+        b: &[f64],
+        b2: &[f64],
+    ) {
         let pp = self.p * self.p;
         for (r, tr) in terms.iter().enumerate() {
             for &(a, bb) in tr {
-                outer(&mut self.p_mats[r * pp..(r + 1) * pp], self.p, rows, b, a, b, bb, -1.0);
-                outer(&mut self.q_sigma[r * pp..(r + 1) * pp], self.p, rows, b, a, b2, bb, 1.0);
+                outer(
+                    &mut self.p_mats[r * pp..(r + 1) * pp],
+                    self.p,
+                    rows,
+                    b,
+                    a,
+                    b,
+                    bb,
+                    -1.0,
+                );
+                outer(
+                    &mut self.q_sigma[r * pp..(r + 1) * pp],
+                    self.p,
+                    rows,
+                    b,
+                    a,
+                    b2,
+                    bb,
+                    1.0,
+                );
             }
         }
     }
 
     /// Q̂_rs += B̂ᵀE_rY_s (r ≤ s) given Y_s = ĈE_sB̂ (rows×p).
-    pub fn add_quadratic(&mut self, r: usize, s: usize, terms_r: &[(usize, usize)], rows: usize, b: &[f64], y: &[f64]) {
+    pub fn add_quadratic(
+        &mut self,
+        r: usize,
+        s: usize,
+        terms_r: &[(usize, usize)],
+        rows: usize,
+        b: &[f64],
+        y: &[f64],
+    ) {
         let (nr, pp) = (self.nr, self.p * self.p);
         let q_rs = &mut self.q_mats[(s * nr + r) * pp..(s * nr + r + 1) * pp];
         for &(a, bb) in terms_r {
@@ -109,7 +153,16 @@ impl Sums {
     /// Ĉ₂[i, j] (only asked for pairs (a, b) of one term). `y` is scratch of
     /// rows·p.
     #[allow(clippy::too_many_arguments)]
-    pub fn add_block(&mut self, terms: &[Vec<(usize, usize)>], rows: usize, b: &[f64], b2: &[f64], c: &[f64], c2: &dyn Fn(usize, usize) -> f64, y: &mut [f64]) {
+    pub fn add_block(
+        &mut self,
+        terms: &[Vec<(usize, usize)>],
+        rows: usize,
+        b: &[f64],
+        b2: &[f64],
+        c: &[f64],
+        c2: &dyn Fn(usize, usize) -> f64,
+        y: &mut [f64],
+    ) {
         let (p, nr) = (self.p, self.nr);
         self.add_linear(terms, rows, b, b2);
         for r in 0..nr {
@@ -151,7 +204,16 @@ impl Sums {
 
 /// out[j, i] += f · X[xa, i] · Z[zb, j] (X, Z rows×p, out p×p, column-major).
 #[allow(clippy::too_many_arguments)]
-fn outer(out: &mut [f64], p: usize, rows: usize, x: &[f64], xa: usize, z: &[f64], zb: usize, f: f64) {
+fn outer(
+    out: &mut [f64],
+    p: usize,
+    rows: usize,
+    x: &[f64],
+    xa: usize,
+    z: &[f64],
+    zb: usize,
+    f: f64,
+) {
     for j in 0..p {
         let zj = f * z[j * rows + zb];
         if zj != 0.0 {

@@ -57,13 +57,21 @@ pub(super) fn statistics(rows: &Rows) -> (Vec<Factor>, Vec<Pair>, Vec<f64>) {
                 }
             }
         }
-        factors.push(Factor { q, nlev, ztz, ztr, off: 0 });
+        factors.push(Factor {
+            q,
+            nlev,
+            ztz,
+            ztr,
+            off: 0,
+        });
     }
     let mut pairs = Vec::new();
     for a in 0..nf {
         for b in a + 1..nf {
             let (qa, qb) = (rows.q(a), rows.q(b));
-            let mut cells: Vec<(u32, u32)> = (0..n).map(|i| (rows.level[a][i] as u32, rows.level[b][i] as u32)).collect();
+            let mut cells: Vec<(u32, u32)> = (0..n)
+                .map(|i| (rows.level[a][i] as u32, rows.level[b][i] as u32))
+                .collect();
             cells.sort_unstable();
             cells.dedup();
             let mut blocks = vec![0.0; cells.len() * qa * qb];
@@ -76,7 +84,12 @@ pub(super) fn statistics(rows: &Rows) -> (Vec<Factor>, Vec<Pair>, Vec<f64>) {
                     }
                 }
             }
-            pairs.push(Pair { a, b, cells, blocks });
+            pairs.push(Pair {
+                a,
+                b,
+                cells,
+                blocks,
+            });
         }
     }
     (factors, pairs, rtr)
@@ -142,7 +155,12 @@ pub(super) struct Brute {
     p_mats: Vec<Vec<f64>>,
 }
 
-pub(super) fn brute_force(rows: &Rows, lambdas: &[Vec<f64>], blocks: &[Vec<usize>], sigma2: f64) -> Brute {
+pub(super) fn brute_force(
+    rows: &Rows,
+    lambdas: &[Vec<f64>],
+    blocks: &[Vec<usize>],
+    sigma2: f64,
+) -> Brute {
     let (n, p) = (rows.n(), rows.p);
     let nf = rows.nlev.len();
     // Z (n × qt), factor by factor, level by level
@@ -168,7 +186,14 @@ pub(super) fn brute_force(rows: &Rows, lambdas: &[Vec<f64>], blocks: &[Vec<usize
     for f in 0..nf {
         let q = rows.q(f);
         let lam = &lambdas[f];
-        let d: Vec<f64> = (0..q * q).map(|ij| sigma2 * (0..q).map(|t| lam[t * q + ij % q] * lam[t * q + ij / q]).sum::<f64>()).collect();
+        let d: Vec<f64> = (0..q * q)
+            .map(|ij| {
+                sigma2
+                    * (0..q)
+                        .map(|t| lam[t * q + ij % q] * lam[t * q + ij / q])
+                        .sum::<f64>()
+            })
+            .collect();
         let mut start = 0;
         for &size in &blocks[f] {
             for j in start..start + size {
@@ -200,14 +225,23 @@ pub(super) fn brute_force(rows: &Rows, lambdas: &[Vec<f64>], blocks: &[Vec<usize
         }
     }
     let si = invert_spd(&sigma, n).unwrap();
-    let x: Vec<f64> = (0..p).flat_map(|j| (0..n).map(move |i| (j, i))).map(|(j, i)| rows.x[i][j]).collect();
+    let x: Vec<f64> = (0..p)
+        .flat_map(|j| (0..n).map(move |i| (j, i)))
+        .map(|(j, i)| rows.x[i][j])
+        .collect();
     let xt = t_of(&x, n, p);
     let six = mm(&si, &x, n, n, p);
     let phi = invert_spd(&mm(&xt, &six, p, n, p), p).unwrap();
     let beta = mm(&phi, &mm(&t_of(&six, n, p), &rows.y, p, n, 1), p, p, 1);
     // Σ⁻¹G_rΣ⁻¹X and Π = Σ⁻¹ − Σ⁻¹XΦXᵀΣ⁻¹
-    let sgs: Vec<Vec<f64>> = gs.iter().map(|g| mm(&mm(&si, g, n, n, n), &six, n, n, p)).collect();
-    let p_mats: Vec<Vec<f64>> = sgs.iter().map(|o| mm(&xt, o, p, n, p).iter().map(|v| -v).collect()).collect();
+    let sgs: Vec<Vec<f64>> = gs
+        .iter()
+        .map(|g| mm(&mm(&si, g, n, n, n), &six, n, n, p))
+        .collect();
+    let p_mats: Vec<Vec<f64>> = sgs
+        .iter()
+        .map(|o| mm(&xt, o, p, n, p).iter().map(|v| -v).collect())
+        .collect();
     let mut pi = si.clone();
     let corr = mm(&mm(&six, &phi, n, p, p), &t_of(&six, n, p), n, p, n);
     for i in 0..n * n {
@@ -220,7 +254,11 @@ pub(super) fn brute_force(rows: &Rows, lambdas: &[Vec<f64>], blocks: &[Vec<usize
             ie2[s * np + r] = tr(&mm(&pg[r], &pg[s], n, n, n), n);
         }
     }
-    let w: Vec<f64> = invert_spd(&ie2, np).unwrap().iter().map(|v| 2.0 * v).collect();
+    let w: Vec<f64> = invert_spd(&ie2, np)
+        .unwrap()
+        .iter()
+        .map(|v| 2.0 * v)
+        .collect();
     let mut u = vec![0.0; p * p];
     for r in 0..np {
         // G_rΣ⁻¹X, so Q_rs = (Σ⁻¹G_rΣ⁻¹X)ᵀ (G_sΣ⁻¹X)
@@ -234,7 +272,14 @@ pub(super) fn brute_force(rows: &Rows, lambdas: &[Vec<f64>], blocks: &[Vec<usize
     }
     let a = mm(&mm(&phi, &u, p, p, p), &phi, p, p, p);
     let vcov_adj = (0..p * p).map(|i| phi[i] + 2.0 * a[i]).collect();
-    Brute { vcov: phi, vcov_adj, beta, w, np, p_mats }
+    Brute {
+        vcov: phi,
+        vcov_adj,
+        beta,
+        w,
+        np,
+        p_mats,
+    }
 }
 
 impl Brute {
@@ -244,8 +289,26 @@ impl Brute {
         let lm = t_of(l, p, rows); // ℓ×p column-major
         let lt = l.to_vec();
         let lpl = mm(&mm(&lm, &self.vcov, rows, p, p), &lt, rows, p, rows);
-        let theta = mm(&mm(&lt, &invert_spd(&lpl, rows).unwrap(), p, rows, rows), &lm, p, rows, p);
-        let u: Vec<Vec<f64>> = self.p_mats.iter().map(|pm| mm(&mm(&mm(&theta, &self.vcov, p, p, p), pm, p, p, p), &self.vcov, p, p, p)).collect();
+        let theta = mm(
+            &mm(&lt, &invert_spd(&lpl, rows).unwrap(), p, rows, rows),
+            &lm,
+            p,
+            rows,
+            p,
+        );
+        let u: Vec<Vec<f64>> = self
+            .p_mats
+            .iter()
+            .map(|pm| {
+                mm(
+                    &mm(&mm(&theta, &self.vcov, p, p, p), pm, p, p, p),
+                    &self.vcov,
+                    p,
+                    p,
+                    p,
+                )
+            })
+            .collect();
         let (mut a1, mut a2) = (0.0, 0.0);
         for r in 0..self.np {
             for s in 0..self.np {
@@ -273,7 +336,9 @@ impl Brute {
 
 pub(super) fn rel_diff(a: &[f64], b: &[f64]) -> f64 {
     let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs() / scale))
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs() / scale))
 }
 
 fn close(a: f64, b: f64) -> f64 {
@@ -285,16 +350,33 @@ fn close(a: f64, b: f64) -> f64 {
 fn simulate(seed: u64, nlev: &[usize], q0: usize) -> Rows {
     let mut rng = Rng(seed);
     let nf = nlev.len();
-    let mut rows = Rows { p: 3, x: vec![], y: vec![], nlev: nlev.to_vec(), level: vec![vec![]; nf], z: vec![vec![]; nf] };
-    let effects: Vec<Vec<f64>> = (0..nf).map(|f| (0..nlev[f] * if f == 0 { q0 } else { 1 }).map(|_| rng.normal()).collect()).collect();
+    let mut rows = Rows {
+        p: 3,
+        x: vec![],
+        y: vec![],
+        nlev: nlev.to_vec(),
+        level: vec![vec![]; nf],
+        z: vec![vec![]; nf],
+    };
+    let effects: Vec<Vec<f64>> = (0..nf)
+        .map(|f| {
+            (0..nlev[f] * if f == 0 { q0 } else { 1 })
+                .map(|_| rng.normal())
+                .collect()
+        })
+        .collect();
     for l0 in 0..nlev[0] {
         // unequal group sizes, 3 to 14 rows
         for _ in 0..3 + (l0 * 5) % 12 {
             let x1 = 2.0 * rng.normal() + 1.0;
             let x2 = rng.uniform() * 10.0;
             let mut y = 1.0 + 0.5 * x1 - 0.3 * x2 + 0.7 * rng.normal();
-            let z0: Vec<f64> = (0..q0).map(|a| if a == 0 { 1.0 } else { x1.powi(a as i32) }).collect();
-            y += (0..q0).map(|a| z0[a] * effects[0][l0 * q0 + a] * if a == 0 { 1.0 } else { 0.4 }).sum::<f64>();
+            let z0: Vec<f64> = (0..q0)
+                .map(|a| if a == 0 { 1.0 } else { x1.powi(a as i32) })
+                .collect();
+            y += (0..q0)
+                .map(|a| z0[a] * effects[0][l0 * q0 + a] * if a == 0 { 1.0 } else { 0.4 })
+                .sum::<f64>();
             rows.level[0].push(l0);
             rows.z[0].push(z0);
             for f in 1..nf {
@@ -313,30 +395,68 @@ fn simulate(seed: u64, nlev: &[usize], q0: usize) -> Rows {
 /// The block implementation against the brute force, for a few L.
 fn agree(rows: &Rows, lambdas: &[Vec<f64>], blocks: &[Vec<usize>], sigma2: f64) -> KenwardRoger {
     let (factors, pairs, rtr) = statistics(rows);
-    let input = KrInput { n: rows.n() as f64, p: rows.p, factors: &factors, pairs: &pairs, rtr: &rtr, lambdas, blocks, sigma2 };
+    let input = KrInput {
+        n: rows.n() as f64,
+        p: rows.p,
+        factors: &factors,
+        pairs: &pairs,
+        rtr: &rtr,
+        lambdas,
+        blocks,
+        sigma2,
+    };
     let kr = KenwardRoger::new(&input).unwrap();
     let bf = brute_force(rows, lambdas, blocks, sigma2);
     let tol = 1e-9;
-    assert!(rel_diff(&kr.vcov, &bf.vcov) < tol, "vcov {:?} {:?}", kr.vcov, bf.vcov);
-    assert!(rel_diff(&kr.vcov_adj, &bf.vcov_adj) < tol, "vcov_adj {:?} {:?}", kr.vcov_adj, bf.vcov_adj);
+    assert!(
+        rel_diff(&kr.vcov, &bf.vcov) < tol,
+        "vcov {:?} {:?}",
+        kr.vcov,
+        bf.vcov
+    );
+    assert!(
+        rel_diff(&kr.vcov_adj, &bf.vcov_adj) < tol,
+        "vcov_adj {:?} {:?}",
+        kr.vcov_adj,
+        bf.vcov_adj
+    );
     assert!(rel_diff(&kr.beta, &bf.beta) < tol);
     assert_eq!(kr.n_params, bf.np);
     assert!(rel_diff(&kr.w, &bf.w) < tol, "W {:?} {:?}", kr.w, bf.w);
     // Φ_A differs from Φ: the test would not see a missing adjustment otherwise
     assert!(rel_diff(&kr.vcov_adj, &kr.vcov) > 1e-4);
-    let ls: [(&[f64], usize); 4] = [(&[0.0, 1.0, 0.0], 1), (&[1.0, 0.0, 0.0], 1), (&[0.0, 1.0, 0.0, 0.0, 0.0, 1.0], 2), (&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.5, 1.0], 3)];
+    let ls: [(&[f64], usize); 4] = [
+        (&[0.0, 1.0, 0.0], 1),
+        (&[1.0, 0.0, 0.0], 1),
+        (&[0.0, 1.0, 0.0, 0.0, 0.0, 1.0], 2),
+        (&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.5, 1.0], 3),
+    ];
     for (l, r) in ls {
         let t = kr.test(l, r, &kr.beta).unwrap();
         let (f, m, lambda) = bf.test(l, r);
-        assert!(close(t.f_value, f) < tol && close(t.den_df, m) < tol && close(t.scale, lambda) < tol, "{t:?} vs F {f} m {m} λ {lambda}");
+        assert!(
+            close(t.f_value, f) < tol && close(t.den_df, m) < tol && close(t.scale, lambda) < tol,
+            "{t:?} vs F {f} m {m} λ {lambda}"
+        );
         assert!(t.p_value > 0.0 && t.p_value <= 1.0);
         if r == 1 {
             assert!((t.scale - 1.0).abs() < 1e-12, "λ = 1 for one row");
             let c = kr.contrast(l, &kr.beta).unwrap();
-            let var: f64 = (0..3).map(|j| (0..3).map(|i| l[i] * bf.vcov_adj[j * 3 + i] * l[j]).sum::<f64>()).sum();
+            let var: f64 = (0..3)
+                .map(|j| {
+                    (0..3)
+                        .map(|i| l[i] * bf.vcov_adj[j * 3 + i] * l[j])
+                        .sum::<f64>()
+                })
+                .sum();
             assert!(close(c.std_error, var.sqrt()) < tol && close(c.df, m) < tol);
             assert!(close(c.t_value * c.t_value, t.f_value) < tol);
-            assert!(close(c.p_value, t.p_value) < 1e-8, "{} {}", c.p_value, t.p_value);
+            assert!(
+                close(c.p_value, t.p_value) < 1e-8,
+                "{} {}",
+                c.p_value,
+                t.p_value
+            );
         }
     }
     kr
@@ -388,7 +508,16 @@ fn one_factor_dense_path_equals_level_path() {
     let (factors, pairs, rtr) = statistics(&rows);
     let lam = vec![vec![0.8, 0.1, 0.0, 0.2]];
     let bl = vec![vec![2]];
-    let input = KrInput { n: rows.n() as f64, p: 3, factors: &factors, pairs: &pairs, rtr: &rtr, lambdas: &lam, blocks: &bl, sigma2: 1.1 };
+    let input = KrInput {
+        n: rows.n() as f64,
+        p: 3,
+        factors: &factors,
+        pairs: &pairs,
+        rtr: &rtr,
+        lambdas: &lam,
+        blocks: &bl,
+        sigma2: 1.1,
+    };
     let kr = KenwardRoger::new(&input).unwrap();
     let params = terms::parameters(&bl);
     let mo = dense::moments(input.n, 3, &factors, &pairs, &lam, &params, &rtr);
@@ -405,9 +534,20 @@ fn invariant_to_the_scale_of_y() {
     let bl = vec![vec![2]];
     let run = |rows: &Rows, s2: f64| {
         let (factors, pairs, rtr) = statistics(rows);
-        let input = KrInput { n: rows.n() as f64, p: 3, factors: &factors, pairs: &pairs, rtr: &rtr, lambdas: &lam, blocks: &bl, sigma2: s2 };
+        let input = KrInput {
+            n: rows.n() as f64,
+            p: 3,
+            factors: &factors,
+            pairs: &pairs,
+            rtr: &rtr,
+            lambdas: &lam,
+            blocks: &bl,
+            sigma2: s2,
+        };
         let kr = KenwardRoger::new(&input).unwrap();
-        let t = kr.test(&[0.0, 1.0, 0.0, 0.0, 0.0, 1.0], 2, &kr.beta).unwrap();
+        let t = kr
+            .test(&[0.0, 1.0, 0.0, 0.0, 0.0, 1.0], 2, &kr.beta)
+            .unwrap();
         (kr.vcov_adj, t)
     };
     let (v1, t1) = run(&rows, 0.7);
@@ -416,7 +556,11 @@ fn invariant_to_the_scale_of_y() {
     let (v2, t2) = run(&rows, 0.7 * c * c);
     let scaled: Vec<f64> = v2.iter().map(|v| v / (c * c)).collect();
     assert!(rel_diff(&scaled, &v1) < 1e-12);
-    assert!(close(t2.den_df, t1.den_df) < 1e-12 && close(t2.scale, t1.scale) < 1e-12 && close(t2.f_value, t1.f_value) < 1e-10);
+    assert!(
+        close(t2.den_df, t1.den_df) < 1e-12
+            && close(t2.scale, t1.scale) < 1e-12
+            && close(t2.f_value, t1.f_value) < 1e-10
+    );
 }
 
 #[test]
@@ -426,20 +570,42 @@ fn confounded_factor_uses_the_pseudo_inverse_and_gives_the_exact_f_test() {
     // exact OLS F test: Φ_A = Φ, m = n − p, λ = 1.
     let mut rng = Rng(21);
     let n = 25;
-    let mut rows = Rows { p: 3, x: vec![], y: vec![], nlev: vec![n], level: vec![(0..n).collect()], z: vec![vec![vec![1.0]; n]] };
+    let mut rows = Rows {
+        p: 3,
+        x: vec![],
+        y: vec![],
+        nlev: vec![n],
+        level: vec![(0..n).collect()],
+        z: vec![vec![vec![1.0]; n]],
+    };
     for _ in 0..n {
         let (x1, x2) = (rng.normal(), rng.uniform());
         rows.x.push(vec![1.0, x1, x2]);
         rows.y.push(0.3 * x1 + rng.normal());
     }
     let (factors, pairs, rtr) = statistics(&rows);
-    let input = KrInput { n: n as f64, p: 3, factors: &factors, pairs: &pairs, rtr: &rtr, lambdas: &[vec![0.8]], blocks: &[vec![1]], sigma2: 0.9 };
+    let input = KrInput {
+        n: n as f64,
+        p: 3,
+        factors: &factors,
+        pairs: &pairs,
+        rtr: &rtr,
+        lambdas: &[vec![0.8]],
+        blocks: &[vec![1]],
+        sigma2: 0.9,
+    };
     let kr = KenwardRoger::new(&input).unwrap();
     assert!(kr.condi < 1e-10, "condi {}", kr.condi);
     assert!(rel_diff(&kr.vcov_adj, &kr.vcov) < 1e-10);
-    for (l, r) in [(&[0.0, 1.0, 0.0][..], 1), (&[0.0, 1.0, 0.0, 0.0, 0.0, 1.0][..], 2)] {
+    for (l, r) in [
+        (&[0.0, 1.0, 0.0][..], 1),
+        (&[0.0, 1.0, 0.0, 0.0, 0.0, 1.0][..], 2),
+    ] {
         let t = kr.test(l, r, &kr.beta).unwrap();
-        assert!(close(t.den_df, (n - 3) as f64) < 1e-9 && close(t.scale, 1.0) < 1e-9, "{t:?}");
+        assert!(
+            close(t.den_df, (n - 3) as f64) < 1e-9 && close(t.scale, 1.0) < 1e-9,
+            "{t:?}"
+        );
     }
 }
 
@@ -449,32 +615,77 @@ fn rejects_bad_input() {
     let (factors, pairs, rtr) = statistics(&rows);
     let ok_lam = vec![vec![1.0], vec![1.0]];
     let bl = vec![vec![1], vec![1]];
-    let mk = |lam: &[Vec<f64>], s2: f64| KenwardRoger::new(&KrInput { n: rows.n() as f64, p: 3, factors: &factors, pairs: &pairs, rtr: &rtr, lambdas: lam, blocks: &bl, sigma2: s2 });
+    let mk = |lam: &[Vec<f64>], s2: f64| {
+        KenwardRoger::new(&KrInput {
+            n: rows.n() as f64,
+            p: 3,
+            factors: &factors,
+            pairs: &pairs,
+            rtr: &rtr,
+            lambdas: lam,
+            blocks: &bl,
+            sigma2: s2,
+        })
+    };
     assert!(mk(&ok_lam, 1.0).is_ok());
     assert!(mk(&ok_lam, 0.0).is_err());
     assert!(mk(&[vec![1.0]], 1.0).is_err());
     // Λ nonzero outside its bars
     let rows2 = simulate(9, &[5], 2);
     let (f2, p2, r2) = statistics(&rows2);
-    let e = KenwardRoger::new(&KrInput { n: rows2.n() as f64, p: 3, factors: &f2, pairs: &p2, rtr: &r2, lambdas: &[vec![1.0, 0.5, 0.0, 1.0]], blocks: &[vec![1, 1]], sigma2: 1.0 });
+    let e = KenwardRoger::new(&KrInput {
+        n: rows2.n() as f64,
+        p: 3,
+        factors: &f2,
+        pairs: &p2,
+        rtr: &r2,
+        lambdas: &[vec![1.0, 0.5, 0.0, 1.0]],
+        blocks: &[vec![1, 1]],
+        sigma2: 1.0,
+    });
     assert!(e.unwrap_err().0.contains("outside"));
     // a rank-deficient L
     let kr = mk(&ok_lam, 1.0).unwrap();
-    assert!(kr.test(&[0.0, 1.0, 0.0, 0.0, 2.0, 0.0], 2, &kr.beta).is_err());
+    assert!(kr
+        .test(&[0.0, 1.0, 0.0, 0.0, 2.0, 0.0], 2, &kr.beta)
+        .is_err());
 }
 
 #[test]
 fn dense_size_bound() {
     // m = 5,001 columns after the first factor, qt = 10,001: refused with the
     // reason; qt = 5,001 with m = 1 (refused by the former qt×qt path) runs.
-    let f = |nlev: usize| Factor { q: 1, nlev, ztz: vec![1.0; nlev], ztr: vec![0.0; nlev * 2], off: 0 };
+    let f = |nlev: usize| Factor {
+        q: 1,
+        nlev,
+        ztz: vec![1.0; nlev],
+        ztr: vec![0.0; nlev * 2],
+        off: 0,
+    };
     let run = |factors: &[Factor]| {
-        let pairs = vec![Pair { a: 0, b: 1, cells: vec![(0, 0)], blocks: vec![1.0] }];
+        let pairs = vec![Pair {
+            a: 0,
+            b: 1,
+            cells: vec![(0, 0)],
+            blocks: vec![1.0],
+        }];
         let n = factors[0].nlev as f64;
-        KenwardRoger::new(&KrInput { n, p: 1, factors, pairs: &pairs, rtr: &[n, 0.0, 0.0, 1.0], lambdas: &[vec![1.0], vec![1.0]], blocks: &[vec![1], vec![1]], sigma2: 1.0 })
+        KenwardRoger::new(&KrInput {
+            n,
+            p: 1,
+            factors,
+            pairs: &pairs,
+            rtr: &[n, 0.0, 0.0, 1.0],
+            lambdas: &[vec![1.0], vec![1.0]],
+            blocks: &[vec![1], vec![1]],
+            sigma2: 1.0,
+        })
     };
     let err = run(&[f(5_000), f(5_001)]).unwrap_err();
-    assert!(err.0.contains("25000000") && err.0.contains("5001 × 10001"), "{err}");
+    assert!(
+        err.0.contains("25000000") && err.0.contains("5001 × 10001"),
+        "{err}"
+    );
     assert!(run(&[f(5_000), f(1)]).is_ok());
 }
 
@@ -485,8 +696,17 @@ fn crossed_nested_slopes(seed: u64, n0: usize, n1: usize) -> Rows {
     let mut rng = Rng(seed);
     let nlev = vec![n0, n1, 3 * n1, 5];
     let q = [2, 2, 1, 1];
-    let mut rows = Rows { p: 3, x: vec![], y: vec![], nlev: nlev.clone(), level: vec![vec![]; 4], z: vec![vec![]; 4] };
-    let effects: Vec<Vec<f64>> = (0..4).map(|f| (0..nlev[f] * q[f]).map(|_| rng.normal()).collect()).collect();
+    let mut rows = Rows {
+        p: 3,
+        x: vec![],
+        y: vec![],
+        nlev: nlev.clone(),
+        level: vec![vec![]; 4],
+        z: vec![vec![]; 4],
+    };
+    let effects: Vec<Vec<f64>> = (0..4)
+        .map(|f| (0..nlev[f] * q[f]).map(|_| rng.normal()).collect())
+        .collect();
     for l0 in 0..nlev[0] {
         for _ in 0..3 + (l0 * 7) % 9 {
             let x1 = 2.0 * rng.normal() + 1.0;
@@ -496,7 +716,9 @@ fn crossed_nested_slopes(seed: u64, n0: usize, n1: usize) -> Rows {
             let mut y = 1.0 + 0.5 * x1 - 0.3 * x2 + 0.7 * rng.normal();
             for f in 0..4 {
                 let z: Vec<f64> = (0..q[f]).map(|a| if a == 0 { 1.0 } else { x1 }).collect();
-                y += (0..q[f]).map(|a| z[a] * effects[f][lv[f] * q[f] + a] * if a == 0 { 0.8 } else { 0.3 }).sum::<f64>();
+                y += (0..q[f])
+                    .map(|a| z[a] * effects[f][lv[f] * q[f] + a] * if a == 0 { 0.8 } else { 0.3 })
+                    .sum::<f64>();
                 rows.level[f].push(lv[f]);
                 rows.z[f].push(z);
             }
@@ -511,7 +733,11 @@ fn crossed_nested_slopes(seed: u64, n0: usize, n1: usize) -> Rows {
 fn crossed_path_equals_dense_path() {
     // factor 1 uncorrelated (two variances), then correlated (a covariance on the rest too)
     // (600, 60): several chunks of levels and bands of N₂₂'s columns (m = 305)
-    for (seed, bars1, lam1, n0, n1) in [(31, vec![1, 1], vec![0.8, 0.0, 0.0, 0.25], 40, 8), (32, vec![2], vec![0.8, -0.2, 0.0, 0.25], 40, 8), (33, vec![2], vec![0.8, -0.2, 0.0, 0.25], 600, 60)] {
+    for (seed, bars1, lam1, n0, n1) in [
+        (31, vec![1, 1], vec![0.8, 0.0, 0.0, 0.25], 40, 8),
+        (32, vec![2], vec![0.8, -0.2, 0.0, 0.25], 40, 8),
+        (33, vec![2], vec![0.8, -0.2, 0.0, 0.25], 600, 60),
+    ] {
         let lam = vec![vec![1.1, 0.3, 0.0, 0.4], lam1, vec![0.6], vec![0.9]];
         let bl = vec![vec![2], bars1, vec![1], vec![1]];
         let rows = crossed_nested_slopes(seed, n0, n1);
@@ -541,7 +767,9 @@ fn crossed_path_equals_dense_path() {
         let kf = KenwardRoger::assemble(3, 4, 0.9, fast).unwrap();
         let kd = KenwardRoger::assemble(3, 4, 0.9, slow).unwrap();
         let dv = rel_diff(&kf.vcov_adj, &kd.vcov_adj).max(rel_diff(&kf.w, &kd.w));
-        eprintln!("crossed vs dense (seed {seed}): moments {worst:e}, tr H² {d:e}, vcov_adj and W {dv:e}");
+        eprintln!(
+            "crossed vs dense (seed {seed}): moments {worst:e}, tr H² {d:e}, vcov_adj and W {dv:e}"
+        );
         assert!(dv < 1e-10);
         if n0 < 100 {
             agree(&rows, &lam, &bl, 0.9);
@@ -586,13 +814,33 @@ fn scale_200k_levels() {
             n += 1.0;
         }
     }
-    let factors = vec![Factor { q, nlev, ztz, ztr, off: 0 }];
+    let factors = vec![Factor {
+        q,
+        nlev,
+        ztz,
+        ztr,
+        off: 0,
+    }];
     let lam = vec![vec![1.4, 0.19, 0.0, 0.37]];
-    let input = KrInput { n, p, factors: &factors, pairs: &[], rtr: &rtr, lambdas: &lam, blocks: &[vec![2]], sigma2: 0.5 };
+    let input = KrInput {
+        n,
+        p,
+        factors: &factors,
+        pairs: &[],
+        rtr: &rtr,
+        lambdas: &lam,
+        blocks: &[vec![2]],
+        sigma2: 0.5,
+    };
     let t0 = std::time::Instant::now();
     let kr = KenwardRoger::new(&input).unwrap();
     let c = kr.contrast(&[0.0, 1.0, 0.0], &kr.beta).unwrap();
-    eprintln!("Kenward-Roger at {nlev} levels ({n} rows): {:.3} s; x1: se {} df {}", t0.elapsed().as_secs_f64(), c.std_error, c.df);
+    eprintln!(
+        "Kenward-Roger at {nlev} levels ({n} rows): {:.3} s; x1: se {} df {}",
+        t0.elapsed().as_secs_f64(),
+        c.std_error,
+        c.df
+    );
     assert!(c.df > 1e4 && c.df.is_finite());
     assert!((c.estimate - 0.5).abs() < 0.01);
 }
@@ -606,7 +854,14 @@ fn scale_200k_levels() {
 fn kenward_roger_at_the_benchmark_shape() {
     let mut rng = Rng(5);
     let nlev = vec![2972, 1128, 28];
-    let mut rows = Rows { p: 2, x: vec![], y: vec![], nlev: nlev.clone(), level: vec![vec![]; 3], z: vec![vec![]; 3] };
+    let mut rows = Rows {
+        p: 2,
+        x: vec![],
+        y: vec![],
+        nlev: nlev.clone(),
+        level: vec![vec![]; 3],
+        z: vec![vec![]; 3],
+    };
     for i in 0..73_421 {
         let s = i % 2972;
         let d = (rng.below(1128) + s) % 1128;
@@ -624,7 +879,16 @@ fn kenward_roger_at_the_benchmark_shape() {
     let (factors, pairs, rtr) = statistics(&rows);
     let lam = vec![vec![0.5], vec![0.4], vec![0.2]];
     let bl = vec![vec![1], vec![1], vec![1]];
-    let input = KrInput { n: rows.n() as f64, p: 2, factors: &factors, pairs: &pairs, rtr: &rtr, lambdas: &lam, blocks: &bl, sigma2: 1.0 };
+    let input = KrInput {
+        n: rows.n() as f64,
+        p: 2,
+        factors: &factors,
+        pairs: &pairs,
+        rtr: &rtr,
+        lambdas: &lam,
+        blocks: &bl,
+        sigma2: 1.0,
+    };
     let t0 = std::time::Instant::now();
     let kr = KenwardRoger::new(&input).unwrap();
     eprintln!("KR {:.3} s {:?}", t0.elapsed().as_secs_f64(), kr.vcov_adj);

@@ -33,7 +33,12 @@ fn dot(x: &[f64], m: usize, i: usize, j: usize) -> f64 {
     let (u, v) = (&x[i * m..(i + 1) * m], &x[j * m..(j + 1) * m]);
     let mut acc = [0.0; 4];
     let (uc, vc) = (u.chunks_exact(4), v.chunks_exact(4));
-    let tail: f64 = uc.remainder().iter().zip(vc.remainder()).map(|(a, b)| a * b).sum();
+    let tail: f64 = uc
+        .remainder()
+        .iter()
+        .zip(vc.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
     for (a, b) in uc.zip(vc) {
         for t in 0..4 {
             acc[t] += a[t] * b[t];
@@ -53,11 +58,26 @@ fn gamma_lower(cols: &Columns, x: &[f64], m: usize, pr: &Param, out: &mut [f64])
     out.iter_mut().for_each(|v| *v = 0.0);
     let component = |a: usize| {
         let start = (off + a) * m;
-        faer::MatRef::from_column_major_slice_with_stride(&x[start..start + (nlev - 1) * q * m + m], m, nlev, q * m)
+        faer::MatRef::from_column_major_slice_with_stride(
+            &x[start..start + (nlev - 1) * q * m + m],
+            m,
+            nlev,
+            q * m,
+        )
     };
     for (a, b) in pr.local_terms() {
         let dst = faer::MatMut::from_column_major_slice_mut(out, m, m);
-        matmul(dst, BlockStructure::TriangularLower, faer::Accum::Add, component(a), BlockStructure::Rectangular, component(b).transpose(), BlockStructure::Rectangular, 1.0, par);
+        matmul(
+            dst,
+            BlockStructure::TriangularLower,
+            faer::Accum::Add,
+            component(a),
+            BlockStructure::Rectangular,
+            component(b).transpose(),
+            BlockStructure::Rectangular,
+            1.0,
+            par,
+        );
     }
 }
 
@@ -88,7 +108,17 @@ fn rest_block(n22: Vec<f64>, m: usize, r0: usize, x: &[f64]) -> Vec<f64> {
     let par = faer::get_global_parallelism();
     let x2 = faer::MatRef::from_column_major_slice(&x[r0 * m..], m, m);
     let dst = faer::MatMut::from_column_major_slice_mut(&mut c22, m, m);
-    matmul(dst, BlockStructure::TriangularLower, faer::Accum::Add, x2.transpose(), BlockStructure::Rectangular, x2, BlockStructure::Rectangular, -1.0, par);
+    matmul(
+        dst,
+        BlockStructure::TriangularLower,
+        faer::Accum::Add,
+        x2.transpose(),
+        BlockStructure::Rectangular,
+        x2,
+        BlockStructure::Rectangular,
+        -1.0,
+        par,
+    );
     for c in 0..m {
         for r in c + 1..m {
             c22[r * m + c] = c22[c * m + r];
@@ -163,8 +193,13 @@ impl Parts<'_> {
         use rayon::prelude::*;
         const CHUNK: usize = 256;
         let n0 = self.el.n0;
-        let partial: Vec<(f64, f64)> = (0..n0.div_ceil(CHUNK)).into_par_iter().map(|ci| self.first_levels(r, s, ci * CHUNK..((ci + 1) * CHUNK).min(n0))).collect();
-        let (t1, t2) = partial.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+        let partial: Vec<(f64, f64)> = (0..n0.div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|ci| self.first_levels(r, s, ci * CHUNK..((ci + 1) * CHUNK).min(n0)))
+            .collect();
+        let (t1, t2) = partial
+            .iter()
+            .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
         t1 - 2.0 * t2 + self.gram[s * self.params.len() + r]
     }
 
@@ -219,16 +254,38 @@ impl Parts<'_> {
 }
 
 /// K̂ and κ; `n22` is the elimination's N₂₂, taken over for Ĉ₂₂.
-pub fn traces(cols: &Columns, el: &Elimination, n22: Vec<f64>, x: &[f64], params: &[Param]) -> Traces {
+pub fn traces(
+    cols: &Columns,
+    el: &Elimination,
+    n22: Vec<f64>,
+    x: &[f64],
+    params: &[Param],
+) -> Traces {
     let nr = params.len();
     let terms = params.iter().map(|p| p.local_terms()).collect();
-    let parts = Parts { cols, el, x, params, terms, c22: rest_block(n22, el.m, el.r0, x), gram: gamma_products(cols, x, el.m, params) };
+    let parts = Parts {
+        cols,
+        el,
+        x,
+        params,
+        terms,
+        c22: rest_block(n22, el.m, el.r0, x),
+        gram: gamma_products(cols, x, el.m, params),
+    };
     let mut k = vec![0.0; nr * nr];
     for s in 0..nr {
         for r in 0..=s {
             // params come factor by factor: r's factor ≤ s's
-            let (lo, hi) = if params[r].factor <= params[s].factor { (r, s) } else { (s, r) };
-            let v = if params[lo].factor > 0 { parts.both_rest(lo, hi) } else { parts.first(lo, hi) };
+            let (lo, hi) = if params[r].factor <= params[s].factor {
+                (r, s)
+            } else {
+                (s, r)
+            };
+            let v = if params[lo].factor > 0 {
+                parts.both_rest(lo, hi)
+            } else {
+                parts.first(lo, hi)
+            };
             k[s * nr + r] = v;
             k[r * nr + s] = v;
         }

@@ -94,7 +94,10 @@ impl Frame {
                 stored.contrast_on_problem_scale(&l)
             })
             .collect();
-        let se = contrasts.iter().map(|(lc, _)| sigma * quad(&pt.xtvx_inv, lc).sqrt()).collect();
+        let se = contrasts
+            .iter()
+            .map(|(lc, _)| sigma * quad(&pt.xtvx_inv, lc).sqrt())
+            .collect();
         let mut frame = Frame {
             lik,
             blocks,
@@ -114,8 +117,12 @@ impl Frame {
             shared: std::cell::OnceCell::new(),
             evaluations: std::cell::Cell::new(0),
         };
-        frame.void_cache = (0..frame.params.len()).map(|_| std::cell::OnceCell::new()).collect();
-        frame.local_cache = (0..frame.params.len()).map(|_| std::cell::OnceCell::new()).collect();
+        frame.void_cache = (0..frame.params.len())
+            .map(|_| std::cell::OnceCell::new())
+            .collect();
+        frame.local_cache = (0..frame.params.len())
+            .map(|_| std::cell::OnceCell::new())
+            .collect();
         frame.estimates = frame.all_parameters(&frame.theta.clone(), sigma, &pt.beta);
         Ok(frame)
     }
@@ -130,7 +137,14 @@ impl Frame {
     fn beta_on_data_scale(&self, beta_c: &[f64]) -> Vec<f64> {
         let mut beta = beta_c.to_vec();
         if !beta.is_empty() {
-            beta[0] += self.shift.0.iter().zip(beta_c).map(|(a, b)| a * b).sum::<f64>() + self.shift.1;
+            beta[0] += self
+                .shift
+                .0
+                .iter()
+                .zip(beta_c)
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
+                + self.shift.1;
         }
         beta
     }
@@ -196,13 +210,19 @@ impl Frame {
                 let sigma = x[k].exp();
                 let mut c = vec![v / (sigma * b.tdiag[i])];
                 c.extend_from_slice(&x[k + 1..]);
-                (self.with_block(block, &x[..k], &c, &order(b.s, &[i])), Some(sigma))
+                (
+                    self.with_block(block, &x[..k], &c, &order(b.s, &[i])),
+                    Some(sigma),
+                )
             }
             Kind::Cor { block, i, j } => {
                 let b = &self.blocks[block];
                 let k = self.theta.len() - b.ntheta();
                 let c = cor_factor(v, x[k], x[k + 1], &x[k + 2..], b.s);
-                (self.with_block(block, &x[..k], &c, &order(b.s, &[j, i])), None)
+                (
+                    self.with_block(block, &x[..k], &c, &order(b.s, &[j, i])),
+                    None,
+                )
             }
         }
     }
@@ -238,9 +258,16 @@ impl Frame {
 
     /// The quadratic approximation at the estimate of the parameter of `kind` (cached).
     pub(super) fn local(&self, kind: Kind) -> &super::local::Local {
-        let index = self.params.iter().position(|p| p.kind == kind).expect("a parameter of the model");
+        let index = self
+            .params
+            .iter()
+            .position(|p| p.kind == kind)
+            .expect("a parameter of the model");
         self.local_cache[index].get_or_init(|| match kind {
-            Kind::Sigma | Kind::Fixed { .. } => match self.shared.get_or_init(|| super::local::Shared::at_estimate(self)) {
+            Kind::Sigma | Kind::Fixed { .. } => match self
+                .shared
+                .get_or_init(|| super::local::Shared::at_estimate(self))
+            {
                 Some(shared) => super::local::Local::from_shared(self, shared, index),
                 None => super::local::Local::at_estimate(self, index),
             },
@@ -256,10 +283,17 @@ impl Frame {
         let est = lc.iter().zip(&pt.beta).map(|(a, b)| a * b).sum::<f64>() + shift;
         let a = &pt.xtvx_inv;
         let p = self.p;
-        let al: Vec<f64> = (0..p).map(|r| (0..p).map(|c| a[c * p + r] * lc[c]).sum()).collect();
+        let al: Vec<f64> = (0..p)
+            .map(|r| (0..p).map(|c| a[c * p + r] * lc[c]).sum())
+            .collect();
         let v = lc.iter().zip(&al).map(|(x, y)| x * y).sum::<f64>();
         let d = b - est;
-        let beta = pt.beta.iter().zip(&al).map(|(bb, a)| bb + a * d / v).collect();
+        let beta = pt
+            .beta
+            .iter()
+            .zip(&al)
+            .map(|(bb, a)| bb + a * d / v)
+            .collect();
         (d * d / v, beta, 2.0 * d / v)
     }
 
@@ -287,11 +321,22 @@ impl Frame {
         let beta = &all[nv..];
         let mut beta_c = beta.to_vec();
         if !beta_c.is_empty() {
-            beta_c[0] -= self.shift.0.iter().zip(beta).map(|(a, b)| a * b).sum::<f64>() + self.shift.1;
+            beta_c[0] -= self
+                .shift
+                .0
+                .iter()
+                .zip(beta)
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
+                + self.shift.1;
         }
         let d: Vec<f64> = beta_c.iter().zip(&pt.beta).map(|(a, b)| a - b).collect();
         let excess = quad(&crate::dense::invert_spd(&pt.xtvx_inv, self.p)?, &d);
-        Some(pt.logdet_l + self.n * (2.0 * std::f64::consts::PI * sigma * sigma).ln() + (pt.pwrss + excess) / (sigma * sigma))
+        Some(
+            pt.logdet_l
+                + self.n * (2.0 * std::f64::consts::PI * sigma * sigma).ln()
+                + (pt.pwrss + excess) / (sigma * sigma),
+        )
     }
 
     /// θ from every block's SDs and correlations (lme4's order) at σ:
@@ -303,11 +348,17 @@ impl Frame {
             let s = b.s;
             let full = super::parameters::unpack_lower(&sdcor[k..k + b.ntheta()], s);
             k += b.ntheta();
-            let sd: Vec<f64> = (0..s).map(|i| full[i * s + i] / (sigma * b.tdiag[i])).collect();
+            let sd: Vec<f64> = (0..s)
+                .map(|i| full[i * s + i] / (sigma * b.tdiag[i]))
+                .collect();
             let mut cov = vec![0.0; s * s];
             for c in 0..s {
                 for r in 0..s {
-                    let cor = if r == c { 1.0 } else { full[r.min(c) * s + r.max(c)] };
+                    let cor = if r == c {
+                        1.0
+                    } else {
+                        full[r.min(c) * s + r.max(c)]
+                    };
                     cov[c * s + r] = sd[r] * sd[c] * cor;
                 }
             }
@@ -343,7 +394,13 @@ impl Frame {
     /// on the bound stays on it. So each such coordinate is tried at 0.05 and 0.5 (on
     /// the problem's scale, where θ is O(1)); where that is lower, the
     /// descent restarts from there and the lower minimum is kept.
-    fn off_bounds(&self, kind: Kind, v: f64, lower: &[f64], best: (Vec<f64>, f64)) -> (Vec<f64>, f64) {
+    fn off_bounds(
+        &self,
+        kind: Kind,
+        v: f64,
+        lower: &[f64],
+        best: (Vec<f64>, f64),
+    ) -> (Vec<f64>, f64) {
         let mut best = best;
         for i in 0..lower.len() {
             // on the bound, or crawled a rounding step off it (the slope is O(x_i) there)
@@ -383,10 +440,24 @@ impl Frame {
                 d
             }
         };
-        let from = if out.f.is_finite() { out.x.clone() } else { start.to_vec() };
+        let from = if out.f.is_finite() {
+            out.x.clone()
+        } else {
+            start.to_vec()
+        };
         let diagonal: Vec<usize> = (0..lower.len()).filter(|&i| lower[i] == 0.0).collect();
         let mut g = |x: &[f64]| f(x);
-        let nm = optimizer::minimize(&mut g, &from, lower, &diagonal, &Settings { ftol_abs: 1e-12, xtol_abs: 1e-9, max_evaluations: 20_000 });
+        let nm = optimizer::minimize(
+            &mut g,
+            &from,
+            lower,
+            &diagonal,
+            &Settings {
+                ftol_abs: 1e-12,
+                xtol_abs: 1e-9,
+                max_evaluations: 20_000,
+            },
+        );
         if nm.f < out.f || !out.f.is_finite() {
             (nm.x, nm.f)
         } else {
@@ -395,8 +466,17 @@ impl Frame {
     }
 
     /// The descent from `from` kept off the bounds `best` landed on.
-    fn away_from_bounds(&self, kind: Kind, v: f64, from: &[f64], lower: &[f64], best: (Vec<f64>, f64)) -> (Vec<f64>, f64) {
-        let landed: Vec<usize> = (0..lower.len()).filter(|&i| lower[i] == 0.0 && best.0[i] <= 1e-10 && from[i] > 1e-8).collect();
+    fn away_from_bounds(
+        &self,
+        kind: Kind,
+        v: f64,
+        from: &[f64],
+        lower: &[f64],
+        best: (Vec<f64>, f64),
+    ) -> (Vec<f64>, f64) {
+        let landed: Vec<usize> = (0..lower.len())
+            .filter(|&i| lower[i] == 0.0 && best.0[i] <= 1e-10 && from[i] > 1e-8)
+            .collect();
         if landed.is_empty() {
             return best;
         }
@@ -451,10 +531,17 @@ impl Frame {
                         let index = self.params.iter().position(|p| p.kind == sd).unwrap();
                         let dv = -self.estimates[index];
                         let lower = self.lower(sd);
-                        let start: Vec<f64> = self.start(sd).iter().zip(path).zip(&lower).map(|((x, p), l)| (x + p * dv).max(*l)).collect();
+                        let start: Vec<f64> = self
+                            .start(sd)
+                            .iter()
+                            .zip(path)
+                            .zip(&lower)
+                            .map(|((x, p), l)| (x + p * dv).max(*l))
+                            .collect();
                         let (x, d) = self.minimise(sd, 0.0, &start);
                         let (theta, sigma) = self.theta_sigma(sd, 0.0, &x);
-                        d.is_finite().then(|| self.free_at(kind, &theta, sigma.unwrap()))
+                        d.is_finite()
+                            .then(|| self.free_at(kind, &theta, sigma.unwrap()))
                     })
                     .collect()
             })
@@ -472,7 +559,13 @@ impl Frame {
     }
 
     /// The whole θ: the other blocks' entries and the block's from C (order `perm`).
-    fn with_block(&self, block: usize, others: &[f64], c_packed: &[f64], perm: &[usize]) -> Vec<f64> {
+    fn with_block(
+        &self,
+        block: usize,
+        others: &[f64],
+        c_packed: &[f64],
+        perm: &[usize],
+    ) -> Vec<f64> {
         let b = &self.blocks[block];
         let s = b.s;
         let c = super::parameters::unpack_lower(c_packed, s);
@@ -571,5 +664,7 @@ fn cor_factor(r: f64, c00: f64, m: f64, rest: &[f64], s: usize) -> Vec<f64> {
 /// xᵀ A x (A p×p column-major).
 fn quad(a: &[f64], x: &[f64]) -> f64 {
     let p = x.len();
-    (0..p).map(|c| (0..p).map(|r| x[r] * a[c * p + r]).sum::<f64>() * x[c]).sum()
+    (0..p)
+        .map(|c| (0..p).map(|r| x[r] * a[c * p + r]).sum::<f64>() * x[c])
+        .sum()
 }

@@ -46,7 +46,9 @@ impl Frame {
         }
         let (theta, sigma) = self.theta_sigma(kind, v, x);
         let g = match kind {
-            Kind::Fixed { j } => self.lik.gradients(&theta, &|pt: &Point| self.fixed_excess(j, v, pt).1)?,
+            Kind::Fixed { j } => self
+                .lik
+                .gradients(&theta, &|pt: &Point| self.fixed_excess(j, v, pt).1)?,
             _ => self.lik.gradients(&theta, &|pt: &Point| pt.beta.clone())?,
         };
         let (n, pt) = (self.n, &g.point);
@@ -55,18 +57,33 @@ impl Frame {
                 let (excess, _, dexcess) = self.fixed_excess(j, v, pt);
                 let rho2 = pt.pwrss + excess;
                 let d = pt.logdet_l + n * (1.0 + (2.0 * std::f64::consts::PI * rho2 / n).ln());
-                let gt: Vec<f64> = g.logdets.iter().zip(&g.pwrss).map(|(a, b)| a + n * b / rho2).collect();
+                let gt: Vec<f64> = g
+                    .logdets
+                    .iter()
+                    .zip(&g.pwrss)
+                    .map(|(a, b)| a + n * b / rho2)
+                    .collect();
                 (d, gt, n * dexcess / rho2, 0.0)
             }
             (Kind::Cor { .. }, _) => {
                 let d = pt.criterion(Method::Ml, n, self.p);
-                let gt: Vec<f64> = g.logdets.iter().zip(&g.pwrss).map(|(a, b)| a + n * b / pt.pwrss).collect();
+                let gt: Vec<f64> = g
+                    .logdets
+                    .iter()
+                    .zip(&g.pwrss)
+                    .map(|(a, b)| a + n * b / pt.pwrss)
+                    .collect();
                 (d, gt, 0.0, 0.0)
             }
             (_, Some(s)) => {
                 let s2 = s * s;
                 let d = pt.criterion_at_sigma(Method::Ml, n, self.p, s2, 0.0);
-                let gt: Vec<f64> = g.logdets.iter().zip(&g.pwrss).map(|(a, b)| a + b / s2).collect();
+                let gt: Vec<f64> = g
+                    .logdets
+                    .iter()
+                    .zip(&g.pwrss)
+                    .map(|(a, b)| a + b / s2)
+                    .collect();
                 (d, gt, 0.0, 2.0 * n - 2.0 * pt.pwrss / s2)
             }
             _ => unreachable!("only a correlation or a fixed effect profiles σ"),
@@ -174,7 +191,11 @@ impl Frame {
         let base = theta_at(v, x);
         let diff = |up: Vec<f64>, down: Option<Vec<f64>>, h: f64| -> Vec<f64> {
             match down {
-                Some(dn) => up.iter().zip(&dn).map(|(a, b)| (a - b) / (2.0 * h)).collect(),
+                Some(dn) => up
+                    .iter()
+                    .zip(&dn)
+                    .map(|(a, b)| (a - b) / (2.0 * h))
+                    .collect(),
                 None => up.iter().zip(&base).map(|(a, b)| (a - b) / h).collect(),
             }
         };
@@ -194,16 +215,28 @@ impl Frame {
         let (lo, hi) = self.params_range(kind);
         let h = 1e-6 * v.abs().max(0.1);
         let dv = if v + h <= hi {
-            diff(theta_at(v + h, x), (v - h >= lo).then(|| theta_at(v - h, x)), h)
+            diff(
+                theta_at(v + h, x),
+                (v - h >= lo).then(|| theta_at(v - h, x)),
+                h,
+            )
         } else {
-            theta_at(v - h, x).iter().zip(&base).map(|(a, b)| (b - a) / h).collect()
+            theta_at(v - h, x)
+                .iter()
+                .zip(&base)
+                .map(|(a, b)| (b - a) / h)
+                .collect()
         };
         (dv, dx)
     }
 
     /// The range of the parameter of `kind`.
     fn params_range(&self, kind: Kind) -> (f64, f64) {
-        let p = self.params.iter().find(|p| p.kind == kind).expect("a parameter of the model");
+        let p = self
+            .params
+            .iter()
+            .find(|p| p.kind == kind)
+            .expect("a parameter of the model");
         (p.lower, p.upper)
     }
 }

@@ -35,28 +35,56 @@ pub struct Interval {
 /// The interval of one trace at `level`.
 pub fn interval(frame: &Frame, trace: &Trace, level: f64) -> Interval {
     let z = normal_quantile(0.5 * (1.0 + level));
-    let (lower, upper) = if trace.points.is_empty() || !z.is_finite() { (None, None) } else { (limit(frame, trace, -z), limit(frame, trace, z)) };
-    Interval { parameter: trace.parameter.clone(), index: trace.index, estimate: trace.estimate, level, lower, upper }
+    let (lower, upper) = if trace.points.is_empty() || !z.is_finite() {
+        (None, None)
+    } else {
+        (limit(frame, trace, -z), limit(frame, trace, z))
+    };
+    Interval {
+        parameter: trace.parameter.clone(),
+        index: trace.index,
+        estimate: trace.estimate,
+        level,
+        lower,
+        upper,
+    }
 }
 
 /// Where ζ crosses `target` on its side of the estimate.
 pub(super) fn limit(frame: &Frame, trace: &Trace, target: f64) -> Option<f64> {
     let dir = target.signum();
-    let centre = trace.points.iter().position(|p| p.value == trace.estimate)?;
-    let side: Vec<&TracePoint> = if dir > 0.0 { trace.points[centre..].iter().collect() } else { trace.points[..=centre].iter().rev().collect() };
+    let centre = trace
+        .points
+        .iter()
+        .position(|p| p.value == trace.estimate)?;
+    let side: Vec<&TracePoint> = if dir > 0.0 {
+        trace.points[centre..].iter().collect()
+    } else {
+        trace.points[..=centre].iter().rev().collect()
+    };
     for w in side.windows(2) {
         if dir * w[1].zeta >= dir * target {
             return Some(crossing(frame, trace.index, w[0], w[1], target));
         }
     }
     let last = side.last()?.value;
-    let bound = if dir > 0.0 { trace.parameter.upper } else { trace.parameter.lower };
+    let bound = if dir > 0.0 {
+        trace.parameter.upper
+    } else {
+        trace.parameter.lower
+    };
     (last == bound && bound.is_finite()).then_some(bound)
 }
 
 /// The root of ζ(v) = target between an inner point (ζ short of it) and an
 /// outer one (ζ beyond it).
-fn crossing(frame: &Frame, index: usize, inner: &TracePoint, outer: &TracePoint, target: f64) -> f64 {
+fn crossing(
+    frame: &Frame,
+    index: usize,
+    inner: &TracePoint,
+    outer: &TracePoint,
+    target: f64,
+) -> f64 {
     let (mut a, mut fa, mut xa) = (inner.value, inner.zeta - target, inner.free.clone());
     let (mut b, mut fb, mut xb) = (outer.value, outer.zeta - target, outer.free.clone());
     if fb == 0.0 {
@@ -67,12 +95,18 @@ fn crossing(frame: &Frame, index: usize, inner: &TracePoint, outer: &TracePoint,
         if !(c > a.min(b) && c < a.max(b)) {
             c = 0.5 * (a + b);
         }
-        let start = if (c - a).abs() < (c - b).abs() { &xa } else { &xb };
+        let start = if (c - a).abs() < (c - b).abs() {
+            &xa
+        } else {
+            &xb
+        };
         let Some(pt) = zeta_at(frame, index, c, start) else {
             return c;
         };
         let fc = pt.zeta - target;
-        if fc.abs() <= super::search::tolerance(frame, target) || (b - a).abs() <= 1e-12 * b.abs().max(a.abs()) {
+        if fc.abs() <= super::search::tolerance(frame, target)
+            || (b - a).abs() <= 1e-12 * b.abs().max(a.abs())
+        {
             return c;
         }
         if fc * fb < 0.0 {
@@ -100,7 +134,9 @@ pub fn normal_quantile(p: f64) -> f64 {
     // the lower tail q = min(p, 1 − p) and x > 0 with Φ(−x) = q
     let q = p.min(1.0 - p);
     let t = (-2.0 * q.ln()).sqrt();
-    let mut x = t - (2.515517 + 0.802853 * t + 0.010328 * t * t) / (1.0 + 1.432788 * t + 0.189269 * t * t + 0.001308 * t * t * t);
+    let mut x = t
+        - (2.515517 + 0.802853 * t + 0.010328 * t * t)
+            / (1.0 + 1.432788 * t + 0.189269 * t * t + 0.001308 * t * t * t);
     for _ in 0..4 {
         let tail = 0.5 * libm::erfc(x / std::f64::consts::SQRT_2);
         let density = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();

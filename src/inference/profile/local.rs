@@ -40,7 +40,11 @@ impl Local {
         let v0 = frame.estimates[index];
         let x0 = frame.start(kind);
         let nx = x0.len();
-        let none = Local { inverse_hessian: None, path: vec![0.0; nx], scale: None };
+        let none = Local {
+            inverse_hessian: None,
+            path: vec![0.0; nx],
+            scale: None,
+        };
         let Some(at) = frame.slope(kind, v0, &x0) else {
             return none;
         };
@@ -87,18 +91,38 @@ impl Local {
     fn from_hessian(h: &[f64], nx: usize) -> Local {
         let dim = nx + 1;
         if h.iter().any(|v| !v.is_finite()) {
-            return Local { inverse_hessian: None, path: vec![0.0; nx], scale: None };
+            return Local {
+                inverse_hessian: None,
+                path: vec![0.0; nx],
+                scale: None,
+            };
         }
-        let hxx: Vec<f64> = (0..nx).flat_map(|c| (0..nx).map(move |r| (c, r))).map(|(c, r)| h[(c + 1) * dim + r + 1]).collect();
+        let hxx: Vec<f64> = (0..nx)
+            .flat_map(|c| (0..nx).map(move |r| (c, r)))
+            .map(|(c, r)| h[(c + 1) * dim + r + 1])
+            .collect();
         let hxv: Vec<f64> = (0..nx).map(|r| h[r + 1]).collect();
-        let Some(inv) = (nx > 0).then(|| crate::dense::invert_spd(&hxx, nx)).flatten() else {
+        let Some(inv) = (nx > 0)
+            .then(|| crate::dense::invert_spd(&hxx, nx))
+            .flatten()
+        else {
             let scale = (h[0] > 0.0).then(|| (2.0 / h[0]).sqrt());
-            return Local { inverse_hessian: None, path: vec![0.0; nx], scale };
+            return Local {
+                inverse_hessian: None,
+                path: vec![0.0; nx],
+                scale,
+            };
         };
-        let path: Vec<f64> = (0..nx).map(|r| -(0..nx).map(|c| inv[c * nx + r] * hxv[c]).sum::<f64>()).collect();
+        let path: Vec<f64> = (0..nx)
+            .map(|r| -(0..nx).map(|c| inv[c * nx + r] * hxv[c]).sum::<f64>())
+            .collect();
         let curvature = h[0] + hxv.iter().zip(&path).map(|(a, b)| a * b).sum::<f64>();
         let scale = (curvature > 0.0).then(|| (2.0 / curvature).sqrt());
-        Local { inverse_hessian: Some(inv), path, scale }
+        Local {
+            inverse_hessian: Some(inv),
+            path,
+            scale,
+        }
     }
 
     /// σ's and every fixed effect's approximation from one set of differences
@@ -129,13 +153,20 @@ impl Local {
                 let (lc, _) = &frame.contrasts[j];
                 let w = quad(&shared.xtvx_inv, lc);
                 let c = 2.0 * n / (rho2 * w);
-                let de: Vec<f64> = (0..t).map(|r| (0..frame.p).map(|a| lc[a] * shared.dbeta[r * frame.p + a]).sum()).collect();
+                let de: Vec<f64> = (0..t)
+                    .map(|r| {
+                        (0..frame.p)
+                            .map(|a| lc[a] * shared.dbeta[r * frame.p + a])
+                            .sum()
+                    })
+                    .collect();
                 h[0] = c;
                 for r in 0..t {
                     h[r + 1] = -c * de[r];
                     h[(r + 1) * dim] = h[r + 1];
                     for cc in 0..t {
-                        h[(cc + 1) * dim + r + 1] = shared.profiled[cc * t + r] + c * de[r] * de[cc];
+                        h[(cc + 1) * dim + r + 1] =
+                            shared.profiled[cc * t + r] + c * de[r] * de[cc];
                     }
                 }
             }
@@ -168,16 +199,31 @@ impl Shared {
                 return None;
             }
             let g = frame.lik.gradients(theta, &|pt| pt.beta.clone())?;
-            g.logdets.iter().chain(&g.pwrss).all(|v| v.is_finite()).then_some(g)
+            g.logdets
+                .iter()
+                .chain(&g.pwrss)
+                .all(|v| v.is_finite())
+                .then_some(g)
         };
         let g0 = at(&frame.theta)?;
         let s2 = frame.sigma * frame.sigma;
         let profiled_grad = |g: &crate::inference::likelihood::Gradients| -> Vec<f64> {
-            g.logdets.iter().zip(&g.pwrss).map(|(a, b)| a + n * b / g.point.pwrss).collect()
+            g.logdets
+                .iter()
+                .zip(&g.pwrss)
+                .map(|(a, b)| a + n * b / g.point.pwrss)
+                .collect()
         };
-        let fixed_grad = |g: &crate::inference::likelihood::Gradients| -> Vec<f64> { g.logdets.iter().zip(&g.pwrss).map(|(a, b)| a + b / s2).collect() };
+        let fixed_grad = |g: &crate::inference::likelihood::Gradients| -> Vec<f64> {
+            g.logdets
+                .iter()
+                .zip(&g.pwrss)
+                .map(|(a, b)| a + b / s2)
+                .collect()
+        };
         let (p0, f0) = (profiled_grad(&g0), fixed_grad(&g0));
-        let (mut profiled, mut sigma_fixed, mut dbeta) = (vec![0.0; t * t], vec![0.0; t * t], vec![0.0; t * p]);
+        let (mut profiled, mut sigma_fixed, mut dbeta) =
+            (vec![0.0; t * t], vec![0.0; t * t], vec![0.0; t * p]);
         for c in 0..t {
             let mut theta = frame.theta.clone();
             let step = 1e-5 * theta[c].abs().max(1e-2);
@@ -201,12 +247,21 @@ impl Shared {
                 }
             }
         }
-        Some(Shared { pwrss: g0.point.pwrss, dpwrss: g0.pwrss.clone(), xtvx_inv: g0.point.xtvx_inv.clone(), profiled, sigma_fixed, dbeta })
+        Some(Shared {
+            pwrss: g0.point.pwrss,
+            dpwrss: g0.pwrss.clone(),
+            xtvx_inv: g0.point.xtvx_inv.clone(),
+            profiled,
+            sigma_fixed,
+            dbeta,
+        })
     }
 }
 
 /// xᵀAx (A column-major).
 fn quad(a: &[f64], x: &[f64]) -> f64 {
     let p = x.len();
-    (0..p).map(|c| (0..p).map(|r| x[r] * a[c * p + r]).sum::<f64>() * x[c]).sum()
+    (0..p)
+        .map(|c| (0..p).map(|r| x[r] * a[c * p + r]).sum::<f64>() * x[c])
+        .sum()
 }

@@ -87,7 +87,11 @@ pub struct Profile {
 pub fn profile(model: &Model, stored: &Stored, parameter: Option<&str>) -> Result<Profile> {
     let frame = Frame::new(model, stored)?;
     let cutoff = chisq_quantile(1.0 - ALPHA_MAX, frame.params.len() as f64).sqrt();
-    let mut pr = Profile { frame, traces: Vec::new(), cutoff };
+    let mut pr = Profile {
+        frame,
+        traces: Vec::new(),
+        cutoff,
+    };
     let which: Vec<usize> = match parameter {
         Some(name) => vec![pr.find(name)?],
         None => (0..pr.frame.params.len()).collect(),
@@ -97,7 +101,11 @@ pub fn profile(model: &Model, stored: &Stored, parameter: Option<&str>) -> Resul
         let t = trace::trace(&pr.frame, k, cutoff);
         let used = pr.frame.evaluations.get();
         if std::env::var_os("LMM_TRACE").is_some() {
-            eprintln!("lmm: profile of {} ({} points, {used} evaluations)", t.parameter.name, t.points.len());
+            eprintln!(
+                "lmm: profile of {} ({} points, {used} evaluations)",
+                t.parameter.name,
+                t.points.len()
+            );
         }
         if used > constrained::MAX_EVALUATIONS {
             crate::bail!(
@@ -121,10 +129,20 @@ pub fn confint(model: &Model, stored: &Stored, level: f64) -> Result<Vec<Interva
     let mut out = Vec::with_capacity(frame.params.len());
     for (index, parameter) in frame.params.iter().enumerate() {
         frame.evaluations.set(0);
-        let (lower, upper) = if z.is_finite() { (search::limit(&frame, index, -z), search::limit(&frame, index, z)) } else { (None, None) };
+        let (lower, upper) = if z.is_finite() {
+            (
+                search::limit(&frame, index, -z),
+                search::limit(&frame, index, z),
+            )
+        } else {
+            (None, None)
+        };
         let used = frame.evaluations.get();
         if std::env::var_os("LMM_TRACE").is_some() {
-            eprintln!("lmm: profile limits of {} ({used} evaluations)", parameter.name);
+            eprintln!(
+                "lmm: profile limits of {} ({used} evaluations)",
+                parameter.name
+            );
         }
         if used > constrained::MAX_EVALUATIONS {
             crate::bail!(
@@ -134,7 +152,14 @@ pub fn confint(model: &Model, stored: &Stored, level: f64) -> Result<Vec<Interva
                 constrained::MAX_EVALUATIONS
             );
         }
-        out.push(Interval { parameter: parameter.clone(), index, estimate: frame.estimates[index], level, lower, upper });
+        out.push(Interval {
+            parameter: parameter.clone(),
+            index,
+            estimate: frame.estimates[index],
+            level,
+            lower,
+            upper,
+        });
     }
     Ok(out)
 }
@@ -165,31 +190,49 @@ impl Profile {
     /// alone where that names one parameter.
     pub fn find(&self, name: &str) -> Result<usize> {
         let params = &self.frame.params;
-        let exact = |p: &Parameter| p.name == name || p.group_var.as_ref().is_some_and(|g| format!("{}|{g}", p.term) == name);
+        let exact = |p: &Parameter| {
+            p.name == name
+                || p.group_var
+                    .as_ref()
+                    .is_some_and(|g| format!("{}|{g}", p.term) == name)
+        };
         if let Some(k) = params.iter().position(exact) {
             return Ok(k);
         }
-        let by_term: Vec<usize> = (0..params.len()).filter(|&k| params[k].term == name).collect();
+        let by_term: Vec<usize> = (0..params.len())
+            .filter(|&k| params[k].term == name)
+            .collect();
         match by_term.len() {
             1 => Ok(by_term[0]),
-            0 => crate::bail!("the model has no parameter '{name}' (parameters: {})", self.names()),
-            _ => crate::bail!("'{name}' names a term of several grouping factors; write it as 'term|group' ({})", self.names()),
+            0 => crate::bail!(
+                "the model has no parameter '{name}' (parameters: {})",
+                self.names()
+            ),
+            _ => crate::bail!(
+                "'{name}' names a term of several grouping factors; write it as 'term|group' ({})",
+                self.names()
+            ),
         }
     }
 
     fn names(&self) -> String {
-        self.frame.params.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+        self.frame
+            .params
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// ζ of parameter `index` at `value`: one constrained minimisation,
     /// started from the nearest point of its trace (or the estimate).
     pub fn zeta(&self, index: usize, value: f64) -> Option<f64> {
         let kind = self.frame.params[index].kind;
-        let nearest = self
-            .traces
-            .iter()
-            .find(|t| t.index == index)
-            .and_then(|t| t.points.iter().min_by(|a, b| (a.value - value).abs().total_cmp(&(b.value - value).abs())));
+        let nearest = self.traces.iter().find(|t| t.index == index).and_then(|t| {
+            t.points
+                .iter()
+                .min_by(|a, b| (a.value - value).abs().total_cmp(&(b.value - value).abs()))
+        });
         let start = nearest.map_or_else(|| self.frame.start(kind), |p| p.free.clone());
         trace::zeta_at(&self.frame, index, value, &start).map(|p| p.zeta)
     }
@@ -208,6 +251,9 @@ impl Profile {
 
     /// The intervals at `level` (e.g. 0.95) of every trace.
     pub fn intervals(&self, level: f64) -> Vec<Interval> {
-        self.traces.iter().map(|t| interval::interval(&self.frame, t, level)).collect()
+        self.traces
+            .iter()
+            .map(|t| interval::interval(&self.frame, t, level))
+            .collect()
     }
 }

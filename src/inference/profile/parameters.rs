@@ -98,7 +98,14 @@ pub fn blocks(stored: &Stored, model: &Model) -> Result<Vec<Block>> {
                 }
             }
             let terms = names[off..off + s].iter().map(|c| c.name.clone()).collect();
-            out.push(Block { factor: f, s, theta_off, tdiag, u, terms });
+            out.push(Block {
+                factor: f,
+                s,
+                theta_off,
+                tdiag,
+                u,
+                terms,
+            });
             theta_off += s * (s + 1) / 2;
             off += s;
         }
@@ -278,7 +285,10 @@ impl Block {
 
 /// Every variance parameter (sd, cor per block, then σ) at (θ, σ).
 pub fn variance_parameters(blocks: &[Block], theta: &[f64], sigma: f64) -> Vec<f64> {
-    let mut out: Vec<f64> = blocks.iter().flat_map(|b| b.sdcor(&theta[b.theta_off..b.theta_off + b.ntheta()], sigma)).collect();
+    let mut out: Vec<f64> = blocks
+        .iter()
+        .flat_map(|b| b.sdcor(&theta[b.theta_off..b.theta_off + b.ntheta()], sigma))
+        .collect();
     out.push(sigma);
     out
 }
@@ -289,7 +299,14 @@ mod tests {
 
     fn block(t01: f64) -> Block {
         // T = [[1/2, t01], [0, 1/4]]: U = E T = [[1, 2 t01], [0, 1]]
-        Block { factor: 0, s: 2, theta_off: 0, tdiag: vec![0.5, 0.25], u: vec![1.0, 0.0, 2.0 * t01, 1.0], terms: vec!["a".into(), "b".into()] }
+        Block {
+            factor: 0,
+            s: 2,
+            theta_off: 0,
+            tdiag: vec![0.5, 0.25],
+            u: vec![1.0, 0.0, 2.0 * t01, 1.0],
+            terms: vec!["a".into(), "b".into()],
+        }
     }
 
     #[test]

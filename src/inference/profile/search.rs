@@ -88,7 +88,12 @@ fn newton(frame: &Frame, index: usize, target: f64) -> Option<f64> {
     }
     let local = frame.local(kind);
     let lower = frame.lower(kind);
-    let centre = Probe { v: est, zeta: 0.0, dzeta: f64::NAN, free: frame.start(kind) };
+    let centre = Probe {
+        v: est,
+        zeta: 0.0,
+        dzeta: f64::NAN,
+        free: frame.start(kind),
+    };
     let scale = local.scale.unwrap_or_else(|| first_step(frame, index, 1.0));
     let clamp = |v: f64| v.max(par.lower).min(par.upper);
     let mut v = clamp(est + target * scale);
@@ -120,7 +125,10 @@ fn newton(frame: &Frame, index: usize, target: f64) -> Option<f64> {
             let curvature = ((pt.dzeta - pd) / (pt.v - pv)).abs();
             let step = newton - pt.v;
             let inside_range = newton >= par.lower && newton <= par.upper;
-            if inside_range && curvature.is_finite() && 2.0 * curvature * step * step <= tolerance(frame, target) {
+            if inside_range
+                && curvature.is_finite()
+                && 2.0 * curvature * step * step <= tolerance(frame, target)
+            {
                 return Some(newton);
             }
         }
@@ -148,13 +156,20 @@ fn newton(frame: &Frame, index: usize, target: f64) -> Option<f64> {
             next
         };
         let next = clamp(next);
-        let span = outside.as_ref().map_or(f64::INFINITY, |o| (o.v - inside.v).abs());
+        let span = outside
+            .as_ref()
+            .map_or(f64::INFINITY, |o| (o.v - inside.v).abs());
         if span <= 1e-12 * inside.v.abs().max(scale) || next == v {
-            return Some(if outside.as_ref().is_some_and(|o| (o.zeta - target).abs() < (inside.zeta - target).abs()) {
-                outside.unwrap().v
-            } else {
-                inside.v
-            });
+            return Some(
+                if outside
+                    .as_ref()
+                    .is_some_and(|o| (o.zeta - target).abs() < (inside.zeta - target).abs())
+                {
+                    outside.unwrap().v
+                } else {
+                    inside.v
+                },
+            );
         }
         // warm start: the nearer probe's optimum, moved along the last secant of the path
         let near = match &outside {
@@ -162,7 +177,12 @@ fn newton(frame: &Frame, index: usize, target: f64) -> Option<f64> {
             _ => (inside.v, &inside.free),
         };
         let path: Vec<f64> = match &previous {
-            Some((pv, px)) if *pv != last.0 => last.1.iter().zip(px).map(|(a, b)| (a - b) / (last.0 - pv)).collect(),
+            Some((pv, px)) if *pv != last.0 => last
+                .1
+                .iter()
+                .zip(px)
+                .map(|(a, b)| (a - b) / (last.0 - pv))
+                .collect(),
             _ => local.path.clone(),
         };
         start = moved(near.1, &path, next - near.0, &lower);
@@ -198,7 +218,11 @@ fn bracketed(a: &Probe, b: &Probe, newton: f64, target: f64) -> f64 {
 
 /// x + path·dv, kept on the bounds.
 fn moved(x: &[f64], path: &[f64], dv: f64, lower: &[f64]) -> Vec<f64> {
-    x.iter().zip(path).zip(lower).map(|((a, p), l)| (a + p * dv).max(*l)).collect()
+    x.iter()
+        .zip(path)
+        .zip(lower)
+        .map(|((a, p), l)| (a + p * dv).max(*l))
+        .collect()
 }
 
 /// ζ at v (minimised from `start`) and dζ/dv = D'(v)/(2ζ).
@@ -207,15 +231,31 @@ fn probe(frame: &Frame, index: usize, v: f64, start: &[f64]) -> Option<Probe> {
     let before = frame.evaluations.get();
     let (free, dev) = frame.minimise(kind, v, start);
     if std::env::var_os("LMM_TRACE").is_some() {
-        eprintln!("probe v={v} dev={dev} evals={}", frame.evaluations.get() - before);
+        eprintln!(
+            "probe v={v} dev={dev} evals={}",
+            frame.evaluations.get() - before
+        );
     }
     if !dev.is_finite() {
         return None;
     }
     let p_hat = frame.estimates[index];
     let rise = (dev - frame.base).max(0.0);
-    let zeta = if v == p_hat { 0.0 } else { (v - p_hat).signum() * rise.sqrt() };
+    let zeta = if v == p_hat {
+        0.0
+    } else {
+        (v - p_hat).signum() * rise.sqrt()
+    };
     let dv = frame.slope_at_optimum(kind, v, &free);
-    let dzeta = if zeta != 0.0 { dv / (2.0 * zeta) } else { f64::NAN };
-    Some(Probe { v, zeta, dzeta, free })
+    let dzeta = if zeta != 0.0 {
+        dv / (2.0 * zeta)
+    } else {
+        f64::NAN
+    };
+    Some(Probe {
+        v,
+        zeta,
+        dzeta,
+        free,
+    })
 }

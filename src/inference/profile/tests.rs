@@ -19,7 +19,9 @@ fn simulated_by(method: crate::options::Method) -> (Model, Stored) {
         // sum of 12 uniforms − 6: close enough to N(0, 1) for a test
         (0..12)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (state >> 11) as f64 / (1u64 << 53) as f64
             })
             .sum::<f64>()
@@ -35,7 +37,14 @@ fn simulated_by(method: crate::options::Method) -> (Model, Stored) {
         }
     }
     let n = y.len();
-    let mut acc = Accumulator::new("y ~ x + (x | g)", Options { method, ..Options::default() }).unwrap();
+    let mut acc = Accumulator::new(
+        "y ~ x + (x | g)",
+        Options {
+            method,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let columns = acc
         .required_columns()
         .iter()
@@ -45,7 +54,12 @@ fn simulated_by(method: crate::options::Method) -> (Model, Stored) {
                 "x" => ColumnData::Float(x.clone()),
                 _ => ColumnData::Float(y.clone()),
             };
-            Column { name: name.clone(), type_name: "DOUBLE".into(), data, valid: vec![true; n] }
+            Column {
+                name: name.clone(),
+                type_name: "DOUBLE".into(),
+                data,
+                valid: vec![true; n],
+            }
         })
         .collect();
     let rows: Vec<usize> = (0..n).collect();
@@ -60,9 +74,29 @@ fn names_and_order_are_lme4s() {
     let (model, stored) = simulated();
     let pr = profile(&model, &stored, Some("sigma")).unwrap();
     let names: Vec<&str> = pr.parameters().iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["sd_(Intercept)|g", "cor_x.(Intercept)|g", "sd_x|g", "sigma", "(Intercept)", "x"]);
+    assert_eq!(
+        names,
+        [
+            "sd_(Intercept)|g",
+            "cor_x.(Intercept)|g",
+            "sd_x|g",
+            "sigma",
+            "(Intercept)",
+            "x"
+        ]
+    );
     let terms: Vec<&str> = pr.parameters().iter().map(|p| p.term.as_str()).collect();
-    assert_eq!(terms, ["sd__(Intercept)", "cor__(Intercept).x", "sd__x", "sd__Observation", "(Intercept)", "x"]);
+    assert_eq!(
+        terms,
+        [
+            "sd__(Intercept)",
+            "cor__(Intercept).x",
+            "sd__x",
+            "sd__Observation",
+            "(Intercept)",
+            "x"
+        ]
+    );
     assert_eq!(pr.find("sd__x|g").unwrap(), 2);
     assert_eq!(pr.find("cor__(Intercept).x").unwrap(), 1);
     assert!(pr.find("sd__Days").is_err());
@@ -78,15 +112,31 @@ fn points_are_conditional_optima_and_limits_cross_z() {
         let centre = t.points.iter().position(|p| p.zeta == 0.0).unwrap();
         assert_eq!(t.points[centre].value, t.estimate);
         for w in t.points.windows(2) {
-            assert!(w[1].value > w[0].value && w[1].zeta > w[0].zeta, "{}: {:?} {:?}", t.parameter.name, w[0].value, w[1].value);
+            assert!(
+                w[1].value > w[0].value && w[1].zeta > w[0].zeta,
+                "{}: {:?} {:?}",
+                t.parameter.name,
+                w[0].value,
+                w[1].value
+            );
         }
         let (first, last) = (&t.points[0], t.points.last().unwrap());
-        assert!(first.zeta <= -pr.cutoff || first.value == t.parameter.lower, "{}", t.parameter.name);
+        assert!(
+            first.zeta <= -pr.cutoff || first.value == t.parameter.lower,
+            "{}",
+            t.parameter.name
+        );
         assert!(last.zeta >= pr.cutoff, "{}", t.parameter.name);
         for p in &t.points {
             assert_eq!(p.parameters[t.index], p.value);
             let d = pr.frame.deviance_at(&p.parameters).unwrap();
-            assert!((d - pr.deviance() - p.zeta * p.zeta).abs() < 1e-7, "{} at {}: {d} vs {}", t.parameter.name, p.value, pr.deviance() + p.zeta * p.zeta);
+            assert!(
+                (d - pr.deviance() - p.zeta * p.zeta).abs() < 1e-7,
+                "{} at {}: {d} vs {}",
+                t.parameter.name,
+                p.value,
+                pr.deviance() + p.zeta * p.zeta
+            );
         }
     }
     for level in [0.95, 0.99] {
@@ -94,8 +144,16 @@ fn points_are_conditional_optima_and_limits_cross_z() {
         for iv in intervals(&pr, level) {
             let (lo, hi) = (iv.lower.unwrap(), iv.upper.unwrap());
             assert!(lo < iv.estimate && iv.estimate < hi);
-            assert!((pr.zeta(iv.index, lo).unwrap() + z).abs() < 1e-8, "{} lower", iv.parameter.name);
-            assert!((pr.zeta(iv.index, hi).unwrap() - z).abs() < 1e-8, "{} upper", iv.parameter.name);
+            assert!(
+                (pr.zeta(iv.index, lo).unwrap() + z).abs() < 1e-8,
+                "{} lower",
+                iv.parameter.name
+            );
+            assert!(
+                (pr.zeta(iv.index, hi).unwrap() - z).abs() < 1e-8,
+                "{} upper",
+                iv.parameter.name
+            );
         }
     }
 }
@@ -116,7 +174,10 @@ fn a_reml_and_an_ml_fit_have_one_profile() {
     // lme4 profiles the ML deviance whatever the fit's criterion.
     let (mr, sr) = simulated_by(crate::options::Method::Reml);
     let (mm, sm) = simulated_by(crate::options::Method::Ml);
-    let (a, b) = (profile(&mr, &sr, Some("sd_x|g")).unwrap(), profile(&mm, &sm, Some("sd_x|g")).unwrap());
+    let (a, b) = (
+        profile(&mr, &sr, Some("sd_x|g")).unwrap(),
+        profile(&mm, &sm, Some("sd_x|g")).unwrap(),
+    );
     assert!((a.deviance() - b.deviance()).abs() < 1e-8);
     let (ia, ib) = (&intervals(&a, 0.95)[0], &intervals(&b, 0.95)[0]);
     assert!((ia.lower.unwrap() - ib.lower.unwrap()).abs() < 1e-6 * ib.lower.unwrap());
@@ -137,18 +198,37 @@ fn slopes_are_the_criteria_derivatives() {
             _ => 0.05 * frame.estimates[k].abs().max(0.1),
         };
         let v = frame.estimates[k] + step;
-        let x: Vec<f64> = frame.start(kind).iter().enumerate().map(|(i, a)| a * (1.0 + 0.03 * (i as f64 + 1.0)) + 0.01).collect();
+        let x: Vec<f64> = frame
+            .start(kind)
+            .iter()
+            .enumerate()
+            .map(|(i, a)| a * (1.0 + 0.03 * (i as f64 + 1.0)) + 0.01)
+            .collect();
         let s = frame.slope(kind, v, &x).unwrap();
-        assert!((s.deviance - frame.objective(kind, v, &x)).abs() < 1e-9 * s.deviance.abs(), "{}", par.name);
+        assert!(
+            (s.deviance - frame.objective(kind, v, &x)).abs() < 1e-9 * s.deviance.abs(),
+            "{}",
+            par.name
+        );
         let h = 1e-5;
         let dv = (frame.objective(kind, v + h, &x) - frame.objective(kind, v - h, &x)) / (2.0 * h);
-        assert!((s.dv - dv).abs() < 1e-5 * dv.abs().max(1.0), "{} dv: {} vs {dv}", par.name, s.dv);
+        assert!(
+            (s.dv - dv).abs() < 1e-5 * dv.abs().max(1.0),
+            "{} dv: {} vs {dv}",
+            par.name,
+            s.dv
+        );
         for i in 0..x.len() {
             let (mut up, mut dn) = (x.clone(), x.clone());
             up[i] += h;
             dn[i] -= h;
             let d = (frame.objective(kind, v, &up) - frame.objective(kind, v, &dn)) / (2.0 * h);
-            assert!((s.dx[i] - d).abs() < 1e-5 * d.abs().max(1.0), "{} dx[{i}]: {} vs {d}", par.name, s.dx[i]);
+            assert!(
+                (s.dx[i] - d).abs() < 1e-5 * d.abs().max(1.0),
+                "{} dx[{i}]: {} vs {d}",
+                par.name,
+                s.dx[i]
+            );
         }
     }
 }
@@ -161,8 +241,15 @@ fn direct_limits_are_the_trace_limits() {
     for level in [0.95, 0.99] {
         let direct = confint(&model, &stored, level).unwrap();
         for (a, b) in direct.iter().zip(intervals(&pr, level)) {
-            for (x, y) in [(a.lower.unwrap(), b.lower.unwrap()), (a.upper.unwrap(), b.upper.unwrap())] {
-                assert!((x - y).abs() < 1e-8 * y.abs().max(1.0), "{} at {level}: {x} vs {y}", a.parameter.name);
+            for (x, y) in [
+                (a.lower.unwrap(), b.lower.unwrap()),
+                (a.upper.unwrap(), b.upper.unwrap()),
+            ] {
+                assert!(
+                    (x - y).abs() < 1e-8 * y.abs().max(1.0),
+                    "{} at {level}: {x} vs {y}",
+                    a.parameter.name
+                );
             }
         }
     }

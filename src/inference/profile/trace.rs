@@ -52,17 +52,31 @@ pub fn zeta_at(frame: &Frame, index: usize, v: f64, start: &[f64]) -> Option<Tra
     }
     let p_hat = frame.estimates[index];
     let rise = (dev - frame.base).max(0.0);
-    let zeta = if v == p_hat { 0.0 } else { (v - p_hat).signum() * rise.sqrt() };
+    let zeta = if v == p_hat {
+        0.0
+    } else {
+        (v - p_hat).signum() * rise.sqrt()
+    };
     let mut parameters = frame.parameters_at(kind, v, &free)?;
     parameters[index] = v; // as fixed (the round trip through θ may differ in the last digit)
-    Some(TracePoint { value: v, zeta, parameters, free })
+    Some(TracePoint {
+        value: v,
+        zeta,
+        parameters,
+        free,
+    })
 }
 
 /// The profile of parameter `index` out to |ζ| = `cutoff`.
 pub fn trace(frame: &Frame, index: usize, cutoff: f64) -> Trace {
     let parameter = frame.params[index].clone();
     let estimate = frame.estimates[index];
-    let centre = TracePoint { value: estimate, zeta: 0.0, parameters: frame.estimates.clone(), free: frame.start(parameter.kind) };
+    let centre = TracePoint {
+        value: estimate,
+        zeta: 0.0,
+        parameters: frame.estimates.clone(),
+        free: frame.start(parameter.kind),
+    };
     let mut points = Vec::new();
     if estimate.is_finite() {
         let mut below = walk(frame, index, &centre, -1.0, cutoff);
@@ -71,7 +85,12 @@ pub fn trace(frame: &Frame, index: usize, cutoff: f64) -> Trace {
         points.push(centre.clone());
         points.extend(walk(frame, index, &centre, 1.0, cutoff));
     }
-    Trace { parameter, index, estimate, points }
+    Trace {
+        parameter,
+        index,
+        estimate,
+        points,
+    }
 }
 
 /// The first step from the estimate: small against the parameter's scale.
@@ -82,12 +101,20 @@ pub(super) fn first_step(frame: &Frame, index: usize, delta: f64) -> f64 {
         Kind::Cor { .. } => 0.01 * (1.0 - p_hat.abs()).max(0.01),
         Kind::Sigma => 0.01 * p_hat,
         // the unit of sd_i is σ T_ii (θ = 1 on the problem's scale)
-        Kind::Sd { block, i } => (0.01 * p_hat).max(1e-3 * frame.sigma * frame.blocks[block].tdiag[i]),
+        Kind::Sd { block, i } => {
+            (0.01 * p_hat).max(1e-3 * frame.sigma * frame.blocks[block].tdiag[i])
+        }
     }
 }
 
 /// One side (`dir` = ±1) from the centre outward.
-fn walk(frame: &Frame, index: usize, centre: &TracePoint, dir: f64, cutoff: f64) -> Vec<TracePoint> {
+fn walk(
+    frame: &Frame,
+    index: usize,
+    centre: &TracePoint,
+    dir: f64,
+    cutoff: f64,
+) -> Vec<TracePoint> {
     let par = &frame.params[index];
     let bound = if dir < 0.0 { par.lower } else { par.upper };
     let mut out: Vec<TracePoint> = Vec::new();
@@ -109,7 +136,11 @@ fn walk(frame: &Frame, index: usize, centre: &TracePoint, dir: f64, cutoff: f64)
         if done {
             break;
         }
-        step = if rise > 1e-6 { (delta * moved / rise).min(10.0 * moved) } else { 2.0 * moved };
+        step = if rise > 1e-6 {
+            (delta * moved / rise).min(10.0 * moved)
+        } else {
+            2.0 * moved
+        };
         prev = pt;
     }
     out
