@@ -16,6 +16,7 @@ use crate::levels::{self, Levels};
 use crate::options::Options;
 use crate::stats::{GroupStore, IndicatorChunk, Moments};
 use crate::tidy::{Tidy, TidyRow};
+use crate::transform::poly::{PolySpec, PowerSums};
 use crate::transform::scale::ScaleMoments;
 use crate::transform::Derivation;
 use std::sync::Arc;
@@ -45,6 +46,9 @@ pub struct Variable {
 #[derive(Debug, Clone)]
 pub struct TermSpec {
     pub vars: Vec<usize>,
+    /// Per variable: the power its values enter with, (x − a)^p for a
+    /// `poly()` variable about its origin a (`transform::poly`), 1 otherwise.
+    pub powers: Vec<u32>,
     /// Extended columns of this term, keyed by the level ids of its categorical variables.
     pub columns: FxHashMap<Vec<u32>, usize>,
     /// Fast path for terms with at most one categorical variable: column by level id
@@ -153,6 +157,10 @@ pub struct Accumulator {
     /// Per `scale()` variable: the moments of its values over the rows where
     /// it is present (`transform::scale`: R scales before `na.omit`).
     pub scale_moments: Vec<(usize, ScaleMoments)>,
+    /// Per `poly()` variable: its degree and the power sums of its values
+    /// (over the rows where it is present, as R's poly() before `na.omit`),
+    /// whose origin the accumulated powers are about.
+    pub polys: Vec<(usize, PolySpec, PowerSums)>,
     // scratch buffers
     x: Vec<f64>,
     delta: Vec<f64>,
@@ -172,6 +180,27 @@ pub struct Accumulator {
     chunk_dense: Vec<f64>,
     chunk_active: Vec<usize>,
     chunk_dense_ids: Vec<usize>,
+}
+
+/// The term over `vars` at `powers` (`TermSpec::powers`), added unless
+/// there (in any order of its variables); a random use marks it random.
+fn add_term(terms: &mut Vec<TermSpec>, vars: Vec<usize>, powers: Vec<u32>, random: bool) {
+    let key = |vs: &[usize], ps: &[u32]| {
+        let mut k: Vec<(usize, u32)> = vs.iter().copied().zip(ps.iter().copied()).collect();
+        k.sort();
+        k
+    };
+    let mine = key(&vars, &powers);
+    match terms.iter().position(|t| key(&t.vars, &t.powers) == mine) {
+        Some(pos) => terms[pos].random |= random,
+        None => terms.push(TermSpec {
+            vars,
+            powers,
+            columns: FxHashMap::default(),
+            by_level: Vec::new(),
+            random,
+        }),
+    }
 }
 
 fn var_index(vars: &mut Vec<Variable>, name: &str) -> usize {
@@ -213,62 +242,64 @@ impl Accumulator {
                 .flat_map(|b| b.terms.iter().map(|t| (t, true))),
         );
         let mut terms: Vec<TermSpec> = Vec::new();
-        let mut term_keys: Vec<Vec<usize>> = Vec::new();
         for (t, random) in all_terms {
             let idx: Vec<usize> = t.iter().map(|v| var_index(&mut vars, v)).collect();
-            let mut sorted = idx.clone();
-            sorted.sort();
-            match term_keys.iter().position(|k| *k == sorted) {
-                Some(pos) => terms[pos].random |= random,
-                None => {
-                    term_keys.push(sorted);
-                    terms.push(TermSpec {
-                        vars: idx,
-                        columns: FxHashMap::default(),
-                        by_level: Vec::new(),
-                        random,
-                    });
-                }
-            }
+            let powers = vec![1; idx.len()];
+            add_term(&mut terms, idx, powers, random);
         }
-        // A term with scale() variables combines the terms without them (`transform::scale`).
-        let scaled = |v: &usize| {
-            matches!(
-                formula.derived(&vars[*v].name),
-                Some(formula::Derived::Scaled(..))
-            )
+        // A term with scale() variables combines the terms without them
+        // (`transform::scale`); one with a poly(x, k) variable the terms with
+        // x to each power 0 … k (`transform::poly`; power 0: without x).
+        let powers_of = |v: usize| match formula.derived(&vars[v].name) {
+            Some(formula::Derived::Scaled(..)) => Some(1),
+            Some(formula::Derived::Poly(_, spec)) => Some(spec.degree),
+            _ => None,
         };
         for t in 0..terms.len() {
-            let sv: Vec<usize> = terms[t].vars.iter().copied().filter(scaled).collect();
-            for removed in 1..(1usize << sv.len()) {
-                let out = |v: &usize| {
-                    sv.iter()
-                        .enumerate()
-                        .any(|(b, w)| removed >> b & 1 == 1 && w == v)
-                };
-                let sub: Vec<usize> = terms[t].vars.iter().copied().filter(|v| !out(v)).collect();
-                if sub.is_empty() {
-                    continue;
-                }
-                let (mut key, random) = (sub.clone(), terms[t].random);
-                key.sort();
-                match term_keys.iter().position(|k| *k == key) {
-                    Some(pos) => terms[pos].random |= random,
-                    None => {
-                        term_keys.push(key);
-                        terms.push(TermSpec {
-                            vars: sub,
-                            columns: FxHashMap::default(),
-                            by_level: Vec::new(),
-                            random,
-                        });
+            let special: Vec<(usize, u32)> = terms[t]
+                .vars
+                .iter()
+                .filter_map(|&v| powers_of(v).map(|k| (v, k)))
+                .collect();
+            let combos: usize = special.iter().map(|&(_, k)| k as usize + 1).product();
+            for combo in 0..combos {
+                let mut rest = combo;
+                let (mut sub, mut powers) = (Vec::new(), Vec::new());
+                for &v in &terms[t].vars {
+                    let p = match special.iter().find(|(w, _)| *w == v) {
+                        None => 1,
+                        Some(&(_, k)) => {
+                            // k first: the term itself, then lower powers (0: without v)
+                            let p = k - (rest % (k as usize + 1)) as u32;
+                            rest /= k as usize + 1;
+                            p
+                        }
+                    };
+                    if p > 0 {
+                        sub.push(v);
+                        powers.push(p);
                     }
+                }
+                if !sub.is_empty() {
+                    let random = terms[t].random;
+                    add_term(&mut terms, sub, powers, random);
                 }
             }
         }
         let scale_moments = (0..vars.len())
-            .filter(scaled)
+            .filter(|&v| {
+                matches!(
+                    formula.derived(&vars[v].name),
+                    Some(formula::Derived::Scaled(..))
+                )
+            })
             .map(|v| (v, ScaleMoments::default()))
+            .collect();
+        let polys = (0..vars.len())
+            .filter_map(|v| match formula.derived(&vars[v].name) {
+                Some(formula::Derived::Poly(_, spec)) => Some((v, *spec, PowerSums::new(*spec))),
+                _ => None,
+            })
             .collect();
         let mut factors = Vec::new();
         for bar in &formula.random {
@@ -343,6 +374,7 @@ impl Accumulator {
             weight_var,
             log_weights: 0.0,
             scale_moments,
+            polys,
             x: Vec::new(),
             delta: Vec::new(),
             key: Vec::new(),
@@ -378,6 +410,19 @@ impl Accumulator {
             .map(|(_, m)| m)
             .expect("moments of a scaled variable");
         how.centre_and_scale(&self.vars[v].name, m).map(Some)
+    }
+
+    /// The basis of variable v when it is `poly(…)`, with the origin its
+    /// accumulated powers are about (an error where R's poly() errs).
+    pub fn poly_basis(&self, v: usize) -> Result<Option<(crate::transform::poly::PolyBasis, f64)>> {
+        let Some((_, spec, sums)) = self.polys.iter().find(|(w, ..)| *w == v) else {
+            return Ok(None);
+        };
+        let Some(origin) = sums.origin else {
+            bail!("'{}': no row has a value for its polynomial", self.vars[v].name);
+        };
+        let basis = crate::transform::poly::PolyBasis::from_sums(&self.vars[v].name, *spec, sums)?;
+        Ok(Some((basis, origin)))
     }
 
     /// Rows used so far.
@@ -515,6 +560,15 @@ impl Accumulator {
                 }
             }
         }
+        for (v, _, sums) in self.polys.iter_mut() {
+            let col = &cols[*v];
+            for &r in rows {
+                let x = Self::num(col, r);
+                if col.valid[r] && x.is_finite() {
+                    sums.push(x);
+                }
+            }
+        }
         let nvars = self.vars.len();
         let mut level_ids = std::mem::take(&mut self.level_ids);
         level_ids.resize(nvars, 0);
@@ -628,9 +682,15 @@ impl Accumulator {
             for t in 0..self.terms.len() {
                 let mut value = 1.0;
                 lv.clear();
-                for &v in &self.terms[t].vars {
+                for (&v, &p) in self.terms[t].vars.iter().zip(&self.terms[t].powers) {
                     if self.vars[v].kind == Some(Kind::Numeric) {
-                        value *= Self::num(&cols[v], r);
+                        let x = Self::num(&cols[v], r);
+                        value *= match self.polys.iter().find(|(w, ..)| *w == v) {
+                            None => x,
+                            Some((_, _, sums)) => {
+                                (x - sums.origin.expect("origin set by the sums")).powi(p as i32)
+                            }
+                        };
                     } else if self.vars[v].grouping {
                         // A grouping column used inside a term is a factor with its own levels.
                         key.clear();
@@ -802,6 +862,19 @@ impl Accumulator {
         }
         // scale()'s moments count rows the fit drops, too
         for ((_, mine), (_, theirs)) in self.scale_moments.iter_mut().zip(&other.scale_moments) {
+            mine.merge(theirs);
+        }
+        // poly(): other's powers re-expressed about our origins (`transform::reorigin`)
+        let mut moved: Option<Accumulator> = None;
+        for slot in 0..self.polys.len() {
+            if let (Some(a), Some(b)) = (self.polys[slot].2.origin, other.polys[slot].2.origin) {
+                if a != b {
+                    moved.get_or_insert_with(|| other.clone()).reorigin(slot, a)?;
+                }
+            }
+        }
+        let other = moved.as_ref().unwrap_or(other);
+        for ((_, _, mine), (_, _, theirs)) in self.polys.iter_mut().zip(&other.polys) {
             mine.merge(theirs);
         }
         // A state that saw no rows adds nothing (a header, `distributed::header`,

@@ -24,6 +24,8 @@ enum Choice {
     Levels(Vec<u32>),
     /// the contrast's columns, over the levels sorted as `order`
     Coded(Coding, Vec<u32>),
+    /// poly(x, k)'s columns, column j as Σ_i c[j][i] (x − a)^i
+    Poly(Vec<Vec<f64>>),
 }
 
 impl Choice {
@@ -32,6 +34,7 @@ impl Choice {
             Choice::Value => 1,
             Choice::Levels(ids) => ids.len(),
             Choice::Coded(c, _) => c.columns(),
+            Choice::Poly(c) => c.len(),
         }
     }
 }
@@ -172,43 +175,69 @@ impl Combination {
     }
 }
 
-/// The source of a term's column whose scale() variables `scaled` (variable,
-/// centre c, scale s) are (x − c)/s: Σ over the subsets of them kept of
-/// Π_kept x · Π_dropped (−c) / Π s, each product the column of the term
-/// without the dropped variables (`source_of`: the column of a sub-term, given
-/// its variables; the empty term is the intercept).
-fn scaled_source(
+/// The source of a term's column whose variables `expanded` are each a
+/// polynomial in the accumulated values, given as (variable, [(power,
+/// coefficient)]): scale()'s (x − c)/s is [(1, 1/s), (0, −c/s)], poly()'s
+/// column j is [(i, c_ji)] in powers of x − a. The column is Σ over one
+/// choice per variable of Π coefficient × the column of the term at those
+/// powers (`source_of`: the column of a sub-term given its variables and
+/// powers, power 0 dropping the variable; the empty term is the intercept).
+fn expanded_source(
     term: &[usize],
-    scaled: &[(usize, f64, f64)],
-    source_of: &dyn Fn(&[usize]) -> Source,
+    expanded: &[(usize, Vec<(u32, f64)>)],
+    source_of: &dyn Fn(&[usize], &[u32]) -> Source,
 ) -> Source {
     let mut sum = Combination::default();
-    for kept in 0..(1usize << scaled.len()) {
-        let mut coef = 1.0;
-        let mut dropped = Vec::new();
-        for (b, &(v, c, s)) in scaled.iter().enumerate() {
-            coef /= s;
-            if kept >> b & 1 == 0 {
-                coef *= -c;
-                dropped.push(v);
+    let combos: usize = expanded.iter().map(|(_, alts)| alts.len()).product();
+    for combo in 0..combos {
+        let (mut rest, mut coef) = (combo, 1.0);
+        let (mut vars, mut powers) = (Vec::new(), Vec::new());
+        for &v in term {
+            let p = match expanded.iter().find(|(w, _)| *w == v) {
+                None => 1,
+                Some((_, alts)) => {
+                    let (p, c) = alts[rest % alts.len()];
+                    rest /= alts.len();
+                    coef *= c;
+                    p
+                }
+            };
+            if p > 0 {
+                vars.push(v);
+                powers.push(p);
             }
         }
         if coef == 0.0 {
             continue;
         }
-        let sub: Vec<usize> = term
-            .iter()
-            .copied()
-            .filter(|v| !dropped.contains(v))
-            .collect();
-        let src = if sub.is_empty() {
+        let src = if vars.is_empty() {
             Source::Ones
         } else {
-            source_of(&sub)
+            source_of(&vars, &powers)
         };
         sum.add(&src, coef);
     }
     sum.source()
+}
+
+/// The accumulator's term over `vars` at `powers` (in any order).
+fn spec_at<'a>(
+    acc: &'a Accumulator,
+    vars: &[usize],
+    powers: &[u32],
+) -> &'a crate::accumulator::TermSpec {
+    acc.terms
+        .iter()
+        .find(|t| {
+            t.vars.len() == vars.len()
+                && vars.iter().zip(powers).all(|(w, p)| {
+                    t.vars
+                        .iter()
+                        .zip(&t.powers)
+                        .any(|(tw, tp)| tw == w && tp == p)
+                })
+        })
+        .expect("term registered at parse")
 }
 
 /// Most design columns (extended columns in the accumulator; X or Z columns
@@ -225,7 +254,7 @@ pub enum Source {
     Ext(usize),
     /// Σ coefficient × extended column + constant: a contrast-coded factor's
     /// column (a combination of its levels' indicator columns), a scale()
-    /// variable's ((x − c)/s: `scaled_source`).
+    /// variable's ((x − c)/s) or a poly() column (`expanded_source`).
     Combo(Vec<(usize, f64)>, f64),
 }
 
@@ -238,6 +267,8 @@ pub enum Part {
     Level(u32),
     /// Column j of the variable's contrast matrix (`coding`): C[level, j].
     Coded(u32),
+    /// Column j (0-based) of the poly() variable's basis at its value.
+    Poly(u32),
 }
 
 #[derive(Debug, Clone)]
@@ -281,18 +312,16 @@ pub fn code(
         });
     }
     for tv in &term_vars {
-        let spec_idx = acc
-            .terms
-            .iter()
-            .position(|s| same_set(&s.vars, tv))
-            .expect("term registered at parse");
-        let spec = &acc.terms[spec_idx];
+        let spec = spec_at(acc, tv, &vec![1; tv.len()]);
         // Per variable of the term: how it enters (value, one column per level, contrast columns).
         let mut choices: Vec<Choice> = Vec::new();
         for &v in tv {
             let variable = &acc.vars[v];
             if variable.kind != Some(Kind::Categorical) {
-                choices.push(Choice::Value);
+                choices.push(match acc.poly_basis(v)? {
+                    Some((basis, origin)) => Choice::Poly(basis.coefficients(origin)),
+                    None => Choice::Value,
+                });
                 continue;
             }
             let rest: Vec<usize> = tv.iter().copied().filter(|&w| w != v).collect();
@@ -375,12 +404,17 @@ pub fn code(
                 scaled.push((v, c, s));
             }
         }
+        let expands = !scaled.is_empty() || choices.iter().any(|c| matches!(c, Choice::Poly(_)));
         for combo in 0..total {
             let mut rem = combo;
             let mut name_parts = Vec::new();
             let mut parts: Vec<(usize, Part)> = Vec::new();
             // per categorical variable: the (level id, coefficient) it contributes
             let mut factors: Vec<(usize, Vec<(u32, f64)>)> = Vec::new();
+            let mut expanded: Vec<(usize, Vec<(u32, f64)>)> = scaled
+                .iter()
+                .map(|&(v, c, s)| (v, vec![(1, 1.0 / s), (0, -c / s)]))
+                .collect();
             for (k, &v) in tv.iter().enumerate() {
                 let i = rem % sizes[k];
                 rem /= sizes[k];
@@ -410,20 +444,31 @@ pub fn code(
                         factors.push((v, terms));
                         parts.push((v, Part::Coded(i as u32)));
                     }
+                    Choice::Poly(coefs) => {
+                        // R's model.matrix: a one-column matrix keeps the variable's name
+                        name_parts.push(if coefs.len() == 1 {
+                            name.clone()
+                        } else {
+                            format!("{name}{}", i + 1)
+                        });
+                        let alts = coefs[i]
+                            .iter()
+                            .enumerate()
+                            .map(|(p, &c)| (p as u32, c))
+                            .collect();
+                        expanded.push((v, alts));
+                        parts.push((v, Part::Poly(i as u32)));
+                    }
                 }
             }
-            let source = if scaled.is_empty() {
+            let source = if !expands {
                 combination_source(&factors, &ext_of)
             } else {
-                let source_of = |sub: &[usize]| {
-                    let sub_spec = acc
-                        .terms
-                        .iter()
-                        .find(|s| same_set(&s.vars, sub))
-                        .expect("sub-term registered at parse");
+                let source_of = |sub: &[usize], powers: &[u32]| {
+                    let sub_spec = spec_at(acc, sub, powers);
                     combination_source(&factors, &|l| ext_in(sub_spec, l))
                 };
-                scaled_source(tv, &scaled, &source_of)
+                expanded_source(tv, &expanded, &source_of)
             };
             out.push(DesignColumn {
                 name: name_parts.join(":"),

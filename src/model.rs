@@ -15,7 +15,9 @@ use crate::tidy::{RanVals, Text, Tidy, TidyRow};
 
 pub const MAGIC: &[u8; 8] = b"LMMMODEL";
 /// The format this version writes; it reads every version up to this one.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
+/// The version written when a variable carries a scaling and none a poly() basis.
+pub const SCALED_VERSION: u32 = 4;
 /// The version written when no variable carries a contrast matrix or a
 /// scaling (what readers of format 2 read).
 pub const PLAIN_VERSION: u32 = 2;
@@ -29,6 +31,9 @@ pub const NUMERIC: u32 = u32::MAX;
 /// Marks a contrast-coded part: `CODED | j` is column j of the variable's
 /// contrast matrix (`Var::coding`), C[level, j].
 pub const CODED: u32 = 0x8000_0000;
+/// Marks a poly() part: `POLY | j` is column j (0-based) of the variable's
+/// basis (`Var::poly`) at its value.
+pub const POLY: u32 = 0x4000_0000;
 
 /// What a design column's part `(v, l)` stands for.
 pub fn part_kind(l: u32) -> PartKind {
@@ -36,6 +41,8 @@ pub fn part_kind(l: u32) -> PartKind {
         PartKind::Value
     } else if l & CODED != 0 {
         PartKind::Coded((l & !CODED) as usize)
+    } else if l & POLY != 0 {
+        PartKind::Poly((l & !POLY) as usize)
     } else {
         PartKind::Level(l as usize)
     }
@@ -46,6 +53,7 @@ pub enum PartKind {
     Value,
     Level(usize),
     Coded(usize),
+    Poly(usize),
 }
 
 /// A list of level keys (`levels::encode` format) in one buffer.
@@ -107,6 +115,8 @@ pub struct Var {
     pub coding: Vec<f64>,
     /// `scale(…)`: the centre and scale its values are taken about, (x − c)/s.
     pub scaling: Option<(f64, f64)>,
+    /// `poly(…)`: R's `coefs` of its basis (`transform::poly`).
+    pub poly: Option<crate::transform::poly::PolyBasis>,
 }
 
 impl Var {
@@ -256,8 +266,10 @@ impl Model {
         }
         let payload_len = (buf.len() - HEADER_LEN) as u64;
         buf[0..8].copy_from_slice(MAGIC);
-        let version = if self.vars.iter().any(|v| v.scaling.is_some()) {
+        let version = if self.vars.iter().any(|v| v.poly.is_some()) {
             FORMAT_VERSION
+        } else if self.vars.iter().any(|v| v.scaling.is_some()) {
+            SCALED_VERSION
         } else if self.vars.iter().any(|v| !v.coding.is_empty()) {
             CODED_VERSION
         } else {
@@ -294,7 +306,8 @@ impl Model {
                 | (v.grouping as u8) << 1
                 | (v.categorical as u8) << 2
                 | (coded as u8) << 3
-                | (scaled as u8) << 4);
+                | (scaled as u8) << 4
+                | (v.poly.is_some() as u8) << 5);
             w.u8(v.key_tag);
             w.keys(&v.levels);
             if coded {
@@ -302,6 +315,13 @@ impl Model {
             }
             if let Some((c, s)) = v.scaling {
                 w.f64s(&[c, s]);
+            }
+            if let Some(p) = &v.poly {
+                w.u8(p.raw as u8);
+                w.u32(p.degree as u32);
+                w.f64s(&[p.origin]);
+                w.f64s(&p.alpha);
+                w.f64s(&p.norm2);
             }
         }
         w.u32(self.fixed.len() as u32);
@@ -726,6 +746,40 @@ fn read_payload(r: &mut Reader) -> Result<Model> {
         } else {
             None
         };
+        let poly = if flags & 32 != 0 {
+            let what = "a variable's poly() basis";
+            let raw = r.u8(what)?;
+            let degree = r.u32(what)? as usize;
+            let origin = match r.f64s(what)?[..] {
+                [o] => o,
+                _ => return Err(damaged(format!("the poly() basis of variable '{name}' has no origin"))),
+            };
+            let alpha = r.f64s(what)?;
+            let norm2 = r.f64s(what)?;
+            let finite = alpha.iter().chain(&norm2).all(|x| x.is_finite()) && origin.is_finite();
+            let shaped = if raw == 1 {
+                alpha.is_empty() && norm2.is_empty()
+            } else {
+                raw == 0
+                    && alpha.len() == degree
+                    && norm2.len() == degree + 2
+                    && norm2.iter().all(|&n| n > 0.0)
+            };
+            if !(finite && shaped && flags & 4 == 0 && (1..=64).contains(&degree)) {
+                return Err(damaged(format!(
+                    "the poly() basis of variable '{name}' is not a valid basis"
+                )));
+            }
+            Some(crate::transform::poly::PolyBasis {
+                raw: raw == 1,
+                origin,
+                alpha,
+                norm2,
+                degree,
+            })
+        } else {
+            None
+        };
         vars.push(Var {
             name,
             type_name,
@@ -736,12 +790,23 @@ fn read_payload(r: &mut Reader) -> Result<Model> {
             levels,
             coding,
             scaling,
+            poly,
         });
     }
     // Every index a design column holds, checked against what it points at.
     let check_col = |c: &DesignCol, vars: &[Var]| -> Result<()> {
         for &(v, l) in &c.parts {
             let var = &vars[v as usize];
+            if let PartKind::Poly(j) = part_kind(l) {
+                let degree = var.poly.as_ref().map_or(0, |p| p.degree);
+                if j >= degree {
+                    return Err(damaged(format!(
+                        "design column '{}' takes poly() column {j} of variable '{}', which has {degree}",
+                        c.name, var.name
+                    )));
+                }
+                continue;
+            }
             if let PartKind::Coded(j) = part_kind(l) {
                 if j >= var.coded_columns() {
                     return Err(damaged(format!(
@@ -938,6 +1003,8 @@ pub fn build(
             },
             // scaled in `design::code` already, from the same moments
             scaling: acc.scaling(i).unwrap_or_default(),
+            // a basis `design::code` made already, from the same sums
+            poly: acc.poly_basis(i).ok().flatten().map(|(b, _)| b),
         });
     }
     // The kind of key each categorical variable brings: from its own levels,
@@ -971,6 +1038,7 @@ pub fn build(
                     crate::design::Part::Value => NUMERIC,
                     crate::design::Part::Level(id) => rank[v][id as usize],
                     crate::design::Part::Coded(j) => CODED | j,
+                    crate::design::Part::Poly(j) => POLY | j,
                 };
                 (v as u32, l)
             })

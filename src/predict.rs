@@ -57,6 +57,9 @@ pub struct Prepared {
     nums_fixed: Vec<usize>,
     nums_random: Vec<usize>,
     var_levels: Vec<Option<Levels>>,
+    /// Per variable: for a poly() column's variable (appended after the
+    /// model's, `poly_columns`), the poly() variable and the column.
+    poly_of: Vec<Option<(usize, usize)>>,
     terms: Vec<Term>,
     factors: Vec<PFactor>,
     /// How the variables (and the offsets) are made from a row's columns.
@@ -83,6 +86,8 @@ impl Prepared {
     pub fn new(id: ModelId, model: Model) -> Result<Prepared> {
         check_preparation_size(&id, &model)?;
         let nv = model.vars.len();
+        let (model, poly_of) = poly_columns(model);
+        let base = |v: usize| poly_of[v].map_or(v, |(b, _)| b);
         let var_levels: Vec<Option<Levels>> = model
             .vars
             .iter()
@@ -101,7 +106,7 @@ impl Prepared {
         let classify =
             |c: &DesignCol, need: &mut Vec<usize>, cats: &mut Vec<usize>, nums: &mut Vec<usize>| {
                 for &(v, l) in &c.parts {
-                    push_unique(need, v as usize);
+                    push_unique(need, base(v as usize));
                     push_unique(if l == NUMERIC { nums } else { cats }, v as usize);
                 }
             };
@@ -163,7 +168,7 @@ impl Prepared {
                             .map(|l| (l as u64, var.coded(l, j)))
                             .filter(|e| e.1 != 0.0)
                             .collect(),
-                        PartKind::Value => bail!(
+                        PartKind::Value | PartKind::Poly(_) => bail!(
                             "the model value is corrupt (fixed-effect column '{}')",
                             c.name
                         ),
@@ -233,7 +238,7 @@ impl Prepared {
             .collect();
         debug_assert!(need_all.iter().all(|&v| v < nv));
         let formula = crate::formula::parse(&model.formula)?;
-        let names: Vec<String> = model.vars.iter().map(|v| v.name.clone()).collect();
+        let names: Vec<String> = model.vars[..nv].iter().map(|v| v.name.clone()).collect();
         let derive = Derivation::new(&names, &formula, false);
         let reads = |need: &[usize]| {
             let mut out = derive.offset_columns();
@@ -258,6 +263,7 @@ impl Prepared {
             nums_fixed,
             nums_random,
             var_levels,
+            poly_of,
             terms,
             factors,
         })
@@ -402,11 +408,17 @@ impl Prepared {
             .iter()
             .chain(if any_re { &self.nums_random[..] } else { &[] })
         {
-            let mut x = match &cols[v].unwrap().data {
+            let poly = self.poly_of[v];
+            let mut x = match &cols[poly.map_or(v, |(b, _)| b)].unwrap().data {
                 ColumnData::Float(x) => Cow::Borrowed(&x[..]),
                 ColumnData::Int(x) => Cow::Owned(x.iter().map(|&i| i as f64).collect()),
                 _ => unreachable!("checked above"),
             };
+            // poly(…)_j: the fit's basis at the value
+            if let Some((b, j)) = poly {
+                let basis = vars[b].poly.as_ref().expect("a poly() variable's basis");
+                x.to_mut().iter_mut().for_each(|x| *x = basis.column(*x, j));
+            }
             // scale(…): about the centre and scale of the fit's data
             if let Some((c, s)) = vars[v].scaling {
                 x.to_mut().iter_mut().for_each(|x| *x = (*x - c) / s);
@@ -517,6 +529,8 @@ impl Prepared {
                             PartKind::Level(l) if lid[v][r] as usize != l => z = 0.0,
                             PartKind::Level(_) => {}
                             PartKind::Coded(j) => z *= vars[v].coded(lid[v][r] as usize, j),
+                            // rewritten as numeric parts of their own variables (`poly_columns`)
+                            PartKind::Poly(_) => unreachable!("poly() parts are rewritten"),
                         }
                     }
                     s += z;
@@ -543,6 +557,49 @@ fn fixed_terms(fixed: &[DesignCol]) -> Vec<Vec<usize>> {
         out[t].push(j);
     }
     out
+}
+
+/// The model with each poly() part (v, POLY | j) rewritten as the numeric
+/// part of a variable of its own, appended after the model's: its values
+/// are column j of v's basis at v's (`Prepared::predict`), so the terms'
+/// tables and the random part treat it as any numeric variable. Also, per
+/// variable, the poly() variable and column it stands for.
+fn poly_columns(mut model: Model) -> (Model, Vec<Option<(usize, usize)>>) {
+    let mut poly_of: Vec<Option<(usize, usize)>> = vec![None; model.vars.len()];
+    let mut added: Vec<((usize, usize), usize)> = Vec::new();
+    let mut new_vars = Vec::new();
+    let nv = model.vars.len();
+    let columns = model
+        .fixed
+        .iter_mut()
+        .chain(model.factors.iter_mut().flat_map(|f| f.terms.iter_mut()));
+    for c in columns {
+        for part in c.parts.iter_mut() {
+            let PartKind::Poly(j) = model::part_kind(part.1) else {
+                continue;
+            };
+            let key = (part.0 as usize, j);
+            let v = match added.iter().find(|(k, _)| *k == key) {
+                Some(&(_, v)) => v,
+                None => {
+                    let base = &model.vars[key.0];
+                    let mut var = base.clone();
+                    var.name = format!("{}{}", base.name, j + 1);
+                    var.poly = None;
+                    var.scaling = None;
+                    var.response = false;
+                    new_vars.push(var);
+                    let v = nv + new_vars.len() - 1;
+                    added.push((key, v));
+                    poly_of.push(Some(key));
+                    v
+                }
+            };
+            *part = (v as u32, NUMERIC);
+        }
+    }
+    model.vars.extend(new_vars);
+    (model, poly_of)
 }
 
 /// The number of level combinations of a column's categorical parts.

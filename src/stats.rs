@@ -713,3 +713,62 @@ impl GroupStore {
         b[0] = n;
     }
 }
+
+/// A linear re-expression of the design columns: column c becomes
+/// Σ coef · column src over `map[c]` (None: c stays as it is). Stored means
+/// are relative to the shifts, so the map's constants go to the shifts and
+/// means and co-moments transform linearly (`transform::reorigin`).
+pub type ColumnMap = [Option<Vec<(usize, f64)>>];
+
+fn mapped(map: &ColumnMap, c: usize, get: impl Fn(usize) -> f64) -> f64 {
+    match map.get(c).and_then(|m| m.as_ref()) {
+        None => get(c),
+        Some(terms) => terms.iter().map(|&(src, coef)| coef * get(src)).sum(),
+    }
+}
+
+impl Moments {
+    /// Means m → T m and co-moments C → T C Tᵀ under `map`.
+    pub fn transform(&mut self, map: &ColumnMap) {
+        let d = self.d;
+        let means: Vec<f64> = (0..d).map(|c| mapped(map, c, |s| self.data[s])).collect();
+        // rows first: R = T C (d × d), then C' = R Tᵀ
+        let rows: Vec<f64> = (0..d)
+            .flat_map(|a| (0..d).map(move |b| (a, b)))
+            .map(|(a, b)| mapped(map, a, |s| self.comoment(s, b)))
+            .collect();
+        let mut data = means;
+        data.resize(d + d * (d + 1) / 2, 0.0);
+        for b in 0..d {
+            for a in 0..=b {
+                data[d + packed(a, b)] = mapped(map, b, |s| rows[a * d + s]);
+            }
+        }
+        self.data = data;
+    }
+}
+
+impl GroupStore {
+    /// Every group's means and co-moment rows under `map` (the map of a
+    /// random-effect column uses random-effect columns only: `zindex`).
+    pub fn transform(&mut self, map: &ColumnMap, zcols: &[usize], zindex: &[usize]) {
+        let (d, q, cd, s) = (self.d, self.q, self.cd, self.stride());
+        let mut rows = vec![0.0; q * d];
+        for g in 0..self.groups {
+            let b = &mut self.data[g * s..(g + 1) * s];
+            let means: Vec<f64> = (0..d).map(|c| mapped(map, c, |src| b[1 + src])).collect();
+            b[1..1 + d].copy_from_slice(&means);
+            let com = |zi: usize, c: usize| b[1 + cd + zi * cd + c];
+            for zi in 0..q {
+                for c in 0..d {
+                    // T on the row side (through the z index), then on the column side
+                    let row_side = |cc: usize| mapped(map, zcols[zi], |src| com(zindex[src], cc));
+                    rows[zi * d + c] = mapped(map, c, row_side);
+                }
+            }
+            for zi in 0..q {
+                b[1 + cd + zi * cd..1 + cd + zi * cd + d].copy_from_slice(&rows[zi * d..(zi + 1) * d]);
+            }
+        }
+    }
+}

@@ -629,6 +629,7 @@ fn var(name: &str, categorical: bool, grouping: bool, levels: &[i64]) -> model::
         levels: keys,
         coding: Vec::new(),
         scaling: None,
+        poly: None,
     }
 }
 

@@ -37,6 +37,9 @@ pub fn rebase(header: &Accumulator, shard: &Accumulator) -> Result<Accumulator> 
     acc.merge(shard)?;
     // the header's scale() moments are every shard's already
     acc.scale_moments.clone_from(&header.scale_moments);
+    for ((_, _, mine), (_, _, theirs)) in acc.polys.iter_mut().zip(&header.polys) {
+        mine.clone_from(theirs);
+    }
     if acc.ext.len() != header.ext.len() {
         bail!("a shard's statistics have design columns the merged header lacks: its header was not merged into it");
     }

@@ -19,6 +19,7 @@ use super::tokens::Tok;
 use super::{Derived, Parser};
 use crate::error::Result;
 use crate::transform::expr::{r_number, Expr, Function, Op, FUNCTION_NAMES};
+use crate::transform::poly::{PolySpec, MAX_DEGREE};
 use crate::transform::scale::{ScaleArg, Scaling};
 
 /// Most parts the formula's expressions may have together (bounds the
@@ -27,10 +28,6 @@ pub const MAX_EXPRESSION_NODES: usize = 256;
 
 /// Functions R users write that lmm does not evaluate (yet), with what to do instead.
 const NOT_YET: &[(&str, &str)] = &[
-    (
-        "poly",
-        "write the powers with I(x^2), I(x^3) (raw polynomials)",
-    ),
     ("ns", "compute the spline basis in SQL"),
     ("bs", "compute the spline basis in SQL"),
 ];
@@ -38,7 +35,7 @@ const NOT_YET: &[(&str, &str)] = &[
 fn known_functions() -> String {
     let mut names: Vec<&str> = vec!["I"];
     names.extend(FUNCTION_NAMES.iter().map(|(n, _)| *n));
-    names.extend(["factor", "C", "offset", "scale"]);
+    names.extend(["factor", "C", "offset", "scale", "poly"]);
     names
         .iter()
         .map(|n| format!("{n}()"))
@@ -79,6 +76,7 @@ impl Parser<'_> {
             }
             "offset" => self.error("offset() is a term of its own on the fixed side, as in 'y ~ x + offset(log_n) + (1 | g)'"),
             "scale" => self.scale_call(),
+            "poly" => self.poly_call(),
             _ => {
                 let e = self.atom()?;
                 if let Expr::Column(c) = &e {
@@ -151,6 +149,90 @@ impl Parser<'_> {
         self.expect(Tok::RParen, "')' closing scale(")?;
         let var = format!("scale({})", written.join(", "));
         self.register(&var, super::Derived::Scaled(e, how));
+        Ok(var)
+    }
+
+    /// `poly(e [, degree] [, raw = TRUE|FALSE])`: degree by position or name
+    /// (R takes a second positional argument as the degree only when it is
+    /// one number), raw by name; named as R deparses the call.
+    fn poly_call(&mut self) -> Result<String> {
+        self.pos += 2;
+        let e = self.expr()?;
+        let mut spec = PolySpec {
+            degree: 1,
+            raw: false,
+        };
+        let mut written = vec![e.deparse()];
+        let mut given = [false; 2];
+        while self.peek() == Some(&Tok::Comma) {
+            self.pos += 1;
+            let named = match (
+                self.peek().cloned(),
+                self.toks.get(self.pos + 1).map(|t| &t.0),
+            ) {
+                (Some(Tok::Ident(n)), Some(Tok::Equals)) => {
+                    self.pos += 2;
+                    Some(n)
+                }
+                _ => None,
+            };
+            let slot = match named.as_deref() {
+                Some("degree") => 0,
+                Some("raw") => 1,
+                Some(other) => {
+                    return self.error(&format!(
+                        "poly() has no argument '{other}' here; it takes the degree and raw = TRUE"
+                    ))
+                }
+                None if !given[0] && !given[1] => 0,
+                None => {
+                    return self.error(
+                        "poly() of one column takes the degree, then raw = TRUE by name (poly(x, 2, raw = TRUE)); poly() of several columns is not supported",
+                    )
+                }
+            };
+            if given[slot] {
+                return self.error(&format!(
+                    "poly(): the argument '{}' is given twice",
+                    ["degree", "raw"][slot]
+                ));
+            }
+            given[slot] = true;
+            let text = if slot == 0 {
+                let k = match self.peek().cloned() {
+                    Some(Tok::Num(t)) => t.parse::<f64>().ok(),
+                    _ => None,
+                };
+                match k {
+                    Some(k) if k.fract() == 0.0 && k >= 1.0 && k <= MAX_DEGREE as f64 => {
+                        spec.degree = k as u32;
+                    }
+                    Some(k) if k.fract() == 0.0 && k > MAX_DEGREE as f64 => {
+                        return self.error(&format!(
+                            "poly(): degree {} is more than lmm fits ({MAX_DEGREE}: the basis comes from power sums up to twice the degree, which lose digits beyond it)", r_number(k)
+                        ))
+                    }
+                    _ => return self.error("poly()'s degree is a whole number ≥ 1, as in poly(x, 2)"),
+                }
+                self.pos += 1;
+                r_number(spec.degree as f64)
+            } else {
+                let t = match self.peek().cloned() {
+                    Some(Tok::Ident(t)) if matches!(t.as_str(), "TRUE" | "T" | "FALSE" | "F") => t,
+                    _ => return self.error("poly()'s raw is TRUE or FALSE"),
+                };
+                self.pos += 1;
+                spec.raw = matches!(t.as_str(), "TRUE" | "T");
+                t
+            };
+            written.push(match named {
+                Some(n) => format!("{n} = {text}"),
+                None => text,
+            });
+        }
+        self.expect(Tok::RParen, "')' closing poly(")?;
+        let var = format!("poly({})", written.join(", "));
+        self.register(&var, super::Derived::Poly(e, spec));
         Ok(var)
     }
 
@@ -306,6 +388,7 @@ impl Parser<'_> {
         let what = match name {
             "factor" | "C" => format!("{name}() makes a factor of a column; it cannot be part of arithmetic"),
             "offset" => "offset() is a term of its own on the fixed side".to_string(),
+            "poly" => "poly() is a variable of a term, as in 'y ~ poly(x, 2) + (1 | g)'; it cannot be part of arithmetic or the response".to_string(),
             "scale" => "scale() is a variable of a term, as in 'y ~ scale(x) + (scale(x) | g)'; it cannot be part of arithmetic or the response \
                         (scale the column in SQL for that)".to_string(),
             _ => match NOT_YET.iter().find(|(n, _)| *n == name) {

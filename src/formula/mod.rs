@@ -80,6 +80,10 @@ pub enum Derived {
     /// `scale(e, center, scale)`: (e − c)/s, c and s from the data
     /// (`transform::scale`); a row's value is e's, the design applies c and s.
     Scaled(Expr, crate::transform::scale::Scaling),
+    /// `poly(e, k [, raw])`: k columns, R's orthogonal polynomials of e over
+    /// the rows (`transform::poly`); a row's value is e's, the design combines
+    /// the accumulated powers.
+    Poly(Expr, crate::transform::poly::PolySpec),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -824,10 +828,10 @@ mod tests {
     fn expressions_are_bounded() {
         let deep = format!("y ~ I({}x{}) + (1 | g)", "(".repeat(300), ")".repeat(300));
         assert!(parse(&deep).unwrap_err().0.contains("more than 256 parts"));
-        assert!(parse("y ~ poly(x, 2) + (1 | g)")
+        assert!(parse("y ~ ns(x, 2) + (1 | g)")
             .unwrap_err()
             .0
-            .contains("'poly()' is not supported yet"));
+            .contains("'ns()' is not supported yet"));
         assert!(parse("y ~ x + offset(z):a + (1 | g)")
             .unwrap_err()
             .0

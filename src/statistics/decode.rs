@@ -87,6 +87,29 @@ pub fn decode(data: &[u8]) -> Result<Accumulator> {
         }
         acc.scale_moments[i].1 = m;
     }
+    for i in 0..acc.polys.len() {
+        let what = "the power sums of a poly() variable";
+        let has = r.u8(what)?;
+        let origin = r.f64(what)?;
+        let sums = r.f64s(acc.polys[i].2.sums.len(), what)?;
+        let nd = r.u32(what)? as usize;
+        if nd > acc.polys[i].1.degree as usize + 1 {
+            return Err(damaged("a poly() variable keeps more distinct values than its degree needs"));
+        }
+        let distinct = r.f64s(nd, what)?;
+        let all_finite = |x: &[f64]| x.iter().all(|v| v.is_finite());
+        if has > 1
+            || !origin.is_finite()
+            || !all_finite(&sums)
+            || !all_finite(&distinct)
+            || distinct.len() > acc.polys[i].1.degree as usize + 1
+        {
+            return Err(damaged("the power sums of a poly() variable are not finite"));
+        }
+        acc.polys[i].2.origin = (has == 1).then_some(origin);
+        acc.polys[i].2.sums = sums;
+        acc.polys[i].2.distinct = distinct;
+    }
     let nf = r.u32("the grouping factors")? as usize;
     if nf != acc.factors.len() {
         return Err(damaged("the grouping factors do not match the formula"));

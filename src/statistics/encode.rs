@@ -67,6 +67,13 @@ pub fn encode(acc: &Accumulator) -> Vec<u8> {
         w.f64(m.mean);
         w.f64(m.m2);
     }
+    for (_, _, p) in &acc.polys {
+        w.u8(p.origin.is_some() as u8);
+        w.f64(p.origin.unwrap_or(0.0));
+        w.f64s(&p.sums);
+        w.u32(p.distinct.len() as u32);
+        w.f64s(&p.distinct);
+    }
     w.u32(acc.factors.len() as u32);
     for f in &acc.factors {
         w.u64(f.levels.keys.len() as u64);

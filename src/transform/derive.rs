@@ -58,7 +58,7 @@ impl Derivation {
         for name in names {
             let mut source = match formula.derived(name) {
                 // a scaled variable's row values are its expression's; the design applies (x − c)/s
-                Some(Derived::Numeric(e) | Derived::Scaled(e, _)) => Source::Numeric(e.clone()),
+                Some(Derived::Numeric(e) | Derived::Scaled(e, _) | Derived::Poly(e, _)) => Source::Numeric(e.clone()),
                 Some(Derived::Factor(c)) => Source::Factor(column_index(&mut columns, c)),
                 None => Source::Column(column_index(&mut columns, name)),
             };

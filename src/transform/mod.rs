@@ -9,6 +9,8 @@
 
 pub mod derive;
 pub mod expr;
+pub mod poly;
+pub mod reorigin;
 pub mod scale;
 
 pub use derive::Derivation;

@@ -20,6 +20,9 @@ MODELS = [
     ("dyestuff", "Yield ~ 1 + (1 | Batch)", "Batch", {"ddf": "Satterthwaite"}),
     # scale(): the centre and scale are the whole table's, merged from the shards' moments
     ("sleepstudy", "Reaction ~ scale(Days) + (scale(Days) | Subject)", "Subject", {}),
+    # poly(): the basis is the whole table's, from the shards' power sums, each
+    # about its own origin (its first value: Days + Subject/100 differs by shard)
+    ("sleepstudy", "Reaction ~ poly(Days + Subject / 100, 2) + (poly(Days + Subject / 100, 2) | Subject)", "Subject", {}),
 ]
 
 

@@ -111,7 +111,7 @@ def test_prediction_applies_the_transformations(con):
 
 
 @pytest.mark.parametrize("formula,message", [
-    ("Reaction ~ poly(Days, 2) + (1 | Subject)", "'poly()' is not supported yet"),
+    ("Reaction ~ ns(Days, 2) + (1 | Subject)", "'ns()' is not supported yet"),
     ("Reaction ~ foo(Days) + (1 | Subject)", "unknown function 'foo()'"),
     ("Reaction ~ Days^2 + (1 | Subject)", "write I(x^2) for a power"),
     ("Reaction ~ Days + (offset(Days) | Subject)", "offset() cannot be part of a random-effects term"),

@@ -116,6 +116,9 @@ def parse_model(blob):
             m["vars"][-1]["coding"] = r.f64s()[1]
         if flags & 16:  # version 4: scale()'s centre and scale
             m["vars"][-1]["scaling"] = r.f64s()[1]
+        if flags & 32:  # version 5: poly()'s basis, R's coefs
+            raw, degree, origin = r.u8(), r.u32(), r.f64s()[1][0]
+            m["vars"][-1]["poly"] = {"raw": raw, "degree": degree, "origin": origin, "alpha": r.f64s()[1], "norm2": r.f64s()[1]}
     m["fixed"] = [r.col() for _ in range(r.u32())]
     m["beta_at"], m["beta"] = r.f64s()
     for _ in range(r.u32()):
@@ -443,12 +446,12 @@ def test_wrong_kind_of_model_value(con):
 def test_damaged_model_values(con, blob):
     b = bytes(blob)
     future = bytearray(b)
-    struct.pack_into("<I", future, 8, 5)
+    struct.pack_into("<I", future, 8, 6)
     wrong_magic = b"LMMMODEX" + b[8:]
     truncated = b[:-7]
     flipped = bytearray(b)
     flipped[32 + model_length(b) // 2] ^= 0x10  # in the model part (prediction never reads the statistics)
-    cases = [(bytes(future), ["format version 5", "newer"]), (wrong_magic, ["not an lmm model"]),
+    cases = [(bytes(future), ["format version 6", "newer"]), (wrong_magic, ["not an lmm model"]),
              (truncated, ["truncated"]), (b[:20], ["truncated"]), (bytes(flipped), ["corrupt"]),
              (b"", ["not an lmm model"])]
     for value, needles in cases:
